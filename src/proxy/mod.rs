@@ -1,0 +1,4 @@
+//! Design 1: the HTTP CONNECT forward proxy, its auth, target rules and upstream chain.
+
+pub mod auth;
+pub mod rules;
