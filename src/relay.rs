@@ -1,1 +1,293 @@
-//! relay (in progress)
+//! Bidirectional copy between two byte streams, used by every path that splices.
+//!
+//! - Half-close: one side's EOF shuts down the write half of the other side; the other
+//!   direction keeps flowing until it ends too.
+//! - Idle timeout: no byte in either direction for that long ends the relay.
+//! - Memory: bytes are read into a stack buffer and written straight through. Only when the
+//!   writer cannot take them all is a heap buffer allocated, and it is freed again as soon as
+//!   the direction goes idle, so an idle connection holds no buffer at all.
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+/// Size of one read. Lives on the polling thread's stack, never in the connection.
+const CHUNK: usize = 16 * 1024;
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Both directions reached EOF and were shut down.
+    Closed,
+    /// No byte moved for the idle timeout.
+    IdleTimeout,
+    /// A read or write failed (reset, broken pipe, ...).
+    Error(io::Error),
+}
+
+impl Outcome {
+    /// Short lowercase word for log lines.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Closed => "closed",
+            Outcome::IdleTimeout => "idle-timeout",
+            Outcome::Error(_) => "error",
+        }
+    }
+}
+
+/// Result of [`relay`]: what happened and how many bytes moved each way.
+#[derive(Debug)]
+pub struct Report {
+    /// how it ended
+    pub outcome: Outcome,
+    /// bytes copied from `a` to `b`
+    pub a_to_b: u64,
+    /// bytes copied from `b` to `a`
+    pub b_to_a: u64,
+}
+
+/// One direction of the copy.
+struct Pump {
+    /// Bytes read but not yet written; `pos` is how many of them were written.
+    pending: Vec<u8>,
+    pos: usize,
+    eof: bool,
+    done: bool,
+    bytes: u64,
+}
+
+impl Pump {
+    fn new() -> Self {
+        Pump {
+            pending: Vec::new(),
+            pos: 0,
+            eof: false,
+            done: false,
+            bytes: 0,
+        }
+    }
+
+    /// Drives this direction; `Ready(Ok)` once EOF was passed on as a write shutdown.
+    /// `moved` is set when any byte was transferred during this call.
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut r: Pin<&mut R>,
+        mut w: Pin<&mut W>,
+        moved: &mut bool,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            while self.pos < self.pending.len() {
+                let n = ready!(w.as_mut().poll_write(cx, &self.pending[self.pos..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.pos += n;
+                self.bytes += n as u64;
+                *moved = true;
+            }
+            self.pending.clear();
+            self.pos = 0;
+            if self.eof {
+                ready!(w.as_mut().poll_close(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            let mut chunk = [0u8; CHUNK];
+            match r.as_mut().poll_read(cx, &mut chunk) {
+                Poll::Pending => {
+                    // Idle: release the heap buffer and push out what the writer holds.
+                    self.pending = Vec::new();
+                    ready!(w.as_mut().poll_flush(cx))?;
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(0)) => {
+                    ready!(w.as_mut().poll_flush(cx))?;
+                    self.eof = true;
+                }
+                Poll::Ready(Ok(n)) => {
+                    *moved = true;
+                    let mut off = 0;
+                    while off < n {
+                        match w.as_mut().poll_write(cx, &chunk[off..n]) {
+                            Poll::Ready(Ok(0)) => {
+                                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                            }
+                            Poll::Ready(Ok(k)) => {
+                                off += k;
+                                self.bytes += k as u64;
+                            }
+                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                            Poll::Pending => {
+                                // The writer is full: keep the rest until it drains.
+                                self.pending.extend_from_slice(&chunk[off..n]);
+                                return Poll::Pending;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies `a_r → b_w` and `b_r → a_w` until both directions end, one fails, or nothing moves
+/// for `idle` (`None`: no idle limit). Each side's EOF closes the opposite writer (a TCP
+/// write shutdown), so half-closed connections work end to end.
+pub async fn relay<AR, AW, BR, BW>(
+    a_r: &mut AR,
+    a_w: &mut AW,
+    b_r: &mut BR,
+    b_w: &mut BW,
+    idle: Option<Duration>,
+) -> Report
+where
+    AR: AsyncRead + Unpin + ?Sized,
+    AW: AsyncWrite + Unpin + ?Sized,
+    BR: AsyncRead + Unpin + ?Sized,
+    BW: AsyncWrite + Unpin + ?Sized,
+{
+    let mut up = Pump::new();
+    let mut down = Pump::new();
+    let mut last = Instant::now();
+    let mut timer = idle.map(smol::Timer::after);
+    let outcome = std::future::poll_fn(|cx| {
+        let mut moved = false;
+        let a = up.poll(cx, Pin::new(&mut *a_r), Pin::new(&mut *b_w), &mut moved);
+        if let Poll::Ready(Err(e)) = a {
+            return Poll::Ready(Outcome::Error(e));
+        }
+        let b = down.poll(cx, Pin::new(&mut *b_r), Pin::new(&mut *a_w), &mut moved);
+        if let Poll::Ready(Err(e)) = b {
+            return Poll::Ready(Outcome::Error(e));
+        }
+        if a.is_ready() && b.is_ready() {
+            return Poll::Ready(Outcome::Closed);
+        }
+        if let (Some(idle), Some(timer)) = (idle, timer.as_mut()) {
+            if moved {
+                last = Instant::now();
+                timer.set_at(last + idle);
+            }
+            if Pin::new(timer).poll(cx).is_ready() {
+                return Poll::Ready(Outcome::IdleTimeout);
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    Report {
+        outcome,
+        a_to_b: up.bytes,
+        b_to_a: down.bytes,
+    }
+}
+
+/// True for errors that are an ordinary hang-up by the peer (logged at debug, not warn).
+pub fn is_hangup(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::NotConnected
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+    use smol::net::{TcpListener, TcpStream};
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (c, s) = futures_lite::future::zip(TcpStream::connect(addr), l.accept()).await;
+        (c.unwrap(), s.unwrap().0)
+    }
+
+    fn deadline<T>(f: impl Future<Output = T>) -> T {
+        smol::block_on(f.or(async {
+            smol::Timer::after(Duration::from_secs(10)).await;
+            panic!("test deadline passed")
+        }))
+    }
+
+    /// client <-> [a | relay | b] <-> server
+    async fn relayed(idle: Option<Duration>) -> (TcpStream, TcpStream, smol::Task<Report>) {
+        let (client, a) = pair().await;
+        let (b, server) = pair().await;
+        let task = smol::spawn(async move {
+            let (mut ar, mut aw, mut br, mut bw) = (a.clone(), a, b.clone(), b);
+            relay(&mut ar, &mut aw, &mut br, &mut bw, idle).await
+        });
+        (client, server, task)
+    }
+
+    #[test]
+    fn half_close_keeps_other_direction_flowing() {
+        deadline(async {
+            let (mut client, mut server, task) = relayed(None).await;
+            client.write_all(b"request").await.unwrap();
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"request", "server sees the request, then EOF");
+            // The other direction still works after the half-close.
+            let big = vec![7u8; 1 << 20];
+            server.write_all(&big).await.unwrap();
+            server.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut back = Vec::new();
+            client.read_to_end(&mut back).await.unwrap();
+            assert_eq!(back.len(), big.len());
+            let report = task.await;
+            assert!(matches!(report.outcome, Outcome::Closed), "{report:?}");
+            assert_eq!(report.a_to_b, 7);
+            assert_eq!(report.b_to_a, 1 << 20);
+        });
+    }
+
+    #[test]
+    fn idle_timeout_ends_relay() {
+        deadline(async {
+            let (mut client, mut server, task) = relayed(Some(Duration::from_millis(200))).await;
+            client.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            server.read_exact(&mut one).await.unwrap();
+            let report = task.await;
+            assert!(matches!(report.outcome, Outcome::IdleTimeout), "{report:?}");
+            drop((client, server));
+        });
+    }
+
+    #[test]
+    fn writing_to_a_vanished_peer_is_an_error_outcome() {
+        deadline(async {
+            let (mut client, server, task) = relayed(None).await;
+            drop(server);
+            // The relay passes the EOF on; our further writes meet a reset socket.
+            let chunk = vec![0u8; 64 * 1024];
+            for _ in 0..256 {
+                if client.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            let report = task.await;
+            assert!(matches!(report.outcome, Outcome::Error(_)), "{report:?}");
+        });
+    }
+}

@@ -1,3 +1,6 @@
-//! HTTP/1.x heads: our own bounded parser and writer, and the front door that reads them.
+//! HTTP/1.x heads: our own bounded parser and writer, reading them off streams, and message
+//! body framing for the forwarding proxy.
 
+pub mod body;
+pub mod front;
 pub mod head;

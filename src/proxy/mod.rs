@@ -1,4 +1,9 @@
 //! Design 1: the HTTP CONNECT forward proxy, its auth, target rules and upstream chain.
 
 pub mod auth;
+pub mod chain;
+mod forward;
 pub mod rules;
+pub mod server;
+
+pub use server::{Proxy, ProxyConfig};

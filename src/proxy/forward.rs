@@ -1,0 +1,265 @@
+//! Absolute-form requests (`GET http://host/path`): forwarded to the origin over keep-alive
+//! connections, with bodies passed through under their own framing.
+//!
+//! async-h1 cannot serve this path: its server closes HTTP/1.0 requests without an answer, and
+//! its client rejects HTTP/1.0 responses and reads close-delimited bodies as empty (STACK.md),
+//! both of which real clients and origins send. So heads go through our own parser and bodies
+//! through [`crate::http::body`].
+
+use super::server::{Conn, Next};
+use crate::http::body::{self, BodyError, Framing};
+use crate::http::front::{self, ReadError};
+use crate::http::head::{Headers, RequestHead, ResponseHead, Target, Version};
+use crate::net::{DialError, host_port};
+use futures_lite::io::{AsyncWriteExt, BufReader};
+use futures_lite::FutureExt;
+use smol::net::TcpStream;
+
+/// Read buffer for an origin connection.
+const ORIGIN_BUF: usize = 8 * 1024;
+
+/// A kept-alive connection to an origin.
+pub(super) struct Origin {
+    host: String,
+    port: u16,
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+/// Headers that describe one connection, not the message: never forwarded.
+/// `Transfer-Encoding` stays: bodies pass through with their chunking intact.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(h: &mut Headers) {
+    let listed: Vec<String> = h
+        .get_all("connection")
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    for name in HOP_BY_HOP.iter().copied().chain(listed.iter().map(String::as_str)) {
+        h.remove(name);
+    }
+}
+
+/// True when the client asked for the connection to stay open after this exchange.
+fn client_keeps_alive(head: &RequestHead) -> bool {
+    match head.version {
+        Version::Http11 => !head.headers.contains_token("connection", "close"),
+        // HTTP/1.0 keep-alive is rare and fragile: answer and close.
+        Version::Http10 => false,
+    }
+}
+
+fn origin_keeps_alive(res: &ResponseHead, framing: Framing) -> bool {
+    res.version == Version::Http11
+        && framing != Framing::UntilClose
+        && !res.headers.contains_token("connection", "close")
+}
+
+/// Serves one absolute-form request and, while the connection stays alive, reads the next.
+pub(super) async fn forward(
+    conn: &mut Conn,
+    mut head: RequestHead,
+    stream: &TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    origin: &mut Option<Origin>,
+) -> Next {
+    if let Err(outcome) = conn.authorize(stream, &head).await {
+        return Next::Close(outcome);
+    }
+    let Target::Absolute { scheme, host, port, path } = head.target.clone() else {
+        unreachable!("dispatch only sends absolute-form here")
+    };
+    if scheme != "http" {
+        let why = "only http:// URLs are forwarded; use CONNECT for https";
+        return Next::Close(conn.reply(stream, head.version, 501, why, &[]).await);
+    }
+    let framing = match body::request_framing(&head) {
+        Ok(f) => f,
+        Err(e) => {
+            let status = if matches!(e, BodyError::UnsupportedCoding) { 501 } else { 400 };
+            return Next::Close(conn.reply(stream, head.version, status, &e.to_string(), &[]).await);
+        }
+    };
+    let keep_client = client_keeps_alive(&head);
+    let method = head.method.clone();
+    if head.headers.contains_token("expect", "100-continue") {
+        // We answer the expectation ourselves; the origin gets the body straight away.
+        head.headers.remove("expect");
+        let mut w = stream.clone();
+        if w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+            return Next::Close("client left".into());
+        }
+    }
+    strip_hop_by_hop(&mut head.headers);
+    head.headers.set("Host", &authority(&host, port));
+    head.target = Target::Origin(path);
+
+    let reused = origin.as_ref().is_some_and(|o| o.host == host && o.port == port);
+    if !reused {
+        *origin = None;
+    }
+    let mut out = Vec::with_capacity(512);
+    head.write_to(&mut out);
+
+    let res = loop {
+        let o = match origin {
+            Some(o) => o,
+            None => match open(conn, &host, port).await {
+                Ok(o) => origin.insert(o),
+                Err(e) => {
+                    let status = e.status();
+                    log::warn!("conn {} {}: {method} {}: {e} ({status})", conn.id, conn.peer, host_port(&host, port));
+                    return Next::Close(conn.reply(stream, head.version, status, &e.to_string(), &[]).await);
+                }
+            },
+        };
+        let sent = async {
+            o.w.write_all(&out).await.map_err(BodyError::Io)?;
+            body::copy_body(reader, &mut o.w, framing).await
+        };
+        let sent = match sent.await {
+            Ok(n) => n,
+            Err(e) => {
+                *origin = None;
+                return Next::Close(conn.reply(stream, head.version, 502, &format!("sending request: {e}"), &[]).await);
+            }
+        };
+        conn.up += sent;
+        match read_final_response(conn, stream, o).await {
+            Ok(res) => break res,
+            // A reused connection the origin had already closed: try once more on a fresh one,
+            // but only when nothing of the body was consumed.
+            Err(ReadError::Closed) if reused && framing == Framing::Empty && origin.is_some() => {
+                *origin = None;
+                continue;
+            }
+            Err(e) => {
+                *origin = None;
+                let (status, why) = match e {
+                    ReadError::Timeout { .. } => (504, "origin did not answer in time".to_string()),
+                    e => (502, format!("bad response from origin: {e}")),
+                };
+                return Next::Close(conn.reply(stream, head.version, status, &why, &[]).await);
+            }
+        }
+    };
+    let Some(o) = origin.as_mut() else {
+        unreachable!("a response came from an open origin")
+    };
+
+    let framing = match body::response_framing(&method, &res) {
+        Ok(f) => f,
+        Err(e) => {
+            *origin = None;
+            return Next::Close(conn.reply(stream, head.version, 502, &format!("origin response: {e}"), &[]).await);
+        }
+    };
+    let keep_origin = origin_keeps_alive(&res, framing);
+    let keep = keep_client && framing != Framing::UntilClose && !conn.shutdown.is_draining();
+    let mut res = res;
+    strip_hop_by_hop(&mut res.headers);
+    if !keep {
+        res.headers.set("Connection", "close");
+    }
+    let mut out = Vec::with_capacity(512);
+    res.write_to(&mut out);
+    let mut client_w = stream.clone();
+    let copied = async {
+        client_w.write_all(&out).await.map_err(BodyError::Io)?;
+        body::copy_body(&mut o.r, &mut client_w, framing).await
+    };
+    match copied.await {
+        Ok(n) => conn.down += n + out.len() as u64,
+        Err(e) => {
+            *origin = None;
+            return Next::Close(format!("response {}: {e}", res.status));
+        }
+    }
+    log::debug!("conn {} {method} http://{}{} -> {}", conn.id, authority(&host, port), path_of(&head), res.status);
+    if !keep_origin {
+        *origin = None;
+    }
+    if !keep {
+        stream.shutdown(std::net::Shutdown::Write).ok();
+        return Next::Close(format!("{}", res.status));
+    }
+    next_request(conn, stream, reader, res.status).await
+}
+
+/// Waits for the next request on a kept-alive connection (until idle or drain).
+async fn next_request(conn: &mut Conn, stream: &TcpStream, reader: &mut BufReader<TcpStream>, last: u16) -> Next {
+    let idle = conn.config.idle_timeout;
+    let shutdown = conn.shutdown.clone();
+    let next = async { Some(front::read_request(reader, idle).await) }
+        .or(async {
+            shutdown.draining().await;
+            None
+        })
+        .await;
+    match next {
+        None => Next::Close(format!("{last} (drained)")),
+        Some(Ok(head)) => Next::Request(head),
+        Some(Err(ReadError::Closed)) | Some(Err(ReadError::Timeout { partial: false })) => {
+            Next::Close(format!("{last}"))
+        }
+        Some(Err(e)) => Next::Close(conn.head_error(stream, e).await),
+    }
+}
+
+fn path_of(head: &RequestHead) -> &str {
+    match &head.target {
+        Target::Origin(p) => p,
+        _ => "",
+    }
+}
+
+/// `host[:port]` for a Host header: the port only when it is not 80.
+fn authority(host: &str, port: u16) -> String {
+    let h = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    if port == 80 { h } else { format!("{h}:{port}") }
+}
+
+async fn open(conn: &Conn, host: &str, port: u16) -> Result<Origin, DialError> {
+    let cfg = &conn.config;
+    let (s, early) = cfg.upstream.connect(host, port, &cfg.rules, cfg.connect_timeout).await?;
+    if !early.is_empty() {
+        return Err(DialError::Connect {
+            target: host_port(host, port),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "origin spoke before the request"),
+        });
+    }
+    Ok(Origin {
+        host: host.to_string(),
+        port,
+        w: s.clone(),
+        r: BufReader::with_capacity(ORIGIN_BUF, s),
+    })
+}
+
+/// Reads the origin's answer, passing interim 1xx responses through to the client.
+async fn read_final_response(conn: &mut Conn, stream: &TcpStream, o: &mut Origin) -> Result<ResponseHead, ReadError> {
+    loop {
+        let res = front::read_response(&mut o.r, conn.config.idle_timeout).await?;
+        if res.status == 101 {
+            // We never forward Upgrade, so a switch is a protocol error.
+            return Err(ReadError::Head(crate::http::head::HeadError::Malformed("unexpected 101")));
+        }
+        if !(100..200).contains(&res.status) {
+            return Ok(res);
+        }
+        let mut out = Vec::new();
+        res.write_to(&mut out);
+        let mut w = stream.clone();
+        w.write_all(&out).await.map_err(ReadError::Io)?;
+    }
+}

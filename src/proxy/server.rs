@@ -1,0 +1,336 @@
+//! `burrow proxy`: the listener, the connection front door and the CONNECT path.
+
+use super::auth::{self, Credentials};
+use super::chain::Upstream;
+use super::forward;
+use super::rules::Rules;
+use crate::exec::{Spawner, TaskSet};
+use crate::http::front::{self, ReadError, error_response};
+use crate::http::head::{RequestHead, Target, Version};
+use crate::net::host_port;
+use crate::relay::{self, Outcome};
+use crate::shutdown::ShutdownSignal;
+use futures_lite::io::{AsyncWriteExt, BufReader};
+use futures_lite::FutureExt;
+use smol::net::{TcpListener, TcpStream};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Read buffer for request heads and forwarded bodies; dropped once a CONNECT tunnel starts.
+const READ_BUF: usize = 8 * 1024;
+/// How long a refusal at the accept loop (503) may take to write: it must never stall accepting.
+const REFUSAL_WRITE: Duration = Duration::from_millis(200);
+
+/// Everything `burrow proxy` is configured with.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// how targets are reached
+    pub upstream: Upstream,
+    /// required client credentials (`--auth`), if any
+    pub auth: Option<Credentials>,
+    /// target rules
+    pub rules: Rules,
+    /// limit for reaching a target (or the whole chain)
+    pub connect_timeout: Duration,
+    /// a tunnel or keep-alive connection with no traffic for this long is closed
+    pub idle_timeout: Duration,
+    /// the whole request head must arrive within this
+    pub head_timeout: Duration,
+    /// connections served at once; more get 503
+    pub max_connections: usize,
+    /// how long open connections may finish after shutdown begins
+    pub drain_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            upstream: Upstream::default(),
+            auth: None,
+            rules: Rules::default(),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            head_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A bound proxy, ready to [`run`](Proxy::run).
+pub struct Proxy {
+    listener: TcpListener,
+    config: Arc<ProxyConfig>,
+}
+
+impl Proxy {
+    /// Binds the listener.
+    pub async fn bind(addr: SocketAddr, config: ProxyConfig) -> io::Result<Proxy> {
+        Ok(Proxy {
+            listener: TcpListener::bind(addr).await?,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` drains: then stops accepting, lets open connections finish
+    /// within the drain timeout (or until abort), and cancels the rest.
+    pub async fn run(self, spawner: Spawner, shutdown: ShutdownSignal) {
+        let Proxy { listener, config } = self;
+        let tasks = TaskSet::new(spawner);
+        let ids = AtomicU64::new(1);
+        loop {
+            let accepted = async { Some(listener.accept().await) }
+                .or(async {
+                    shutdown.draining().await;
+                    None
+                })
+                .await;
+            let (stream, peer) = match accepted {
+                None => break,
+                Some(Ok(pair)) => pair,
+                Some(Err(e)) => {
+                    // Out of descriptors or a transient error: back off instead of spinning.
+                    log::warn!("accept failed: {e}");
+                    smol::Timer::after(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let id = ids.fetch_add(1, Ordering::Relaxed);
+            if tasks.len() >= config.max_connections {
+                log::warn!("conn {id} {peer}: refused, {} connections open (503)", tasks.len());
+                refuse(stream, 503, "too many connections").await;
+                continue;
+            }
+            stream.set_nodelay(true).ok();
+            let conn = Conn {
+                id,
+                peer,
+                config: config.clone(),
+                shutdown: shutdown.clone(),
+                up: 0,
+                down: 0,
+            };
+            tasks.spawn(conn.serve(stream));
+        }
+        drop(listener);
+        if !tasks.is_empty() {
+            log::info!("proxy draining {} connections", tasks.len());
+        }
+        let drained = async {
+            tasks.wait_empty().await;
+            true
+        };
+        let deadline = async {
+            smol::Timer::after(config.drain_timeout).await;
+            false
+        };
+        let aborted = async {
+            shutdown.aborted().await;
+            false
+        };
+        if !drained.or(deadline).or(aborted).await {
+            log::warn!("proxy drain ended: cancelling {} connections", tasks.len());
+        }
+        drop(tasks);
+    }
+}
+
+/// Writes a short error response without letting a slow peer hold us up.
+async fn refuse(mut stream: TcpStream, status: u16, reason: &str) {
+    let resp = error_response(status, reason, &[]);
+    let write = async { stream.write_all(&resp).await.ok() };
+    let late = async {
+        smol::Timer::after(REFUSAL_WRITE).await;
+        None
+    };
+    // Ignored: the peer is being turned away; if it cannot take 200 bytes, so be it.
+    let _ = write.or(late).await;
+}
+
+/// One client connection.
+pub(super) struct Conn {
+    pub(super) id: u64,
+    pub(super) peer: SocketAddr,
+    pub(super) config: Arc<ProxyConfig>,
+    pub(super) shutdown: ShutdownSignal,
+    /// bytes client → target/origin
+    pub(super) up: u64,
+    /// bytes target/origin → client
+    pub(super) down: u64,
+}
+
+/// What a request handler asks the connection loop to do next.
+pub(super) enum Next {
+    /// Done: close the connection with this outcome for the log line.
+    Close(String),
+    /// A further request arrived on a keep-alive connection.
+    Request(RequestHead),
+}
+
+impl Conn {
+    async fn serve(mut self, stream: TcpStream) {
+        let start = Instant::now();
+        let mut reader = BufReader::with_capacity(READ_BUF, stream.clone());
+        let mut target = String::from("-");
+        let outcome = match front::read_request(&mut reader, self.config.head_timeout).await {
+            Ok(head) => self.dispatch(head, &stream, reader, &mut target).await,
+            Err(e) => self.head_error(&stream, e).await,
+        };
+        log::info!(
+            "conn {} {} -> {} up={} down={} {:.3}s {}",
+            self.id,
+            self.peer,
+            target,
+            self.up,
+            self.down,
+            start.elapsed().as_secs_f64(),
+            outcome
+        );
+    }
+
+    async fn dispatch(
+        &mut self,
+        mut head: RequestHead,
+        stream: &TcpStream,
+        mut reader: BufReader<TcpStream>,
+        target: &mut String,
+    ) -> String {
+        let mut origin = None;
+        loop {
+            let next = match &head.target {
+                Target::Authority { host, port } if head.method == "CONNECT" => {
+                    *target = host_port(host, *port);
+                    return self.connect(&head, stream, reader).await;
+                }
+                Target::Absolute { host, port, .. } => {
+                    *target = host_port(host, *port);
+                    forward::forward(self, head, stream, &mut reader, &mut origin).await
+                }
+                _ => {
+                    let why = "not a proxy request (expected CONNECT or an absolute URL)";
+                    return self.reply(stream, head.version, 400, why, &[]).await;
+                }
+            };
+            match next {
+                Next::Close(outcome) => return outcome,
+                Next::Request(h) => head = h,
+            }
+        }
+    }
+
+    /// Answers an unreadable head (or nothing, when the peer just left).
+    pub(super) async fn head_error(&mut self, stream: &TcpStream, e: ReadError) -> String {
+        match e.status() {
+            Some(status) => {
+                log::warn!("conn {} {}: {e} ({status})", self.id, self.peer);
+                self.reply(stream, Version::Http11, status, &e.to_string(), &[])
+                    .await
+            }
+            None => format!("{e}"),
+        }
+    }
+
+    /// Checks `Proxy-Authorization` when auth is on. `Err` carries the 407 outcome.
+    pub(super) async fn authorize(&mut self, stream: &TcpStream, head: &RequestHead) -> Result<(), String> {
+        let Some(creds) = &self.config.auth else {
+            return Ok(());
+        };
+        let header = head.headers.get("proxy-authorization");
+        if creds.matches_header(header) {
+            return Ok(());
+        }
+        let why = if header.is_some() { "wrong credentials" } else { "credentials required" };
+        log::warn!("conn {} {}: {why} (407)", self.id, self.peer);
+        let challenge = [("Proxy-Authenticate", auth::challenge())];
+        Err(self.reply(stream, head.version, 407, why, &challenge).await)
+    }
+
+    /// Sends an error response and returns the log outcome.
+    pub(super) async fn reply(
+        &mut self,
+        stream: &TcpStream,
+        _version: Version,
+        status: u16,
+        why: &str,
+        extra: &[(&str, &str)],
+    ) -> String {
+        let mut w = stream.clone();
+        if let Err(e) = w.write_all(&error_response(status, why, extra)).await {
+            log::debug!("conn {}: writing {status} failed: {e}", self.id);
+        }
+        // Make sure the client reads the answer, not a reset: stop sending, then close.
+        stream.shutdown(std::net::Shutdown::Write).ok();
+        format!("{status} {why}")
+    }
+
+    async fn connect(
+        &mut self,
+        head: &RequestHead,
+        stream: &TcpStream,
+        reader: BufReader<TcpStream>,
+    ) -> String {
+        if let Err(outcome) = self.authorize(stream, head).await {
+            return outcome;
+        }
+        let Target::Authority { host, port } = &head.target else {
+            unreachable!("dispatch only sends authority-form here")
+        };
+        let cfg = self.config.clone();
+        let dialed = cfg
+            .upstream
+            .connect(host, *port, &cfg.rules, cfg.connect_timeout)
+            .await;
+        let (upstream, early) = match dialed {
+            Ok(pair) => pair,
+            Err(e) => {
+                let status = e.status();
+                log::warn!("conn {} {}: CONNECT {}: {e} ({status})", self.id, self.peer, host_port(host, *port));
+                return self.reply(stream, head.version, status, &e.to_string(), &[]).await;
+            }
+        };
+        let mut client_w = stream.clone();
+        let ok: &[u8] = match head.version {
+            Version::Http10 => b"HTTP/1.0 200 Connection established\r\n\r\n",
+            Version::Http11 => b"HTTP/1.1 200 Connection established\r\n\r\n",
+        };
+        // Bytes already read past the head (a TLS ClientHello) go first, never dropped; so do
+        // bytes the target sent behind the upstream's 200 (an SSH banner).
+        let pending = reader.buffer().to_vec();
+        drop(reader);
+        let mut up_w = upstream.clone();
+        let handshake = async {
+            client_w.write_all(ok).await?;
+            client_w.write_all(&early).await?;
+            up_w.write_all(&pending).await
+        };
+        if let Err(e) = handshake.await {
+            return format!("handshake write failed: {e}");
+        }
+        self.up += pending.len() as u64;
+        self.down += early.len() as u64;
+        let (mut cr, mut ur) = (stream.clone(), upstream.clone());
+        let report = relay::relay(
+            &mut cr,
+            &mut client_w,
+            &mut ur,
+            &mut up_w,
+            Some(cfg.idle_timeout),
+        )
+        .await;
+        self.up += report.a_to_b;
+        self.down += report.b_to_a;
+        match report.outcome {
+            Outcome::Error(e) if !relay::is_hangup(&e) => format!("error: {e}"),
+            Outcome::Error(e) => format!("closed ({e})"),
+            o => o.as_str().to_string(),
+        }
+    }
+}
