@@ -10,6 +10,8 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod connect;
+pub mod demo;
 pub mod exec;
 pub mod http;
 pub mod net;
