@@ -105,8 +105,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
-        "m" => n.checked_mul(60).map(Duration::from_secs).ok_or("duration too long")?,
-        "h" => n.checked_mul(3600).map(Duration::from_secs).ok_or("duration too long")?,
+        "m" => n
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or("duration too long")?,
+        "h" => n
+            .checked_mul(3600)
+            .map(Duration::from_secs)
+            .ok_or("duration too long")?,
         _ => return Err(format!("bad duration {s:?}: unit must be ms, s, m or h")),
     };
     Ok(d)
@@ -160,11 +166,24 @@ mod tests {
     #[test]
     fn connect_targets() {
         let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(parse_target(&v(&["example.com:22"])), Ok(("example.com".into(), 22)));
-        assert_eq!(parse_target(&v(&["example.com", "22"])), Ok(("example.com".into(), 22)));
+        assert_eq!(
+            parse_target(&v(&["example.com:22"])),
+            Ok(("example.com".into(), 22))
+        );
+        assert_eq!(
+            parse_target(&v(&["example.com", "22"])),
+            Ok(("example.com".into(), 22))
+        );
         assert_eq!(parse_target(&v(&["[::1]:22"])), Ok(("::1".into(), 22)));
         assert_eq!(parse_target(&v(&["::1", "22"])), Ok(("::1".into(), 22)));
-        for bad in [&["example.com"][..], &["a:0"], &["a", "x"], &[], &["a", "1", "2"], &[":22"]] {
+        for bad in [
+            &["example.com"][..],
+            &["a:0"],
+            &["a", "x"],
+            &[],
+            &["a", "1", "2"],
+            &[":22"],
+        ] {
             assert!(parse_target(&v(bad)).is_err(), "{bad:?}");
         }
     }

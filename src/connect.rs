@@ -4,8 +4,8 @@
 use crate::net::DialError;
 use crate::proxy::chain::Upstream;
 use crate::proxy::rules::Rules;
-use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use futures_lite::FutureExt;
+use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use std::io;
 use std::time::Duration;
 

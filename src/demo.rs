@@ -60,7 +60,10 @@ async fn serve(s: TcpStream) -> io::Result<()> {
             Target::Absolute { path, .. } => path.clone(),
             _ => "*".into(),
         };
-        let body: Vec<u8> = match path.strip_prefix("/bytes/").and_then(|n| n.parse::<usize>().ok()) {
+        let body: Vec<u8> = match path
+            .strip_prefix("/bytes/")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(n) => vec![b'x'; n.min(1 << 30)],
             None => format!("hello from burrow\n{} {}\n", head.method, path).into_bytes(),
         };
@@ -94,11 +97,25 @@ pub async fn run(spawner: Spawner, shutdown: crate::shutdown::Shutdown) -> io::R
     let creds: crate::proxy::auth::Credentials = "demo:burrow"
         .parse()
         .map_err(|e| io::Error::other(format!("{e}")))?;
-    let first = Proxy::bind(lo, ProxyConfig { auth: Some(creds.clone()), ..ProxyConfig::default() }).await?;
+    let first = Proxy::bind(
+        lo,
+        ProxyConfig {
+            auth: Some(creds.clone()),
+            ..ProxyConfig::default()
+        },
+    )
+    .await?;
     let p1 = first.local_addr()?;
-    let hop = Hop { host: p1.ip().to_string(), port: p1.port(), auth: Some(creds) };
+    let hop = Hop {
+        host: p1.ip().to_string(),
+        port: p1.port(),
+        auth: Some(creds),
+    };
     let chained = ProxyConfig {
-        upstream: Upstream { hops: vec![hop], no_proxy: Vec::new() },
+        upstream: Upstream {
+            hops: vec![hop],
+            no_proxy: Vec::new(),
+        },
         ..ProxyConfig::default()
     };
     let second = Proxy::bind(lo, chained).await?;

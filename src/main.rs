@@ -37,7 +37,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("burrow: {e:#}");
-            if e.is::<Usage>() { ExitCode::from(2) } else { ExitCode::FAILURE }
+            if e.is::<Usage>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -50,7 +54,11 @@ fn runtime() -> Runtime {
 
 /// Turns `--upstream`/`--auth`/rules flags into a [`ProxyConfig`].
 fn proxy_config(a: &ProxyArgs) -> Result<ProxyConfig> {
-    let auth = match a.auth.clone().or_else(|| std::env::var("BURROW_PROXY_AUTH").ok()) {
+    let auth = match a
+        .auth
+        .clone()
+        .or_else(|| std::env::var("BURROW_PROXY_AUTH").ok())
+    {
         Some(s) => Some(s.parse().map_err(|e| usage(format!("--auth: {e}")))?),
         None => None,
     };
@@ -69,7 +77,8 @@ fn proxy_config(a: &ProxyArgs) -> Result<ProxyConfig> {
             a.listen
         )));
     }
-    let upstream = Upstream::from_args(&a.upstream).map_err(|e| usage(format!("--upstream: {e}")))?;
+    let upstream =
+        Upstream::from_args(&a.upstream).map_err(|e| usage(format!("--upstream: {e}")))?;
     if a.max_connections == 0 {
         bail!(usage("--max-connections must be at least 1"));
     }
@@ -126,5 +135,6 @@ fn burrow_demo() -> Result<()> {
     let rt = runtime();
     let sd = Shutdown::new();
     let _signals = rt.spawner().spawn_boxed(Box::pin(watch(sd.clone())));
-    rt.block_on(burrow::demo::run(rt.spawner(), sd))
+    rt.block_on(burrow::demo::run(rt.spawner(), sd))?;
+    Ok(())
 }

@@ -89,10 +89,7 @@ impl fmt::Display for DialError {
                 proxy,
                 status,
                 reason,
-            } => write!(
-                f,
-                "upstream hop {hop} ({proxy}) answered {status} {reason}"
-            ),
+            } => write!(f, "upstream hop {hop} ({proxy}) answered {status} {reason}"),
             DialError::HopFailed {
                 hop, proxy, why, ..
             } => write!(f, "upstream hop {hop} ({proxy}) failed: {why}"),

@@ -64,7 +64,9 @@ fn length_or_chunked(h: &Headers) -> Result<Option<Framing>, BodyError> {
     if !te.is_empty() {
         if !cl.is_empty() {
             // Both present is the classic request-smuggling shape: refuse it.
-            return Err(BodyError::Malformed("both content-length and transfer-encoding"));
+            return Err(BodyError::Malformed(
+                "both content-length and transfer-encoding",
+            ));
         }
         let last = te
             .iter()
@@ -92,7 +94,13 @@ fn length_or_chunked(h: &Headers) -> Result<Option<Framing>, BodyError> {
         }
         len = Some(n);
     }
-    Ok(len.map(|n| if n == 0 { Framing::Empty } else { Framing::Length(n) }))
+    Ok(len.map(|n| {
+        if n == 0 {
+            Framing::Empty
+        } else {
+            Framing::Length(n)
+        }
+    }))
 }
 
 /// The framing of a request body.
@@ -102,7 +110,10 @@ pub fn request_framing(req: &RequestHead) -> Result<Framing, BodyError> {
 
 /// The framing of a response body to a request with `method`.
 pub fn response_framing(method: &str, res: &ResponseHead) -> Result<Framing, BodyError> {
-    if method == "HEAD" || (100..200).contains(&res.status) || res.status == 204 || res.status == 304
+    if method == "HEAD"
+        || (100..200).contains(&res.status)
+        || res.status == 204
+        || res.status == 304
     {
         return Ok(Framing::Empty);
     }
@@ -246,12 +257,20 @@ mod tests {
         let (res, out, rest) = copy(Framing::Chunked, &input);
         assert_eq!(res.unwrap(), body.len() as u64);
         assert_eq!(out, body);
-        assert_eq!(rest, b"GET /next HTTP/1.1\r\n", "pipelined bytes stay unread");
+        assert_eq!(
+            rest, b"GET /next HTTP/1.1\r\n",
+            "pipelined bytes stay unread"
+        );
     }
 
     #[test]
     fn bad_chunks_are_refused() {
-        for bad in [&b"zz\r\n"[..], b"4\r\nWikiXX", b"4\r\nWi", b"ffffffffffffffff\r\n"] {
+        for bad in [
+            &b"zz\r\n"[..],
+            b"4\r\nWikiXX",
+            b"4\r\nWi",
+            b"ffffffffffffffff\r\n",
+        ] {
             let (res, _, _) = copy(Framing::Chunked, bad);
             assert!(res.is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
@@ -271,14 +290,32 @@ mod tests {
     fn framing_rules() {
         let cases: &[(&str, Result<Framing, ()>)] = &[
             ("GET / HTTP/1.1\r\n\r\n", Ok(Framing::Empty)),
-            ("POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n", Ok(Framing::Length(3))),
-            ("POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n", Ok(Framing::Length(3))),
-            ("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", Err(())),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
+                Ok(Framing::Length(3)),
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n",
+                Ok(Framing::Length(3)),
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+                Err(()),
+            ),
             ("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", Err(())),
             ("POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n", Err(())),
-            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", Ok(Framing::Chunked)),
-            ("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Ok(Framing::Chunked)),
-            ("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", Err(())),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Ok(Framing::Chunked),
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                Ok(Framing::Chunked),
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                Err(()),
+            ),
             (
                 "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
                 Err(()),

@@ -2,8 +2,8 @@
 //! short error responses every front door sends.
 
 use super::head::{self, HeadBuf, HeadError, RequestHead, ResponseHead};
-use futures_lite::io::{AsyncBufRead, AsyncBufReadExt};
 use futures_lite::FutureExt;
+use futures_lite::io::{AsyncBufRead, AsyncBufReadExt};
 use std::fmt;
 use std::io;
 use std::time::Duration;

@@ -46,7 +46,9 @@ impl FromStr for Hop {
         let rest = match s.split_once("://") {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
             Some((scheme, _)) => {
-                return Err(bad(&format!("scheme {scheme:?} is not supported (use http://)")));
+                return Err(bad(&format!(
+                    "scheme {scheme:?} is not supported (use http://)"
+                )));
             }
             None => s,
         };
@@ -57,13 +59,14 @@ impl FromStr for Hop {
         let (auth, hostport) = match rest.rsplit_once('@') {
             Some((userinfo, hp)) => {
                 let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-                let creds = Credentials::from_url_userinfo(user, pass)
-                    .map_err(|e| bad(&e.to_string()))?;
+                let creds =
+                    Credentials::from_url_userinfo(user, pass).map_err(|e| bad(&e.to_string()))?;
                 (Some(creds), hp)
             }
             None => (None, rest),
         };
-        let (host, port) = split_host_port(hostport, 80).ok_or_else(|| bad("expected host[:port]"))?;
+        let (host, port) =
+            split_host_port(hostport, 80).ok_or_else(|| bad("expected host[:port]"))?;
         Ok(Hop { host, port, auth })
     }
 }
@@ -173,7 +176,11 @@ impl Upstream {
             };
             leftover = connect_through(&stream, i + 1, hop, next_host, next_port, timeout).await?;
             if !leftover.is_empty() && i + 1 < self.hops.len() {
-                return Err(hop_failed(i + 1, hop, "sent data before the next hop answered".into()));
+                return Err(hop_failed(
+                    i + 1,
+                    hop,
+                    "sent data before the next hop answered".into(),
+                ));
             }
         }
         Ok((stream, leftover))
@@ -240,8 +247,12 @@ pub fn parse_no_proxy(list: &str) -> Vec<Rule> {
         .filter(|e| !e.is_empty())
         .filter_map(|e| {
             let e = e.strip_prefix('.').unwrap_or(e);
-            let looks_ip = e.starts_with('[') || e.contains('/') || e.parse::<std::net::IpAddr>().is_ok()
-                || e.split(':').next().is_some_and(|h| h.parse::<std::net::Ipv4Addr>().is_ok());
+            let looks_ip = e.starts_with('[')
+                || e.contains('/')
+                || e.parse::<std::net::IpAddr>().is_ok()
+                || e.split(':')
+                    .next()
+                    .is_some_and(|h| h.parse::<std::net::Ipv4Addr>().is_ok());
             let as_rule = if e == "*" || looks_ip || e.starts_with("*.") {
                 e.to_string()
             } else {
@@ -267,14 +278,24 @@ mod tests {
         let h: Hop = "http://alice:s%40cret@proxy.example:3128".parse().unwrap();
         assert_eq!((h.host.as_str(), h.port), ("proxy.example", 3128));
         let auth = h.auth.unwrap();
-        assert_eq!((auth.user.as_str(), auth.pass.expose()), ("alice", "s@cret"));
+        assert_eq!(
+            (auth.user.as_str(), auth.pass.expose()),
+            ("alice", "s@cret")
+        );
         let h: Hop = "http://[::1]:8080/".parse().unwrap();
         assert_eq!((h.host.as_str(), h.port, h.auth), ("::1", 8080, None));
         let h: Hop = "127.0.0.1:3128".parse().unwrap();
         assert_eq!((h.host.as_str(), h.port), ("127.0.0.1", 3128));
         let h: Hop = "http://proxy".parse().unwrap();
         assert_eq!(h.port, 80);
-        for bad in ["socks5://x:1", "http://x:0", "http://x:99999", "http://x:1/path", "http://", "::1:80"] {
+        for bad in [
+            "socks5://x:1",
+            "http://x:0",
+            "http://x:99999",
+            "http://x:1/path",
+            "http://",
+            "::1:80",
+        ] {
             assert!(bad.parse::<Hop>().is_err(), "{bad}");
         }
         let shown = "http://u:hunter2@p:1".parse::<Hop>().unwrap().to_string();

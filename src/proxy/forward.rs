@@ -11,8 +11,8 @@ use crate::http::body::{self, BodyError, Framing};
 use crate::http::front::{self, ReadError};
 use crate::http::head::{Headers, RequestHead, ResponseHead, Target, Version};
 use crate::net::{DialError, host_port};
-use futures_lite::io::{AsyncWriteExt, BufReader};
 use futures_lite::FutureExt;
+use futures_lite::io::{AsyncWriteExt, BufReader};
 use smol::net::TcpStream;
 
 /// Read buffer for an origin connection.
@@ -45,7 +45,11 @@ fn strip_hop_by_hop(h: &mut Headers) {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
         .collect();
-    for name in HOP_BY_HOP.iter().copied().chain(listed.iter().map(String::as_str)) {
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(listed.iter().map(String::as_str))
+    {
         h.remove(name);
     }
 }
@@ -76,7 +80,13 @@ pub(super) async fn forward(
     if let Err(outcome) = conn.authorize(stream, &head).await {
         return Next::Close(outcome);
     }
-    let Target::Absolute { scheme, host, port, path } = head.target.clone() else {
+    let Target::Absolute {
+        scheme,
+        host,
+        port,
+        path,
+    } = head.target.clone()
+    else {
         unreachable!("dispatch only sends absolute-form here")
     };
     if scheme != "http" {
@@ -86,8 +96,15 @@ pub(super) async fn forward(
     let framing = match body::request_framing(&head) {
         Ok(f) => f,
         Err(e) => {
-            let status = if matches!(e, BodyError::UnsupportedCoding) { 501 } else { 400 };
-            return Next::Close(conn.reply(stream, head.version, status, &e.to_string(), &[]).await);
+            let status = if matches!(e, BodyError::UnsupportedCoding) {
+                501
+            } else {
+                400
+            };
+            return Next::Close(
+                conn.reply(stream, head.version, status, &e.to_string(), &[])
+                    .await,
+            );
         }
     };
     let keep_client = client_keeps_alive(&head);
@@ -104,7 +121,9 @@ pub(super) async fn forward(
     head.headers.set("Host", &authority(&host, port));
     head.target = Target::Origin(path);
 
-    let reused = origin.as_ref().is_some_and(|o| o.host == host && o.port == port);
+    let reused = origin
+        .as_ref()
+        .is_some_and(|o| o.host == host && o.port == port);
     if !reused {
         *origin = None;
     }
@@ -118,8 +137,16 @@ pub(super) async fn forward(
                 Ok(o) => origin.insert(o),
                 Err(e) => {
                     let status = e.status();
-                    log::warn!("conn {} {}: {method} {}: {e} ({status})", conn.id, conn.peer, host_port(&host, port));
-                    return Next::Close(conn.reply(stream, head.version, status, &e.to_string(), &[]).await);
+                    log::warn!(
+                        "conn {} {}: {method} {}: {e} ({status})",
+                        conn.id,
+                        conn.peer,
+                        host_port(&host, port)
+                    );
+                    return Next::Close(
+                        conn.reply(stream, head.version, status, &e.to_string(), &[])
+                            .await,
+                    );
                 }
             },
         };
@@ -131,7 +158,16 @@ pub(super) async fn forward(
             Ok(n) => n,
             Err(e) => {
                 *origin = None;
-                return Next::Close(conn.reply(stream, head.version, 502, &format!("sending request: {e}"), &[]).await);
+                return Next::Close(
+                    conn.reply(
+                        stream,
+                        head.version,
+                        502,
+                        &format!("sending request: {e}"),
+                        &[],
+                    )
+                    .await,
+                );
             }
         };
         conn.up += sent;
@@ -161,7 +197,16 @@ pub(super) async fn forward(
         Ok(f) => f,
         Err(e) => {
             *origin = None;
-            return Next::Close(conn.reply(stream, head.version, 502, &format!("origin response: {e}"), &[]).await);
+            return Next::Close(
+                conn.reply(
+                    stream,
+                    head.version,
+                    502,
+                    &format!("origin response: {e}"),
+                    &[],
+                )
+                .await,
+            );
         }
     };
     let keep_origin = origin_keeps_alive(&res, framing);
@@ -185,7 +230,13 @@ pub(super) async fn forward(
             return Next::Close(format!("response {}: {e}", res.status));
         }
     }
-    log::debug!("conn {} {method} http://{}{} -> {}", conn.id, authority(&host, port), path_of(&head), res.status);
+    log::debug!(
+        "conn {} {method} http://{}{} -> {}",
+        conn.id,
+        authority(&host, port),
+        path_of(&head),
+        res.status
+    );
     if !keep_origin {
         *origin = None;
     }
@@ -197,7 +248,12 @@ pub(super) async fn forward(
 }
 
 /// Waits for the next request on a kept-alive connection (until idle or drain).
-async fn next_request(conn: &mut Conn, stream: &TcpStream, reader: &mut BufReader<TcpStream>, last: u16) -> Next {
+async fn next_request(
+    conn: &mut Conn,
+    stream: &TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    last: u16,
+) -> Next {
     let idle = conn.config.idle_timeout;
     let shutdown = conn.shutdown.clone();
     let next = async { Some(front::read_request(reader, idle).await) }
@@ -225,17 +281,27 @@ fn path_of(head: &RequestHead) -> &str {
 
 /// `host[:port]` for a Host header: the port only when it is not 80.
 fn authority(host: &str, port: u16) -> String {
-    let h = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    let h = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
     if port == 80 { h } else { format!("{h}:{port}") }
 }
 
 async fn open(conn: &Conn, host: &str, port: u16) -> Result<Origin, DialError> {
     let cfg = &conn.config;
-    let (s, early) = cfg.upstream.connect(host, port, &cfg.rules, cfg.connect_timeout).await?;
+    let (s, early) = cfg
+        .upstream
+        .connect(host, port, &cfg.rules, cfg.connect_timeout)
+        .await?;
     if !early.is_empty() {
         return Err(DialError::Connect {
             target: host_port(host, port),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "origin spoke before the request"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "origin spoke before the request",
+            ),
         });
     }
     Ok(Origin {
@@ -247,12 +313,18 @@ async fn open(conn: &Conn, host: &str, port: u16) -> Result<Origin, DialError> {
 }
 
 /// Reads the origin's answer, passing interim 1xx responses through to the client.
-async fn read_final_response(conn: &mut Conn, stream: &TcpStream, o: &mut Origin) -> Result<ResponseHead, ReadError> {
+async fn read_final_response(
+    conn: &mut Conn,
+    stream: &TcpStream,
+    o: &mut Origin,
+) -> Result<ResponseHead, ReadError> {
     loop {
         let res = front::read_response(&mut o.r, conn.config.idle_timeout).await?;
         if res.status == 101 {
             // We never forward Upgrade, so a switch is a protocol error.
-            return Err(ReadError::Head(crate::http::head::HeadError::Malformed("unexpected 101")));
+            return Err(ReadError::Head(crate::http::head::HeadError::Malformed(
+                "unexpected 101",
+            )));
         }
         if !(100..200).contains(&res.status) {
             return Ok(res);

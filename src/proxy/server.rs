@@ -10,8 +10,8 @@ use crate::http::head::{RequestHead, Target, Version};
 use crate::net::host_port;
 use crate::relay::{self, Outcome};
 use crate::shutdown::ShutdownSignal;
-use futures_lite::io::{AsyncWriteExt, BufReader};
 use futures_lite::FutureExt;
+use futures_lite::io::{AsyncWriteExt, BufReader};
 use smol::net::{TcpListener, TcpStream};
 use std::io;
 use std::net::SocketAddr;
@@ -105,7 +105,10 @@ impl Proxy {
             };
             let id = ids.fetch_add(1, Ordering::Relaxed);
             if tasks.len() >= config.max_connections {
-                log::warn!("conn {id} {peer}: refused, {} connections open (503)", tasks.len());
+                log::warn!(
+                    "conn {id} {peer}: refused, {} connections open (503)",
+                    tasks.len()
+                );
                 refuse(stream, 503, "too many connections").await;
                 continue;
             }
@@ -239,7 +242,11 @@ impl Conn {
     }
 
     /// Checks `Proxy-Authorization` when auth is on. `Err` carries the 407 outcome.
-    pub(super) async fn authorize(&mut self, stream: &TcpStream, head: &RequestHead) -> Result<(), String> {
+    pub(super) async fn authorize(
+        &mut self,
+        stream: &TcpStream,
+        head: &RequestHead,
+    ) -> Result<(), String> {
         let Some(creds) = &self.config.auth else {
             return Ok(());
         };
@@ -247,7 +254,11 @@ impl Conn {
         if creds.matches_header(header) {
             return Ok(());
         }
-        let why = if header.is_some() { "wrong credentials" } else { "credentials required" };
+        let why = if header.is_some() {
+            "wrong credentials"
+        } else {
+            "credentials required"
+        };
         log::warn!("conn {} {}: {why} (407)", self.id, self.peer);
         let challenge = [("Proxy-Authenticate", auth::challenge())];
         Err(self.reply(stream, head.version, 407, why, &challenge).await)
@@ -292,8 +303,15 @@ impl Conn {
             Ok(pair) => pair,
             Err(e) => {
                 let status = e.status();
-                log::warn!("conn {} {}: CONNECT {}: {e} ({status})", self.id, self.peer, host_port(host, *port));
-                return self.reply(stream, head.version, status, &e.to_string(), &[]).await;
+                log::warn!(
+                    "conn {} {}: CONNECT {}: {e} ({status})",
+                    self.id,
+                    self.peer,
+                    host_port(host, *port)
+                );
+                return self
+                    .reply(stream, head.version, status, &e.to_string(), &[])
+                    .await;
             }
         };
         let mut client_w = stream.clone();

@@ -6,8 +6,8 @@ use burrow::http::front;
 use burrow::http::head::ResponseHead;
 use burrow::proxy::{Proxy, ProxyConfig};
 use burrow::shutdown::Shutdown;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use futures_lite::FutureExt;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use smol::net::{TcpListener, TcpStream};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,7 +64,11 @@ pub async fn start_proxy(spawner: &Spawner, config: ProxyConfig) -> RunningProxy
     let addr = proxy.local_addr().unwrap();
     let shutdown = Shutdown::new();
     let task = smol::spawn(proxy.run(spawner.clone(), shutdown.signal()));
-    RunningProxy { addr, shutdown, task }
+    RunningProxy {
+        addr,
+        shutdown,
+        task,
+    }
 }
 
 /// The demo origin (keep-alive HTTP/1.1, `/bytes/N`).
@@ -103,14 +107,22 @@ pub async fn send_raw(proxy: SocketAddr, request: &[u8]) -> (ResponseHead, BufRe
     let mut s = TcpStream::connect(proxy).await.unwrap();
     s.write_all(request).await.unwrap();
     let mut r = BufReader::new(s);
-    let head = within(10, "response head", front::read_response(&mut r, Duration::from_secs(10)))
-        .await
-        .expect("a response head");
+    let head = within(
+        10,
+        "response head",
+        front::read_response(&mut r, Duration::from_secs(10)),
+    )
+    .await
+    .expect("a response head");
     (head, r)
 }
 
 /// `CONNECT target` (with optional extra header lines) and the proxy's answer.
-pub async fn connect_via(proxy: SocketAddr, target: SocketAddr, extra: &str) -> (ResponseHead, BufReader<TcpStream>) {
+pub async fn connect_via(
+    proxy: SocketAddr,
+    target: SocketAddr,
+    extra: &str,
+) -> (ResponseHead, BufReader<TcpStream>) {
     let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n");
     send_raw(proxy, req.as_bytes()).await
 }
@@ -118,7 +130,9 @@ pub async fn connect_via(proxy: SocketAddr, target: SocketAddr, extra: &str) -> 
 /// Reads the rest of a stream to its end.
 pub async fn read_all(r: &mut BufReader<TcpStream>) -> Vec<u8> {
     let mut out = Vec::new();
-    within(10, "read to end", r.read_to_end(&mut out)).await.unwrap();
+    within(10, "read to end", r.read_to_end(&mut out))
+        .await
+        .unwrap();
     out
 }
 
