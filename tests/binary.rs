@@ -1,0 +1,293 @@
+//! The real `burrow` binary: signals, exit codes, stdio mode, and secrets kept out of logs.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_burrow");
+
+/// A child process with its stderr lines collected on a thread; killed on drop.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start burrow");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a stderr line containing `needle`; returns it.
+    fn wait_line(&mut self, needle: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no stderr line with {needle:?}; saw {:#?}", self.seen)
+    }
+
+    fn listening(&mut self) -> SocketAddr {
+        let line = self.wait_line("proxy listening on ");
+        let addr = line.split("proxy listening on ").nth(1).unwrap();
+        addr.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits (bounded) for exit; returns the code and all stderr.
+    fn wait_exit(&mut self, limit: Duration) -> (Option<i32>, String) {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
+                    self.seen.push(l);
+                }
+                return (status.code(), self.seen.join("\n"));
+            }
+            assert!(
+                Instant::now() < end,
+                "burrow did not exit within {limit:?}; log: {:#?}",
+                self.seen
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Already exited is fine.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking echo server on its own thread.
+fn echo_server() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let mut r = s;
+                if std::io::copy(&mut r, &mut w).is_ok() {
+                    w.shutdown(std::net::Shutdown::Write).ok();
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn connect_tunnel(proxy: SocketAddr, target: SocketAddr, extra: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).unwrap() == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    (s, String::from_utf8(head).unwrap())
+}
+
+#[test]
+fn sigterm_drains_an_open_tunnel_then_exits_zero() {
+    let echo = echo_server();
+    let mut p = Proc::start(
+        &["proxy", "--listen", "127.0.0.1:0", "--drain-timeout", "10s"],
+        &[],
+    );
+    let addr = p.listening();
+    let (mut s, head) = connect_tunnel(addr, echo, "");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s.write_all(b"before ").unwrap();
+    p.signal("-TERM");
+    p.wait_line("draining");
+    // The tunnel in flight keeps working after the signal.
+    s.write_all(b"after").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = String::new();
+    s.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "before after");
+    drop(s);
+    let (code, log) = p.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "listener gone after exit"
+    );
+}
+
+#[test]
+fn second_signal_exits_at_once() {
+    let echo = echo_server();
+    let mut p = Proc::start(
+        &["proxy", "--listen", "127.0.0.1:0", "--drain-timeout", "60s"],
+        &[],
+    );
+    let addr = p.listening();
+    let (_held, head) = connect_tunnel(addr, echo, "");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    p.signal("-INT");
+    p.wait_line("draining");
+    p.signal("-INT");
+    let (code, log) = p.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, Some(130), "{log}");
+}
+
+#[test]
+fn credentials_never_appear_in_logs() {
+    let echo = echo_server();
+    let secret = "t0p-s3cret-pass";
+    let mut p = Proc::start(
+        &["proxy", "--listen", "127.0.0.1:0"],
+        &[
+            ("RUST_LOG", "trace"),
+            ("BURROW_PROXY_AUTH", &format!("alice:{secret}")),
+        ],
+    );
+    let addr = p.listening();
+    let good = basic(&format!("alice:{secret}"));
+    let bad = basic("alice:wrong-pass-xyz");
+    let (_, head) = connect_tunnel(addr, echo, &bad);
+    assert!(head.starts_with("HTTP/1.1 407"), "{head}");
+    let (_, head) = connect_tunnel(addr, echo, &good);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    p.signal("-TERM");
+    let (_, log) = p.wait_exit(Duration::from_secs(15));
+    assert!(log.contains("407"), "the refusal is logged: {log}");
+    let token = good.trim().rsplit(' ').next().unwrap().to_string();
+    for needle in [secret, "wrong-pass-xyz", token.as_str()] {
+        assert!(
+            !log.contains(needle),
+            "{needle:?} leaked into the log:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn open_proxy_on_a_public_address_is_refused() {
+    let mut p = Proc::start(&["proxy", "--listen", "0.0.0.0:0"], &[]);
+    let (code, log) = p.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("open proxy"), "{log}");
+}
+
+#[test]
+fn connect_joins_stdio_through_a_chain() {
+    let echo = echo_server();
+    let mut p = Proc::start(&["proxy", "--listen", "127.0.0.1:0", "--auth", "u:pw"], &[]);
+    let addr = p.listening();
+    let via = format!("http://u:pw@{addr}");
+    let mut child = Command::new(BIN)
+        .args([
+            "connect",
+            "--via",
+            &via,
+            "127.0.0.1",
+            &echo.port().to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"ping through stdio")
+        .unwrap();
+    // stdin closed: the EOF travels as a half-close; the echo answers and closes.
+    let out = wait_output(child);
+    assert_eq!(out.0, Some(0), "{}", out.2);
+    assert_eq!(out.1, "ping through stdio");
+}
+
+#[test]
+fn connect_names_the_hop_that_refused() {
+    let mut p = Proc::start(&["proxy", "--listen", "127.0.0.1:0", "--auth", "u:pw"], &[]);
+    let addr = p.listening();
+    let child = Command::new(BIN)
+        .args(["connect", "--via", &format!("http://{addr}"), "127.0.0.1:9"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, _, err) = wait_output(child);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("upstream hop 1 ({addr}) answered 407")),
+        "{err}"
+    );
+}
+
+/// Collects a child's exit code, stdout and stderr, killing it after 10 s.
+fn wait_output(mut child: Child) -> (Option<i32>, String, String) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            child.kill().ok();
+            panic!("child did not exit in time");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
