@@ -118,7 +118,7 @@ pub(super) async fn forward(
         }
     }
     strip_hop_by_hop(&mut head.headers);
-    head.headers.set("Host", &authority(&host, port));
+    head.headers.set("Host", authority(&host, port));
     head.target = Target::Origin(path);
 
     let reused = origin
