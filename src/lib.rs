@@ -19,3 +19,4 @@ pub mod proxy;
 pub mod relay;
 pub mod secret;
 pub mod shutdown;
+pub mod tunnel;

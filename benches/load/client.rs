@@ -1,0 +1,245 @@
+//! The load side: how a client reaches the server on each path, and the measurements.
+//! Blocking sockets and plain threads: nothing here competes with an executor for the two
+//! cores, and every socket has read and write timeouts so nothing hangs.
+
+use crate::server::{ECHO, SINK};
+use anyhow::{Context, Result, bail, ensure};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest a single read, write or connect may block before the bench calls it a failure.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// One write in the bulk tests.
+const WRITE_CHUNK: usize = 256 * 1024;
+/// A proxy's answer to CONNECT is a status line and a few headers; more is a bug.
+const MAX_RESPONSE_HEAD: usize = 4096;
+/// Round trips before the RTT clock starts (warm caches, settled congestion window).
+const RTT_WARMUP: usize = 200;
+/// Size of one RTT probe.
+const RTT_PAYLOAD: usize = 64;
+
+/// How a client reaches the server: a TCP address, and for proxies the target to CONNECT to.
+#[derive(Clone, Copy, Debug)]
+pub struct Route {
+    /// Where the client connects (the server, socat, or the first proxy).
+    pub entry: SocketAddr,
+    /// `Some(server)`: send `CONNECT server` and read the 200 before the data phase.
+    pub tunnel_to: Option<SocketAddr>,
+}
+
+impl Route {
+    /// Connects, and through a proxy completes the CONNECT handshake. The stream is then a
+    /// clean byte pipe to the server.
+    pub fn open(&self) -> Result<TcpStream> {
+        let mut s = TcpStream::connect_timeout(&self.entry, IO_TIMEOUT)
+            .with_context(|| format!("connect {}", self.entry))?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        if let Some(target) = self.tunnel_to {
+            connect_handshake(&mut s, target)
+                .with_context(|| format!("CONNECT {target} via {}", self.entry))?;
+        }
+        Ok(s)
+    }
+}
+
+fn connect_handshake(s: &mut TcpStream, target: SocketAddr) -> Result<()> {
+    let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut buf = [0u8; MAX_RESPONSE_HEAD];
+    let mut n = 0;
+    loop {
+        ensure!(
+            n < buf.len(),
+            "response head longer than {MAX_RESPONSE_HEAD} bytes"
+        );
+        let k = s.read(&mut buf[n..])?;
+        ensure!(
+            k > 0,
+            "proxy closed the connection before the end of its response head"
+        );
+        n += k;
+        let Some(end) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        // The server never speaks first, so nothing may follow the head yet.
+        ensure!(
+            end + 4 == n,
+            "{} unexpected bytes after the response head",
+            n - end - 4
+        );
+        let head = String::from_utf8_lossy(&buf[..end]);
+        let status_line = head.lines().next().unwrap_or_default();
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default();
+        let code = parts.next().unwrap_or_default();
+        ensure!(
+            matches!(version, "HTTP/1.1" | "HTTP/1.0") && code == "200",
+            "proxy answered {status_line:?}"
+        );
+        return Ok(());
+    }
+}
+
+/// Sends `bytes_each` to the sink on each of `streams` connections at once and returns the
+/// aggregate rate in MB/s (10^6 bytes), timed from the first byte until every sink confirmed
+/// its count. Connection setup is not timed.
+pub fn bulk(route: &Route, streams: usize, bytes_each: u64) -> Result<f64> {
+    let conns = (0..streams)
+        .map(|_| route.open())
+        .collect::<Result<Vec<_>>>()?;
+    let start = Arc::new(Barrier::new(streams + 1));
+    let workers: Vec<_> = conns
+        .into_iter()
+        .map(|s| {
+            let start = start.clone();
+            thread::spawn(move || send_to_sink(s, bytes_each, &start))
+        })
+        .collect();
+    start.wait();
+    let t0 = Instant::now();
+    for w in workers {
+        w.join()
+            .map_err(|_| anyhow::anyhow!("bulk sender thread died"))??;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Ok((streams as u64 * bytes_each) as f64 / 1e6 / secs)
+}
+
+fn send_to_sink(mut s: TcpStream, bytes: u64, start: &Barrier) -> Result<()> {
+    let chunk: Vec<u8> = (0..WRITE_CHUNK).map(|i| i as u8).collect();
+    start.wait();
+    s.write_all(&[SINK])?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(WRITE_CHUNK as u64) as usize;
+        s.write_all(&chunk[..n]).context("bulk write")?;
+        left -= n as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut count = [0u8; 8];
+    s.read_exact(&mut count)
+        .context("waiting for the sink's byte count")?;
+    let got = u64::from_le_bytes(count);
+    ensure!(got == bytes, "sink received {got} of {bytes} bytes");
+    Ok(())
+}
+
+/// `n` round trips of 64 bytes on one connection; returns each round trip's time.
+pub fn rtt(route: &Route, n: usize) -> Result<Vec<Duration>> {
+    let mut s = route.open()?;
+    s.write_all(&[ECHO])?;
+    let out = [0x5au8; RTT_PAYLOAD];
+    let mut back = [0u8; RTT_PAYLOAD];
+    let mut times = Vec::with_capacity(n);
+    for i in 0..RTT_WARMUP + n {
+        let t = Instant::now();
+        s.write_all(&out)?;
+        s.read_exact(&mut back).context("echo")?;
+        if i >= RTT_WARMUP {
+            times.push(t.elapsed());
+        }
+    }
+    ensure!(back == out, "echo returned different bytes");
+    Ok(times)
+}
+
+/// One short-lived connection: connect (and CONNECT), one 1-byte echo, close.
+fn one_connection(route: &Route) -> Result<TcpStream> {
+    let mut s = route.open()?;
+    s.write_all(&[ECHO, b'x'])?;
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).context("1-byte echo")?;
+    ensure!(b[0] == b'x', "echo returned {:#04x}", b[0]);
+    Ok(s)
+}
+
+/// `n` sequential new connections; returns the time of each, from connect to echoed byte.
+pub fn new_connections(route: &Route, n: usize) -> Result<Vec<Duration>> {
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            one_connection(route)?;
+            Ok(t.elapsed())
+        })
+        .collect()
+}
+
+/// Result of [`conn_rate`].
+pub struct Rate {
+    /// completed connections per second
+    pub per_sec: f64,
+    /// connections that failed, and the first failure
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+/// `workers` threads doing [`one_connection`] back to back for `duration`.
+pub fn conn_rate(route: &Route, workers: usize, duration: Duration) -> Result<Rate> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Arc::new(Barrier::new(workers + 1));
+    let threads: Vec<_> = (0..workers)
+        .map(|_| {
+            let (route, stop, done, start) = (*route, stop.clone(), done.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                let (mut errors, mut first) = (0u64, None);
+                while !stop.load(Ordering::Relaxed) {
+                    match one_connection(&route) {
+                        Ok(_) => {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            first.get_or_insert_with(|| format!("{e:#}"));
+                            // Do not spin on a persistent failure (e.g. out of ports).
+                            thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                }
+                (errors, first)
+            })
+        })
+        .collect();
+    start.wait();
+    let t0 = Instant::now();
+    thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    let (mut errors, mut first_error) = (0, None);
+    for t in threads {
+        let (e, f) = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("connection worker died"))?;
+        errors += e;
+        first_error = first_error.or(f);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(Rate {
+        per_sec: done.load(Ordering::Relaxed) as f64 / secs,
+        errors,
+        first_error,
+    })
+}
+
+/// Opens `n` tunnels to the echo server, each having echoed one byte, and keeps them open.
+pub fn hold(route: &Route, n: usize) -> Result<Vec<TcpStream>> {
+    (0..n)
+        .map(|i| one_connection(route).with_context(|| format!("held connection {}", i + 1)))
+        .collect()
+}
+
+/// The `p`th percentile (nearest rank) of `times`, which it sorts.
+pub fn percentile(times: &mut [Duration], p: f64) -> Result<Duration> {
+    if times.is_empty() {
+        bail!("no samples");
+    }
+    times.sort_unstable();
+    let rank = ((p / 100.0) * times.len() as f64).ceil() as usize;
+    Ok(times[rank.clamp(1, times.len()) - 1])
+}

@@ -1,0 +1,152 @@
+//! The far end of every path: one loopback listener that sinks or echoes, chosen by the first
+//! byte the client sends. One listener (not two) so that a single socat relay reaches both.
+//!
+//! Blocking sockets on a growing pool of threads: a thread per live connection, reused once
+//! its connection ends, so the connections-per-second test does not pay for a thread spawn per
+//! connection on the server side.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::Duration;
+
+/// First byte of a sink connection: the server discards everything up to EOF, then answers
+/// the number of bytes it received (after this byte) as a little-endian `u64` and closes.
+pub const SINK: u8 = b'S';
+/// First byte of an echo connection: the server sends back everything after this byte until
+/// EOF, then closes.
+pub const ECHO: u8 = b'E';
+
+/// One read on the server side. Allocated per worker thread, touched only as far as reads
+/// fill it, so 1,000 idle echo workers cost little.
+const READ_BUF: usize = 256 * 1024;
+/// Worker thread stack: the buffer is on the heap, so this only needs to hold the call chain.
+const WORKER_STACK: usize = 128 * 1024;
+/// Back-off after a failed accept (out of descriptors), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Starts the server on `127.0.0.1:0` and returns its address. It runs until the process exits.
+pub fn start() -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = mpsc::channel();
+    let pool = Pool {
+        idle: Arc::new(AtomicUsize::new(0)),
+        tx,
+        rx: Arc::new(Mutex::new(rx)),
+    };
+    thread::Builder::new()
+        .name("server-accept".into())
+        .spawn(move || accept_loop(listener, pool))?;
+    Ok(addr)
+}
+
+fn accept_loop(listener: TcpListener, pool: Pool) {
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => pool.dispatch(stream),
+            Err(e) => {
+                eprintln!("server: accept failed: {e}");
+                thread::sleep(ACCEPT_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Worker threads waiting for a connection, and the queue that hands connections to them.
+struct Pool {
+    /// Workers that are waiting on `rx` and not yet claimed by `dispatch`. `dispatch` claims
+    /// one (decrements) before queueing a connection, so a queued connection always has a
+    /// worker on its way to take it, never one busy with a long-lived connection.
+    idle: Arc<AtomicUsize>,
+    tx: mpsc::Sender<TcpStream>,
+    rx: Arc<Mutex<mpsc::Receiver<TcpStream>>>,
+}
+
+impl Pool {
+    fn dispatch(&self, stream: TcpStream) {
+        let claimed = self
+            .idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if claimed {
+            if self.tx.send(stream).is_err() {
+                eprintln!("server: worker queue closed");
+            }
+            return;
+        }
+        let (idle, rx) = (self.idle.clone(), self.rx.clone());
+        let spawned = thread::Builder::new()
+            .name("server-worker".into())
+            .stack_size(WORKER_STACK)
+            .spawn(move || worker(stream, &idle, &rx));
+        if let Err(e) = spawned {
+            // The stream was moved into the closure and is dropped with it: the client sees
+            // the connection close and reports the failure.
+            eprintln!("server: cannot start a worker thread: {e}");
+        }
+    }
+}
+
+fn worker(first: TcpStream, idle: &AtomicUsize, rx: &Mutex<mpsc::Receiver<TcpStream>>) {
+    let mut buf = vec![0u8; READ_BUF];
+    let mut stream = first;
+    loop {
+        // Errors are the client's to report (it checks every byte count); a hang-up here is
+        // the normal end of a connection.
+        if let Err(e) = serve(stream, &mut buf) {
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ) {
+                eprintln!("server: {e}");
+            }
+        }
+        idle.fetch_add(1, Ordering::AcqRel);
+        let next = match rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        match next {
+            Ok(s) => stream = s,
+            Err(_) => return,
+        }
+    }
+}
+
+fn serve(mut s: TcpStream, buf: &mut [u8]) -> io::Result<()> {
+    s.set_nodelay(true)?;
+    let n = s.read(buf)?;
+    let Some((&mode, rest)) = buf[..n].split_first() else {
+        return Ok(()); // a readiness probe: connected and closed
+    };
+    match mode {
+        SINK => {
+            let mut total = rest.len() as u64;
+            loop {
+                let k = s.read(buf)?;
+                if k == 0 {
+                    break;
+                }
+                total += k as u64;
+            }
+            s.write_all(&total.to_le_bytes())
+        }
+        ECHO => {
+            s.write_all(rest)?;
+            loop {
+                let k = s.read(buf)?;
+                if k == 0 {
+                    return Ok(());
+                }
+                s.write_all(&buf[..k])?;
+            }
+        }
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unknown mode byte {other:#04x}"),
+        )),
+    }
+}

@@ -1,0 +1,513 @@
+//! Mux frames: one binary WebSocket message is exactly one frame. Encode and decode with
+//! limits, no I/O. The words here are the words of `docs/PROTOCOL.md`.
+//!
+//! ```text
+//! frame = type:u8  stream_id:u32be  body
+//! ```
+
+use std::fmt;
+
+/// Protocol version, sent in the handshake (`Burrow-Version`).
+pub const VERSION: u32 = 1;
+/// Largest DATA payload a sender may put in one frame.
+pub const MAX_DATA: usize = 32 * 1024;
+/// Largest frame of any type (header + body); larger messages end the session.
+pub const MAX_FRAME: usize = MAX_DATA + 64;
+/// Longest host name or reason string in a frame.
+pub const MAX_TEXT: usize = 255;
+/// Header size: type + stream id.
+pub const HEADER: usize = 5;
+
+/// Frame type codes.
+mod code {
+    pub const OPEN: u8 = 0x01;
+    pub const OPEN_OK: u8 = 0x02;
+    pub const OPEN_REFUSED: u8 = 0x03;
+    pub const DATA: u8 = 0x04;
+    pub const WINDOW: u8 = 0x05;
+    pub const FIN: u8 = 0x06;
+    pub const RESET: u8 = 0x07;
+    pub const BIND: u8 = 0x10;
+    pub const BOUND: u8 = 0x11;
+    pub const BIND_REFUSED: u8 = 0x12;
+    pub const GO_AWAY: u8 = 0x13;
+}
+
+/// What an OPEN asks the receiver to connect the new stream to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenTarget {
+    /// Dial `host:port` from the receiver's network (`-L`, and the `:proxy` modes).
+    Dial {
+        /// host name or IP literal
+        host: String,
+        /// port
+        port: u16,
+    },
+    /// A visitor arrived at the relay listener of this binding (`-R port:host:port`); the
+    /// client dials the target it registered for it.
+    Bound {
+        /// the binding's id, chosen by the client in BIND
+        bind_id: u32,
+    },
+}
+
+/// Why a stream was refused or reset. Each maps to an HTTP status for proxy users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RefuseCode {
+    /// Rules forbid the target (403).
+    Forbidden = 1,
+    /// The target refused, failed or did not resolve (502).
+    Unreachable = 2,
+    /// The target did not answer in time (504).
+    Timeout = 3,
+    /// The session has `--max-streams` open streams (503).
+    TooManyStreams = 4,
+    /// The request makes no sense here (unknown binding, no proxy mode) (400).
+    BadRequest = 5,
+    /// The session is going away (503).
+    GoingAway = 6,
+    /// Anything else (502).
+    Other = 7,
+}
+
+impl RefuseCode {
+    fn from_u8(b: u8) -> RefuseCode {
+        match b {
+            1 => RefuseCode::Forbidden,
+            2 => RefuseCode::Unreachable,
+            3 => RefuseCode::Timeout,
+            4 => RefuseCode::TooManyStreams,
+            5 => RefuseCode::BadRequest,
+            6 => RefuseCode::GoingAway,
+            _ => RefuseCode::Other,
+        }
+    }
+
+    /// The HTTP status a proxy answers with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            RefuseCode::Forbidden => 403,
+            RefuseCode::Timeout => 504,
+            RefuseCode::TooManyStreams | RefuseCode::GoingAway => 503,
+            RefuseCode::BadRequest => 400,
+            RefuseCode::Unreachable | RefuseCode::Other => 502,
+        }
+    }
+}
+
+/// What a relay listener does with its visitors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindMode {
+    /// Each visitor becomes a stream to the client (OPEN Bound).
+    Forward,
+    /// The listener is an HTTP proxy whose egress is the client (OPEN Dial), optionally
+    /// demanding `user:pass` from visitors.
+    Proxy {
+        /// `user:pass` visitors must present, or empty for none
+        auth: String,
+    },
+}
+
+/// One mux frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Open stream `id` with an initial receive window.
+    Open {
+        /// new stream id (client odd, relay even)
+        id: u32,
+        /// bytes the opener will accept before granting more
+        window: u32,
+        /// what to connect it to
+        target: OpenTarget,
+    },
+    /// The stream is connected; `window` is the receiver's initial window.
+    OpenOk {
+        /// stream id
+        id: u32,
+        /// initial receive window of the accepting side
+        window: u32,
+    },
+    /// The stream could not be connected.
+    OpenRefused {
+        /// stream id
+        id: u32,
+        /// why
+        code: RefuseCode,
+        /// human-readable reason
+        reason: String,
+    },
+    /// Stream payload; never more than the receiver's remaining window.
+    Data {
+        /// stream id
+        id: u32,
+        /// 1..=MAX_DATA bytes
+        payload: Vec<u8>,
+    },
+    /// The receiver consumed `increment` more bytes: the sender may send that much more.
+    Window {
+        /// stream id
+        id: u32,
+        /// credit granted
+        increment: u32,
+    },
+    /// The sender will send no more on this stream (half-close).
+    Fin {
+        /// stream id
+        id: u32,
+    },
+    /// The stream is gone in both directions.
+    Reset {
+        /// stream id
+        id: u32,
+        /// why
+        code: RefuseCode,
+        /// human-readable reason
+        reason: String,
+    },
+    /// Client → relay: listen on `addr:port` for this binding.
+    Bind {
+        /// binding id chosen by the client
+        bind_id: u32,
+        /// bind address on the relay (empty = the relay's default)
+        addr: String,
+        /// port (0 = any free port)
+        port: u16,
+        /// what to do with visitors
+        mode: BindMode,
+    },
+    /// Relay → client: the binding listens on `addr`.
+    Bound {
+        /// binding id
+        bind_id: u32,
+        /// the public `ip:port`
+        addr: String,
+    },
+    /// Relay → client: the binding was refused.
+    BindRefused {
+        /// binding id
+        bind_id: u32,
+        /// why
+        reason: String,
+    },
+    /// The sender is shutting down: open no new streams; existing ones may finish.
+    GoAway {
+        /// why
+        reason: String,
+    },
+}
+
+/// A frame that cannot be decoded; the session ends with a protocol error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// Shorter than its type requires.
+    Truncated,
+    /// Longer than [`MAX_FRAME`] or with bytes after its body.
+    TooLong,
+    /// Unknown type byte.
+    UnknownType(u8),
+    /// A field out of range (empty DATA, bad UTF-8, zero window, ...).
+    Invalid(&'static str),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::Truncated => f.write_str("truncated frame"),
+            FrameError::TooLong => f.write_str("frame too long"),
+            FrameError::UnknownType(t) => write!(f, "unknown frame type 0x{t:02x}"),
+            FrameError::Invalid(why) => write!(f, "invalid frame: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+fn put_text(out: &mut Vec<u8>, s: &str) {
+    // Truncate on a char boundary: texts are reasons and names, at most MAX_TEXT bytes.
+    let mut end = s.len().min(MAX_TEXT);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.push(end as u8);
+    out.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+impl Frame {
+    /// The stream id (0 for session frames).
+    pub fn stream_id(&self) -> u32 {
+        match self {
+            Frame::Open { id, .. }
+            | Frame::OpenOk { id, .. }
+            | Frame::OpenRefused { id, .. }
+            | Frame::Data { id, .. }
+            | Frame::Window { id, .. }
+            | Frame::Fin { id }
+            | Frame::Reset { id, .. } => *id,
+            _ => 0,
+        }
+    }
+
+    /// Appends the encoded frame to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let header = |out: &mut Vec<u8>, t: u8, id: u32| {
+            out.push(t);
+            out.extend_from_slice(&id.to_be_bytes());
+        };
+        match self {
+            Frame::Open { id, window, target } => {
+                header(out, code::OPEN, *id);
+                out.extend_from_slice(&window.to_be_bytes());
+                match target {
+                    OpenTarget::Dial { host, port } => {
+                        out.push(0);
+                        out.extend_from_slice(&port.to_be_bytes());
+                        put_text(out, host);
+                    }
+                    OpenTarget::Bound { bind_id } => {
+                        out.push(1);
+                        out.extend_from_slice(&bind_id.to_be_bytes());
+                    }
+                }
+            }
+            Frame::OpenOk { id, window } => {
+                header(out, code::OPEN_OK, *id);
+                out.extend_from_slice(&window.to_be_bytes());
+            }
+            Frame::OpenRefused { id, code: c, reason } => {
+                header(out, code::OPEN_REFUSED, *id);
+                out.push(*c as u8);
+                put_text(out, reason);
+            }
+            Frame::Data { id, payload } => {
+                header(out, code::DATA, *id);
+                out.extend_from_slice(payload);
+            }
+            Frame::Window { id, increment } => {
+                header(out, code::WINDOW, *id);
+                out.extend_from_slice(&increment.to_be_bytes());
+            }
+            Frame::Fin { id } => header(out, code::FIN, *id),
+            Frame::Reset { id, code: c, reason } => {
+                header(out, code::RESET, *id);
+                out.push(*c as u8);
+                put_text(out, reason);
+            }
+            Frame::Bind { bind_id, addr, port, mode } => {
+                header(out, code::BIND, 0);
+                out.extend_from_slice(&bind_id.to_be_bytes());
+                out.extend_from_slice(&port.to_be_bytes());
+                put_text(out, addr);
+                match mode {
+                    BindMode::Forward => out.push(0),
+                    BindMode::Proxy { auth } => {
+                        out.push(1);
+                        put_text(out, auth);
+                    }
+                }
+            }
+            Frame::Bound { bind_id, addr } => {
+                header(out, code::BOUND, 0);
+                out.extend_from_slice(&bind_id.to_be_bytes());
+                put_text(out, addr);
+            }
+            Frame::BindRefused { bind_id, reason } => {
+                header(out, code::BIND_REFUSED, 0);
+                out.extend_from_slice(&bind_id.to_be_bytes());
+                put_text(out, reason);
+            }
+            Frame::GoAway { reason } => {
+                header(out, code::GO_AWAY, 0);
+                put_text(out, reason);
+            }
+        }
+    }
+
+    /// The encoded frame as a new buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER + 16);
+        self.encode(&mut out);
+        out
+    }
+
+    /// Decodes exactly one frame from `buf` (one whole WebSocket message).
+    pub fn decode(buf: &[u8]) -> Result<Frame, FrameError> {
+        if buf.len() > MAX_FRAME {
+            return Err(FrameError::TooLong);
+        }
+        let mut r = Reader(buf);
+        let t = r.u8()?;
+        let id = r.u32()?;
+        let frame = match t {
+            code::OPEN => {
+                let window = r.u32()?;
+                let target = match r.u8()? {
+                    0 => {
+                        let port = r.u16()?;
+                        let host = r.text()?;
+                        if host.is_empty() || port == 0 {
+                            return Err(FrameError::Invalid("empty dial target"));
+                        }
+                        OpenTarget::Dial { host, port }
+                    }
+                    1 => OpenTarget::Bound { bind_id: r.u32()? },
+                    _ => return Err(FrameError::Invalid("unknown open target")),
+                };
+                Frame::Open { id, window, target }
+            }
+            code::OPEN_OK => Frame::OpenOk { id, window: r.u32()? },
+            code::OPEN_REFUSED => Frame::OpenRefused {
+                id,
+                code: RefuseCode::from_u8(r.u8()?),
+                reason: r.text()?,
+            },
+            code::DATA => {
+                let payload = r.rest();
+                if payload.is_empty() || payload.len() > MAX_DATA {
+                    return Err(FrameError::Invalid("data payload size"));
+                }
+                Frame::Data { id, payload: payload.to_vec() }
+            }
+            code::WINDOW => {
+                let increment = r.u32()?;
+                if increment == 0 {
+                    return Err(FrameError::Invalid("zero window increment"));
+                }
+                Frame::Window { id, increment }
+            }
+            code::FIN => Frame::Fin { id },
+            code::RESET => Frame::Reset {
+                id,
+                code: RefuseCode::from_u8(r.u8()?),
+                reason: r.text()?,
+            },
+            code::BIND => {
+                let bind_id = r.u32()?;
+                let port = r.u16()?;
+                let addr = r.text()?;
+                let mode = match r.u8()? {
+                    0 => BindMode::Forward,
+                    1 => BindMode::Proxy { auth: r.text()? },
+                    _ => return Err(FrameError::Invalid("unknown bind mode")),
+                };
+                Frame::Bind { bind_id, addr, port, mode }
+            }
+            code::BOUND => Frame::Bound { bind_id: r.u32()?, addr: r.text()? },
+            code::BIND_REFUSED => Frame::BindRefused { bind_id: r.u32()?, reason: r.text()? },
+            code::GO_AWAY => Frame::GoAway { reason: r.text()? },
+            other => return Err(FrameError::UnknownType(other)),
+        };
+        if !r.0.is_empty() {
+            return Err(FrameError::TooLong);
+        }
+        let session_frame = matches!(
+            frame,
+            Frame::Bind { .. } | Frame::Bound { .. } | Frame::BindRefused { .. } | Frame::GoAway { .. }
+        );
+        if session_frame != (id == 0) {
+            return Err(FrameError::Invalid("stream id 0 is for session frames only"));
+        }
+        Ok(frame)
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], FrameError> {
+        if self.0.len() < n {
+            return Err(FrameError::Truncated);
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, FrameError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, FrameError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn text(&mut self) -> Result<String, FrameError> {
+        let n = self.u8()? as usize;
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| FrameError::Invalid("text is not utf-8"))
+    }
+    fn rest(&mut self) -> &[u8] {
+        std::mem::take(&mut self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_frames() -> Vec<Frame> {
+        vec![
+            Frame::Open { id: 1, window: 65536, target: OpenTarget::Dial { host: "example.com".into(), port: 443 } },
+            Frame::Open { id: 2, window: 1, target: OpenTarget::Bound { bind_id: 7 } },
+            Frame::OpenOk { id: 3, window: 262144 },
+            Frame::OpenRefused { id: 5, code: RefuseCode::Forbidden, reason: "target not allowed".into() },
+            Frame::Data { id: 7, payload: vec![1, 2, 3] },
+            Frame::Data { id: 9, payload: vec![0; MAX_DATA] },
+            Frame::Window { id: 11, increment: 4096 },
+            Frame::Fin { id: 13 },
+            Frame::Reset { id: 15, code: RefuseCode::Timeout, reason: "".into() },
+            Frame::Bind { bind_id: 1, addr: "0.0.0.0".into(), port: 0, mode: BindMode::Forward },
+            Frame::Bind { bind_id: 2, addr: "".into(), port: 8080, mode: BindMode::Proxy { auth: "u:p".into() } },
+            Frame::Bound { bind_id: 1, addr: "127.0.0.1:40000".into() },
+            Frame::BindRefused { bind_id: 2, reason: "port 22 is outside --allow-ports".into() },
+            Frame::GoAway { reason: "relay shutting down".into() },
+        ]
+    }
+
+    #[test]
+    fn every_frame_round_trips() {
+        let frames = all_frames();
+        assert!(frames.len() >= 14);
+        for f in frames {
+            let bytes = f.to_bytes();
+            assert!(bytes.len() <= MAX_FRAME);
+            assert_eq!(Frame::decode(&bytes), Ok(f.clone()), "{f:?}");
+            // Every strict prefix is refused, never misread.
+            for cut in 0..bytes.len() {
+                assert!(Frame::decode(&bytes[..cut]).is_err() || matches!(f, Frame::Data { .. }), "{f:?} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_refused() {
+        let mut oversized = Frame::Data { id: 1, payload: vec![0; 10] }.to_bytes();
+        oversized.resize(MAX_FRAME + 1, 0);
+        let cases: Vec<(Vec<u8>, FrameError)> = vec![
+            (vec![], FrameError::Truncated),
+            (vec![0x04, 0, 0, 0], FrameError::Truncated),
+            (vec![0x04, 0, 0, 0, 1], FrameError::Invalid("data payload size")),
+            (vec![0x99, 0, 0, 0, 1], FrameError::UnknownType(0x99)),
+            (vec![0x05, 0, 0, 0, 1, 0, 0, 0, 0], FrameError::Invalid("zero window increment")),
+            (vec![0x06, 0, 0, 0, 1, 9], FrameError::TooLong),
+            (vec![0x06, 0, 0, 0, 0], FrameError::Invalid("stream id 0 is for session frames only")),
+            (vec![0x13, 0, 0, 0, 5, 0], FrameError::Invalid("stream id 0 is for session frames only")),
+            (vec![0x03, 0, 0, 0, 1, 1, 2, 0xff, 0xfe], FrameError::Invalid("text is not utf-8")),
+            (vec![0x03, 0, 0, 0, 1, 1, 9, b'a'], FrameError::Truncated),
+            (oversized, FrameError::TooLong),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(Frame::decode(&bytes), Err(want.clone()), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn long_texts_are_truncated_on_a_char_boundary() {
+        let reason = "é".repeat(200); // 400 bytes
+        let f = Frame::GoAway { reason };
+        let Ok(Frame::GoAway { reason }) = Frame::decode(&f.to_bytes()) else { panic!() };
+        assert!(reason.len() <= MAX_TEXT && reason.chars().all(|c| c == 'é'));
+    }
+}
