@@ -6,6 +6,7 @@
 #
 # Usage: bash tests/interop/run.sh        (or `just e2e`)
 #   BURROW_BIN=path  use this binary instead of building target/debug/burrow
+#   KEEP_WORK=1      keep the temp dir (logs, configs) for a look afterwards
 #
 # Every process started here is tracked by PID and killed on exit; every wait is bounded;
 # burrow listens on 127.0.0.1:0 and we read its address from its log; the other daemons get a
@@ -61,7 +62,11 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         kill -KILL "$pid" 2>/dev/null || true
     done
-    rm -rf "$WORK"
+    if [[ -n ${KEEP_WORK:-} ]]; then
+        echo "# kept $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
 }
 trap cleanup EXIT
 
@@ -378,7 +383,7 @@ ssh_via() {
         -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes \
         -o IdentitiesOnly=yes -o ConnectTimeout=10 -o LogLevel=ERROR \
         -i "$SSHD_DIR/client_key" -p "$SSH_PORT" "$SSH_USER@127.0.0.1" echo burrow-ssh-ok \
-        </dev/null 2>&1 || true
+        </dev/null 2>&1 || echo "[ssh exit $?, 124 = timed out]"
 }
 
 if spawn_daemon sshd sshd_cmd; then

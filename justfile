@@ -1,0 +1,54 @@
+# burrow's everyday commands. `just ci` runs exactly what CI runs: .ci/run.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# list the recipes
+default:
+    @just --list
+
+# format the code
+fmt:
+    cargo fmt
+
+# clippy on every target; warnings are errors
+lint:
+    cargo clippy --all-targets -- -D warnings
+
+# unit, property and integration tests
+test:
+    cargo test
+
+# interop suite: curl, netcat, ssh and tinyproxy against the real binary
+e2e:
+    bash tests/interop/run.sh
+
+# load benchmark against a release build
+bench:
+    cargo build --release --bins
+    ./target/release/burrow-bench
+
+# everything on loopback in one process, with lines to try
+demo:
+    cargo run --release -- demo
+
+# fuzz the request-head parser for 60 s (needs nightly and cargo-fuzz)
+fuzz:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+        echo "just fuzz needs a nightly toolchain and cargo-fuzz:" >&2
+        echo "  rustup toolchain install nightly" >&2
+        echo "  cargo install cargo-fuzz --locked" >&2
+        exit 1
+    fi
+    cargo +nightly fuzz run head -- -max_total_time=60
+
+# what CI runs: fmt check, clippy, tests, interop suite
+ci:
+    bash .ci/run
+
+# run a release proxy on ADDR; extra flags pass through (just proxy 127.0.0.1:3128 --auth u:p)
+[positional-arguments]
+proxy ADDR="127.0.0.1:3128" *ARGS:
+    cargo build --release --bin burrow
+    ./target/release/burrow proxy --listen "$1" "${@:2}"
