@@ -14,6 +14,7 @@ pub mod connect;
 pub mod demo;
 pub mod exec;
 pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod proxy;
 pub mod relay;

@@ -2,3 +2,9 @@
 //! The protocol is specified in `docs/PROTOCOL.md`.
 
 pub mod frame;
+pub mod session;
+pub mod stream;
+
+pub use frame::{BindMode, Frame, OpenTarget, RefuseCode};
+pub use session::{CloseReason, Driver, Incoming, OpenError, Session, SessionConfig, Side};
+pub use stream::MuxStream;
