@@ -6,6 +6,7 @@
 //! both of which real clients and origins send. So heads go through our own parser and bodies
 //! through [`crate::http::body`].
 
+use super::dial::Dialer;
 use super::server::{Conn, Next};
 use crate::http::body::{self, BodyError, Framing};
 use crate::http::front::{self, ReadError};
@@ -19,11 +20,11 @@ use smol::net::TcpStream;
 const ORIGIN_BUF: usize = 8 * 1024;
 
 /// A kept-alive connection to an origin.
-pub(super) struct Origin {
+pub(super) struct Origin<S> {
     host: String,
     port: u16,
-    w: TcpStream,
-    r: BufReader<TcpStream>,
+    w: S,
+    r: BufReader<S>,
 }
 
 /// Headers that describe one connection, not the message: never forwarded.
@@ -70,12 +71,12 @@ fn origin_keeps_alive(res: &ResponseHead, framing: Framing) -> bool {
 }
 
 /// Serves one absolute-form request and, while the connection stays alive, reads the next.
-pub(super) async fn forward(
-    conn: &mut Conn,
+pub(super) async fn forward<D: Dialer>(
+    conn: &mut Conn<D>,
     mut head: RequestHead,
     stream: &TcpStream,
     reader: &mut BufReader<TcpStream>,
-    origin: &mut Option<Origin>,
+    origin: &mut Option<Origin<D::Stream>>,
 ) -> Next {
     if let Err(outcome) = conn.authorize(stream, &head).await {
         return Next::Close(outcome);
@@ -248,8 +249,8 @@ pub(super) async fn forward(
 }
 
 /// Waits for the next request on a kept-alive connection (until idle or drain).
-async fn next_request(
-    conn: &mut Conn,
+async fn next_request<D: Dialer>(
+    conn: &mut Conn<D>,
     stream: &TcpStream,
     reader: &mut BufReader<TcpStream>,
     last: u16,
@@ -289,12 +290,12 @@ fn authority(host: &str, port: u16) -> String {
     if port == 80 { h } else { format!("{h}:{port}") }
 }
 
-async fn open(conn: &Conn, host: &str, port: u16) -> Result<Origin, DialError> {
-    let cfg = &conn.config;
-    let (s, early) = cfg
-        .upstream
-        .connect(host, port, &cfg.rules, cfg.connect_timeout)
-        .await?;
+async fn open<D: Dialer>(
+    conn: &Conn<D>,
+    host: &str,
+    port: u16,
+) -> Result<Origin<D::Stream>, DialError> {
+    let (s, early) = conn.dialer.dial(host, port).await?;
     if !early.is_empty() {
         return Err(DialError::Connect {
             target: host_port(host, port),
@@ -313,10 +314,10 @@ async fn open(conn: &Conn, host: &str, port: u16) -> Result<Origin, DialError> {
 }
 
 /// Reads the origin's answer, passing interim 1xx responses through to the client.
-async fn read_final_response(
-    conn: &mut Conn,
+async fn read_final_response<D: Dialer>(
+    conn: &mut Conn<D>,
     stream: &TcpStream,
-    o: &mut Origin,
+    o: &mut Origin<D::Stream>,
 ) -> Result<ResponseHead, ReadError> {
     loop {
         let res = front::read_response(&mut o.r, conn.config.idle_timeout).await?;

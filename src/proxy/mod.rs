@@ -2,8 +2,9 @@
 
 pub mod auth;
 pub mod chain;
+pub mod dial;
 mod forward;
 pub mod rules;
 pub mod server;
 
-pub use server::{Proxy, ProxyConfig};
+pub use server::{Proxy, ProxyConfig, serve_connection};

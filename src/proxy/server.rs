@@ -2,6 +2,7 @@
 
 use super::auth::{self, Credentials};
 use super::chain::Upstream;
+use super::dial::{Dialer, DirectDialer};
 use super::forward;
 use super::rules::Rules;
 use crate::exec::{Spawner, TaskSet};
@@ -84,6 +85,11 @@ impl Proxy {
     /// within the drain timeout (or until abort), and cancels the rest.
     pub async fn run(self, spawner: Spawner, shutdown: ShutdownSignal) {
         let Proxy { listener, config } = self;
+        let dialer = Arc::new(DirectDialer {
+            upstream: config.upstream.clone(),
+            rules: config.rules.clone(),
+            timeout: config.connect_timeout,
+        });
         let tasks = TaskSet::new(spawner);
         let ids = AtomicU64::new(1);
         loop {
@@ -113,15 +119,7 @@ impl Proxy {
                 continue;
             }
             stream.set_nodelay(true).ok();
-            let conn = Conn {
-                id,
-                peer,
-                config: config.clone(),
-                shutdown: shutdown.clone(),
-                up: 0,
-                down: 0,
-            };
-            tasks.spawn(conn.serve(stream));
+            tasks.spawn(serve_connection(stream, peer, id, config.clone(), dialer.clone(), shutdown.clone()));
         }
         drop(listener);
         if !tasks.is_empty() {
@@ -158,11 +156,26 @@ async fn refuse(mut stream: TcpStream, status: u16, reason: &str) {
     let _ = write.or(late).await;
 }
 
+/// Serves one proxy client connection (CONNECT or absolute-form requests) until it ends,
+/// reaching targets through `dialer`. Logs one line when it ends.
+pub async fn serve_connection<D: Dialer>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    config: Arc<ProxyConfig>,
+    dialer: Arc<D>,
+    shutdown: ShutdownSignal,
+) {
+    let conn = Conn { id, peer, config, dialer, shutdown, up: 0, down: 0 };
+    conn.serve(stream).await
+}
+
 /// One client connection.
-pub(super) struct Conn {
+pub(super) struct Conn<D> {
     pub(super) id: u64,
     pub(super) peer: SocketAddr,
     pub(super) config: Arc<ProxyConfig>,
+    pub(super) dialer: Arc<D>,
     pub(super) shutdown: ShutdownSignal,
     /// bytes client → target/origin
     pub(super) up: u64,
@@ -178,7 +191,7 @@ pub(super) enum Next {
     Request(RequestHead),
 }
 
-impl Conn {
+impl<D: Dialer> Conn<D> {
     async fn serve(mut self, stream: TcpStream) {
         let start = Instant::now();
         let mut reader = BufReader::with_capacity(READ_BUF, stream.clone());
@@ -295,10 +308,7 @@ impl Conn {
             unreachable!("dispatch only sends authority-form here")
         };
         let cfg = self.config.clone();
-        let dialed = cfg
-            .upstream
-            .connect(host, *port, &cfg.rules, cfg.connect_timeout)
-            .await;
+        let dialed = self.dialer.dial(host, *port).await;
         let (upstream, early) = match dialed {
             Ok(pair) => pair,
             Err(e) => {

@@ -1,0 +1,39 @@
+//! How the proxy reaches a target: the [`Dialer`] seam. The standalone proxy dials directly or
+//! through an upstream chain; the tunnel's `:proxy` modes open a mux stream instead.
+
+use super::chain::Upstream;
+use super::rules::Rules;
+use crate::net::DialError;
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use smol::net::TcpStream;
+use std::future::Future;
+use std::time::Duration;
+
+/// Opens byte streams to `host:port`.
+pub trait Dialer: Send + Sync + 'static {
+    /// The stream type; clones share the stream (one reads while another writes).
+    type Stream: AsyncRead + AsyncWrite + Clone + Unpin + Send + Sync + 'static;
+
+    /// Connects; returns the stream and any bytes that arrived before it was handed over
+    /// (e.g. behind an upstream proxy's `200`).
+    fn dial(&self, host: &str, port: u16) -> impl Future<Output = Result<(Self::Stream, Vec<u8>), DialError>> + Send;
+}
+
+/// Direct connections (or an upstream chain), with target rules and a connect timeout.
+#[derive(Debug, Clone, Default)]
+pub struct DirectDialer {
+    /// the upstream chain (empty: direct)
+    pub upstream: Upstream,
+    /// target rules
+    pub rules: Rules,
+    /// limit for the whole connect (chain included)
+    pub timeout: Duration,
+}
+
+impl Dialer for DirectDialer {
+    type Stream = TcpStream;
+
+    fn dial(&self, host: &str, port: u16) -> impl Future<Output = Result<(TcpStream, Vec<u8>), DialError>> + Send {
+        self.upstream.connect(host, port, &self.rules, self.timeout)
+    }
+}
