@@ -314,7 +314,9 @@ fn measure_burrow(
 
     let metrics = measure(name, &route, s);
     for (row, &(label, proxy)) in mems[first..].iter_mut().zip(proxies) {
-        row.peak = procs::mem(proxy.child.pid()).ok().map(|m: Mem| m.hwm_kib);
+        row.peak = procs::mem(proxy.child.pid())
+            .ok()
+            .map(|m: Mem| m.peak_kib());
         let (lines, total) = proxy.child.stderr_lines();
         if total > 0 {
             row.notes.push(format!(

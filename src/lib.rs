@@ -19,5 +19,6 @@ pub mod net;
 pub mod proxy;
 pub mod relay;
 pub mod secret;
+pub mod server;
 pub mod shutdown;
 pub mod tunnel;

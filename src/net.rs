@@ -45,6 +45,15 @@ pub enum DialError {
         /// its reason phrase
         reason: String,
     },
+    /// The far end of a tunnel refused the stream (status from the refusal code).
+    Tunnel {
+        /// `host:port`
+        target: String,
+        /// the refusal's HTTP status
+        status: u16,
+        /// the peer's reason
+        reason: String,
+    },
     /// An upstream proxy broke the protocol or the connection (502), or was too slow (504).
     HopFailed {
         /// 1-based hop number
@@ -65,6 +74,7 @@ impl DialError {
             DialError::Forbidden { .. } => 403,
             DialError::Timeout { .. } => 504,
             DialError::HopFailed { timeout: true, .. } => 504,
+            DialError::Tunnel { status, .. } => *status,
             _ => 502,
         }
     }
@@ -93,6 +103,9 @@ impl fmt::Display for DialError {
             DialError::HopFailed {
                 hop, proxy, why, ..
             } => write!(f, "upstream hop {hop} ({proxy}) failed: {why}"),
+            DialError::Tunnel { target, reason, .. } => {
+                write!(f, "tunnel could not reach {target}: {reason}")
+            }
         }
     }
 }

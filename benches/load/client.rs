@@ -6,7 +6,6 @@ use crate::server::{ECHO, SINK};
 use anyhow::{Context, Result, bail, ensure};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -87,13 +86,13 @@ fn connect_handshake(s: &mut TcpStream, target: SocketAddr) -> Result<()> {
 }
 
 /// Sends `bytes_each` to the sink on each of `streams` connections at once and returns the
-/// aggregate rate in MB/s (10^6 bytes), timed from the first byte until every sink confirmed
-/// its count. Connection setup is not timed.
+/// aggregate rate in MB/s (10^6 bytes), timed from the first sender's first byte until the
+/// last sink confirmed its count. Connection setup is not timed.
 pub fn bulk(route: &Route, streams: usize, bytes_each: u64) -> Result<f64> {
     let conns = (0..streams)
         .map(|_| route.open())
         .collect::<Result<Vec<_>>>()?;
-    let start = Arc::new(Barrier::new(streams + 1));
+    let start = Arc::new(Barrier::new(streams));
     let workers: Vec<_> = conns
         .into_iter()
         .map(|s| {
@@ -101,19 +100,30 @@ pub fn bulk(route: &Route, streams: usize, bytes_each: u64) -> Result<f64> {
             thread::spawn(move || send_to_sink(s, bytes_each, &start))
         })
         .collect();
-    start.wait();
-    let t0 = Instant::now();
+    let mut spans = Vec::with_capacity(streams);
     for w in workers {
-        w.join()
-            .map_err(|_| anyhow::anyhow!("bulk sender thread died"))??;
+        spans.push(
+            w.join()
+                .map_err(|_| anyhow::anyhow!("bulk sender thread died"))??,
+        );
     }
-    let secs = t0.elapsed().as_secs_f64();
+    let secs = span_secs(&spans)?;
     Ok((streams as u64 * bytes_each) as f64 / 1e6 / secs)
 }
 
-fn send_to_sink(mut s: TcpStream, bytes: u64, start: &Barrier) -> Result<()> {
+/// Seconds from the earliest start to the latest end. Each worker times itself: a
+/// coordinating thread may not run for a while on a busy machine, and its clock would then
+/// miss part of the work.
+fn span_secs(spans: &[(Instant, Instant)]) -> Result<f64> {
+    let first = spans.iter().map(|s| s.0).min().context("no workers")?;
+    let last = spans.iter().map(|s| s.1).max().context("no workers")?;
+    Ok(last.duration_since(first).as_secs_f64().max(1e-9))
+}
+
+fn send_to_sink(mut s: TcpStream, bytes: u64, start: &Barrier) -> Result<(Instant, Instant)> {
     let chunk: Vec<u8> = (0..WRITE_CHUNK).map(|i| i as u8).collect();
     start.wait();
+    let t0 = Instant::now();
     s.write_all(&[SINK])?;
     let mut left = bytes;
     while left > 0 {
@@ -125,9 +135,10 @@ fn send_to_sink(mut s: TcpStream, bytes: u64, start: &Barrier) -> Result<()> {
     let mut count = [0u8; 8];
     s.read_exact(&mut count)
         .context("waiting for the sink's byte count")?;
+    let t1 = Instant::now();
     let got = u64::from_le_bytes(count);
     ensure!(got == bytes, "sink received {got} of {bytes} bytes");
-    Ok(())
+    Ok((t0, t1))
 }
 
 /// `n` round trips of 64 bytes on one connection; returns each round trip's time.
@@ -174,27 +185,25 @@ pub fn new_connections(route: &Route, n: usize) -> Result<Vec<Duration>> {
 pub struct Rate {
     /// completed connections per second
     pub per_sec: f64,
-    /// connections that failed, and the first failure
+    /// connections that failed
     pub errors: u64,
+    /// the first failure
     pub first_error: Option<String>,
 }
 
 /// `workers` threads doing [`one_connection`] back to back for `duration`.
 pub fn conn_rate(route: &Route, workers: usize, duration: Duration) -> Result<Rate> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let start = Arc::new(Barrier::new(workers + 1));
+    let start = Arc::new(Barrier::new(workers));
     let threads: Vec<_> = (0..workers)
         .map(|_| {
-            let (route, stop, done, start) = (*route, stop.clone(), done.clone(), start.clone());
+            let (route, start) = (*route, start.clone());
             thread::spawn(move || {
                 start.wait();
-                let (mut errors, mut first) = (0u64, None);
-                while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                let (mut done, mut errors, mut first) = (0u64, 0u64, None);
+                while t0.elapsed() < duration {
                     match one_connection(&route) {
-                        Ok(_) => {
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
+                        Ok(_) => done += 1,
                         Err(e) => {
                             errors += 1;
                             first.get_or_insert_with(|| format!("{e:#}"));
@@ -203,25 +212,22 @@ pub fn conn_rate(route: &Route, workers: usize, duration: Duration) -> Result<Ra
                         }
                     }
                 }
-                (errors, first)
+                ((t0, Instant::now()), done, errors, first)
             })
         })
         .collect();
-    start.wait();
-    let t0 = Instant::now();
-    thread::sleep(duration);
-    stop.store(true, Ordering::Relaxed);
-    let (mut errors, mut first_error) = (0, None);
+    let (mut spans, mut done, mut errors, mut first_error) = (Vec::new(), 0, 0, None);
     for t in threads {
-        let (e, f) = t
+        let (span, d, e, f) = t
             .join()
             .map_err(|_| anyhow::anyhow!("connection worker died"))?;
+        spans.push(span);
+        done += d;
         errors += e;
         first_error = first_error.or(f);
     }
-    let secs = t0.elapsed().as_secs_f64();
     Ok(Rate {
-        per_sec: done.load(Ordering::Relaxed) as f64 / secs,
+        per_sec: done as f64 / span_secs(&spans)?,
         errors,
         first_error,
     })

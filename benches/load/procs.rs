@@ -188,13 +188,25 @@ pub fn socat(target: SocketAddr) -> Result<Relay> {
     }
 }
 
-/// Memory of a process in KiB, from /proc/PID/status.
+/// Memory of a process in KiB, and its thread count, from /proc/PID/status.
 #[derive(Clone, Copy, Debug)]
 pub struct Mem {
     /// resident set now (VmRSS)
     pub rss_kib: u64,
-    /// peak resident set (VmHWM)
+    /// the anonymous part of it (heap, stacks): VmRSS less the binary's and shared
+    /// libraries' resident pages, which other processes share
+    pub anon_kib: u64,
+    /// peak resident set (VmHWM). The kernel updates it lazily (when pages are unmapped),
+    /// so it can lag VmRSS: use [`Mem::peak_kib`].
     pub hwm_kib: u64,
+    pub threads: u64,
+}
+
+impl Mem {
+    /// The larger of VmHWM and VmRSS.
+    pub fn peak_kib(&self) -> u64 {
+        self.hwm_kib.max(self.rss_kib)
+    }
 }
 
 pub fn mem(pid: u32) -> Result<Mem> {
@@ -209,7 +221,9 @@ pub fn mem(pid: u32) -> Result<Mem> {
     };
     Ok(Mem {
         rss_kib: field("VmRSS:")?,
+        anon_kib: field("RssAnon:")?,
         hwm_kib: field("VmHWM:")?,
+        threads: field("Threads:")?,
     })
 }
 

@@ -37,7 +37,7 @@ pub struct MemRow {
     pub held: Mem,
     /// once the held tunnels were closed
     pub after_close: Mem,
-    /// VmHWM after all measurements, in KiB
+    /// peak RSS after all measurements, in KiB
     pub peak: Option<u64>,
     pub notes: Vec<String>,
 }
@@ -50,6 +50,8 @@ const MAX_HELD_KIB: u64 = 8 * 1024;
 
 pub fn print(s: &Sizes, rows: &[Row], mems: &[MemRow], warnings: &[String]) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let command: Vec<String> = std::env::args().collect();
+    println!("`{}`\n", command.join(" "));
     println!(
         "burrow-bench ({}): 1 stream × {} MiB, {} streams × {} MiB, {} × 64-byte round trips, \
          {} new connections, {} workers × {:?} of connections, {} held tunnels; {cores} CPUs; \
@@ -118,21 +120,28 @@ pub fn print(s: &Sizes, rows: &[Row], mems: &[MemRow], warnings: &[String]) {
     }
 
     println!(
-        "\n| burrow process | RSS idle | RSS, {} held tunnels | RSS after closing them | peak (VmHWM) |",
+        "\n| burrow process | RSS idle | RSS, {} held tunnels | per tunnel | RSS after closing them | peak (VmHWM) | threads |",
         s.held
     );
-    println!("|---|--:|--:|--:|--:|");
+    println!("|---|--:|--:|--:|--:|--:|--:|");
     for m in mems {
         let peak = m.peak.map_or_else(|| "?".to_string(), mib);
+        let per_tunnel =
+            m.held.rss_kib.saturating_sub(m.idle.rss_kib) as f64 / s.held.max(1) as f64;
         println!(
-            "| {} | {} | {} | {} | {peak} |",
+            "| {} | {} | {} | {per_tunnel:.1} KiB | {} | {peak} | {} |",
             m.name,
-            mib(m.idle.rss_kib),
-            mib(m.held.rss_kib),
-            mib(m.after_close.rss_kib),
+            with_anon(&m.idle),
+            with_anon(&m.held),
+            with_anon(&m.after_close),
+            m.held.threads,
         );
         notes.extend(m.notes.iter().cloned());
     }
+    println!(
+        "\n(RSS includes the resident pages of the binary and shared libraries; \"anon\" is the \
+         process's own heap and stacks.)"
+    );
 
     println!("\n{}", targets(rows, direct, mems, s));
     if !notes.is_empty() {
@@ -145,6 +154,14 @@ pub fn print(s: &Sizes, rows: &[Row], mems: &[MemRow], warnings: &[String]) {
 
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn with_anon(m: &Mem) -> String {
+    format!(
+        "{} ({:.1} anon)",
+        mib(m.rss_kib),
+        m.anon_kib as f64 / 1024.0
+    )
 }
 
 /// The target line for the one-hop burrow row.

@@ -4,3 +4,4 @@
 pub mod body;
 pub mod front;
 pub mod head;
+pub mod surface;

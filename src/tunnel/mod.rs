@@ -1,9 +1,11 @@
 //! Design 2: many TCP streams multiplexed over one WebSocket connection.
 //! The protocol is specified in `docs/PROTOCOL.md`.
 
+pub mod bridge;
 pub mod frame;
 pub mod session;
 pub mod stream;
+pub mod ws;
 
 pub use frame::{BindMode, Frame, OpenTarget, RefuseCode};
 pub use session::{CloseReason, Driver, Incoming, OpenError, Session, SessionConfig, Side};

@@ -1,0 +1,467 @@
+//! `burrow server`: the relay. One listener behind the front door: tunnel upgrades on
+//! `/burrow`, `/healthz`, `/metrics`. For each client session it binds public listeners
+//! (`-R`, within `--allow-ports`), dials targets (`-L`, within the rules), and keeps a
+//! returning client's listeners through a grace period.
+
+use crate::exec::{Spawner, TaskSet};
+use crate::http::front::{self, error_response};
+use crate::http::head::{RequestHead, Target};
+use crate::http::surface;
+use crate::metrics::{Metrics, Refusal};
+use crate::proxy::rules::Rules;
+use crate::proxy::{ProxyConfig, serve_connection};
+use crate::secret::Secret;
+use crate::shutdown::ShutdownSignal;
+use crate::tunnel::bridge::{self, MuxDialer};
+use crate::tunnel::ws::{self, TUNNEL_PATH, Upgrade};
+use crate::tunnel::{BindMode, Frame, Incoming, OpenTarget, RefuseCode, Session, SessionConfig, Side};
+use futures_lite::io::{AsyncWriteExt, BufReader};
+use futures_lite::FutureExt;
+use smol::net::{TcpListener, TcpStream};
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a websocket handshake (head included) may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything `burrow server` is configured with.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// required bearer token; `None` only with `--no-auth`
+    pub token: Option<Secret>,
+    /// ports clients may bind (inclusive)
+    pub allow_ports: (u16, u16),
+    /// rules for targets clients ask us to dial
+    pub rules: Rules,
+    /// session limits and keepalive
+    pub session: SessionConfig,
+    /// how long streams may finish after shutdown begins
+    pub drain_timeout: Duration,
+    /// how long a gone client's listeners are held for it
+    pub grace: Duration,
+    /// limit for dialing a target
+    pub connect_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            token: None,
+            allow_ports: (1024, 65535),
+            rules: Rules::default(),
+            session: SessionConfig::default(),
+            drain_timeout: Duration::from_secs(10),
+            grace: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Listeners held for clients that went away, by session id.
+#[derive(Default)]
+struct Registry {
+    held: HashMap<String, (u64, Vec<Arc<TcpListener>>)>,
+    generation: u64,
+}
+
+impl Registry {
+    fn port_held_by_other(&self, session_id: &str, port: u16) -> bool {
+        self.held
+            .iter()
+            .filter(|(id, _)| id.as_str() != session_id)
+            .flat_map(|(_, (_, ls))| ls)
+            .any(|l| l.local_addr().is_ok_and(|a| a.port() == port))
+    }
+}
+
+/// What every connection task of the relay shares.
+struct Ctx {
+    cfg: RelayConfig,
+    metrics: Arc<Metrics>,
+    registry: Mutex<Registry>,
+    default_bind: IpAddr,
+    spawner: Spawner,
+    shutdown: ShutdownSignal,
+    ids: AtomicU64,
+    /// reapers of grace periods (owned here, cancelled with the relay)
+    reapers: TaskSet,
+}
+
+/// A bound relay, ready to run.
+pub struct Relay {
+    listener: TcpListener,
+    cfg: RelayConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl Relay {
+    /// Binds the public listener.
+    pub async fn bind(addr: SocketAddr, cfg: RelayConfig) -> io::Result<Relay> {
+        Ok(Relay { listener: TcpListener::bind(addr).await?, cfg, metrics: Arc::new(Metrics::default()) })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The relay's counters (what `/metrics` shows).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Serves until `shutdown` drains: then stops accepting, sends go-away to every session,
+    /// lets streams finish within the drain timeout, and cancels the rest.
+    pub async fn run(self, spawner: Spawner, shutdown: ShutdownSignal) {
+        let default_bind = self.listener.local_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let ctx = Arc::new(Ctx {
+            cfg: self.cfg,
+            metrics: self.metrics,
+            registry: Mutex::new(Registry::default()),
+            default_bind,
+            reapers: TaskSet::new(spawner.clone()),
+            spawner: spawner.clone(),
+            shutdown: shutdown.clone(),
+            ids: AtomicU64::new(1),
+        });
+        let conns = TaskSet::new(spawner);
+        loop {
+            let accepted = async { Some(self.listener.accept().await) }
+                .or(async {
+                    shutdown.draining().await;
+                    None
+                })
+                .await;
+            match accepted {
+                None => break,
+                Some(Ok((stream, peer))) => {
+                    stream.set_nodelay(true).ok();
+                    conns.spawn(front_door(ctx.clone(), stream, peer));
+                }
+                Some(Err(e)) => {
+                    log::warn!("relay accept failed: {e}");
+                    smol::Timer::after(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        drop(self.listener);
+        log::info!("relay draining {} connections", conns.len());
+        let drained = async {
+            conns.wait_empty().await;
+            true
+        };
+        let deadline = async {
+            smol::Timer::after(ctx.cfg.drain_timeout).await;
+            false
+        };
+        let aborted = async {
+            shutdown.aborted().await;
+            false
+        };
+        if !drained.or(deadline).or(aborted).await {
+            log::warn!("relay drain ended: cancelling {} connections", conns.len());
+        }
+        drop(conns);
+    }
+}
+
+async fn reply(stream: &TcpStream, status: u16, why: &str, extra: &[(&str, &str)]) {
+    let mut w = stream.clone();
+    if let Err(e) = w.write_all(&error_response(status, why, extra)).await {
+        log::debug!("writing {status} failed: {e}");
+    }
+    stream.shutdown(std::net::Shutdown::Write).ok();
+}
+
+/// Reads one head and dispatches: tunnel upgrade, local surface, or an error.
+async fn front_door(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
+    let mut reader = BufReader::with_capacity(4096, stream.clone());
+    let raw = match front::read_head_bytes(&mut reader, HANDSHAKE_TIMEOUT).await {
+        Ok(raw) => raw,
+        Err(e) => {
+            if let Some(status) = e.status() {
+                log::warn!("relay {peer}: {e} ({status})");
+                reply(&stream, status, &e.to_string(), &[]).await;
+            }
+            return;
+        }
+    };
+    let head = match crate::http::head::parse_request(&raw) {
+        Ok(h) => h,
+        Err(e) => {
+            log::warn!("relay {peer}: {e} ({})", e.status());
+            return reply(&stream, e.status(), &e.to_string(), &[]).await;
+        }
+    };
+    let leftover = reader.buffer().to_vec();
+    drop(reader);
+    let path = match &head.target {
+        Target::Origin(p) => p.split('?').next().unwrap_or(""),
+        _ => "",
+    };
+    if path == TUNNEL_PATH && head.headers.get("upgrade").is_some() {
+        return tunnel(ctx, stream, peer, head, leftover).await;
+    }
+    let mut all = raw;
+    all.extend_from_slice(&leftover);
+    let metrics = ctx.metrics.clone();
+    let route = move |method: &str, path: &str| -> surface::Answer {
+        let text = "text/plain; charset=utf-8";
+        match (method, path) {
+            ("GET" | "HEAD", "/healthz") => (200, text, "ok\n".into()),
+            ("GET" | "HEAD", "/metrics") => (200, "text/plain; version=0.0.4", metrics.render()),
+            (_, "/healthz" | "/metrics") => (405, text, "method not allowed\n".into()),
+            (_, p) if p == TUNNEL_PATH => (400, text, "expected a websocket upgrade\n".into()),
+            _ => (404, text, "not found\n".into()),
+        }
+    };
+    let shutdown = ctx.shutdown.clone();
+    let served = surface::serve(stream, &head, all, route);
+    let ended = async {
+        shutdown.draining().await;
+        Ok(())
+    };
+    if let Err(e) = served.or(ended).await {
+        log::debug!("relay {peer}: http surface: {e}");
+    }
+}
+
+async fn tunnel(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, head: RequestHead, leftover: Vec<u8>) {
+    let session_id = match ws::check_upgrade(&head, ctx.cfg.token.as_ref()) {
+        Upgrade::Refuse(status, why) => {
+            if status == 401 {
+                ctx.metrics.refused(Refusal::Auth);
+            } else {
+                ctx.metrics.refused(Refusal::BadRequest);
+            }
+            log::warn!("relay {peer}: tunnel refused: {why} ({status})");
+            let challenge: &[(&str, &str)] = if status == 401 { &[("WWW-Authenticate", "Bearer")] } else { &[] };
+            return reply(&stream, status, &why, challenge).await;
+        }
+        Upgrade::Accept { response, session_id } => {
+            let mut w = stream.clone();
+            if let Err(e) = w.write_all(&response).await {
+                log::debug!("relay {peer}: upgrade write failed: {e}");
+                return;
+            }
+            session_id
+        }
+    };
+    let ws = ws::server_stream(stream, leftover).await;
+    let label = format!("{}@{peer}", &session_id[..session_id.len().min(8)]);
+    let reclaimed = ctx
+        .registry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .held
+        .remove(&session_id)
+        .map(|(_, ls)| ls)
+        .unwrap_or_default();
+    if !reclaimed.is_empty() {
+        ctx.metrics.reconnects.fetch_add(1, Ordering::Relaxed);
+        log::info!("session {label}: resumed, {} listeners handed back", reclaimed.len());
+    } else {
+        log::info!("session {label}: connected");
+    }
+    let (session, driver) = Session::new(Side::Relay, ctx.cfg.session.clone(), label.clone(), ctx.metrics.clone());
+    let tasks = TaskSet::new(ctx.spawner.clone());
+    let state = SessionBinds { reclaimed: Mutex::new(reclaimed), live: Mutex::new(Vec::new()) };
+    let drive = async {
+        driver.run(ws).await;
+    };
+    let control = control_loop(&ctx, &session, &session_id, &tasks, &state);
+    let incoming = incoming_loop(&ctx, &session, &tasks);
+    let drain = drain_session(&ctx, &session);
+    drive.or(control).or(incoming).or(drain).await;
+    drop(tasks);
+    // Keep this client's listeners for its return.
+    let listeners = std::mem::take(&mut *state.live.lock().unwrap_or_else(|e| e.into_inner()));
+    if !listeners.is_empty() && !ctx.shutdown.is_draining() {
+        hold_for_grace(&ctx, session_id, listeners);
+    }
+}
+
+/// The listeners of one live session.
+struct SessionBinds {
+    /// listeners handed back from the grace registry, not yet re-requested
+    reclaimed: Mutex<Vec<Arc<TcpListener>>>,
+    /// listeners in use
+    live: Mutex<Vec<Arc<TcpListener>>>,
+}
+
+fn hold_for_grace(ctx: &Arc<Ctx>, session_id: String, listeners: Vec<Arc<TcpListener>>) {
+    let generation = {
+        let mut reg = ctx.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.generation += 1;
+        let g = reg.generation;
+        reg.held.insert(session_id.clone(), (g, listeners));
+        g
+    };
+    let grace = ctx.cfg.grace;
+    let weak = Arc::downgrade(ctx);
+    ctx.reapers.spawn(async move {
+        smol::Timer::after(grace).await;
+        if let Some(ctx) = weak.upgrade() {
+            let mut reg = ctx.registry.lock().unwrap_or_else(|e| e.into_inner());
+            if reg.held.get(&session_id).is_some_and(|(g, _)| *g == generation) {
+                reg.held.remove(&session_id);
+                log::info!("session {}: grace period over, listeners released", &session_id[..session_id.len().min(8)]);
+            }
+        }
+    });
+}
+
+/// On drain: go-away, then close the session once its streams are done.
+async fn drain_session(ctx: &Ctx, session: &Session) {
+    ctx.shutdown.draining().await;
+    session.go_away("relay shutting down");
+    while session.stream_count() > 0 {
+        smol::Timer::after(Duration::from_millis(50)).await;
+    }
+    session.close("relay shutting down");
+    std::future::pending::<()>().await
+}
+
+async fn control_loop(ctx: &Arc<Ctx>, session: &Session, session_id: &str, tasks: &TaskSet, binds: &SessionBinds) {
+    while let Some(frame) = session.control().await {
+        let Frame::Bind { bind_id, addr, port, mode } = frame else {
+            continue;
+        };
+        match bind(ctx, session_id, &addr, port, binds).await {
+            Ok(listener) => {
+                let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                log::info!("session {}: bound {local} ({})", session.label(), describe(&mode));
+                session.send_control(Frame::Bound { bind_id, addr: local });
+                binds.live.lock().unwrap_or_else(|e| e.into_inner()).push(listener.clone());
+                tasks.spawn(accept_visitors(ctx.clone(), session.clone(), listener, bind_id, mode));
+            }
+            Err(why) => {
+                ctx.metrics.refused(Refusal::Forbidden);
+                log::warn!("session {}: bind refused: {why}", session.label());
+                session.send_control(Frame::BindRefused { bind_id, reason: why });
+            }
+        }
+    }
+    // Session closed: let the driver's result end the race.
+    std::future::pending::<()>().await
+}
+
+fn describe(mode: &BindMode) -> &'static str {
+    match mode {
+        BindMode::Forward => "forward",
+        BindMode::Proxy { .. } => "proxy",
+    }
+}
+
+/// Binds (or hands back) a public listener for a client.
+async fn bind(ctx: &Ctx, session_id: &str, addr: &str, port: u16, binds: &SessionBinds) -> Result<Arc<TcpListener>, String> {
+    let ip: IpAddr = if addr.is_empty() {
+        ctx.default_bind
+    } else {
+        addr.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| format!("bad bind address {addr:?}"))?
+    };
+    let (lo, hi) = ctx.cfg.allow_ports;
+    if port != 0 && !(lo..=hi).contains(&port) {
+        return Err(format!("port {port} is outside --allow-ports {lo}-{hi}"));
+    }
+    if port != 0 {
+        let handed_back = {
+            let mut reclaimed = binds.reclaimed.lock().unwrap_or_else(|e| e.into_inner());
+            reclaimed
+                .iter()
+                .position(|l| l.local_addr().is_ok_and(|a| a.port() == port && (a.ip() == ip || addr.is_empty())))
+                .map(|i| reclaimed.swap_remove(i))
+        };
+        if let Some(l) = handed_back {
+            return Ok(l);
+        }
+        if ctx.registry.lock().unwrap_or_else(|e| e.into_inner()).port_held_by_other(session_id, port) {
+            return Err(format!("port {port} is held for a reconnecting client"));
+        }
+        return TcpListener::bind((ip, port)).await.map(Arc::new).map_err(|e| format!("cannot bind {ip}:{port}: {e}"));
+    }
+    if (lo, hi) == (1024, 65535) {
+        return TcpListener::bind((ip, 0)).await.map(Arc::new).map_err(|e| format!("cannot bind {ip}:0: {e}"));
+    }
+    // A narrower range: the first free port in it (bounded).
+    for p in (lo..=hi).take(4096) {
+        if let Ok(l) = TcpListener::bind((ip, p)).await {
+            return Ok(Arc::new(l));
+        }
+    }
+    Err(format!("no free port in --allow-ports {lo}-{hi}"))
+}
+
+/// Accepts visitors at a public listener and carries each to the client.
+async fn accept_visitors(ctx: Arc<Ctx>, session: Session, listener: Arc<TcpListener>, bind_id: u32, mode: BindMode) {
+    let visitors = TaskSet::new(ctx.spawner.clone());
+    let proxy_cfg = match &mode {
+        BindMode::Proxy { auth } => Some(Arc::new(ProxyConfig {
+            auth: if auth.is_empty() { None } else { auth.parse().ok() },
+            connect_timeout: ctx.cfg.connect_timeout,
+            ..ProxyConfig::default()
+        })),
+        BindMode::Forward => None,
+    };
+    let dialer = Arc::new(MuxDialer { session: session.clone(), timeout: ctx.cfg.connect_timeout });
+    loop {
+        let (visitor, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                log::warn!("session {}: accept failed: {e}", session.label());
+                smol::Timer::after(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        visitor.set_nodelay(true).ok();
+        let id = ctx.ids.fetch_add(1, Ordering::Relaxed);
+        match &proxy_cfg {
+            Some(cfg) => {
+                visitors.spawn(serve_connection(visitor, peer, id, cfg.clone(), dialer.clone(), ctx.shutdown.clone()));
+            }
+            None => {
+                let session = session.clone();
+                let timeout = ctx.cfg.connect_timeout;
+                visitors.spawn(async move {
+                    let open = session.open(OpenTarget::Bound { bind_id });
+                    let opened = async { Some(open.await) }
+                        .or(async {
+                            smol::Timer::after(timeout).await;
+                            None
+                        })
+                        .await;
+                    match opened {
+                        Some(Ok(stream)) => bridge::splice(visitor, stream, session.label(), &peer.to_string()).await,
+                        Some(Err(e)) => log::warn!("session {}: visitor {peer}: {e}", session.label()),
+                        None => log::warn!("session {}: visitor {peer}: client did not answer in time", session.label()),
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Streams the client opens: `-L` dials from the relay's network.
+async fn incoming_loop(ctx: &Arc<Ctx>, session: &Session, tasks: &TaskSet) {
+    while let Some(inc) = session.accept().await {
+        let ctx = ctx.clone();
+        let label = session.label().to_string();
+        tasks.spawn(async move { serve_open(&ctx, inc, &label).await });
+    }
+    std::future::pending::<()>().await
+}
+
+async fn serve_open(ctx: &Ctx, inc: Incoming, label: &str) {
+    match inc.target.clone() {
+        OpenTarget::Dial { host, port } => {
+            bridge::serve_dial(inc, host, port, &ctx.cfg.rules, ctx.cfg.connect_timeout, label, &ctx.metrics).await;
+        }
+        OpenTarget::Bound { .. } => {
+            bridge::refuse(inc, RefuseCode::BadRequest, "a relay has no bindings to open", label, &ctx.metrics);
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Where mux streams meet TCP: dialing through a session, answering a peer's OPEN with a dial
+//! of our own, and splicing a stream to a socket with one log line when it ends.
+
+use super::frame::{OpenTarget, RefuseCode};
+use super::session::{Incoming, Session};
+use super::stream::MuxStream;
+use crate::metrics::{Metrics, Refusal};
+use crate::net::{self, DialError, host_port};
+use crate::proxy::dial::Dialer;
+use crate::proxy::rules::Rules;
+use crate::relay::{self, Outcome};
+use smol::net::TcpStream;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Reaches targets by opening streams on a session: the far end dials them.
+#[derive(Clone)]
+pub struct MuxDialer {
+    /// the session to open streams on
+    pub session: Session,
+    /// how long the far end may take to answer
+    pub timeout: Duration,
+}
+
+impl Dialer for MuxDialer {
+    type Stream = MuxStream;
+
+    fn dial(&self, host: &str, port: u16) -> impl Future<Output = Result<(MuxStream, Vec<u8>), DialError>> + Send {
+        let target = host_port(host, port);
+        let open = self.session.open(OpenTarget::Dial { host: host.to_string(), port });
+        async move {
+            let opened = net::with_timeout(self.timeout, async { Ok(open.await) }, || DialError::Timeout {
+                target: target.clone(),
+            })
+            .await?;
+            match opened {
+                Ok(s) => Ok((s, Vec::new())),
+                Err(e) => Err(DialError::Tunnel { target, status: e.code().http_status(), reason: e.to_string() }),
+            }
+        }
+    }
+}
+
+/// The refusal code that tells the peer why our dial failed.
+pub fn refusal_for(e: &DialError) -> RefuseCode {
+    match e {
+        DialError::Forbidden { .. } => RefuseCode::Forbidden,
+        DialError::Timeout { .. } | DialError::HopFailed { timeout: true, .. } => RefuseCode::Timeout,
+        DialError::Tunnel { status: 403, .. } => RefuseCode::Forbidden,
+        DialError::Tunnel { status: 504, .. } => RefuseCode::Timeout,
+        _ => RefuseCode::Unreachable,
+    }
+}
+
+fn count_refusal(metrics: &Metrics, code: RefuseCode) {
+    metrics.refused(match code {
+        RefuseCode::Forbidden => Refusal::Forbidden,
+        RefuseCode::Timeout => Refusal::Timeout,
+        RefuseCode::TooManyStreams => Refusal::TooManyStreams,
+        RefuseCode::BadRequest => Refusal::BadRequest,
+        _ => Refusal::Unreachable,
+    });
+}
+
+/// Answers a peer's OPEN by dialing `host:port` (under `rules`), then splices until done.
+pub async fn serve_dial(inc: Incoming, host: String, port: u16, rules: &Rules, timeout: Duration, label: &str, metrics: &Metrics) {
+    let target = host_port(&host, port);
+    match net::dial(&host, port, rules, timeout).await {
+        Ok(tcp) => {
+            let stream = inc.accept();
+            splice(tcp, stream, label, &target).await;
+        }
+        Err(e) => {
+            let code = refusal_for(&e);
+            count_refusal(metrics, code);
+            log::warn!("session {label}: refused stream to {target}: {e}");
+            inc.refuse(code, &e.to_string());
+        }
+    }
+}
+
+/// Refuses an OPEN, counting it.
+pub fn refuse(inc: Incoming, code: RefuseCode, why: &str, label: &str, metrics: &Metrics) {
+    count_refusal(metrics, code);
+    log::warn!("session {label}: refused stream: {why}");
+    inc.refuse(code, why);
+}
+
+/// Copies between a socket and a stream (half-close both ways) and logs the outcome.
+pub async fn splice(tcp: TcpStream, stream: MuxStream, label: &str, target: &str) {
+    let start = Instant::now();
+    let id = stream.id();
+    let (mut tr, mut tw) = (tcp.clone(), tcp);
+    let (mut sr, mut sw) = (stream.clone(), stream);
+    let report = relay::relay(&mut tr, &mut tw, &mut sr, &mut sw, None).await;
+    let outcome = match &report.outcome {
+        Outcome::Error(e) => format!("error: {e}"),
+        o => o.as_str().to_string(),
+    };
+    log::info!(
+        "session {label} stream {id} {target} sent={} received={} {:.3}s {outcome}",
+        report.a_to_b,
+        report.b_to_a,
+        start.elapsed().as_secs_f64()
+    );
+}

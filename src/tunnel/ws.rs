@@ -1,0 +1,276 @@
+//! The WebSocket transport: tunnel URLs, the client handshake (token, session id, version), the
+//! relay's side of the upgrade (after the front door has read the head), and the limits every
+//! WebSocket here runs with.
+
+use super::frame::{MAX_FRAME, VERSION};
+use crate::http::head::RequestHead;
+use crate::secret::Secret;
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use std::fmt;
+use std::str::FromStr;
+
+/// The tunnel's URL path on the relay.
+pub const TUNNEL_PATH: &str = "/burrow";
+/// Header carrying the protocol version.
+pub const VERSION_HEADER: &str = "Burrow-Version";
+/// Header carrying the client's session id (for getting its bindings back on reconnect).
+pub const SESSION_HEADER: &str = "Burrow-Session";
+
+/// WebSocket limits: one frame per message, so nothing larger than a frame is ever needed.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(64 * 1024)
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .max_message_size(Some(MAX_FRAME))
+        .max_frame_size(Some(MAX_FRAME))
+}
+
+/// A relay URL: `ws://host[:port][/path]` or `wss://…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelUrl {
+    /// true for `wss://`
+    pub tls: bool,
+    /// host name or IP literal (no brackets)
+    pub host: String,
+    /// port (default 80 / 443)
+    pub port: u16,
+    /// path, default [`TUNNEL_PATH`]
+    pub path: String,
+}
+
+impl FromStr for TunnelUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (tls, rest) = if let Some(r) = s.strip_prefix("ws://") {
+            (false, r)
+        } else if let Some(r) = s.strip_prefix("wss://") {
+            (true, r)
+        } else {
+            return Err(format!("bad relay url {s:?}: expected ws://HOST[:PORT][/PATH] or wss://…"));
+        };
+        let (hostport, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let default = if tls { 443 } else { 80 };
+        let (host, port) = crate::proxy::chain::split_host_port(hostport, default)
+            .ok_or_else(|| format!("bad relay url {s:?}: bad host or port"))?;
+        let path = if path.is_empty() || path == "/" { TUNNEL_PATH.to_string() } else { path.to_string() };
+        Ok(TunnelUrl { tls, host, port, path })
+    }
+}
+
+impl fmt::Display for TunnelUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        write!(f, "{scheme}://{}{}", crate::net::host_port(&self.host, self.port), self.path)
+    }
+}
+
+/// Why the client's handshake failed.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// 401: wrong or missing token. Retrying will not help.
+    Unauthorized(String),
+    /// The relay speaks another protocol version. Retrying will not help.
+    Version(String),
+    /// Any other non-101 answer.
+    Rejected(u16, String),
+    /// The transport or the WebSocket layer failed.
+    Failed(String),
+}
+
+impl HandshakeError {
+    /// True when retrying cannot succeed (stop instead of looping).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, HandshakeError::Unauthorized(_) | HandshakeError::Version(_))
+    }
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::Unauthorized(why) => write!(f, "relay refused the token (401): {why}"),
+            HandshakeError::Version(why) => write!(f, "protocol version mismatch: {why}"),
+            HandshakeError::Rejected(status, why) => write!(f, "relay answered {status}: {why}"),
+            HandshakeError::Failed(why) => write!(f, "websocket handshake failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+/// Upgrades `stream` (already connected to the relay, TLS done if any) to the tunnel.
+pub async fn client_handshake<S>(
+    stream: S,
+    url: &TunnelUrl,
+    token: Option<&Secret>,
+    session_id: &str,
+) -> Result<WebSocketStream<S>, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let fail = |e: &dyn fmt::Display| HandshakeError::Failed(e.to_string());
+    let mut req = url.to_string().into_client_request().map_err(|e| fail(&e))?;
+    let headers = req.headers_mut();
+    let value = |s: &str| s.parse().map_err(|_| HandshakeError::Failed(format!("bad header value for {s:?}")));
+    headers.insert(VERSION_HEADER, value(&VERSION.to_string())?);
+    headers.insert(SESSION_HEADER, value(session_id)?);
+    if let Some(t) = token {
+        let v = format!("Bearer {}", t.expose());
+        headers.insert("Authorization", v.parse().map_err(|_| HandshakeError::Failed("token is not a valid header value".into()))?);
+    }
+    match async_tungstenite::client_async_with_config(req, stream, Some(ws_config())).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(async_tungstenite::tungstenite::Error::Http(resp)) => {
+            let status = resp.status().as_u16();
+            let body = resp
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).trim().to_string())
+                .unwrap_or_default();
+            Err(match status {
+                401 => HandshakeError::Unauthorized(body),
+                426 => HandshakeError::Version(body),
+                s => HandshakeError::Rejected(s, body),
+            })
+        }
+        Err(e) => Err(fail(&e)),
+    }
+}
+
+/// What the relay decided about an upgrade request.
+#[derive(Debug)]
+pub enum Upgrade {
+    /// Go ahead: write [`Upgrade::Accept`]'s response, then run the session.
+    Accept {
+        /// the `101 Switching Protocols` response to write
+        response: Vec<u8>,
+        /// the client's session id
+        session_id: String,
+    },
+    /// Answer with this status and reason instead.
+    Refuse(u16, String),
+}
+
+/// Checks an upgrade request's WebSocket headers, token and version.
+pub fn check_upgrade(head: &RequestHead, token: Option<&Secret>) -> Upgrade {
+    let h = &head.headers;
+    if !h.contains_token("upgrade", "websocket") || !h.contains_token("connection", "upgrade") {
+        return Upgrade::Refuse(400, "expected a websocket upgrade".into());
+    }
+    if h.get("sec-websocket-version") != Some("13") {
+        return Upgrade::Refuse(400, "unsupported websocket version (need 13)".into());
+    }
+    let Some(key) = h.get("sec-websocket-key") else {
+        return Upgrade::Refuse(400, "missing Sec-WebSocket-Key".into());
+    };
+    if let Some(want) = token {
+        let got = h.get("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+        let ok = got.is_some_and(|g| crate::secret::constant_time_eq(g.as_bytes(), want.expose().as_bytes()));
+        if !ok {
+            let why = if got.is_some() { "wrong token" } else { "missing token (Authorization: Bearer …)" };
+            return Upgrade::Refuse(401, why.into());
+        }
+    }
+    match h.get(VERSION_HEADER) {
+        Some(v) if v.trim() == VERSION.to_string() => {}
+        Some(v) => {
+            return Upgrade::Refuse(426, format!("client speaks protocol version {v}, this relay speaks {VERSION}"));
+        }
+        None => return Upgrade::Refuse(426, format!("missing {VERSION_HEADER} header; this relay speaks {VERSION}")),
+    }
+    let session_id = match h.get(SESSION_HEADER) {
+        Some(id) if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
+            id.to_string()
+        }
+        Some(_) => return Upgrade::Refuse(400, "bad session id".into()),
+        None => return Upgrade::Refuse(400, format!("missing {SESSION_HEADER} header")),
+    };
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{VERSION_HEADER}: {VERSION}\r\n\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    Upgrade::Accept { response: response.into_bytes(), session_id }
+}
+
+/// Wraps a stream whose upgrade response was written; `leftover` are bytes read past the head.
+pub async fn server_stream<S>(stream: S, leftover: Vec<u8>) -> WebSocketStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config())).await
+}
+
+/// A random id (hex) for sessions, from the OS's randomness where available.
+pub fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    let from_os = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if from_os.is_err() {
+        // No /dev/urandom: mix the clock and the address of a stack value.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            ^ (&bytes as *const _ as usize as u128);
+        bytes.copy_from_slice(&seed.to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_urls() {
+        let u: TunnelUrl = "ws://relay.example".parse().unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (false, "relay.example", 80, "/burrow"));
+        let u: TunnelUrl = "wss://[::1]:8443/t".parse().unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (true, "::1", 8443, "/t"));
+        assert_eq!(u.to_string(), "wss://[::1]:8443/t");
+        for bad in ["http://x", "ws://", "ws://x:0", "ws://x:70000", "x:80"] {
+            assert!(bad.parse::<TunnelUrl>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn upgrade_checks() {
+        let head = |extra: &str| {
+            let raw = format!(
+                "GET /burrow HTTP/1.1\r\nHost: r\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+            );
+            crate::http::head::parse_request(raw.as_bytes()).unwrap()
+        };
+        let token = Secret::new("tok");
+        let ok = head("Authorization: Bearer tok\r\nBurrow-Version: 1\r\nBurrow-Session: abc-1\r\n");
+        match check_upgrade(&ok, Some(&token)) {
+            Upgrade::Accept { response, session_id } => {
+                let r = String::from_utf8(response).unwrap();
+                assert!(r.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{r}");
+                assert_eq!(session_id, "abc-1");
+            }
+            other => panic!("{other:?}"),
+        }
+        let cases = [
+            ("Burrow-Version: 1\r\nBurrow-Session: a\r\n", 401),
+            ("Authorization: Bearer nope\r\nBurrow-Version: 1\r\nBurrow-Session: a\r\n", 401),
+            ("Authorization: Bearer tok\r\nBurrow-Version: 2\r\nBurrow-Session: a\r\n", 426),
+            ("Authorization: Bearer tok\r\nBurrow-Session: a\r\n", 426),
+            ("Authorization: Bearer tok\r\nBurrow-Version: 1\r\nBurrow-Session: a b\r\n", 400),
+        ];
+        for (extra, want) in cases {
+            match check_upgrade(&head(extra), Some(&token)) {
+                Upgrade::Refuse(status, _) => assert_eq!(status, want, "{extra}"),
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+        assert!(matches!(check_upgrade(&head("Burrow-Version: 1\r\nBurrow-Session: a\r\n"), None), Upgrade::Accept { .. }));
+    }
+}
