@@ -29,15 +29,13 @@ impl std::fmt::Display for ConnectError {
 
 impl std::error::Error for ConnectError {}
 
-/// Dials `host:port` through `upstream`, then copies `input → target` and `target → output`.
-/// Ends when the target closes (after passing on input's EOF as a write shutdown, so a
-/// half-closed exchange still completes). Returns the bytes moved each way.
+/// Dials `host:port` through `upstream`, then [`pipe`]s `input`/`output` to it.
 pub async fn join<I, O>(
     upstream: &Upstream,
     host: &str,
     port: u16,
     timeout: Duration,
-    mut input: I,
+    input: I,
     mut output: O,
 ) -> Result<(u64, u64), ConnectError>
 where
@@ -50,18 +48,30 @@ where
         .map_err(ConnectError::Dial)?;
     log::debug!("connected to {}", crate::net::host_port(host, port));
     output.write_all(&early).await.map_err(ConnectError::Io)?;
+    let (up, down) = pipe(stream, input, output).await.map_err(ConnectError::Io)?;
+    Ok((up, down + early.len() as u64))
+}
+
+/// Copies `input → stream` and `stream → output`. Ends when the stream's far side closes
+/// (after passing input's EOF on as a write shutdown, so a half-closed exchange completes).
+/// Returns the bytes moved each way.
+pub async fn pipe<S, I, O>(stream: S, mut input: I, mut output: O) -> io::Result<(u64, u64)>
+where
+    S: AsyncRead + AsyncWrite + Clone + Unpin,
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+{
     let mut w = stream.clone();
     let up = async {
-        let n = futures_lite::io::copy(&mut input, &mut w).await?;
+        futures_lite::io::copy(&mut input, &mut w).await?;
         // Our side is done sending; the target may still answer.
         w.close().await?;
-        std::future::pending::<io::Result<(u64, u64)>>().await?;
-        Ok((n, 0))
+        std::future::pending::<io::Result<(u64, u64)>>().await
     };
     let down = async {
         let n = futures_lite::io::copy(stream.clone(), &mut output).await?;
         output.flush().await?;
-        Ok((0, n + early.len() as u64))
+        Ok((0, n))
     };
-    down.or(up).await.map_err(ConnectError::Io)
+    down.or(up).await
 }

@@ -4,6 +4,7 @@
 pub mod bridge;
 pub mod frame;
 pub mod session;
+pub mod spec;
 pub mod stream;
 pub mod ws;
 

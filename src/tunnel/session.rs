@@ -847,10 +847,3 @@ async fn keepalive_loop(shared: &Arc<Shared>) -> CloseReason {
         let _ = shared.out_tx.try_send(Out::Ping(now.to_be_bytes().to_vec()));
     }
 }
-
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<Session>();
-    is_send::<Incoming>();
-}

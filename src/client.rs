@@ -1,0 +1,564 @@
+//! `burrow client URL`: dials the relay (optionally through CONNECT proxies) and keeps one
+//! multiplexed session alive, reconnecting with jittered exponential backoff. Serves `-L`
+//! listeners locally and the relay's `-R` bindings from this network.
+
+use crate::exec::{Spawner, TaskSet};
+use crate::metrics::Metrics;
+use crate::net::{self, host_port};
+use crate::proxy::auth::Credentials;
+use crate::proxy::chain::Upstream;
+use crate::proxy::rules::Rules;
+use crate::proxy::{ProxyConfig, serve_connection};
+use crate::secret::Secret;
+use crate::shutdown::ShutdownSignal;
+use crate::tunnel::bridge::{self, MuxDialer};
+use crate::tunnel::spec::{LocalSpec, RemoteSpec};
+use crate::tunnel::ws::{self, HandshakeError, TunnelUrl};
+use crate::tunnel::{BindMode, Frame, Incoming, OpenTarget, RefuseCode, Session, SessionConfig, Side};
+use futures_lite::FutureExt;
+use smol::channel::{Receiver, Sender};
+use smol::net::{TcpListener, TcpStream};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// First retry delay; doubles per failed attempt.
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// A session that lived this long resets the backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(10);
+
+/// Everything `burrow client` is configured with.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// the relay
+    pub url: TunnelUrl,
+    /// bearer token for the relay
+    pub token: Option<Secret>,
+    /// CONNECT proxies on the way to the relay (`--via`)
+    pub via: Upstream,
+    /// `-L` specs
+    pub locals: Vec<LocalSpec>,
+    /// `-R` specs
+    pub remotes: Vec<RemoteSpec>,
+    /// session limits and keepalive
+    pub session: SessionConfig,
+    /// limit for reaching the relay or a target
+    pub connect_timeout: Duration,
+    /// rules for what `-R …:proxy` visitors may reach from this network
+    pub rules: Rules,
+    /// credentials visitors of `-R …:proxy` must present
+    pub proxy_auth: Option<Credentials>,
+    /// how long streams may finish after shutdown begins
+    pub drain_timeout: Duration,
+    /// longest wait between reconnect attempts
+    pub max_backoff: Duration,
+}
+
+impl ClientConfig {
+    /// A configuration with defaults for everything but the relay URL.
+    pub fn new(url: TunnelUrl) -> Self {
+        ClientConfig {
+            url,
+            token: None,
+            via: Upstream::default(),
+            locals: Vec::new(),
+            remotes: Vec::new(),
+            session: SessionConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            rules: Rules::default(),
+            proxy_auth: None,
+            drain_timeout: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A state change, for the user (the binary prints one line each) and for tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A `-L` listener is ready.
+    Listening {
+        /// the spec as given
+        spec: String,
+        /// where it listens
+        addr: SocketAddr,
+    },
+    /// Dialing the relay.
+    Connecting,
+    /// The session is up.
+    Connected,
+    /// A `-R` binding listens on the relay.
+    Bound {
+        /// the relay's address for it
+        addr: String,
+        /// what it leads to (`host:port` or `proxy`)
+        target: String,
+    },
+    /// The relay refused a `-R` binding.
+    BindRefused {
+        /// what it would have led to
+        target: String,
+        /// the relay's reason
+        reason: String,
+    },
+    /// The session ended or the attempt failed.
+    Lost(String),
+    /// Next attempt after this delay.
+    Retrying(Duration),
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Listening { spec, addr } => write!(f, "listening L {addr} ({spec})"),
+            Event::Connecting => f.write_str("connecting"),
+            Event::Connected => f.write_str("connected"),
+            Event::Bound { addr, target } => write!(f, "bound R {addr} -> {target}"),
+            Event::BindRefused { target, reason } => write!(f, "bind refused R -> {target}: {reason}"),
+            Event::Lost(why) => write!(f, "lost: {why}"),
+            Event::Retrying(d) => write!(f, "retrying in {:.1} s", d.as_secs_f64()),
+        }
+    }
+}
+
+/// Why the client stopped for good.
+#[derive(Debug)]
+pub enum ClientError {
+    /// A local listener could not be bound.
+    Listen(String),
+    /// The relay or a proxy on the way refused us in a way retrying cannot fix.
+    Fatal(String),
+    /// The stdio stream failed.
+    Stdio(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Listen(why) | ClientError::Fatal(why) | ClientError::Stdio(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A failed connection attempt.
+enum AttemptError {
+    Fatal(String),
+    Retry(String),
+}
+
+/// The tunnel client.
+pub struct Client {
+    cfg: Arc<ClientConfig>,
+    metrics: Arc<Metrics>,
+    session_id: String,
+    events: (Sender<Event>, Receiver<Event>),
+    current: Arc<Mutex<Option<Session>>>,
+    /// ports the relay gave each binding, asked for again after a reconnect
+    bound_ports: Arc<Mutex<HashMap<u32, u16>>>,
+    listeners: Vec<(LocalSpec, TcpListener)>,
+}
+
+impl Client {
+    /// Binds the `-L` listeners (so a busy port fails at once).
+    pub async fn bind(cfg: ClientConfig) -> Result<Client, ClientError> {
+        let mut listeners = Vec::new();
+        let events = smol::channel::unbounded();
+        for spec in &cfg.locals {
+            let bind = match spec {
+                LocalSpec::Forward { bind, .. } | LocalSpec::Proxy { bind } => *bind,
+                LocalSpec::Stdio { .. } => continue,
+            };
+            let l = TcpListener::bind(bind).await.map_err(|e| ClientError::Listen(format!("cannot listen on {bind}: {e}")))?;
+            let addr = l.local_addr().map_err(|e| ClientError::Listen(e.to_string()))?;
+            let _ = events.0.try_send(Event::Listening { spec: describe_local(spec), addr });
+            listeners.push((spec.clone(), l));
+        }
+        Ok(Client {
+            cfg: Arc::new(cfg),
+            metrics: Arc::new(Metrics::default()),
+            session_id: ws::random_id(),
+            events,
+            current: Arc::new(Mutex::new(None)),
+            bound_ports: Arc::new(Mutex::new(HashMap::new())),
+            listeners,
+        })
+    }
+
+    /// State changes, in order (the receiver may be cloned; each event goes to one receiver).
+    pub fn events(&self) -> Receiver<Event> {
+        self.events.1.clone()
+    }
+
+    /// The client's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// The local addresses of the `-L` listeners, in spec order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect()
+    }
+
+    fn emit(&self, e: Event) {
+        log::debug!("client: {e}");
+        let _ = self.events.0.try_send(e);
+    }
+
+    /// Runs until shutdown (then drains) or a fatal error. With `-L stdio:…`, runs until
+    /// that one stream ends.
+    pub async fn run(self, spawner: Spawner, shutdown: ShutdownSignal) -> Result<(), ClientError> {
+        let tasks = TaskSet::new(spawner.clone());
+        for (spec, listener) in &self.listeners {
+            tasks.spawn(serve_local(
+                spec.clone(),
+                listener.clone(),
+                self.cfg.clone(),
+                self.current.clone(),
+                spawner.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let stdio = self.cfg.locals.iter().find_map(|s| match s {
+            LocalSpec::Stdio { host, port } => Some((host.clone(), *port)),
+            _ => None,
+        });
+        let mut attempt: u32 = 0;
+        let mut rng = Jitter::new(&self.session_id);
+        loop {
+            if shutdown.is_draining() {
+                return Ok(());
+            }
+            self.emit(Event::Connecting);
+            let started = Instant::now();
+            let attempt_result = async { Some(self.connect_once().await) }
+                .or(async {
+                    shutdown.draining().await;
+                    None
+                })
+                .await;
+            match attempt_result {
+                None => return Ok(()),
+                Some(Err(AttemptError::Fatal(why))) => {
+                    self.emit(Event::Lost(why.clone()));
+                    return Err(ClientError::Fatal(why));
+                }
+                Some(Err(AttemptError::Retry(why))) => self.emit(Event::Lost(why)),
+                Some(Ok((session, driver, ws))) => {
+                    self.emit(Event::Connected);
+                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
+                    let end = self.serve_session(&session, driver, ws, &spawner, &shutdown, stdio.as_ref()).await;
+                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    match end {
+                        SessionEnd::Stdio(result) => return result,
+                        SessionEnd::Drained => return Ok(()),
+                        SessionEnd::Lost(why) => self.emit(Event::Lost(why)),
+                    }
+                    if started.elapsed() >= STABLE_SESSION {
+                        attempt = 0;
+                    }
+                }
+            }
+            let delay = rng.backoff(attempt, self.cfg.max_backoff);
+            attempt = attempt.saturating_add(1);
+            self.emit(Event::Retrying(delay));
+            let waited = async {
+                smol::Timer::after(delay).await;
+                true
+            }
+            .or(async {
+                shutdown.draining().await;
+                false
+            })
+            .await;
+            if !waited {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn connect_once(
+        &self,
+    ) -> Result<(Session, crate::tunnel::Driver, async_tungstenite::WebSocketStream<TcpStream>), AttemptError> {
+        let cfg = &self.cfg;
+        let url = &cfg.url;
+        if url.tls {
+            return Err(AttemptError::Fatal("wss:// is not supported by this build yet; use ws://".into()));
+        }
+        let (stream, early) = match cfg.via.connect(&url.host, url.port, &Rules::default(), cfg.connect_timeout).await {
+            Ok(pair) => pair,
+            Err(e) if e.is_hop_auth() => return Err(AttemptError::Fatal(format!("{e} (check the credentials in --via)"))),
+            Err(e) => return Err(AttemptError::Retry(format!("cannot reach relay {url}: {e}"))),
+        };
+        if !early.is_empty() {
+            return Err(AttemptError::Retry("relay spoke before the handshake".into()));
+        }
+        stream.set_nodelay(true).ok();
+        let handshake = ws::client_handshake(stream, url, cfg.token.as_ref(), &self.session_id);
+        let ws = net::with_timeout(crate::server::HANDSHAKE_TIMEOUT, handshake, || {
+            HandshakeError::Failed("no answer to the upgrade in time".into())
+        })
+        .await
+        .map_err(|e| if e.is_fatal() { AttemptError::Fatal(e.to_string()) } else { AttemptError::Retry(e.to_string()) })?;
+        let label = format!("{}@{url}", &self.session_id[..8]);
+        let (session, driver) = Session::new(Side::Client, cfg.session.clone(), label, self.metrics.clone());
+        Ok((session, driver, ws))
+    }
+
+    async fn serve_session(
+        &self,
+        session: &Session,
+        driver: crate::tunnel::Driver,
+        ws: async_tungstenite::WebSocketStream<TcpStream>,
+        spawner: &Spawner,
+        shutdown: &ShutdownSignal,
+        stdio: Option<&(String, u16)>,
+    ) -> SessionEnd {
+        let streams = TaskSet::new(spawner.clone());
+        for (i, r) in self.cfg.remotes.iter().enumerate() {
+            let bind_id = i as u32 + 1;
+            let remembered = self.bound_ports.lock().unwrap_or_else(|e| e.into_inner()).get(&bind_id).copied();
+            let (bind, port, mode) = match r {
+                RemoteSpec::Forward { bind, port, .. } => (bind, *port, BindMode::Forward),
+                RemoteSpec::Proxy { bind, port } => {
+                    let auth = self.cfg.proxy_auth.as_ref().map(|c| format!("{}:{}", c.user, c.pass.expose())).unwrap_or_default();
+                    (bind, *port, BindMode::Proxy { auth })
+                }
+            };
+            session.send_control(Frame::Bind { bind_id, addr: bind.clone(), port: remembered.unwrap_or(port), mode });
+        }
+        let drive = async { SessionEnd::Lost(driver.run(ws).await.to_string()) };
+        let control = async {
+            while let Some(frame) = session.control().await {
+                match frame {
+                    Frame::Bound { bind_id, addr } => {
+                        if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                            self.bound_ports.lock().unwrap_or_else(|e| e.into_inner()).insert(bind_id, port);
+                        }
+                        let target = self.remote_target(bind_id);
+                        self.emit(Event::Bound { addr, target });
+                    }
+                    Frame::BindRefused { bind_id, reason } => {
+                        let target = self.remote_target(bind_id);
+                        self.emit(Event::BindRefused { target, reason });
+                    }
+                    _ => {}
+                }
+            }
+            std::future::pending().await
+        };
+        let incoming = async {
+            while let Some(inc) = session.accept().await {
+                let cfg = self.cfg.clone();
+                let metrics = self.metrics.clone();
+                let label = session.label().to_string();
+                streams.spawn(async move { serve_incoming(&cfg, inc, &label, &metrics).await });
+            }
+            std::future::pending().await
+        };
+        let drain = async {
+            shutdown.draining().await;
+            session.go_away("client shutting down");
+            let settled = async {
+                while session.stream_count() > 0 {
+                    smol::Timer::after(Duration::from_millis(50)).await;
+                }
+            };
+            let _ = settled
+                .or(async {
+                    smol::Timer::after(self.cfg.drain_timeout).await;
+                })
+                .or(shutdown.aborted())
+                .await;
+            session.close("client shutting down");
+            SessionEnd::Drained
+        };
+        let stdio_job = async {
+            match stdio {
+                Some((host, port)) => SessionEnd::Stdio(run_stdio(session, host, *port, self.cfg.connect_timeout).await),
+                None => std::future::pending().await,
+            }
+        };
+        let end = drive.or(control).or(incoming).or(drain).or(stdio_job).await;
+        drop(streams);
+        end
+    }
+
+    fn remote_target(&self, bind_id: u32) -> String {
+        self.cfg
+            .remotes
+            .get(bind_id.wrapping_sub(1) as usize)
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| format!("binding {bind_id}"))
+    }
+}
+
+enum SessionEnd {
+    Lost(String),
+    Drained,
+    Stdio(Result<(), ClientError>),
+}
+
+fn describe_local(spec: &LocalSpec) -> String {
+    match spec {
+        LocalSpec::Forward { host, port, .. } => host_port(host, *port),
+        LocalSpec::Proxy { .. } => "proxy".into(),
+        LocalSpec::Stdio { host, port } => format!("stdio -> {}", host_port(host, *port)),
+    }
+}
+
+async fn run_stdio(session: &Session, host: &str, port: u16, timeout: Duration) -> Result<(), ClientError> {
+    let dialer = MuxDialer { session: session.clone(), timeout };
+    use crate::proxy::dial::Dialer;
+    let (stream, _) = dialer.dial(host, port).await.map_err(|e| ClientError::Stdio(e.to_string()))?;
+    let stdin = smol::Unblock::new(std::io::stdin());
+    let stdout = smol::Unblock::new(std::io::stdout());
+    crate::connect::pipe(stream, stdin, stdout)
+        .await
+        .map(|_| ())
+        .map_err(|e| ClientError::Stdio(format!("stdio stream failed: {e}")))
+}
+
+/// Waits (bounded) for a live session.
+async fn wait_session(current: &Mutex<Option<Session>>, timeout: Duration) -> Option<Session> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(s) = current.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Some(s);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        smol::Timer::after(Duration::from_millis(50)).await;
+    }
+}
+
+/// Accepts at one `-L` listener until shutdown; each connection goes through the session.
+async fn serve_local(
+    spec: LocalSpec,
+    listener: TcpListener,
+    cfg: Arc<ClientConfig>,
+    current: Arc<Mutex<Option<Session>>>,
+    spawner: Spawner,
+    shutdown: ShutdownSignal,
+) {
+    let conns = TaskSet::new(spawner);
+    let ids = AtomicU64::new(1);
+    let proxy_cfg = Arc::new(ProxyConfig { connect_timeout: cfg.connect_timeout, ..ProxyConfig::default() });
+    loop {
+        let accepted = async { Some(listener.accept().await) }
+            .or(async {
+                shutdown.draining().await;
+                None
+            })
+            .await;
+        let (tcp, peer) = match accepted {
+            None => break,
+            Some(Ok(pair)) => pair,
+            Some(Err(e)) => {
+                log::warn!("local accept failed: {e}");
+                smol::Timer::after(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        tcp.set_nodelay(true).ok();
+        let (cfg, current, spec) = (cfg.clone(), current.clone(), spec.clone());
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let proxy_cfg = proxy_cfg.clone();
+        let shutdown = shutdown.clone();
+        conns.spawn(async move {
+            let Some(session) = wait_session(&current, cfg.connect_timeout).await else {
+                log::warn!("local {peer}: no session to the relay; closing");
+                return;
+            };
+            match spec {
+                LocalSpec::Forward { host, port, .. } => {
+                    let dialer = MuxDialer { session: session.clone(), timeout: cfg.connect_timeout };
+                    use crate::proxy::dial::Dialer;
+                    match dialer.dial(&host, port).await {
+                        Ok((stream, _)) => bridge::splice(tcp, stream, session.label(), &host_port(&host, port)).await,
+                        Err(e) => log::warn!("local {peer} -> {}: {e}", host_port(&host, port)),
+                    }
+                }
+                LocalSpec::Proxy { .. } => {
+                    let dialer = Arc::new(MuxDialer { session, timeout: cfg.connect_timeout });
+                    serve_connection(tcp, peer, id, proxy_cfg, dialer, shutdown).await;
+                }
+                LocalSpec::Stdio { .. } => {}
+            }
+        });
+    }
+    drop(listener);
+    // Connections in flight finish within the session's drain.
+    conns.wait_empty().await;
+}
+
+/// Streams the relay opens: `-R` visitors, and requests of `-R …:proxy` visitors.
+async fn serve_incoming(cfg: &ClientConfig, inc: Incoming, label: &str, metrics: &Metrics) {
+    match inc.target.clone() {
+        OpenTarget::Bound { bind_id } => match cfg.remotes.get(bind_id.wrapping_sub(1) as usize) {
+            Some(RemoteSpec::Forward { host, target_port, .. }) => {
+                // The user named this target: no rules apply to it.
+                bridge::serve_dial(inc, host.clone(), *target_port, &Rules::default(), cfg.connect_timeout, label, metrics).await;
+            }
+            _ => bridge::refuse(inc, RefuseCode::BadRequest, &format!("no forward binding {bind_id}"), label, metrics),
+        },
+        OpenTarget::Dial { host, port } => {
+            if !cfg.remotes.iter().any(|r| matches!(r, RemoteSpec::Proxy { .. })) {
+                bridge::refuse(inc, RefuseCode::BadRequest, "this client exposes no proxy (-R PORT:proxy)", label, metrics);
+                return;
+            }
+            bridge::serve_dial(inc, host, port, &cfg.rules, cfg.connect_timeout, label, metrics).await;
+        }
+    }
+}
+
+/// Jittered exponential backoff: fast first retries, capped.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new(seed: &str) -> Self {
+        let s = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        Jitter(s | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        // xorshift64
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// base·2^attempt capped at `max`, then scaled by a random factor in [0.5, 1.0].
+    fn backoff(&mut self, attempt: u32, max: Duration) -> Duration {
+        let exp = BACKOFF_BASE.saturating_mul(1u32 << attempt.min(16)).min(max);
+        let factor = 0.5 + (self.next() % 1000) as f64 / 2000.0;
+        exp.mul_f64(factor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_jittered_and_capped() {
+        let mut j = Jitter::new("seed");
+        let max = Duration::from_secs(30);
+        let first = j.backoff(0, max);
+        assert!(first >= BACKOFF_BASE / 2 && first <= BACKOFF_BASE, "{first:?}");
+        let later = j.backoff(5, max);
+        assert!(later >= BACKOFF_BASE * 16 && later <= BACKOFF_BASE * 32, "{later:?}");
+        for a in [10, 20, 100, u32::MAX] {
+            let d = j.backoff(a, max);
+            assert!(d <= max && d >= max / 2, "{a}: {d:?}");
+        }
+        let a: Vec<_> = (0..8).map(|_| j.backoff(3, max)).collect();
+        assert!(a.windows(2).any(|w| w[0] != w[1]), "jitter varies: {a:?}");
+    }
+}
