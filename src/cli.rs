@@ -21,8 +21,96 @@ pub enum Command {
     Proxy(ProxyArgs),
     /// `burrow connect`
     Connect(ConnectArgs),
+    /// `burrow server`
+    Server(ServerArgs),
+    /// `burrow client`
+    Client(ClientArgs),
     /// `burrow demo`
     Demo(DemoArgs),
+}
+
+/// The relay: tunnel clients connect here over WebSocket; it binds their -R ports and dials
+/// their -L targets.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "server")]
+pub struct ServerArgs {
+    /// address to listen on (default 0.0.0.0:8080)
+    #[argh(option, default = "SocketAddr::from(([0, 0, 0, 0], 8080))")]
+    pub listen: SocketAddr,
+    /// token clients must present (or set BURROW_TOKEN); without one, a token is generated
+    /// and printed
+    #[argh(option)]
+    pub token: Option<String>,
+    /// accept clients without a token
+    #[argh(switch)]
+    pub no_auth: bool,
+    /// ports clients may bind with -R, N or N-M (default 1024-65535)
+    #[argh(option, default = "(1024, 65535)", from_str_fn(parse_port_range))]
+    pub allow_ports: (u16, u16),
+    /// allow -L targets matching RULE only (IP, CIDR, host, *.suffix or *, with :PORTS)
+    #[argh(option)]
+    pub allow: Vec<String>,
+    /// refuse -L targets matching RULE (deny wins)
+    #[argh(option)]
+    pub deny: Vec<String>,
+    /// websocket ping interval; a peer silent for 3 intervals is dead (default 20s)
+    #[argh(option, default = "secs(20)", from_str_fn(parse_duration))]
+    pub keepalive: Duration,
+    /// on SIGINT/SIGTERM, let streams finish for this long (default 10s)
+    #[argh(option, default = "secs(10)", from_str_fn(parse_duration))]
+    pub drain_timeout: Duration,
+    /// most streams per session (default 10000)
+    #[argh(option, default = "10000")]
+    pub max_streams: usize,
+    /// how long a disconnected client's -R ports are held for it (default 60s)
+    #[argh(option, default = "secs(60)", from_str_fn(parse_duration))]
+    pub grace: Duration,
+    /// limit for dialing a -L target (default 10s)
+    #[argh(option, default = "secs(10)", from_str_fn(parse_duration))]
+    pub connect_timeout: Duration,
+}
+
+/// The tunnel client: dials the relay and keeps one multiplexed session alive.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "client")]
+pub struct ClientArgs {
+    /// relay URL, ws://HOST:PORT[/burrow]
+    #[argh(positional)]
+    pub url: String,
+    /// local forward: [BIND:]PORT:HOST:PORT, stdio:HOST:PORT, or [BIND:]PORT:proxy
+    #[argh(option, short = 'L', long = "local")]
+    pub local: Vec<String>,
+    /// remote forward on the relay: [BIND:]PORT:HOST:PORT or [BIND:]PORT:proxy (PORT 0: any)
+    #[argh(option, short = 'R', long = "remote")]
+    pub remote: Vec<String>,
+    /// token for the relay (or set BURROW_TOKEN)
+    #[argh(option)]
+    pub token: Option<String>,
+    /// websocket ping interval; a relay silent for 3 intervals is dead (default 20s)
+    #[argh(option, default = "secs(20)", from_str_fn(parse_duration))]
+    pub keepalive: Duration,
+    /// CONNECT proxy on the way to the relay, http://[user:pass@]host:port; repeat for a
+    /// chain; `env` reads HTTPS_PROXY and NO_PROXY
+    #[argh(option)]
+    pub via: Vec<String>,
+    /// what -R ...:proxy visitors may reach: allow only targets matching RULE
+    #[argh(option)]
+    pub allow: Vec<String>,
+    /// what -R ...:proxy visitors may reach: refuse targets matching RULE
+    #[argh(option)]
+    pub deny: Vec<String>,
+    /// credentials USER:PASS that -R ...:proxy visitors must present (answered 407 otherwise)
+    #[argh(option)]
+    pub proxy_auth: Option<String>,
+    /// most streams on the session (default 10000)
+    #[argh(option, default = "10000")]
+    pub max_streams: usize,
+    /// limit for reaching the relay or a target (default 10s)
+    #[argh(option, default = "secs(10)", from_str_fn(parse_duration))]
+    pub connect_timeout: Duration,
+    /// on SIGINT/SIGTERM, let streams finish for this long (default 10s)
+    #[argh(option, default = "secs(10)", from_str_fn(parse_duration))]
+    pub drain_timeout: Duration,
 }
 
 /// HTTP/1.1 forward proxy: CONNECT and absolute-form requests, upstream chains, auth, rules.
@@ -118,6 +206,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Parses a port range `N` or `N-M` (1..=65535, N <= M).
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("bad port range {s:?}: expected N or N-M within 1-65535");
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
 /// Parses the target of `burrow connect`: `HOST:PORT`, `[V6]:PORT`, or `HOST PORT`.
 pub fn parse_target(args: &[String]) -> Result<(String, u16), String> {
     let usage = || "expected HOST:PORT or HOST PORT".to_string();
@@ -160,6 +260,15 @@ mod tests {
         }
         for bad in ["", "s", "5x", "-1s", "1.5s", "99999999999999999999h", "1 h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("1024-65535"), Ok((1024, 65535)));
+        assert_eq!(parse_port_range("8080"), Ok((8080, 8080)));
+        for bad in ["", "0-10", "10-5", "1-70000", "a-b", "-5"] {
+            assert!(parse_port_range(bad).is_err(), "{bad}");
         }
     }
 

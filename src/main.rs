@@ -1,11 +1,17 @@
 //! The `burrow` binary: maps the command line onto the library's roles.
 
 use anyhow::{Context, Result, bail};
-use burrow::cli::{self, Args, Command, ConnectArgs, ProxyArgs};
+use burrow::cli::{self, Args, ClientArgs, Command, ConnectArgs, ProxyArgs, ServerArgs};
 use burrow::exec::Runtime;
 use burrow::proxy::chain::Upstream;
 use burrow::proxy::{Proxy, ProxyConfig};
+use burrow::client::{Client, ClientConfig};
+use burrow::secret::Secret;
+use burrow::server::{Relay, RelayConfig};
 use burrow::shutdown::{self, Shutdown};
+use burrow::tunnel::SessionConfig;
+use burrow::tunnel::spec::LocalSpec;
+use burrow::tunnel::ws::TunnelUrl;
 use std::process::ExitCode;
 
 /// A bad command line or configuration: exit code 2.
@@ -31,6 +37,8 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::Proxy(a) => run_proxy(a),
         Command::Connect(a) => run_connect(a),
+        Command::Server(a) => run_server(a),
+        Command::Client(a) => run_client(a),
         Command::Demo(_) => burrow_demo(),
     };
     match result {
@@ -62,15 +70,7 @@ fn proxy_config(a: &ProxyArgs) -> Result<ProxyConfig> {
         Some(s) => Some(s.parse().map_err(|e| usage(format!("--auth: {e}")))?),
         None => None,
     };
-    let parse_rules = |v: &[String], flag: &str| -> Result<Vec<_>> {
-        v.iter()
-            .map(|r| r.parse().map_err(|e| usage(format!("--{flag}: {e}"))))
-            .collect()
-    };
-    let rules = burrow::proxy::rules::Rules {
-        allow: parse_rules(&a.allow, "allow")?,
-        deny: parse_rules(&a.deny, "deny")?,
-    };
+    let rules = parse_rules(&a.allow, &a.deny)?;
     if !a.listen.ip().is_loopback() && auth.is_none() && rules.allow.is_empty() && !a.open {
         bail!(usage(format!(
             "refusing to run an open proxy on {}: add --auth or --allow, or --open if you mean it",
@@ -91,6 +91,106 @@ fn proxy_config(a: &ProxyArgs) -> Result<ProxyConfig> {
         head_timeout: a.head_timeout,
         max_connections: a.max_connections,
         drain_timeout: a.drain_timeout,
+    })
+}
+
+fn parse_rules(allow: &[String], deny: &[String]) -> Result<burrow::proxy::rules::Rules> {
+    let parse = |v: &[String], flag: &str| -> Result<Vec<_>> {
+        v.iter()
+            .map(|r| r.parse().map_err(|e| usage(format!("--{flag}: {e}"))))
+            .collect()
+    };
+    Ok(burrow::proxy::rules::Rules {
+        allow: parse(allow, "allow")?,
+        deny: parse(deny, "deny")?,
+    })
+}
+
+fn session_config(keepalive: std::time::Duration, max_streams: usize) -> Result<SessionConfig> {
+    if keepalive.is_zero() {
+        bail!(usage("--keepalive must be more than 0"));
+    }
+    if max_streams == 0 {
+        bail!(usage("--max-streams must be at least 1"));
+    }
+    Ok(SessionConfig { keepalive, max_streams, ..SessionConfig::default() })
+}
+
+fn run_server(a: ServerArgs) -> Result<()> {
+    let token = match (a.token.clone().or_else(|| std::env::var("BURROW_TOKEN").ok()), a.no_auth) {
+        (Some(_), true) => bail!(usage("--token and --no-auth contradict each other")),
+        (Some(t), false) if t.is_empty() => bail!(usage("the token is empty")),
+        (Some(t), false) => Some(Secret::new(t)),
+        (None, true) => None,
+        (None, false) => {
+            let t = burrow::tunnel::ws::random_id();
+            println!("no --token given: generated one. Clients connect with:");
+            let host = if a.listen.ip().is_unspecified() { "RELAY_HOST".to_string() } else { a.listen.ip().to_string() };
+            println!("  burrow client ws://{}/burrow --token {t} -R 8000:localhost:3000", burrow::net::host_port(&host, a.listen.port()));
+            Some(Secret::new(t))
+        }
+    };
+    let cfg = RelayConfig {
+        token,
+        allow_ports: a.allow_ports,
+        rules: parse_rules(&a.allow, &a.deny)?,
+        session: session_config(a.keepalive, a.max_streams)?,
+        drain_timeout: a.drain_timeout,
+        grace: a.grace,
+        connect_timeout: a.connect_timeout,
+    };
+    let rt = runtime();
+    let sd = Shutdown::new();
+    let _signals = rt.spawner().spawn_boxed(Box::pin(watch(sd.clone())));
+    rt.block_on(async {
+        let relay = Relay::bind(a.listen, cfg).await.with_context(|| format!("cannot listen on {}", a.listen))?;
+        log::info!("relay listening on {}", relay.local_addr()?);
+        relay.run(rt.spawner(), sd.signal()).await;
+        log::info!("relay stopped");
+        Ok(())
+    })
+}
+
+fn run_client(a: ClientArgs) -> Result<()> {
+    let url: TunnelUrl = a.url.parse().map_err(usage)?;
+    let mut cfg = ClientConfig::new(url);
+    cfg.token = a.token.clone().or_else(|| std::env::var("BURROW_TOKEN").ok()).map(Secret::new);
+    cfg.via = Upstream::from_args(&a.via).map_err(|e| usage(format!("--via: {e}")))?;
+    cfg.locals = a.local.iter().map(|s| s.parse()).collect::<Result<_, String>>().map_err(usage)?;
+    cfg.remotes = a.remote.iter().map(|s| s.parse()).collect::<Result<_, String>>().map_err(usage)?;
+    if cfg.locals.is_empty() && cfg.remotes.is_empty() {
+        bail!(usage("nothing to do: give at least one -L or -R"));
+    }
+    if cfg.locals.iter().filter(|l| matches!(l, LocalSpec::Stdio { .. })).count() > 1 {
+        bail!(usage("only one -L stdio:… per client"));
+    }
+    cfg.rules = parse_rules(&a.allow, &a.deny)?;
+    cfg.proxy_auth = match &a.proxy_auth {
+        Some(s) => Some(s.parse().map_err(|e| usage(format!("--proxy-auth: {e}")))?),
+        None => None,
+    };
+    cfg.session = session_config(a.keepalive, a.max_streams)?;
+    cfg.connect_timeout = a.connect_timeout;
+    cfg.drain_timeout = a.drain_timeout;
+    let stdio = cfg.locals.iter().any(|l| matches!(l, LocalSpec::Stdio { .. }));
+    let rt = runtime();
+    let sd = Shutdown::new();
+    let _signals = rt.spawner().spawn_boxed(Box::pin(watch(sd.clone())));
+    rt.block_on(async {
+        let client = Client::bind(cfg).await?;
+        let events = client.events();
+        // State lines go to stderr when stdout carries the stdio stream.
+        let _printer = rt.spawner().spawn_boxed(Box::pin(async move {
+            while let Ok(e) = events.recv().await {
+                if stdio {
+                    eprintln!("{e}");
+                } else {
+                    println!("{e}");
+                }
+            }
+        }));
+        client.run(rt.spawner(), sd.signal()).await?;
+        Ok(())
     })
 }
 
