@@ -2,7 +2,7 @@
 //! Blocking sockets and plain threads: nothing here competes with an executor for the two
 //! cores, and every socket has read and write timeouts so nothing hangs.
 
-use crate::server::{ECHO, SINK};
+use crate::server::{ECHO, ECHO_ONCE, SINK};
 use anyhow::{Context, Result, bail, ensure};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -160,25 +160,24 @@ pub fn rtt(route: &Route, n: usize) -> Result<Vec<Duration>> {
     Ok(times)
 }
 
-/// One short-lived connection: connect (and CONNECT), one 1-byte echo, close.
-fn one_connection(route: &Route) -> Result<TcpStream> {
+/// One short-lived connection: connect (and CONNECT), one 1-byte echo; returns the time to
+/// the echoed byte. The server then closes first, and the client waits for that EOF.
+fn one_connection(route: &Route) -> Result<Duration> {
+    let t = Instant::now();
     let mut s = route.open()?;
-    s.write_all(&[ECHO, b'x'])?;
+    s.write_all(&[ECHO_ONCE, b'x'])?;
     let mut b = [0u8; 1];
     s.read_exact(&mut b).context("1-byte echo")?;
+    let took = t.elapsed();
     ensure!(b[0] == b'x', "echo returned {:#04x}", b[0]);
-    Ok(s)
+    let n = s.read(&mut b).context("waiting for the server to close")?;
+    ensure!(n == 0, "unexpected byte after the echo");
+    Ok(took)
 }
 
 /// `n` sequential new connections; returns the time of each, from connect to echoed byte.
 pub fn new_connections(route: &Route, n: usize) -> Result<Vec<Duration>> {
-    (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            one_connection(route)?;
-            Ok(t.elapsed())
-        })
-        .collect()
+    (0..n).map(|_| one_connection(route)).collect()
 }
 
 /// Result of [`conn_rate`].
@@ -236,8 +235,17 @@ pub fn conn_rate(route: &Route, workers: usize, duration: Duration) -> Result<Ra
 /// Opens `n` tunnels to the echo server, each having echoed one byte, and keeps them open.
 pub fn hold(route: &Route, n: usize) -> Result<Vec<TcpStream>> {
     (0..n)
-        .map(|i| one_connection(route).with_context(|| format!("held connection {}", i + 1)))
+        .map(|i| held_connection(route).with_context(|| format!("held connection {}", i + 1)))
         .collect()
+}
+
+fn held_connection(route: &Route) -> Result<TcpStream> {
+    let mut s = route.open()?;
+    s.write_all(&[ECHO, b'x'])?;
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b)?;
+    ensure!(b[0] == b'x', "echo returned {:#04x}", b[0]);
+    Ok(s)
 }
 
 /// The `p`th percentile (nearest rank) of `times`, which it sorts.

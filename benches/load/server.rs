@@ -18,6 +18,11 @@ pub const SINK: u8 = b'S';
 /// First byte of an echo connection: the server sends back everything after this byte until
 /// EOF, then closes.
 pub const ECHO: u8 = b'E';
+/// First byte of a one-shot echo: the server sends back the first bytes after this one, then
+/// closes first. The side that closes first keeps the TIME_WAIT entry; on the accepting
+/// side it does not use up the ephemeral ports that tens of thousands of short connections to
+/// one port need on the connecting side.
+pub const ECHO_ONCE: u8 = b'1';
 
 /// One read on the server side. Allocated per worker thread, touched only as far as reads
 /// fill it, so 1,000 idle echo workers cost little.
@@ -142,6 +147,14 @@ fn serve(mut s: TcpStream, buf: &mut [u8]) -> io::Result<()> {
                     return Ok(());
                 }
                 s.write_all(&buf[..k])?;
+            }
+        }
+        ECHO_ONCE => {
+            if rest.is_empty() {
+                let k = s.read(buf)?;
+                s.write_all(&buf[..k])
+            } else {
+                s.write_all(rest)
             }
         }
         other => Err(io::Error::new(
