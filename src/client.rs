@@ -14,7 +14,9 @@ use crate::shutdown::ShutdownSignal;
 use crate::tunnel::bridge::{self, MuxDialer};
 use crate::tunnel::spec::{LocalSpec, RemoteSpec};
 use crate::tunnel::ws::{self, HandshakeError, TunnelUrl};
-use crate::tunnel::{BindMode, Frame, Incoming, OpenTarget, RefuseCode, Session, SessionConfig, Side};
+use crate::tunnel::{
+    BindMode, Frame, Incoming, OpenTarget, RefuseCode, Session, SessionConfig, Side,
+};
 use futures_lite::FutureExt;
 use smol::channel::{Receiver, Sender};
 use smol::net::{TcpListener, TcpStream};
@@ -117,7 +119,9 @@ impl fmt::Display for Event {
             Event::Connecting => f.write_str("connecting"),
             Event::Connected => f.write_str("connected"),
             Event::Bound { addr, target } => write!(f, "bound R {addr} -> {target}"),
-            Event::BindRefused { target, reason } => write!(f, "bind refused R -> {target}: {reason}"),
+            Event::BindRefused { target, reason } => {
+                write!(f, "bind refused R -> {target}: {reason}")
+            }
             Event::Lost(why) => write!(f, "lost: {why}"),
             Event::Retrying(d) => write!(f, "retrying in {:.1} s", d.as_secs_f64()),
         }
@@ -138,7 +142,9 @@ pub enum ClientError {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::Listen(why) | ClientError::Fatal(why) | ClientError::Stdio(why) => f.write_str(why),
+            ClientError::Listen(why) | ClientError::Fatal(why) | ClientError::Stdio(why) => {
+                f.write_str(why)
+            }
         }
     }
 }
@@ -173,9 +179,16 @@ impl Client {
                 LocalSpec::Forward { bind, .. } | LocalSpec::Proxy { bind } => *bind,
                 LocalSpec::Stdio { .. } => continue,
             };
-            let l = TcpListener::bind(bind).await.map_err(|e| ClientError::Listen(format!("cannot listen on {bind}: {e}")))?;
-            let addr = l.local_addr().map_err(|e| ClientError::Listen(e.to_string()))?;
-            let _ = events.0.try_send(Event::Listening { spec: describe_local(spec), addr });
+            let l = TcpListener::bind(bind)
+                .await
+                .map_err(|e| ClientError::Listen(format!("cannot listen on {bind}: {e}")))?;
+            let addr = l
+                .local_addr()
+                .map_err(|e| ClientError::Listen(e.to_string()))?;
+            let _ = events.0.try_send(Event::Listening {
+                spec: describe_local(spec),
+                addr,
+            });
             listeners.push((spec.clone(), l));
         }
         Ok(Client {
@@ -201,7 +214,10 @@ impl Client {
 
     /// The local addresses of the `-L` listeners, in spec order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|(_, l)| l.local_addr().ok()).collect()
+        self.listeners
+            .iter()
+            .filter_map(|(_, l)| l.local_addr().ok())
+            .collect()
     }
 
     fn emit(&self, e: Event) {
@@ -251,7 +267,9 @@ impl Client {
                 Some(Ok((session, driver, ws))) => {
                     self.emit(Event::Connected);
                     *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
-                    let end = self.serve_session(&session, driver, ws, &spawner, &shutdown, stdio.as_ref()).await;
+                    let end = self
+                        .serve_session(&session, driver, ws, &spawner, &shutdown, stdio.as_ref())
+                        .await;
                     *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     match end {
                         SessionEnd::Stdio(result) => return result,
@@ -283,19 +301,42 @@ impl Client {
 
     async fn connect_once(
         &self,
-    ) -> Result<(Session, crate::tunnel::Driver, async_tungstenite::WebSocketStream<TcpStream>), AttemptError> {
+    ) -> Result<
+        (
+            Session,
+            crate::tunnel::Driver,
+            async_tungstenite::WebSocketStream<TcpStream>,
+        ),
+        AttemptError,
+    > {
         let cfg = &self.cfg;
         let url = &cfg.url;
         if url.tls {
-            return Err(AttemptError::Fatal("wss:// is not supported by this build yet; use ws://".into()));
+            return Err(AttemptError::Fatal(
+                "wss:// is not supported by this build yet; use ws://".into(),
+            ));
         }
-        let (stream, early) = match cfg.via.connect(&url.host, url.port, &Rules::default(), cfg.connect_timeout).await {
+        let (stream, early) = match cfg
+            .via
+            .connect(&url.host, url.port, &Rules::default(), cfg.connect_timeout)
+            .await
+        {
             Ok(pair) => pair,
-            Err(e) if e.is_hop_auth() => return Err(AttemptError::Fatal(format!("{e} (check the credentials in --via)"))),
-            Err(e) => return Err(AttemptError::Retry(format!("cannot reach relay {url}: {e}"))),
+            Err(e) if e.is_hop_auth() => {
+                return Err(AttemptError::Fatal(format!(
+                    "{e} (check the credentials in --via)"
+                )));
+            }
+            Err(e) => {
+                return Err(AttemptError::Retry(format!(
+                    "cannot reach relay {url}: {e}"
+                )));
+            }
         };
         if !early.is_empty() {
-            return Err(AttemptError::Retry("relay spoke before the handshake".into()));
+            return Err(AttemptError::Retry(
+                "relay spoke before the handshake".into(),
+            ));
         }
         stream.set_nodelay(true).ok();
         let handshake = ws::client_handshake(stream, url, cfg.token.as_ref(), &self.session_id);
@@ -303,9 +344,20 @@ impl Client {
             HandshakeError::Failed("no answer to the upgrade in time".into())
         })
         .await
-        .map_err(|e| if e.is_fatal() { AttemptError::Fatal(e.to_string()) } else { AttemptError::Retry(e.to_string()) })?;
+        .map_err(|e| {
+            if e.is_fatal() {
+                AttemptError::Fatal(e.to_string())
+            } else {
+                AttemptError::Retry(e.to_string())
+            }
+        })?;
         let label = format!("{}@{url}", &self.session_id[..8]);
-        let (session, driver) = Session::new(Side::Client, cfg.session.clone(), label, self.metrics.clone());
+        let (session, driver) = Session::new(
+            Side::Client,
+            cfg.session.clone(),
+            label,
+            self.metrics.clone(),
+        );
         Ok((session, driver, ws))
     }
 
@@ -321,15 +373,30 @@ impl Client {
         let streams = TaskSet::new(spawner.clone());
         for (i, r) in self.cfg.remotes.iter().enumerate() {
             let bind_id = i as u32 + 1;
-            let remembered = self.bound_ports.lock().unwrap_or_else(|e| e.into_inner()).get(&bind_id).copied();
+            let remembered = self
+                .bound_ports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&bind_id)
+                .copied();
             let (bind, port, mode) = match r {
                 RemoteSpec::Forward { bind, port, .. } => (bind, *port, BindMode::Forward),
                 RemoteSpec::Proxy { bind, port } => {
-                    let auth = self.cfg.proxy_auth.as_ref().map(|c| format!("{}:{}", c.user, c.pass.expose())).unwrap_or_default();
+                    let auth = self
+                        .cfg
+                        .proxy_auth
+                        .as_ref()
+                        .map(|c| format!("{}:{}", c.user, c.pass.expose()))
+                        .unwrap_or_default();
                     (bind, *port, BindMode::Proxy { auth })
                 }
             };
-            session.send_control(Frame::Bind { bind_id, addr: bind.clone(), port: remembered.unwrap_or(port), mode });
+            session.send_control(Frame::Bind {
+                bind_id,
+                addr: bind.clone(),
+                port: remembered.unwrap_or(port),
+                mode,
+            });
         }
         let drive = async { SessionEnd::Lost(driver.run(ws).await.to_string()) };
         let control = async {
@@ -337,7 +404,10 @@ impl Client {
                 match frame {
                     Frame::Bound { bind_id, addr } => {
                         if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse().ok()) {
-                            self.bound_ports.lock().unwrap_or_else(|e| e.into_inner()).insert(bind_id, port);
+                            self.bound_ports
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(bind_id, port);
                         }
                         let target = self.remote_target(bind_id);
                         self.emit(Event::Bound { addr, target });
@@ -379,7 +449,9 @@ impl Client {
         };
         let stdio_job = async {
             match stdio {
-                Some((host, port)) => SessionEnd::Stdio(run_stdio(session, host, *port, self.cfg.connect_timeout).await),
+                Some((host, port)) => SessionEnd::Stdio(
+                    run_stdio(session, host, *port, self.cfg.connect_timeout).await,
+                ),
                 None => std::future::pending().await,
             }
         };
@@ -411,10 +483,21 @@ fn describe_local(spec: &LocalSpec) -> String {
     }
 }
 
-async fn run_stdio(session: &Session, host: &str, port: u16, timeout: Duration) -> Result<(), ClientError> {
-    let dialer = MuxDialer { session: session.clone(), timeout };
+async fn run_stdio(
+    session: &Session,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let dialer = MuxDialer {
+        session: session.clone(),
+        timeout,
+    };
     use crate::proxy::dial::Dialer;
-    let (stream, _) = dialer.dial(host, port).await.map_err(|e| ClientError::Stdio(e.to_string()))?;
+    let (stream, _) = dialer
+        .dial(host, port)
+        .await
+        .map_err(|e| ClientError::Stdio(e.to_string()))?;
     let stdin = smol::Unblock::new(std::io::stdin());
     let stdout = smol::Unblock::new(std::io::stdout());
     crate::connect::pipe(stream, stdin, stdout)
@@ -448,7 +531,10 @@ async fn serve_local(
 ) {
     let conns = TaskSet::new(spawner);
     let ids = AtomicU64::new(1);
-    let proxy_cfg = Arc::new(ProxyConfig { connect_timeout: cfg.connect_timeout, ..ProxyConfig::default() });
+    let proxy_cfg = Arc::new(ProxyConfig {
+        connect_timeout: cfg.connect_timeout,
+        ..ProxyConfig::default()
+    });
     loop {
         let accepted = async { Some(listener.accept().await) }
             .or(async {
@@ -477,15 +563,24 @@ async fn serve_local(
             };
             match spec {
                 LocalSpec::Forward { host, port, .. } => {
-                    let dialer = MuxDialer { session: session.clone(), timeout: cfg.connect_timeout };
+                    let dialer = MuxDialer {
+                        session: session.clone(),
+                        timeout: cfg.connect_timeout,
+                    };
                     use crate::proxy::dial::Dialer;
                     match dialer.dial(&host, port).await {
-                        Ok((stream, _)) => bridge::splice(tcp, stream, session.label(), &host_port(&host, port)).await,
+                        Ok((stream, _)) => {
+                            bridge::splice(tcp, stream, session.label(), &host_port(&host, port))
+                                .await
+                        }
                         Err(e) => log::warn!("local {peer} -> {}: {e}", host_port(&host, port)),
                     }
                 }
                 LocalSpec::Proxy { .. } => {
-                    let dialer = Arc::new(MuxDialer { session, timeout: cfg.connect_timeout });
+                    let dialer = Arc::new(MuxDialer {
+                        session,
+                        timeout: cfg.connect_timeout,
+                    });
                     serve_connection(tcp, peer, id, proxy_cfg, dialer, shutdown).await;
                 }
                 LocalSpec::Stdio { .. } => {}
@@ -501,18 +596,54 @@ async fn serve_local(
 async fn serve_incoming(cfg: &ClientConfig, inc: Incoming, label: &str, metrics: &Metrics) {
     match inc.target.clone() {
         OpenTarget::Bound { bind_id } => match cfg.remotes.get(bind_id.wrapping_sub(1) as usize) {
-            Some(RemoteSpec::Forward { host, target_port, .. }) => {
+            Some(RemoteSpec::Forward {
+                host, target_port, ..
+            }) => {
                 // The user named this target: no rules apply to it.
-                bridge::serve_dial(inc, host.clone(), *target_port, &Rules::default(), cfg.connect_timeout, label, metrics).await;
+                bridge::serve_dial(
+                    inc,
+                    host.clone(),
+                    *target_port,
+                    &Rules::default(),
+                    cfg.connect_timeout,
+                    label,
+                    metrics,
+                )
+                .await;
             }
-            _ => bridge::refuse(inc, RefuseCode::BadRequest, &format!("no forward binding {bind_id}"), label, metrics),
+            _ => bridge::refuse(
+                inc,
+                RefuseCode::BadRequest,
+                &format!("no forward binding {bind_id}"),
+                label,
+                metrics,
+            ),
         },
         OpenTarget::Dial { host, port } => {
-            if !cfg.remotes.iter().any(|r| matches!(r, RemoteSpec::Proxy { .. })) {
-                bridge::refuse(inc, RefuseCode::BadRequest, "this client exposes no proxy (-R PORT:proxy)", label, metrics);
+            if !cfg
+                .remotes
+                .iter()
+                .any(|r| matches!(r, RemoteSpec::Proxy { .. }))
+            {
+                bridge::refuse(
+                    inc,
+                    RefuseCode::BadRequest,
+                    "this client exposes no proxy (-R PORT:proxy)",
+                    label,
+                    metrics,
+                );
                 return;
             }
-            bridge::serve_dial(inc, host, port, &cfg.rules, cfg.connect_timeout, label, metrics).await;
+            bridge::serve_dial(
+                inc,
+                host,
+                port,
+                &cfg.rules,
+                cfg.connect_timeout,
+                label,
+                metrics,
+            )
+            .await;
         }
     }
 }
@@ -522,7 +653,9 @@ struct Jitter(u64);
 
 impl Jitter {
     fn new(seed: &str) -> Self {
-        let s = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let s = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         Jitter(s | 1)
     }
 
@@ -536,7 +669,9 @@ impl Jitter {
 
     /// base·2^attempt capped at `max`, then scaled by a random factor in [0.5, 1.0].
     fn backoff(&mut self, attempt: u32, max: Duration) -> Duration {
-        let exp = BACKOFF_BASE.saturating_mul(1u32 << attempt.min(16)).min(max);
+        let exp = BACKOFF_BASE
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(max);
         let factor = 0.5 + (self.next() % 1000) as f64 / 2000.0;
         exp.mul_f64(factor)
     }
@@ -551,9 +686,15 @@ mod tests {
         let mut j = Jitter::new("seed");
         let max = Duration::from_secs(30);
         let first = j.backoff(0, max);
-        assert!(first >= BACKOFF_BASE / 2 && first <= BACKOFF_BASE, "{first:?}");
+        assert!(
+            first >= BACKOFF_BASE / 2 && first <= BACKOFF_BASE,
+            "{first:?}"
+        );
         let later = j.backoff(5, max);
-        assert!(later >= BACKOFF_BASE * 16 && later <= BACKOFF_BASE * 32, "{later:?}");
+        assert!(
+            later >= BACKOFF_BASE * 16 && later <= BACKOFF_BASE * 32,
+            "{later:?}"
+        );
         for a in [10, 20, 100, u32::MAX] {
             let d = j.backoff(a, max);
             assert!(d <= max && d >= max / 2, "{a}: {d:?}");

@@ -48,7 +48,9 @@ where
         .map_err(ConnectError::Dial)?;
     log::debug!("connected to {}", crate::net::host_port(host, port));
     output.write_all(&early).await.map_err(ConnectError::Io)?;
-    let (up, down) = pipe(stream, input, output).await.map_err(ConnectError::Io)?;
+    let (up, down) = pipe(stream, input, output)
+        .await
+        .map_err(ConnectError::Io)?;
     Ok((up, down + early.len() as u64))
 }
 

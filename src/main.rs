@@ -2,10 +2,10 @@
 
 use anyhow::{Context, Result, bail};
 use burrow::cli::{self, Args, ClientArgs, Command, ConnectArgs, ProxyArgs, ServerArgs};
+use burrow::client::{Client, ClientConfig};
 use burrow::exec::Runtime;
 use burrow::proxy::chain::Upstream;
 use burrow::proxy::{Proxy, ProxyConfig};
-use burrow::client::{Client, ClientConfig};
 use burrow::secret::Secret;
 use burrow::server::{Relay, RelayConfig};
 use burrow::shutdown::{self, Shutdown};
@@ -113,11 +113,20 @@ fn session_config(keepalive: std::time::Duration, max_streams: usize) -> Result<
     if max_streams == 0 {
         bail!(usage("--max-streams must be at least 1"));
     }
-    Ok(SessionConfig { keepalive, max_streams, ..SessionConfig::default() })
+    Ok(SessionConfig {
+        keepalive,
+        max_streams,
+        ..SessionConfig::default()
+    })
 }
 
 fn run_server(a: ServerArgs) -> Result<()> {
-    let token = match (a.token.clone().or_else(|| std::env::var("BURROW_TOKEN").ok()), a.no_auth) {
+    let token = match (
+        a.token
+            .clone()
+            .or_else(|| std::env::var("BURROW_TOKEN").ok()),
+        a.no_auth,
+    ) {
         (Some(_), true) => bail!(usage("--token and --no-auth contradict each other")),
         (Some(t), false) if t.is_empty() => bail!(usage("the token is empty")),
         (Some(t), false) => Some(Secret::new(t)),
@@ -125,8 +134,15 @@ fn run_server(a: ServerArgs) -> Result<()> {
         (None, false) => {
             let t = burrow::tunnel::ws::random_id();
             println!("no --token given: generated one. Clients connect with:");
-            let host = if a.listen.ip().is_unspecified() { "RELAY_HOST".to_string() } else { a.listen.ip().to_string() };
-            println!("  burrow client ws://{}/burrow --token {t} -R 8000:localhost:3000", burrow::net::host_port(&host, a.listen.port()));
+            let host = if a.listen.ip().is_unspecified() {
+                "RELAY_HOST".to_string()
+            } else {
+                a.listen.ip().to_string()
+            };
+            println!(
+                "  burrow client ws://{}/burrow --token {t} -R 8000:localhost:3000",
+                burrow::net::host_port(&host, a.listen.port())
+            );
             Some(Secret::new(t))
         }
     };
@@ -143,7 +159,9 @@ fn run_server(a: ServerArgs) -> Result<()> {
     let sd = Shutdown::new();
     let _signals = rt.spawner().spawn_boxed(Box::pin(watch(sd.clone())));
     rt.block_on(async {
-        let relay = Relay::bind(a.listen, cfg).await.with_context(|| format!("cannot listen on {}", a.listen))?;
+        let relay = Relay::bind(a.listen, cfg)
+            .await
+            .with_context(|| format!("cannot listen on {}", a.listen))?;
         log::info!("relay listening on {}", relay.local_addr()?);
         relay.run(rt.spawner(), sd.signal()).await;
         log::info!("relay stopped");
@@ -154,14 +172,34 @@ fn run_server(a: ServerArgs) -> Result<()> {
 fn run_client(a: ClientArgs) -> Result<()> {
     let url: TunnelUrl = a.url.parse().map_err(usage)?;
     let mut cfg = ClientConfig::new(url);
-    cfg.token = a.token.clone().or_else(|| std::env::var("BURROW_TOKEN").ok()).map(Secret::new);
+    cfg.token = a
+        .token
+        .clone()
+        .or_else(|| std::env::var("BURROW_TOKEN").ok())
+        .map(Secret::new);
     cfg.via = Upstream::from_args(&a.via).map_err(|e| usage(format!("--via: {e}")))?;
-    cfg.locals = a.local.iter().map(|s| s.parse()).collect::<Result<_, String>>().map_err(usage)?;
-    cfg.remotes = a.remote.iter().map(|s| s.parse()).collect::<Result<_, String>>().map_err(usage)?;
+    cfg.locals = a
+        .local
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, String>>()
+        .map_err(usage)?;
+    cfg.remotes = a
+        .remote
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, String>>()
+        .map_err(usage)?;
     if cfg.locals.is_empty() && cfg.remotes.is_empty() {
         bail!(usage("nothing to do: give at least one -L or -R"));
     }
-    if cfg.locals.iter().filter(|l| matches!(l, LocalSpec::Stdio { .. })).count() > 1 {
+    if cfg
+        .locals
+        .iter()
+        .filter(|l| matches!(l, LocalSpec::Stdio { .. }))
+        .count()
+        > 1
+    {
         bail!(usage("only one -L stdio:… per client"));
     }
     cfg.rules = parse_rules(&a.allow, &a.deny)?;
@@ -172,7 +210,10 @@ fn run_client(a: ClientArgs) -> Result<()> {
     cfg.session = session_config(a.keepalive, a.max_streams)?;
     cfg.connect_timeout = a.connect_timeout;
     cfg.drain_timeout = a.drain_timeout;
-    let stdio = cfg.locals.iter().any(|l| matches!(l, LocalSpec::Stdio { .. }));
+    let stdio = cfg
+        .locals
+        .iter()
+        .any(|l| matches!(l, LocalSpec::Stdio { .. }));
     let rt = runtime();
     let sd = Shutdown::new();
     let _signals = rt.spawner().spawn_boxed(Box::pin(watch(sd.clone())));

@@ -67,18 +67,63 @@ impl Metrics {
         let mut out = String::new();
         let mut one = |name: &str, kind: &str, help: &str, v: u64| {
             // Writing to a String cannot fail.
-            let _ = write!(out, "# HELP burrow_{name} {help}\n# TYPE burrow_{name} {kind}\nburrow_{name} {v}\n");
+            let _ = write!(
+                out,
+                "# HELP burrow_{name} {help}\n# TYPE burrow_{name} {kind}\nburrow_{name} {v}\n"
+            );
         };
-        one("sessions", "gauge", "Tunnel sessions open now.", self.sessions.load(Relaxed));
-        one("sessions_total", "counter", "Tunnel sessions established.", self.sessions_total.load(Relaxed));
-        one("streams", "gauge", "Streams open now.", self.streams.load(Relaxed));
-        one("streams_total", "counter", "Streams opened.", self.streams_total.load(Relaxed));
-        one("bytes_in_total", "counter", "Payload bytes received from tunnel peers.", self.bytes_in.load(Relaxed));
-        one("bytes_out_total", "counter", "Payload bytes sent to tunnel peers.", self.bytes_out.load(Relaxed));
-        one("reconnects_total", "counter", "Sessions resumed by a returning client.", self.reconnects.load(Relaxed));
-        let _ = write!(out, "# HELP burrow_refusals_total Requests refused, by reason.\n# TYPE burrow_refusals_total counter\n");
+        one(
+            "sessions",
+            "gauge",
+            "Tunnel sessions open now.",
+            self.sessions.load(Relaxed),
+        );
+        one(
+            "sessions_total",
+            "counter",
+            "Tunnel sessions established.",
+            self.sessions_total.load(Relaxed),
+        );
+        one(
+            "streams",
+            "gauge",
+            "Streams open now.",
+            self.streams.load(Relaxed),
+        );
+        one(
+            "streams_total",
+            "counter",
+            "Streams opened.",
+            self.streams_total.load(Relaxed),
+        );
+        one(
+            "bytes_in_total",
+            "counter",
+            "Payload bytes received from tunnel peers.",
+            self.bytes_in.load(Relaxed),
+        );
+        one(
+            "bytes_out_total",
+            "counter",
+            "Payload bytes sent to tunnel peers.",
+            self.bytes_out.load(Relaxed),
+        );
+        one(
+            "reconnects_total",
+            "counter",
+            "Sessions resumed by a returning client.",
+            self.reconnects.load(Relaxed),
+        );
+        let _ = write!(
+            out,
+            "# HELP burrow_refusals_total Requests refused, by reason.\n# TYPE burrow_refusals_total counter\n"
+        );
         for (i, (_, name)) in REFUSALS.iter().enumerate() {
-            let _ = writeln!(out, "burrow_refusals_total{{reason=\"{name}\"}} {}", self.refusals[i].load(Relaxed));
+            let _ = writeln!(
+                out,
+                "burrow_refusals_total{{reason=\"{name}\"}} {}",
+                self.refusals[i].load(Relaxed)
+            );
         }
         out
     }

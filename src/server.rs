@@ -14,9 +14,11 @@ use crate::secret::Secret;
 use crate::shutdown::ShutdownSignal;
 use crate::tunnel::bridge::{self, MuxDialer};
 use crate::tunnel::ws::{self, TUNNEL_PATH, Upgrade};
-use crate::tunnel::{BindMode, Frame, Incoming, OpenTarget, RefuseCode, Session, SessionConfig, Side};
-use futures_lite::io::{AsyncWriteExt, BufReader};
+use crate::tunnel::{
+    BindMode, Frame, Incoming, OpenTarget, RefuseCode, Session, SessionConfig, Side,
+};
 use futures_lite::FutureExt;
+use futures_lite::io::{AsyncWriteExt, BufReader};
 use smol::net::{TcpListener, TcpStream};
 use std::collections::HashMap;
 use std::io;
@@ -101,7 +103,11 @@ pub struct Relay {
 impl Relay {
     /// Binds the public listener.
     pub async fn bind(addr: SocketAddr, cfg: RelayConfig) -> io::Result<Relay> {
-        Ok(Relay { listener: TcpListener::bind(addr).await?, cfg, metrics: Arc::new(Metrics::default()) })
+        Ok(Relay {
+            listener: TcpListener::bind(addr).await?,
+            cfg,
+            metrics: Arc::new(Metrics::default()),
+        })
     }
 
     /// The bound address.
@@ -117,7 +123,11 @@ impl Relay {
     /// Serves until `shutdown` drains: then stops accepting, sends go-away to every session,
     /// lets streams finish within the drain timeout, and cancels the rest.
     pub async fn run(self, spawner: Spawner, shutdown: ShutdownSignal) {
-        let default_bind = self.listener.local_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let default_bind = self
+            .listener
+            .local_addr()
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let ctx = Arc::new(Ctx {
             cfg: self.cfg,
             metrics: self.metrics,
@@ -230,7 +240,13 @@ async fn front_door(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
-async fn tunnel(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, head: RequestHead, leftover: Vec<u8>) {
+async fn tunnel(
+    ctx: Arc<Ctx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    head: RequestHead,
+    leftover: Vec<u8>,
+) {
     let session_id = match ws::check_upgrade(&head, ctx.cfg.token.as_ref()) {
         Upgrade::Refuse(status, why) => {
             if status == 401 {
@@ -239,10 +255,17 @@ async fn tunnel(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, head: Reques
                 ctx.metrics.refused(Refusal::BadRequest);
             }
             log::warn!("relay {peer}: tunnel refused: {why} ({status})");
-            let challenge: &[(&str, &str)] = if status == 401 { &[("WWW-Authenticate", "Bearer")] } else { &[] };
+            let challenge: &[(&str, &str)] = if status == 401 {
+                &[("WWW-Authenticate", "Bearer")]
+            } else {
+                &[]
+            };
             return reply(&stream, status, &why, challenge).await;
         }
-        Upgrade::Accept { response, session_id } => {
+        Upgrade::Accept {
+            response,
+            session_id,
+        } => {
             let mut w = stream.clone();
             if let Err(e) = w.write_all(&response).await {
                 log::debug!("relay {peer}: upgrade write failed: {e}");
@@ -263,13 +286,24 @@ async fn tunnel(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, head: Reques
         .unwrap_or_default();
     if !reclaimed.is_empty() {
         ctx.metrics.reconnects.fetch_add(1, Ordering::Relaxed);
-        log::info!("session {label}: resumed, {} listeners handed back", reclaimed.len());
+        log::info!(
+            "session {label}: resumed, {} listeners handed back",
+            reclaimed.len()
+        );
     } else {
         log::info!("session {label}: connected");
     }
-    let (session, driver) = Session::new(Side::Relay, ctx.cfg.session.clone(), label.clone(), ctx.metrics.clone());
+    let (session, driver) = Session::new(
+        Side::Relay,
+        ctx.cfg.session.clone(),
+        label.clone(),
+        ctx.metrics.clone(),
+    );
     let tasks = TaskSet::new(ctx.spawner.clone());
-    let state = SessionBinds { reclaimed: Mutex::new(reclaimed), live: Mutex::new(Vec::new()) };
+    let state = SessionBinds {
+        reclaimed: Mutex::new(reclaimed),
+        live: Mutex::new(Vec::new()),
+    };
     let drive = async {
         driver.run(ws).await;
     };
@@ -307,9 +341,16 @@ fn hold_for_grace(ctx: &Arc<Ctx>, session_id: String, listeners: Vec<Arc<TcpList
         smol::Timer::after(grace).await;
         if let Some(ctx) = weak.upgrade() {
             let mut reg = ctx.registry.lock().unwrap_or_else(|e| e.into_inner());
-            if reg.held.get(&session_id).is_some_and(|(g, _)| *g == generation) {
+            if reg
+                .held
+                .get(&session_id)
+                .is_some_and(|(g, _)| *g == generation)
+            {
                 reg.held.remove(&session_id);
-                log::info!("session {}: grace period over, listeners released", &session_id[..session_id.len().min(8)]);
+                log::info!(
+                    "session {}: grace period over, listeners released",
+                    &session_id[..session_id.len().min(8)]
+                );
             }
         }
     });
@@ -326,23 +367,58 @@ async fn drain_session(ctx: &Ctx, session: &Session) {
     std::future::pending::<()>().await
 }
 
-async fn control_loop(ctx: &Arc<Ctx>, session: &Session, session_id: &str, tasks: &TaskSet, binds: &SessionBinds) {
+async fn control_loop(
+    ctx: &Arc<Ctx>,
+    session: &Session,
+    session_id: &str,
+    tasks: &TaskSet,
+    binds: &SessionBinds,
+) {
     while let Some(frame) = session.control().await {
-        let Frame::Bind { bind_id, addr, port, mode } = frame else {
+        let Frame::Bind {
+            bind_id,
+            addr,
+            port,
+            mode,
+        } = frame
+        else {
             continue;
         };
         match bind(ctx, session_id, &addr, port, binds).await {
             Ok(listener) => {
-                let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                log::info!("session {}: bound {local} ({})", session.label(), describe(&mode));
-                session.send_control(Frame::Bound { bind_id, addr: local });
-                binds.live.lock().unwrap_or_else(|e| e.into_inner()).push(listener.clone());
-                tasks.spawn(accept_visitors(ctx.clone(), session.clone(), listener, bind_id, mode));
+                let local = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                log::info!(
+                    "session {}: bound {local} ({})",
+                    session.label(),
+                    describe(&mode)
+                );
+                session.send_control(Frame::Bound {
+                    bind_id,
+                    addr: local,
+                });
+                binds
+                    .live
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(listener.clone());
+                tasks.spawn(accept_visitors(
+                    ctx.clone(),
+                    session.clone(),
+                    listener,
+                    bind_id,
+                    mode,
+                ));
             }
             Err(why) => {
                 ctx.metrics.refused(Refusal::Forbidden);
                 log::warn!("session {}: bind refused: {why}", session.label());
-                session.send_control(Frame::BindRefused { bind_id, reason: why });
+                session.send_control(Frame::BindRefused {
+                    bind_id,
+                    reason: why,
+                });
             }
         }
     }
@@ -358,11 +434,20 @@ fn describe(mode: &BindMode) -> &'static str {
 }
 
 /// Binds (or hands back) a public listener for a client.
-async fn bind(ctx: &Ctx, session_id: &str, addr: &str, port: u16, binds: &SessionBinds) -> Result<Arc<TcpListener>, String> {
+async fn bind(
+    ctx: &Ctx,
+    session_id: &str,
+    addr: &str,
+    port: u16,
+    binds: &SessionBinds,
+) -> Result<Arc<TcpListener>, String> {
     let ip: IpAddr = if addr.is_empty() {
         ctx.default_bind
     } else {
-        addr.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| format!("bad bind address {addr:?}"))?
+        addr.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| format!("bad bind address {addr:?}"))?
     };
     let (lo, hi) = ctx.cfg.allow_ports;
     if port != 0 && !(lo..=hi).contains(&port) {
@@ -373,19 +458,33 @@ async fn bind(ctx: &Ctx, session_id: &str, addr: &str, port: u16, binds: &Sessio
             let mut reclaimed = binds.reclaimed.lock().unwrap_or_else(|e| e.into_inner());
             reclaimed
                 .iter()
-                .position(|l| l.local_addr().is_ok_and(|a| a.port() == port && (a.ip() == ip || addr.is_empty())))
+                .position(|l| {
+                    l.local_addr()
+                        .is_ok_and(|a| a.port() == port && (a.ip() == ip || addr.is_empty()))
+                })
                 .map(|i| reclaimed.swap_remove(i))
         };
         if let Some(l) = handed_back {
             return Ok(l);
         }
-        if ctx.registry.lock().unwrap_or_else(|e| e.into_inner()).port_held_by_other(session_id, port) {
+        if ctx
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .port_held_by_other(session_id, port)
+        {
             return Err(format!("port {port} is held for a reconnecting client"));
         }
-        return TcpListener::bind((ip, port)).await.map(Arc::new).map_err(|e| format!("cannot bind {ip}:{port}: {e}"));
+        return TcpListener::bind((ip, port))
+            .await
+            .map(Arc::new)
+            .map_err(|e| format!("cannot bind {ip}:{port}: {e}"));
     }
     if (lo, hi) == (1024, 65535) {
-        return TcpListener::bind((ip, 0)).await.map(Arc::new).map_err(|e| format!("cannot bind {ip}:0: {e}"));
+        return TcpListener::bind((ip, 0))
+            .await
+            .map(Arc::new)
+            .map_err(|e| format!("cannot bind {ip}:0: {e}"));
     }
     // A narrower range: the first free port in it (bounded).
     for p in (lo..=hi).take(4096) {
@@ -397,17 +496,30 @@ async fn bind(ctx: &Ctx, session_id: &str, addr: &str, port: u16, binds: &Sessio
 }
 
 /// Accepts visitors at a public listener and carries each to the client.
-async fn accept_visitors(ctx: Arc<Ctx>, session: Session, listener: Arc<TcpListener>, bind_id: u32, mode: BindMode) {
+async fn accept_visitors(
+    ctx: Arc<Ctx>,
+    session: Session,
+    listener: Arc<TcpListener>,
+    bind_id: u32,
+    mode: BindMode,
+) {
     let visitors = TaskSet::new(ctx.spawner.clone());
     let proxy_cfg = match &mode {
         BindMode::Proxy { auth } => Some(Arc::new(ProxyConfig {
-            auth: if auth.is_empty() { None } else { auth.parse().ok() },
+            auth: if auth.is_empty() {
+                None
+            } else {
+                auth.parse().ok()
+            },
             connect_timeout: ctx.cfg.connect_timeout,
             ..ProxyConfig::default()
         })),
         BindMode::Forward => None,
     };
-    let dialer = Arc::new(MuxDialer { session: session.clone(), timeout: ctx.cfg.connect_timeout });
+    let dialer = Arc::new(MuxDialer {
+        session: session.clone(),
+        timeout: ctx.cfg.connect_timeout,
+    });
     loop {
         let (visitor, peer) = match listener.accept().await {
             Ok(pair) => pair,
@@ -421,7 +533,14 @@ async fn accept_visitors(ctx: Arc<Ctx>, session: Session, listener: Arc<TcpListe
         let id = ctx.ids.fetch_add(1, Ordering::Relaxed);
         match &proxy_cfg {
             Some(cfg) => {
-                visitors.spawn(serve_connection(visitor, peer, id, cfg.clone(), dialer.clone(), ctx.shutdown.clone()));
+                visitors.spawn(serve_connection(
+                    visitor,
+                    peer,
+                    id,
+                    cfg.clone(),
+                    dialer.clone(),
+                    ctx.shutdown.clone(),
+                ));
             }
             None => {
                 let session = session.clone();
@@ -435,9 +554,17 @@ async fn accept_visitors(ctx: Arc<Ctx>, session: Session, listener: Arc<TcpListe
                         })
                         .await;
                     match opened {
-                        Some(Ok(stream)) => bridge::splice(visitor, stream, session.label(), &peer.to_string()).await,
-                        Some(Err(e)) => log::warn!("session {}: visitor {peer}: {e}", session.label()),
-                        None => log::warn!("session {}: visitor {peer}: client did not answer in time", session.label()),
+                        Some(Ok(stream)) => {
+                            bridge::splice(visitor, stream, session.label(), &peer.to_string())
+                                .await
+                        }
+                        Some(Err(e)) => {
+                            log::warn!("session {}: visitor {peer}: {e}", session.label())
+                        }
+                        None => log::warn!(
+                            "session {}: visitor {peer}: client did not answer in time",
+                            session.label()
+                        ),
                     }
                 });
             }
@@ -458,10 +585,25 @@ async fn incoming_loop(ctx: &Arc<Ctx>, session: &Session, tasks: &TaskSet) {
 async fn serve_open(ctx: &Ctx, inc: Incoming, label: &str) {
     match inc.target.clone() {
         OpenTarget::Dial { host, port } => {
-            bridge::serve_dial(inc, host, port, &ctx.cfg.rules, ctx.cfg.connect_timeout, label, &ctx.metrics).await;
+            bridge::serve_dial(
+                inc,
+                host,
+                port,
+                &ctx.cfg.rules,
+                ctx.cfg.connect_timeout,
+                label,
+                &ctx.metrics,
+            )
+            .await;
         }
         OpenTarget::Bound { .. } => {
-            bridge::refuse(inc, RefuseCode::BadRequest, "a relay has no bindings to open", label, &ctx.metrics);
+            bridge::refuse(
+                inc,
+                RefuseCode::BadRequest,
+                "a relay has no bindings to open",
+                label,
+                &ctx.metrics,
+            );
         }
     }
 }

@@ -26,12 +26,19 @@ pub struct Rewind<S> {
 impl<S> Rewind<S> {
     /// `pre` is read first, then `inner`.
     pub fn new(pre: Vec<u8>, inner: S) -> Self {
-        Rewind { pre: Arc::new(Mutex::new((pre, 0))), inner }
+        Rewind {
+            pre: Arc::new(Mutex::new((pre, 0))),
+            inner,
+        }
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         {
             let mut pre = self.pre.lock().unwrap_or_else(|e| e.into_inner());
             let (bytes, pos) = &mut *pre;
@@ -51,7 +58,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -86,7 +97,8 @@ where
     let route = &route;
     async_h1::accept(Rewind::new(raw, stream), |req| async move {
         let (status, ctype, body) = route(req.method().as_ref(), req.url().path());
-        let mut res = Response::new(StatusCode::try_from(status).unwrap_or(StatusCode::InternalServerError));
+        let mut res =
+            Response::new(StatusCode::try_from(status).unwrap_or(StatusCode::InternalServerError));
         res.insert_header("content-type", ctype);
         res.set_body(body);
         Ok(res)

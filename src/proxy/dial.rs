@@ -16,7 +16,11 @@ pub trait Dialer: Send + Sync + 'static {
 
     /// Connects; returns the stream and any bytes that arrived before it was handed over
     /// (e.g. behind an upstream proxy's `200`).
-    fn dial(&self, host: &str, port: u16) -> impl Future<Output = Result<(Self::Stream, Vec<u8>), DialError>> + Send;
+    fn dial(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = Result<(Self::Stream, Vec<u8>), DialError>> + Send;
 }
 
 /// Direct connections (or an upstream chain), with target rules and a connect timeout.
@@ -33,7 +37,11 @@ pub struct DirectDialer {
 impl Dialer for DirectDialer {
     type Stream = TcpStream;
 
-    fn dial(&self, host: &str, port: u16) -> impl Future<Output = Result<(TcpStream, Vec<u8>), DialError>> + Send {
+    fn dial(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = Result<(TcpStream, Vec<u8>), DialError>> + Send {
         self.upstream.connect(host, port, &self.rules, self.timeout)
     }
 }

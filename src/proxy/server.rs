@@ -119,7 +119,14 @@ impl Proxy {
                 continue;
             }
             stream.set_nodelay(true).ok();
-            tasks.spawn(serve_connection(stream, peer, id, config.clone(), dialer.clone(), shutdown.clone()));
+            tasks.spawn(serve_connection(
+                stream,
+                peer,
+                id,
+                config.clone(),
+                dialer.clone(),
+                shutdown.clone(),
+            ));
         }
         drop(listener);
         if !tasks.is_empty() {
@@ -166,7 +173,15 @@ pub async fn serve_connection<D: Dialer>(
     dialer: Arc<D>,
     shutdown: ShutdownSignal,
 ) {
-    let conn = Conn { id, peer, config, dialer, shutdown, up: 0, down: 0 };
+    let conn = Conn {
+        id,
+        peer,
+        config,
+        dialer,
+        shutdown,
+        up: 0,
+        down: 0,
+    };
     conn.serve(stream).await
 }
 

@@ -25,17 +25,30 @@ pub struct MuxDialer {
 impl Dialer for MuxDialer {
     type Stream = MuxStream;
 
-    fn dial(&self, host: &str, port: u16) -> impl Future<Output = Result<(MuxStream, Vec<u8>), DialError>> + Send {
+    fn dial(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = Result<(MuxStream, Vec<u8>), DialError>> + Send {
         let target = host_port(host, port);
-        let open = self.session.open(OpenTarget::Dial { host: host.to_string(), port });
+        let open = self.session.open(OpenTarget::Dial {
+            host: host.to_string(),
+            port,
+        });
         async move {
-            let opened = net::with_timeout(self.timeout, async { Ok(open.await) }, || DialError::Timeout {
-                target: target.clone(),
+            let opened = net::with_timeout(self.timeout, async { Ok(open.await) }, || {
+                DialError::Timeout {
+                    target: target.clone(),
+                }
             })
             .await?;
             match opened {
                 Ok(s) => Ok((s, Vec::new())),
-                Err(e) => Err(DialError::Tunnel { target, status: e.code().http_status(), reason: e.to_string() }),
+                Err(e) => Err(DialError::Tunnel {
+                    target,
+                    status: e.code().http_status(),
+                    reason: e.to_string(),
+                }),
             }
         }
     }
@@ -45,7 +58,9 @@ impl Dialer for MuxDialer {
 pub fn refusal_for(e: &DialError) -> RefuseCode {
     match e {
         DialError::Forbidden { .. } => RefuseCode::Forbidden,
-        DialError::Timeout { .. } | DialError::HopFailed { timeout: true, .. } => RefuseCode::Timeout,
+        DialError::Timeout { .. } | DialError::HopFailed { timeout: true, .. } => {
+            RefuseCode::Timeout
+        }
         DialError::Tunnel { status: 403, .. } => RefuseCode::Forbidden,
         DialError::Tunnel { status: 504, .. } => RefuseCode::Timeout,
         _ => RefuseCode::Unreachable,
@@ -63,7 +78,15 @@ fn count_refusal(metrics: &Metrics, code: RefuseCode) {
 }
 
 /// Answers a peer's OPEN by dialing `host:port` (under `rules`), then splices until done.
-pub async fn serve_dial(inc: Incoming, host: String, port: u16, rules: &Rules, timeout: Duration, label: &str, metrics: &Metrics) {
+pub async fn serve_dial(
+    inc: Incoming,
+    host: String,
+    port: u16,
+    rules: &Rules,
+    timeout: Duration,
+    label: &str,
+    metrics: &Metrics,
+) {
     let target = host_port(&host, port);
     match net::dial(&host, port, rules, timeout).await {
         Ok(tcp) => {

@@ -274,7 +274,11 @@ impl Frame {
                 header(out, code::OPEN_OK, *id);
                 out.extend_from_slice(&window.to_be_bytes());
             }
-            Frame::OpenRefused { id, code: c, reason } => {
+            Frame::OpenRefused {
+                id,
+                code: c,
+                reason,
+            } => {
                 header(out, code::OPEN_REFUSED, *id);
                 out.push(*c as u8);
                 put_text(out, reason);
@@ -288,12 +292,21 @@ impl Frame {
                 out.extend_from_slice(&increment.to_be_bytes());
             }
             Frame::Fin { id } => header(out, code::FIN, *id),
-            Frame::Reset { id, code: c, reason } => {
+            Frame::Reset {
+                id,
+                code: c,
+                reason,
+            } => {
                 header(out, code::RESET, *id);
                 out.push(*c as u8);
                 put_text(out, reason);
             }
-            Frame::Bind { bind_id, addr, port, mode } => {
+            Frame::Bind {
+                bind_id,
+                addr,
+                port,
+                mode,
+            } => {
                 header(out, code::BIND, 0);
                 out.extend_from_slice(&bind_id.to_be_bytes());
                 out.extend_from_slice(&port.to_be_bytes());
@@ -355,7 +368,10 @@ impl Frame {
                 };
                 Frame::Open { id, window, target }
             }
-            code::OPEN_OK => Frame::OpenOk { id, window: r.u32()? },
+            code::OPEN_OK => Frame::OpenOk {
+                id,
+                window: r.u32()?,
+            },
             code::OPEN_REFUSED => Frame::OpenRefused {
                 id,
                 code: RefuseCode::from_u8(r.u8()?),
@@ -366,7 +382,10 @@ impl Frame {
                 if payload.is_empty() || payload.len() > MAX_DATA {
                     return Err(FrameError::Invalid("data payload size"));
                 }
-                Frame::Data { id, payload: payload.to_vec() }
+                Frame::Data {
+                    id,
+                    payload: payload.to_vec(),
+                }
             }
             code::WINDOW => {
                 let increment = r.u32()?;
@@ -390,10 +409,21 @@ impl Frame {
                     1 => BindMode::Proxy { auth: r.text()? },
                     _ => return Err(FrameError::Invalid("unknown bind mode")),
                 };
-                Frame::Bind { bind_id, addr, port, mode }
+                Frame::Bind {
+                    bind_id,
+                    addr,
+                    port,
+                    mode,
+                }
             }
-            code::BOUND => Frame::Bound { bind_id: r.u32()?, addr: r.text()? },
-            code::BIND_REFUSED => Frame::BindRefused { bind_id: r.u32()?, reason: r.text()? },
+            code::BOUND => Frame::Bound {
+                bind_id: r.u32()?,
+                addr: r.text()?,
+            },
+            code::BIND_REFUSED => Frame::BindRefused {
+                bind_id: r.u32()?,
+                reason: r.text()?,
+            },
             code::GO_AWAY => Frame::GoAway { reason: r.text()? },
             other => return Err(FrameError::UnknownType(other)),
         };
@@ -402,10 +432,15 @@ impl Frame {
         }
         let session_frame = matches!(
             frame,
-            Frame::Bind { .. } | Frame::Bound { .. } | Frame::BindRefused { .. } | Frame::GoAway { .. }
+            Frame::Bind { .. }
+                | Frame::Bound { .. }
+                | Frame::BindRefused { .. }
+                | Frame::GoAway { .. }
         );
         if session_frame != (id == 0) {
-            return Err(FrameError::Invalid("stream id 0 is for session frames only"));
+            return Err(FrameError::Invalid(
+                "stream id 0 is for session frames only",
+            ));
         }
         Ok(frame)
     }
@@ -449,20 +484,69 @@ mod tests {
 
     fn all_frames() -> Vec<Frame> {
         vec![
-            Frame::Open { id: 1, window: 65536, target: OpenTarget::Dial { host: "example.com".into(), port: 443 } },
-            Frame::Open { id: 2, window: 1, target: OpenTarget::Bound { bind_id: 7 } },
-            Frame::OpenOk { id: 3, window: 262144 },
-            Frame::OpenRefused { id: 5, code: RefuseCode::Forbidden, reason: "target not allowed".into() },
-            Frame::Data { id: 7, payload: vec![1, 2, 3] },
-            Frame::Data { id: 9, payload: vec![0; MAX_DATA] },
-            Frame::Window { id: 11, increment: 4096 },
+            Frame::Open {
+                id: 1,
+                window: 65536,
+                target: OpenTarget::Dial {
+                    host: "example.com".into(),
+                    port: 443,
+                },
+            },
+            Frame::Open {
+                id: 2,
+                window: 1,
+                target: OpenTarget::Bound { bind_id: 7 },
+            },
+            Frame::OpenOk {
+                id: 3,
+                window: 262144,
+            },
+            Frame::OpenRefused {
+                id: 5,
+                code: RefuseCode::Forbidden,
+                reason: "target not allowed".into(),
+            },
+            Frame::Data {
+                id: 7,
+                payload: vec![1, 2, 3],
+            },
+            Frame::Data {
+                id: 9,
+                payload: vec![0; MAX_DATA],
+            },
+            Frame::Window {
+                id: 11,
+                increment: 4096,
+            },
             Frame::Fin { id: 13 },
-            Frame::Reset { id: 15, code: RefuseCode::Timeout, reason: "".into() },
-            Frame::Bind { bind_id: 1, addr: "0.0.0.0".into(), port: 0, mode: BindMode::Forward },
-            Frame::Bind { bind_id: 2, addr: "".into(), port: 8080, mode: BindMode::Proxy { auth: "u:p".into() } },
-            Frame::Bound { bind_id: 1, addr: "127.0.0.1:40000".into() },
-            Frame::BindRefused { bind_id: 2, reason: "port 22 is outside --allow-ports".into() },
-            Frame::GoAway { reason: "relay shutting down".into() },
+            Frame::Reset {
+                id: 15,
+                code: RefuseCode::Timeout,
+                reason: "".into(),
+            },
+            Frame::Bind {
+                bind_id: 1,
+                addr: "0.0.0.0".into(),
+                port: 0,
+                mode: BindMode::Forward,
+            },
+            Frame::Bind {
+                bind_id: 2,
+                addr: "".into(),
+                port: 8080,
+                mode: BindMode::Proxy { auth: "u:p".into() },
+            },
+            Frame::Bound {
+                bind_id: 1,
+                addr: "127.0.0.1:40000".into(),
+            },
+            Frame::BindRefused {
+                bind_id: 2,
+                reason: "port 22 is outside --allow-ports".into(),
+            },
+            Frame::GoAway {
+                reason: "relay shutting down".into(),
+            },
         ]
     }
 
@@ -476,25 +560,47 @@ mod tests {
             assert_eq!(Frame::decode(&bytes), Ok(f.clone()), "{f:?}");
             // Every strict prefix is refused, never misread.
             for cut in 0..bytes.len() {
-                assert!(Frame::decode(&bytes[..cut]).is_err() || matches!(f, Frame::Data { .. }), "{f:?} cut at {cut}");
+                assert!(
+                    Frame::decode(&bytes[..cut]).is_err() || matches!(f, Frame::Data { .. }),
+                    "{f:?} cut at {cut}"
+                );
             }
         }
     }
 
     #[test]
     fn bad_frames_are_refused() {
-        let mut oversized = Frame::Data { id: 1, payload: vec![0; 10] }.to_bytes();
+        let mut oversized = Frame::Data {
+            id: 1,
+            payload: vec![0; 10],
+        }
+        .to_bytes();
         oversized.resize(MAX_FRAME + 1, 0);
         let cases: Vec<(Vec<u8>, FrameError)> = vec![
             (vec![], FrameError::Truncated),
             (vec![0x04, 0, 0, 0], FrameError::Truncated),
-            (vec![0x04, 0, 0, 0, 1], FrameError::Invalid("data payload size")),
+            (
+                vec![0x04, 0, 0, 0, 1],
+                FrameError::Invalid("data payload size"),
+            ),
             (vec![0x99, 0, 0, 0, 1], FrameError::UnknownType(0x99)),
-            (vec![0x05, 0, 0, 0, 1, 0, 0, 0, 0], FrameError::Invalid("zero window increment")),
+            (
+                vec![0x05, 0, 0, 0, 1, 0, 0, 0, 0],
+                FrameError::Invalid("zero window increment"),
+            ),
             (vec![0x06, 0, 0, 0, 1, 9], FrameError::TooLong),
-            (vec![0x06, 0, 0, 0, 0], FrameError::Invalid("stream id 0 is for session frames only")),
-            (vec![0x13, 0, 0, 0, 5, 0], FrameError::Invalid("stream id 0 is for session frames only")),
-            (vec![0x03, 0, 0, 0, 1, 1, 2, 0xff, 0xfe], FrameError::Invalid("text is not utf-8")),
+            (
+                vec![0x06, 0, 0, 0, 0],
+                FrameError::Invalid("stream id 0 is for session frames only"),
+            ),
+            (
+                vec![0x13, 0, 0, 0, 5, 0],
+                FrameError::Invalid("stream id 0 is for session frames only"),
+            ),
+            (
+                vec![0x03, 0, 0, 0, 1, 1, 2, 0xff, 0xfe],
+                FrameError::Invalid("text is not utf-8"),
+            ),
             (vec![0x03, 0, 0, 0, 1, 1, 9, b'a'], FrameError::Truncated),
             (oversized, FrameError::TooLong),
         ];
@@ -507,7 +613,9 @@ mod tests {
     fn long_texts_are_truncated_on_a_char_boundary() {
         let reason = "é".repeat(200); // 400 bytes
         let f = Frame::GoAway { reason };
-        let Ok(Frame::GoAway { reason }) = Frame::decode(&f.to_bytes()) else { panic!() };
+        let Ok(Frame::GoAway { reason }) = Frame::decode(&f.to_bytes()) else {
+            panic!()
+        };
         assert!(reason.len() <= MAX_TEXT && reason.chars().all(|c| c == 'é'));
     }
 }

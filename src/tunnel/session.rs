@@ -123,8 +123,9 @@ pub enum CloseReason {
     PeerClosed,
     /// No frame for 3 keepalive intervals.
     PeerDead,
-    /// The peer broke the protocol; we closed with this code.
-    Protocol(String),
+    /// The peer broke the protocol; we closed with this WebSocket close code
+    /// (1002 protocol error, 1003 unsupported data, 1009 message too big).
+    Protocol(u16, String),
     /// The transport failed.
     Transport(String),
 }
@@ -135,7 +136,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Local(why) => write!(f, "closed locally: {why}"),
             CloseReason::PeerClosed => f.write_str("closed by peer"),
             CloseReason::PeerDead => f.write_str("peer silent for 3 keepalive intervals"),
-            CloseReason::Protocol(why) => write!(f, "protocol error: {why}"),
+            CloseReason::Protocol(code, why) => write!(f, "protocol error ({code}): {why}"),
             CloseReason::Transport(why) => write!(f, "transport failed: {why}"),
         }
     }
@@ -160,7 +161,10 @@ pub struct Incoming {
 impl Incoming {
     /// Confirms the stream (OPEN_OK) and returns it.
     pub fn accept(mut self) -> MuxStream {
-        let stream = self.stream.take().expect("an Incoming holds its stream until accepted");
+        let stream = self
+            .stream
+            .take()
+            .expect("an Incoming holds its stream until accepted");
         let window = {
             let sh = self.shared.stream_shared(stream.id());
             let mut st = sh.as_ref().map(|s| s.lock());
@@ -173,7 +177,10 @@ impl Incoming {
             }
         };
         if window > 0 {
-            self.shared.send_frame(Frame::OpenOk { id: stream.id(), window });
+            self.shared.send_frame(Frame::OpenOk {
+                id: stream.id(),
+                window,
+            });
         }
         stream
     }
@@ -189,7 +196,11 @@ impl Incoming {
             self.shared.refused.fetch_add(1, Relaxed);
             // Leave the table first so dropping the handle sends no RESET.
             self.shared.forget(id);
-            self.shared.send_frame(Frame::OpenRefused { id, code, reason: reason.to_string() });
+            self.shared.send_frame(Frame::OpenRefused {
+                id,
+                code,
+                reason: reason.to_string(),
+            });
         }
     }
 }
@@ -249,7 +260,12 @@ pub struct Driver {
 
 impl Session {
     /// A new session for `side`; run the returned driver over the WebSocket.
-    pub fn new(side: Side, cfg: SessionConfig, label: String, metrics: Arc<Metrics>) -> (Session, Driver) {
+    pub fn new(
+        side: Side,
+        cfg: SessionConfig,
+        label: String,
+        metrics: Arc<Metrics>,
+    ) -> (Session, Driver) {
         let (out_tx, out_rx) = smol::channel::unbounded();
         let (closed_tx, closed_rx) = smol::channel::bounded(1);
         let shared = Arc::new(Shared {
@@ -280,7 +296,12 @@ impl Session {
         });
         metrics_inc(&shared.metrics.sessions, 1);
         shared.metrics.sessions_total.fetch_add(1, Relaxed);
-        (Session { shared: shared.clone() }, Driver { shared, out_rx })
+        (
+            Session {
+                shared: shared.clone(),
+            },
+            Driver { shared, out_rx },
+        )
     }
 
     /// Opens a stream to `target` and waits for the peer's answer.
@@ -299,7 +320,9 @@ impl Session {
                 return Err(OpenError::TooManyStreams);
             }
             let id = state.next_id;
-            state.next_id = id.checked_add(2).ok_or_else(|| OpenError::Closed("stream ids exhausted".into()))?;
+            state.next_id = id
+                .checked_add(2)
+                .ok_or_else(|| OpenError::Closed("stream ids exhausted".into()))?;
             let window = sh.take_window();
             let stream = Arc::new(StreamShared::new(id, window, 0));
             stream.lock().opening = Some(tx);
@@ -335,7 +358,9 @@ impl Session {
     /// Sends GO_AWAY: the peer opens nothing new, and we accept nothing new.
     pub fn go_away(&self, reason: &str) {
         self.shared.lock_state().going_away = true;
-        self.shared.send_frame(Frame::GoAway { reason: reason.to_string() });
+        self.shared.send_frame(Frame::GoAway {
+            reason: reason.to_string(),
+        });
     }
 
     /// Ends the session: a WebSocket close frame, then every stream fails.
@@ -399,7 +424,8 @@ impl Shared {
         if self.budget.fetch_sub(i64::from(want), Relaxed) >= i64::from(want) {
             return want;
         }
-        self.budget.fetch_add(i64::from(want) - i64::from(MIN_WINDOW), Relaxed);
+        self.budget
+            .fetch_add(i64::from(want) - i64::from(MIN_WINDOW), Relaxed);
         MIN_WINDOW
     }
 
@@ -443,7 +469,9 @@ impl Shared {
         out.extend_from_slice(&id.to_be_bytes());
         out.extend_from_slice(payload);
         self.queued.fetch_add(payload.len(), Relaxed);
-        self.metrics.bytes_out.fetch_add(payload.len() as u64, Relaxed);
+        self.metrics
+            .bytes_out
+            .fetch_add(payload.len() as u64, Relaxed);
         let _ = self.out_tx.try_send(Out::Frame(out));
     }
 
@@ -452,7 +480,10 @@ impl Shared {
         if self.queued.load(Relaxed) < self.cfg.max_queued {
             return true;
         }
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).push(cx.waker().clone());
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(cx.waker().clone());
         // Re-check: the writer may have drained between the load and the push.
         self.queued.load(Relaxed) < self.cfg.max_queued
     }
@@ -498,7 +529,11 @@ impl Shared {
 
     /// True when `id` was in use once (a late frame after a reset is not a violation).
     fn was_known(&self, state: &State, id: u32) -> bool {
-        if self.is_peer_id(id) { id <= state.peer_max_id } else { id < state.next_id }
+        if self.is_peer_id(id) {
+            id <= state.peer_max_id
+        } else {
+            id < state.next_id
+        }
     }
 
     /// Looks up a stream for a frame; `Ok(None)` for a stream that ended already.
@@ -516,7 +551,9 @@ impl Shared {
         match frame {
             Frame::Open { id, window, target } => self.handle_open(id, window, target),
             Frame::OpenOk { id, window } => {
-                let Some(s) = self.find(id)? else { return Ok(()) };
+                let Some(s) = self.find(id)? else {
+                    return Ok(());
+                };
                 let mut st = s.lock();
                 let Some(tx) = st.opening.take() else {
                     return Err(format!("OPEN_OK for stream {id} that is not opening"));
@@ -527,7 +564,9 @@ impl Shared {
                 Ok(())
             }
             Frame::OpenRefused { id, code, reason } => {
-                let Some(s) = self.forget(id) else { return Ok(()) };
+                let Some(s) = self.forget(id) else {
+                    return Ok(());
+                };
                 let mut st = s.lock();
                 st.fail(io::ErrorKind::ConnectionRefused, reason.clone());
                 match st.opening.take() {
@@ -539,7 +578,9 @@ impl Shared {
                 }
             }
             Frame::Data { id, payload } => {
-                let Some(s) = self.find(id)? else { return Ok(()) };
+                let Some(s) = self.find(id)? else {
+                    return Ok(());
+                };
                 let mut st = s.lock();
                 if st.recv_fin {
                     return Err(format!("DATA after FIN on stream {id}"));
@@ -562,7 +603,9 @@ impl Shared {
                 Ok(())
             }
             Frame::Window { id, increment } => {
-                let Some(s) = self.find(id)? else { return Ok(()) };
+                let Some(s) = self.find(id)? else {
+                    return Ok(());
+                };
                 let mut st = s.lock();
                 st.send_credit += u64::from(increment);
                 if st.send_credit > u64::from(u32::MAX) {
@@ -574,19 +617,26 @@ impl Shared {
                 Ok(())
             }
             Frame::Fin { id } => {
-                let Some(s) = self.find(id)? else { return Ok(()) };
+                let Some(s) = self.find(id)? else {
+                    return Ok(());
+                };
                 let mut st = s.lock();
                 st.recv_fin = true;
                 st.wake_all();
                 Ok(())
             }
             Frame::Reset { id, reason, .. } => {
-                let Some(s) = self.forget(id) else { return Ok(()) };
+                let Some(s) = self.forget(id) else {
+                    return Ok(());
+                };
                 let mut st = s.lock();
                 if let Some(tx) = st.opening.take() {
                     let _ = tx.try_send(Err((RefuseCode::Other, reason.clone())));
                 }
-                st.fail(io::ErrorKind::ConnectionReset, format!("reset by peer: {reason}"));
+                st.fail(
+                    io::ErrorKind::ConnectionReset,
+                    format!("reset by peer: {reason}"),
+                );
                 Ok(())
             }
             Frame::GoAway { ref reason } => {
@@ -602,15 +652,26 @@ impl Shared {
         }
     }
 
-    fn handle_open(self: &Arc<Self>, id: u32, window: u32, target: OpenTarget) -> Result<(), String> {
+    fn handle_open(
+        self: &Arc<Self>,
+        id: u32,
+        window: u32,
+        target: OpenTarget,
+    ) -> Result<(), String> {
         let refuse = |code: RefuseCode, reason: &str| {
             self.refused.fetch_add(1, Relaxed);
-            self.send_frame(Frame::OpenRefused { id, code, reason: reason.into() });
+            self.send_frame(Frame::OpenRefused {
+                id,
+                code,
+                reason: reason.into(),
+            });
         };
         let stream = {
             let mut state = self.lock_state();
             if !self.is_peer_id(id) || id <= state.peer_max_id {
-                return Err(format!("OPEN with stream id {id} out of order or of the wrong parity"));
+                return Err(format!(
+                    "OPEN with stream id {id} out of order or of the wrong parity"
+                ));
             }
             state.peer_max_id = id;
             if state.going_away || state.closed.is_some() {
@@ -621,7 +682,10 @@ impl Shared {
             if state.streams.len() >= self.cfg.max_streams {
                 drop(state);
                 self.metrics.refused(Refusal::TooManyStreams);
-                refuse(RefuseCode::TooManyStreams, "too many streams (--max-streams)");
+                refuse(
+                    RefuseCode::TooManyStreams,
+                    "too many streams (--max-streams)",
+                );
                 return Ok(());
             }
             let stream = Arc::new(StreamShared::new(id, self.take_window(), window));
@@ -658,12 +722,20 @@ impl Shared {
             if let Some(tx) = st.opening.take() {
                 let _ = tx.try_send(Err((RefuseCode::GoingAway, reason.to_string())));
             }
-            st.fail(io::ErrorKind::ConnectionAborted, format!("session ended: {reason}"));
+            st.fail(
+                io::ErrorKind::ConnectionAborted,
+                format!("session ended: {reason}"),
+            );
         }
         self.out_tx.close();
         self.incoming.0.close();
         self.control.0.close();
-        drop(self.closed_tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        drop(
+            self.closed_tx
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
         self.drained(0);
     }
 }
@@ -693,22 +765,26 @@ impl Driver {
             .await;
         // Tell the peer why, briefly; it may already be gone.
         let close = match &reason {
-            CloseReason::Protocol(why) => Some((CloseCode::Protocol, why.clone())),
+            CloseReason::Protocol(code, why) => Some((CloseCode::from(*code), why.clone())),
             CloseReason::PeerDead => Some((CloseCode::Away, "keepalive timeout".into())),
             CloseReason::Local(why) => Some((CloseCode::Normal, why.clone())),
             _ => None,
         };
         if let Some((code, why)) = close {
-            let frame = CloseFrame { code, reason: truncate(&why, 120).into() };
+            let frame = CloseFrame {
+                code,
+                reason: truncate(&why, 120).into(),
+            };
             let send = async { tx.close(Some(frame)).await.ok() };
-            let _ = send.or(async {
-                smol::Timer::after(CLOSE_TIMEOUT).await;
-                None
-            })
-            .await;
+            let _ = send
+                .or(async {
+                    smol::Timer::after(CLOSE_TIMEOUT).await;
+                    None
+                })
+                .await;
         }
         match &reason {
-            CloseReason::Protocol(_) => log::warn!("session {}: {reason}", shared.label),
+            CloseReason::Protocol(..) => log::warn!("session {}: {reason}", shared.label),
             _ => log::info!("session {}: {reason}", shared.label),
         }
         shared.close(&reason);
@@ -725,7 +801,10 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-async fn read_loop<S>(shared: &Arc<Shared>, rx: &mut async_tungstenite::WebSocketReceiver<S>) -> CloseReason
+async fn read_loop<S>(
+    shared: &Arc<Shared>,
+    rx: &mut async_tungstenite::WebSocketReceiver<S>,
+) -> CloseReason
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -737,8 +816,10 @@ where
                 return match e {
                     E::ConnectionClosed | E::AlreadyClosed => CloseReason::PeerClosed,
                     E::Io(e) => CloseReason::Transport(e.to_string()),
-                    E::Capacity(e) => CloseReason::Protocol(format!("message too large: {e}")),
-                    e => CloseReason::Protocol(e.to_string()),
+                    E::Capacity(e) => {
+                        CloseReason::Protocol(1009, format!("message too large: {e}"))
+                    }
+                    e => CloseReason::Protocol(1002, e.to_string()),
                 };
             }
             Some(Ok(m)) => m,
@@ -749,12 +830,15 @@ where
                 let frame = Frame::decode(&bytes).map_err(|e: FrameError| e.to_string());
                 if let Err(why) = frame.and_then(|f| shared.handle(f)) {
                     shared.metrics.refused(Refusal::BadRequest);
-                    return CloseReason::Protocol(why);
+                    return CloseReason::Protocol(1002, why);
                 }
             }
             Message::Text(_) => {
                 shared.metrics.refused(Refusal::BadRequest);
-                return CloseReason::Protocol("text messages are not part of the protocol".into());
+                return CloseReason::Protocol(
+                    1003,
+                    "text messages are not part of the protocol".into(),
+                );
             }
             Message::Pong(p) => {
                 if let Ok(b) = <[u8; 8]>::try_from(&p[..]) {
@@ -820,7 +904,10 @@ where
     }
 }
 
-async fn feed<S>(tx: &mut async_tungstenite::WebSocketSender<S>, msg: Message) -> Result<(), async_tungstenite::tungstenite::Error>
+async fn feed<S>(
+    tx: &mut async_tungstenite::WebSocketSender<S>,
+    msg: Message,
+) -> Result<(), async_tungstenite::tungstenite::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -828,7 +915,9 @@ where
     Pin::new(&mut *tx).start_send(msg)
 }
 
-async fn flush<S>(tx: &mut async_tungstenite::WebSocketSender<S>) -> Result<(), async_tungstenite::tungstenite::Error>
+async fn flush<S>(
+    tx: &mut async_tungstenite::WebSocketSender<S>,
+) -> Result<(), async_tungstenite::tungstenite::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -839,11 +928,17 @@ async fn keepalive_loop(shared: &Arc<Shared>) -> CloseReason {
     let interval = shared.cfg.keepalive;
     loop {
         smol::Timer::after(interval).await;
-        let silent = shared.last_rx.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+        let silent = shared
+            .last_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed();
         if silent >= interval * 3 {
             return CloseReason::PeerDead;
         }
         let now = shared.start.elapsed().as_micros() as u64;
-        let _ = shared.out_tx.try_send(Out::Ping(now.to_be_bytes().to_vec()));
+        let _ = shared
+            .out_tx
+            .try_send(Out::Ping(now.to_be_bytes().to_vec()));
     }
 }

@@ -84,7 +84,9 @@ fn port(s: &str, spec: &str, zero_ok: bool) -> Result<u16, String> {
 }
 
 fn local_addr(bind: &str, p: u16, spec: &str) -> Result<SocketAddr, String> {
-    let ip: IpAddr = bind.parse().map_err(|_| format!("bad bind address {bind:?} in {spec:?}"))?;
+    let ip: IpAddr = bind
+        .parse()
+        .map_err(|_| format!("bad bind address {bind:?} in {spec:?}"))?;
     Ok(SocketAddr::new(ip, p))
 }
 
@@ -96,9 +98,16 @@ impl FromStr for LocalSpec {
         let f = fields(s)?;
         let f: Vec<&str> = f.iter().map(String::as_str).collect();
         match f.as_slice() {
-            ["stdio", host, p] => Ok(LocalSpec::Stdio { host: host.to_string(), port: port(p, s, false)? }),
-            [p, "proxy"] => Ok(LocalSpec::Proxy { bind: local_addr(LOOPBACK, port(p, s, true)?, s)? }),
-            [b, p, "proxy"] => Ok(LocalSpec::Proxy { bind: local_addr(b, port(p, s, true)?, s)? }),
+            ["stdio", host, p] => Ok(LocalSpec::Stdio {
+                host: host.to_string(),
+                port: port(p, s, false)?,
+            }),
+            [p, "proxy"] => Ok(LocalSpec::Proxy {
+                bind: local_addr(LOOPBACK, port(p, s, true)?, s)?,
+            }),
+            [b, p, "proxy"] => Ok(LocalSpec::Proxy {
+                bind: local_addr(b, port(p, s, true)?, s)?,
+            }),
             [p, host, tp] => Ok(LocalSpec::Forward {
                 bind: local_addr(LOOPBACK, port(p, s, true)?, s)?,
                 host: host.to_string(),
@@ -109,7 +118,9 @@ impl FromStr for LocalSpec {
                 host: host.to_string(),
                 port: port(tp, s, false)?,
             }),
-            _ => Err(format!("bad -L {s:?}: expected [BIND:]PORT:HOST:PORT, stdio:HOST:PORT or [BIND:]PORT:proxy")),
+            _ => Err(format!(
+                "bad -L {s:?}: expected [BIND:]PORT:HOST:PORT, stdio:HOST:PORT or [BIND:]PORT:proxy"
+            )),
         }
     }
 }
@@ -120,11 +131,19 @@ impl FromStr for RemoteSpec {
         let f = fields(s)?;
         let f: Vec<&str> = f.iter().map(String::as_str).collect();
         let check_bind = |b: &str| -> Result<String, String> {
-            b.parse::<IpAddr>().map(|_| b.to_string()).map_err(|_| format!("bad bind address {b:?} in {s:?}"))
+            b.parse::<IpAddr>()
+                .map(|_| b.to_string())
+                .map_err(|_| format!("bad bind address {b:?} in {s:?}"))
         };
         match f.as_slice() {
-            [p, "proxy"] => Ok(RemoteSpec::Proxy { bind: String::new(), port: port(p, s, true)? }),
-            [b, p, "proxy"] => Ok(RemoteSpec::Proxy { bind: check_bind(b)?, port: port(p, s, true)? }),
+            [p, "proxy"] => Ok(RemoteSpec::Proxy {
+                bind: String::new(),
+                port: port(p, s, true)?,
+            }),
+            [b, p, "proxy"] => Ok(RemoteSpec::Proxy {
+                bind: check_bind(b)?,
+                port: port(p, s, true)?,
+            }),
             [p, host, tp] => Ok(RemoteSpec::Forward {
                 bind: String::new(),
                 port: port(p, s, true)?,
@@ -137,7 +156,9 @@ impl FromStr for RemoteSpec {
                 host: host.to_string(),
                 target_port: port(tp, s, false)?,
             }),
-            _ => Err(format!("bad -R {s:?}: expected [BIND:]PORT:HOST:PORT or [BIND:]PORT:proxy")),
+            _ => Err(format!(
+                "bad -R {s:?}: expected [BIND:]PORT:HOST:PORT or [BIND:]PORT:proxy"
+            )),
         }
     }
 }
@@ -146,7 +167,9 @@ impl fmt::Display for RemoteSpec {
     /// What a binding leads to, as printed in `bound R ADDR -> WHAT` lines.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RemoteSpec::Forward { host, target_port, .. } => f.write_str(&crate::net::host_port(host, *target_port)),
+            RemoteSpec::Forward {
+                host, target_port, ..
+            } => f.write_str(&crate::net::host_port(host, *target_port)),
             RemoteSpec::Proxy { .. } => f.write_str("proxy"),
         }
     }
@@ -160,17 +183,59 @@ mod tests {
     fn local_specs() {
         let lo = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let ok = [
-            ("8080:example.com:80", LocalSpec::Forward { bind: lo(8080), host: "example.com".into(), port: 80 }),
-            ("0.0.0.0:8080:10.0.0.5:22", LocalSpec::Forward { bind: "0.0.0.0:8080".parse().unwrap(), host: "10.0.0.5".into(), port: 22 }),
-            ("[::1]:0:[fd00::1]:22", LocalSpec::Forward { bind: "[::1]:0".parse().unwrap(), host: "fd00::1".into(), port: 22 }),
-            ("stdio:db.internal:5432", LocalSpec::Stdio { host: "db.internal".into(), port: 5432 }),
+            (
+                "8080:example.com:80",
+                LocalSpec::Forward {
+                    bind: lo(8080),
+                    host: "example.com".into(),
+                    port: 80,
+                },
+            ),
+            (
+                "0.0.0.0:8080:10.0.0.5:22",
+                LocalSpec::Forward {
+                    bind: "0.0.0.0:8080".parse().unwrap(),
+                    host: "10.0.0.5".into(),
+                    port: 22,
+                },
+            ),
+            (
+                "[::1]:0:[fd00::1]:22",
+                LocalSpec::Forward {
+                    bind: "[::1]:0".parse().unwrap(),
+                    host: "fd00::1".into(),
+                    port: 22,
+                },
+            ),
+            (
+                "stdio:db.internal:5432",
+                LocalSpec::Stdio {
+                    host: "db.internal".into(),
+                    port: 5432,
+                },
+            ),
             ("3128:proxy", LocalSpec::Proxy { bind: lo(3128) }),
-            ("127.0.0.2:0:proxy", LocalSpec::Proxy { bind: "127.0.0.2:0".parse().unwrap() }),
+            (
+                "127.0.0.2:0:proxy",
+                LocalSpec::Proxy {
+                    bind: "127.0.0.2:0".parse().unwrap(),
+                },
+            ),
         ];
         for (s, want) in ok {
             assert_eq!(s.parse::<LocalSpec>(), Ok(want), "{s}");
         }
-        for bad in ["", "80", "x:80:h:1", "80:h:0", "80:h:x", "stdio:h", "1.2.3.4:70000:proxy", "[::1:80:h:1", "a:b:c:d:e"] {
+        for bad in [
+            "",
+            "80",
+            "x:80:h:1",
+            "80:h:0",
+            "80:h:x",
+            "stdio:h",
+            "1.2.3.4:70000:proxy",
+            "[::1:80:h:1",
+            "a:b:c:d:e",
+        ] {
             assert!(bad.parse::<LocalSpec>().is_err(), "{bad}");
         }
     }
@@ -178,11 +243,47 @@ mod tests {
     #[test]
     fn remote_specs() {
         let ok = [
-            ("8080:localhost:3000", RemoteSpec::Forward { bind: "".into(), port: 8080, host: "localhost".into(), target_port: 3000 }),
-            ("0:localhost:3000", RemoteSpec::Forward { bind: "".into(), port: 0, host: "localhost".into(), target_port: 3000 }),
-            ("127.0.0.1:9000:app:80", RemoteSpec::Forward { bind: "127.0.0.1".into(), port: 9000, host: "app".into(), target_port: 80 }),
-            ("3128:proxy", RemoteSpec::Proxy { bind: "".into(), port: 3128 }),
-            ("[::]:0:proxy", RemoteSpec::Proxy { bind: "::".into(), port: 0 }),
+            (
+                "8080:localhost:3000",
+                RemoteSpec::Forward {
+                    bind: "".into(),
+                    port: 8080,
+                    host: "localhost".into(),
+                    target_port: 3000,
+                },
+            ),
+            (
+                "0:localhost:3000",
+                RemoteSpec::Forward {
+                    bind: "".into(),
+                    port: 0,
+                    host: "localhost".into(),
+                    target_port: 3000,
+                },
+            ),
+            (
+                "127.0.0.1:9000:app:80",
+                RemoteSpec::Forward {
+                    bind: "127.0.0.1".into(),
+                    port: 9000,
+                    host: "app".into(),
+                    target_port: 80,
+                },
+            ),
+            (
+                "3128:proxy",
+                RemoteSpec::Proxy {
+                    bind: "".into(),
+                    port: 3128,
+                },
+            ),
+            (
+                "[::]:0:proxy",
+                RemoteSpec::Proxy {
+                    bind: "::".into(),
+                    port: 0,
+                },
+            ),
         ];
         for (s, want) in ok {
             assert_eq!(s.parse::<RemoteSpec>(), Ok(want), "{s}");

@@ -133,7 +133,10 @@ impl MuxStream {
     pub fn reset(&self, code: RefuseCode, reason: &str) {
         let mut st = self.h.stream.lock();
         if st.error.is_none() {
-            st.fail(io::ErrorKind::ConnectionReset, format!("reset locally: {reason}"));
+            st.fail(
+                io::ErrorKind::ConnectionReset,
+                format!("reset locally: {reason}"),
+            );
             drop(st);
             self.h.session.send_frame(Frame::Reset {
                 id: self.id(),
@@ -145,7 +148,11 @@ impl MuxStream {
 }
 
 impl AsyncRead for MuxStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         let h = &self.h;
         let mut st = h.stream.lock();
         if st.recv_len == 0 {
@@ -181,14 +188,21 @@ impl AsyncRead for MuxStream {
         let update = h.session.window_update(&mut st);
         drop(st);
         if let Some(increment) = update {
-            h.session.send_frame(Frame::Window { id: h.stream.id, increment });
+            h.session.send_frame(Frame::Window {
+                id: h.stream.id,
+                increment,
+            });
         }
         Poll::Ready(Ok(n))
     }
 }
 
 impl AsyncWrite for MuxStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
@@ -198,7 +212,10 @@ impl AsyncWrite for MuxStream {
             return Poll::Ready(Err(io::Error::new(*kind, why.clone())));
         }
         if st.fin_sent {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream already closed for writing")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "stream already closed for writing",
+            )));
         }
         if st.send_credit == 0 {
             st.writer = Some(cx.waker().clone());

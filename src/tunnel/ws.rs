@@ -51,7 +51,9 @@ impl FromStr for TunnelUrl {
         } else if let Some(r) = s.strip_prefix("wss://") {
             (true, r)
         } else {
-            return Err(format!("bad relay url {s:?}: expected ws://HOST[:PORT][/PATH] or wss://…"));
+            return Err(format!(
+                "bad relay url {s:?}: expected ws://HOST[:PORT][/PATH] or wss://…"
+            ));
         };
         let (hostport, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -60,15 +62,29 @@ impl FromStr for TunnelUrl {
         let default = if tls { 443 } else { 80 };
         let (host, port) = crate::proxy::chain::split_host_port(hostport, default)
             .ok_or_else(|| format!("bad relay url {s:?}: bad host or port"))?;
-        let path = if path.is_empty() || path == "/" { TUNNEL_PATH.to_string() } else { path.to_string() };
-        Ok(TunnelUrl { tls, host, port, path })
+        let path = if path.is_empty() || path == "/" {
+            TUNNEL_PATH.to_string()
+        } else {
+            path.to_string()
+        };
+        Ok(TunnelUrl {
+            tls,
+            host,
+            port,
+            path,
+        })
     }
 }
 
 impl fmt::Display for TunnelUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.tls { "wss" } else { "ws" };
-        write!(f, "{scheme}://{}{}", crate::net::host_port(&self.host, self.port), self.path)
+        write!(
+            f,
+            "{scheme}://{}{}",
+            crate::net::host_port(&self.host, self.port),
+            self.path
+        )
     }
 }
 
@@ -88,7 +104,10 @@ pub enum HandshakeError {
 impl HandshakeError {
     /// True when retrying cannot succeed (stop instead of looping).
     pub fn is_fatal(&self) -> bool {
-        matches!(self, HandshakeError::Unauthorized(_) | HandshakeError::Version(_))
+        matches!(
+            self,
+            HandshakeError::Unauthorized(_) | HandshakeError::Version(_)
+        )
     }
 }
 
@@ -116,14 +135,24 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let fail = |e: &dyn fmt::Display| HandshakeError::Failed(e.to_string());
-    let mut req = url.to_string().into_client_request().map_err(|e| fail(&e))?;
+    let mut req = url
+        .to_string()
+        .into_client_request()
+        .map_err(|e| fail(&e))?;
     let headers = req.headers_mut();
-    let value = |s: &str| s.parse().map_err(|_| HandshakeError::Failed(format!("bad header value for {s:?}")));
+    let value = |s: &str| {
+        s.parse()
+            .map_err(|_| HandshakeError::Failed(format!("bad header value for {s:?}")))
+    };
     headers.insert(VERSION_HEADER, value(&VERSION.to_string())?);
     headers.insert(SESSION_HEADER, value(session_id)?);
     if let Some(t) = token {
         let v = format!("Bearer {}", t.expose());
-        headers.insert("Authorization", v.parse().map_err(|_| HandshakeError::Failed("token is not a valid header value".into()))?);
+        headers.insert(
+            "Authorization",
+            v.parse()
+                .map_err(|_| HandshakeError::Failed("token is not a valid header value".into()))?,
+        );
     }
     match async_tungstenite::client_async_with_config(req, stream, Some(ws_config())).await {
         Ok((ws, _)) => Ok(ws),
@@ -171,22 +200,43 @@ pub fn check_upgrade(head: &RequestHead, token: Option<&Secret>) -> Upgrade {
         return Upgrade::Refuse(400, "missing Sec-WebSocket-Key".into());
     };
     if let Some(want) = token {
-        let got = h.get("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
-        let ok = got.is_some_and(|g| crate::secret::constant_time_eq(g.as_bytes(), want.expose().as_bytes()));
+        let got = h
+            .get("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let ok = got.is_some_and(|g| {
+            crate::secret::constant_time_eq(g.as_bytes(), want.expose().as_bytes())
+        });
         if !ok {
-            let why = if got.is_some() { "wrong token" } else { "missing token (Authorization: Bearer …)" };
+            let why = if got.is_some() {
+                "wrong token"
+            } else {
+                "missing token (Authorization: Bearer …)"
+            };
             return Upgrade::Refuse(401, why.into());
         }
     }
     match h.get(VERSION_HEADER) {
         Some(v) if v.trim() == VERSION.to_string() => {}
         Some(v) => {
-            return Upgrade::Refuse(426, format!("client speaks protocol version {v}, this relay speaks {VERSION}"));
+            return Upgrade::Refuse(
+                426,
+                format!("client speaks protocol version {v}, this relay speaks {VERSION}"),
+            );
         }
-        None => return Upgrade::Refuse(426, format!("missing {VERSION_HEADER} header; this relay speaks {VERSION}")),
+        None => {
+            return Upgrade::Refuse(
+                426,
+                format!("missing {VERSION_HEADER} header; this relay speaks {VERSION}"),
+            );
+        }
     }
     let session_id = match h.get(SESSION_HEADER) {
-        Some(id) if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= 64
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+        {
             id.to_string()
         }
         Some(_) => return Upgrade::Refuse(400, "bad session id".into()),
@@ -196,7 +246,10 @@ pub fn check_upgrade(head: &RequestHead, token: Option<&Secret>) -> Upgrade {
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{VERSION_HEADER}: {VERSION}\r\n\r\n",
         derive_accept_key(key.as_bytes())
     );
-    Upgrade::Accept { response: response.into_bytes(), session_id }
+    Upgrade::Accept {
+        response: response.into_bytes(),
+        session_id,
+    }
 }
 
 /// Wraps a stream whose upgrade response was written; `leftover` are bytes read past the head.
@@ -231,9 +284,15 @@ mod tests {
     #[test]
     fn tunnel_urls() {
         let u: TunnelUrl = "ws://relay.example".parse().unwrap();
-        assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (false, "relay.example", 80, "/burrow"));
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.path.as_str()),
+            (false, "relay.example", 80, "/burrow")
+        );
         let u: TunnelUrl = "wss://[::1]:8443/t".parse().unwrap();
-        assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (true, "::1", 8443, "/t"));
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "::1", 8443, "/t")
+        );
         assert_eq!(u.to_string(), "wss://[::1]:8443/t");
         for bad in ["http://x", "ws://", "ws://x:0", "ws://x:70000", "x:80"] {
             assert!(bad.parse::<TunnelUrl>().is_err(), "{bad}");
@@ -249,9 +308,13 @@ mod tests {
             crate::http::head::parse_request(raw.as_bytes()).unwrap()
         };
         let token = Secret::new("tok");
-        let ok = head("Authorization: Bearer tok\r\nBurrow-Version: 1\r\nBurrow-Session: abc-1\r\n");
+        let ok =
+            head("Authorization: Bearer tok\r\nBurrow-Version: 1\r\nBurrow-Session: abc-1\r\n");
         match check_upgrade(&ok, Some(&token)) {
-            Upgrade::Accept { response, session_id } => {
+            Upgrade::Accept {
+                response,
+                session_id,
+            } => {
                 let r = String::from_utf8(response).unwrap();
                 assert!(r.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{r}");
                 assert_eq!(session_id, "abc-1");
@@ -260,10 +323,19 @@ mod tests {
         }
         let cases = [
             ("Burrow-Version: 1\r\nBurrow-Session: a\r\n", 401),
-            ("Authorization: Bearer nope\r\nBurrow-Version: 1\r\nBurrow-Session: a\r\n", 401),
-            ("Authorization: Bearer tok\r\nBurrow-Version: 2\r\nBurrow-Session: a\r\n", 426),
+            (
+                "Authorization: Bearer nope\r\nBurrow-Version: 1\r\nBurrow-Session: a\r\n",
+                401,
+            ),
+            (
+                "Authorization: Bearer tok\r\nBurrow-Version: 2\r\nBurrow-Session: a\r\n",
+                426,
+            ),
             ("Authorization: Bearer tok\r\nBurrow-Session: a\r\n", 426),
-            ("Authorization: Bearer tok\r\nBurrow-Version: 1\r\nBurrow-Session: a b\r\n", 400),
+            (
+                "Authorization: Bearer tok\r\nBurrow-Version: 1\r\nBurrow-Session: a b\r\n",
+                400,
+            ),
         ];
         for (extra, want) in cases {
             match check_upgrade(&head(extra), Some(&token)) {
@@ -271,6 +343,9 @@ mod tests {
                 other => panic!("{extra}: {other:?}"),
             }
         }
-        assert!(matches!(check_upgrade(&head("Burrow-Version: 1\r\nBurrow-Session: a\r\n"), None), Upgrade::Accept { .. }));
+        assert!(matches!(
+            check_upgrade(&head("Burrow-Version: 1\r\nBurrow-Session: a\r\n"), None),
+            Upgrade::Accept { .. }
+        ));
     }
 }

@@ -1,0 +1,404 @@
+//! Two sessions over an in-memory pipe, on an executor each test owns (never smol's global
+//! one): streams both ways, credit flow control, refusals, limits, bad input, dead peers.
+
+#[path = "common/pipe.rs"]
+mod pipe;
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::protocol::Role;
+use async_tungstenite::tungstenite::{Bytes, Message};
+use burrow::metrics::Metrics;
+use burrow::tunnel::ws::ws_config;
+use burrow::tunnel::*;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{FutureExt, StreamExt};
+use pipe::{End, duplex};
+use smol::Executor;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs `f` on a fresh executor owned by this test, with a deadline.
+fn on_own_executor<F, Fut>(f: F)
+where
+    F: FnOnce(Arc<Executor<'static>>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let ex = Arc::new(Executor::new());
+    let fut = f(ex.clone());
+    futures_lite::future::block_on(ex.run(fut.or(async {
+        smol::Timer::after(Duration::from_secs(30)).await;
+        panic!("test deadline passed")
+    })));
+}
+
+async fn deadline<T>(what: &str, f: impl Future<Output = T>) -> T {
+    f.or(async {
+        smol::Timer::after(Duration::from_secs(10)).await;
+        panic!("{what}: timed out")
+    })
+    .await
+}
+
+async fn ws_pair() -> (WebSocketStream<End>, WebSocketStream<End>) {
+    let (a, b) = duplex(256 * 1024);
+    let c = WebSocketStream::from_raw_socket(a, Role::Client, Some(ws_config())).await;
+    let r = WebSocketStream::from_raw_socket(b, Role::Server, Some(ws_config())).await;
+    (c, r)
+}
+
+struct Pair {
+    client: Session,
+    relay: Session,
+    client_end: smol::Task<CloseReason>,
+    relay_end: smol::Task<CloseReason>,
+}
+
+async fn sessions(ex: &Arc<Executor<'static>>, relay_cfg: SessionConfig) -> Pair {
+    let (c, r) = ws_pair().await;
+    let m = Arc::new(Metrics::default());
+    let (client, cd) = Session::new(
+        Side::Client,
+        SessionConfig::default(),
+        "client".into(),
+        m.clone(),
+    );
+    let (relay, rd) = Session::new(Side::Relay, relay_cfg, "relay".into(), m);
+    Pair {
+        client,
+        relay,
+        client_end: ex.spawn(cd.run(c)),
+        relay_end: ex.spawn(rd.run(r)),
+    }
+}
+
+/// Accepts every stream on `s` and echoes it (EOF passed on as FIN).
+fn echo_all(ex: &Arc<Executor<'static>>, s: Session) -> smol::Task<()> {
+    let ex2 = ex.clone();
+    ex.spawn(async move {
+        let mut tasks = Vec::new();
+        while let Some(inc) = s.accept().await {
+            let stream = inc.accept();
+            tasks.push(ex2.spawn(async move {
+                let (r, mut w) = (stream.clone(), stream);
+                futures_lite::io::copy(r, &mut w).await.ok();
+                w.close().await.ok();
+            }));
+        }
+    })
+}
+
+fn dial(host: &str) -> OpenTarget {
+    OpenTarget::Dial {
+        host: host.into(),
+        port: 1,
+    }
+}
+
+#[test]
+fn streams_both_ways_with_half_close() {
+    on_own_executor(|ex| async move {
+        let p = sessions(&ex, SessionConfig::default()).await;
+        let _e1 = echo_all(&ex, p.relay.clone());
+        let _e2 = echo_all(&ex, p.client.clone());
+        let mut jobs = Vec::new();
+        for (i, opener) in [p.client.clone(), p.client.clone(), p.relay.clone()]
+            .into_iter()
+            .enumerate()
+        {
+            jobs.push(ex.spawn(async move {
+                let s = opener.open(dial("x")).await.expect("open");
+                let data: Vec<u8> = (0..1_000_000u32)
+                    .map(|n| (n % 251) as u8 ^ i as u8)
+                    .collect();
+                let mut w = s.clone();
+                let writer = async {
+                    w.write_all(&data).await.unwrap();
+                    w.close().await.unwrap();
+                };
+                let mut back = Vec::new();
+                let mut r = s.clone();
+                let reader = async {
+                    r.read_to_end(&mut back).await.unwrap();
+                };
+                futures_lite::future::zip(writer, reader).await;
+                assert_eq!(back, data, "echo of stream {}", s.id());
+                s.id()
+            }));
+        }
+        let mut ids = Vec::new();
+        for j in jobs {
+            ids.push(deadline("stream", j).await);
+        }
+        assert!(
+            ids[0] % 2 == 1 && ids[1] % 2 == 1,
+            "client ids are odd: {ids:?}"
+        );
+        assert!(ids[2] % 2 == 0, "relay ids are even: {ids:?}");
+        drop(p.client_end);
+    });
+}
+
+#[test]
+fn a_stalled_reader_stops_its_sender_after_one_window_and_others_flow() {
+    on_own_executor(|ex| async move {
+        let p = sessions(&ex, SessionConfig::default()).await;
+        let relay = p.relay.clone();
+        // The relay accepts streams but reads only the second one.
+        let held = ex.spawn(async move {
+            let first = relay.accept().await.unwrap().accept();
+            let second = relay.accept().await.unwrap().accept();
+            let mut got = Vec::new();
+            let mut r = second.clone();
+            r.read_to_end(&mut got).await.unwrap();
+            (first, got.len())
+        });
+        let stalled = p.client.open(dial("a")).await.unwrap();
+        let mut w = stalled.clone();
+        let chunk = vec![1u8; 64 * 1024];
+        let mut written = 0usize;
+        let fill = async {
+            loop {
+                w.write_all(&chunk).await.unwrap();
+                written += chunk.len();
+            }
+        };
+        fill.or(async { smol::Timer::after(Duration::from_millis(500)).await })
+            .await;
+        let window = SessionConfig::default().initial_window as usize;
+        assert!(
+            written <= window,
+            "sender got {written} bytes past a stalled reader (window {window})"
+        );
+        assert!(
+            written >= window - chunk.len(),
+            "the window was usable: {written}"
+        );
+        // Another stream on the same session still moves data.
+        let other = p.client.open(dial("b")).await.unwrap();
+        let mut ow = other.clone();
+        deadline("second stream", async {
+            ow.write_all(&vec![2u8; 3_000_000]).await.unwrap();
+            ow.close().await.unwrap();
+        })
+        .await;
+        let (_first, n) = deadline("reader of second stream", held).await;
+        assert_eq!(n, 3_000_000);
+    });
+}
+
+#[test]
+fn refusals_and_stream_limits() {
+    on_own_executor(|ex| async move {
+        let cfg = SessionConfig {
+            max_streams: 2,
+            ..SessionConfig::default()
+        };
+        let p = sessions(&ex, cfg).await;
+        let relay = p.relay.clone();
+        let refuser = ex.spawn(async move {
+            let inc = relay.accept().await.unwrap();
+            inc.refuse(RefuseCode::Forbidden, "target not allowed here");
+            // Hold the next two so the limit is reached.
+            let a = relay.accept().await.unwrap().accept();
+            let b = relay.accept().await.unwrap().accept();
+            (a, b)
+        });
+        match p.client.open(dial("forbidden")).await {
+            Err(OpenError::Refused { code, reason }) => {
+                assert_eq!(code, RefuseCode::Forbidden);
+                assert_eq!(code.http_status(), 403);
+                assert_eq!(reason, "target not allowed here");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let _a = p.client.open(dial("a")).await.unwrap();
+        let _b = p.client.open(dial("b")).await.unwrap();
+        let held = deadline("accepts", refuser).await;
+        match p.client.open(dial("c")).await {
+            Err(OpenError::Refused {
+                code: RefuseCode::TooManyStreams,
+                ..
+            }) => {}
+            other => panic!("expected too many streams, got {other:?}"),
+        }
+        assert_eq!(p.relay.refused_count(), 2);
+        // A closed stream frees its slot.
+        drop(held);
+        drop(_a);
+        let mut reopened = None;
+        for _ in 0..100 {
+            if p.relay.stream_count() < 2 {
+                reopened = Some(p.client.open(dial("d")));
+                break;
+            }
+            smol::Timer::after(Duration::from_millis(10)).await;
+        }
+        let relay = p.relay.clone();
+        let acc = ex.spawn(async move { relay.accept().await.map(|i| i.accept()) });
+        assert!(reopened.expect("slot freed").await.is_ok());
+        drop(acc);
+    });
+}
+
+/// A raw WebSocket peer that sends `msg` to a relay session and returns the close code.
+fn violation_closes_with(msg: Message, want: u16) {
+    on_own_executor(|ex| async move {
+        let (mut raw, r) = ws_pair().await;
+        let (relay, rd) = Session::new(
+            Side::Relay,
+            SessionConfig::default(),
+            "relay".into(),
+            Arc::new(Metrics::default()),
+        );
+        let end = ex.spawn(rd.run(r));
+        raw.send(msg).await.unwrap();
+        let code = deadline("close frame", async {
+            loop {
+                match raw.next().await {
+                    Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+                    Some(Ok(_)) => continue,
+                    other => panic!("expected a close frame, got {other:?}"),
+                }
+            }
+        })
+        .await;
+        assert_eq!(code, want);
+        match deadline("session end", end).await {
+            CloseReason::Protocol(c, _) => assert_eq!(c, want),
+            other => panic!("{other:?}"),
+        }
+        assert!(relay.close_reason().is_some());
+    });
+}
+
+#[test]
+fn garbage_frame_is_a_protocol_error() {
+    violation_closes_with(Message::Binary(Bytes::from_static(&[0xee, 1, 2])), 1002);
+}
+
+#[test]
+fn data_for_an_unknown_stream_is_a_protocol_error() {
+    let data = Frame::Data {
+        id: 41,
+        payload: vec![1],
+    }
+    .to_bytes();
+    violation_closes_with(Message::Binary(Bytes::from(data)), 1002);
+}
+
+#[test]
+fn data_past_the_window_is_a_protocol_error() {
+    on_own_executor(|ex| async move {
+        let (mut raw, r) = ws_pair().await;
+        let (relay, rd) = Session::new(
+            Side::Relay,
+            SessionConfig {
+                initial_window: 1024,
+                ..SessionConfig::default()
+            },
+            "relay".into(),
+            Arc::new(Metrics::default()),
+        );
+        let end = ex.spawn(rd.run(r));
+        let acc = ex.spawn(async move { relay.accept().await.unwrap().accept() });
+        raw.send(Message::Binary(
+            Frame::Open {
+                id: 1,
+                window: 65536,
+                target: dial("x"),
+            }
+            .to_bytes()
+            .into(),
+        ))
+        .await
+        .unwrap();
+        // Wait for OPEN_OK, then send more than the granted 1024 bytes.
+        loop {
+            if let Some(Ok(Message::Binary(b))) = raw.next().await {
+                assert!(matches!(
+                    Frame::decode(&b),
+                    Ok(Frame::OpenOk {
+                        id: 1,
+                        window: 1024
+                    })
+                ));
+                break;
+            }
+        }
+        let _s = acc.await;
+        raw.send(Message::Binary(
+            Frame::Data {
+                id: 1,
+                payload: vec![0; 1025],
+            }
+            .to_bytes()
+            .into(),
+        ))
+        .await
+        .unwrap();
+        match deadline("session end", end).await {
+            CloseReason::Protocol(1002, why) => assert!(why.contains("window"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn text_message_is_unsupported_data() {
+    violation_closes_with(Message::Text("hello".into()), 1003);
+}
+
+#[test]
+fn oversized_message_is_too_big() {
+    violation_closes_with(
+        Message::Binary(Bytes::from(vec![4u8; frame::MAX_FRAME + 100])),
+        1009,
+    );
+}
+
+#[test]
+fn a_silent_peer_is_declared_dead_and_streams_fail() {
+    on_own_executor(|ex| async move {
+        // The raw side never reads, so it never answers pings.
+        let (_raw, r) = ws_pair().await;
+        let cfg = SessionConfig {
+            keepalive: Duration::from_millis(100),
+            ..SessionConfig::default()
+        };
+        let (relay, rd) = Session::new(
+            Side::Relay,
+            cfg,
+            "relay".into(),
+            Arc::new(Metrics::default()),
+        );
+        let end = ex.spawn(rd.run(r));
+        let reason = deadline("dead peer", end).await;
+        assert_eq!(reason, CloseReason::PeerDead);
+        assert!(matches!(
+            relay.open(dial("x")).await,
+            Err(OpenError::Closed(_))
+        ));
+    });
+}
+
+#[test]
+fn session_end_fails_open_streams() {
+    on_own_executor(|ex| async move {
+        let p = sessions(&ex, SessionConfig::default()).await;
+        let relay = p.relay.clone();
+        let acc = ex.spawn(async move { relay.accept().await.unwrap().accept() });
+        let s = p.client.open(dial("x")).await.unwrap();
+        let _held = acc.await;
+        p.relay.close("test over");
+        let mut r = s.clone();
+        let mut buf = [0u8; 8];
+        let res = deadline("read after session end", r.read(&mut buf)).await;
+        assert!(res.is_err(), "{res:?}");
+        assert_eq!(
+            deadline("client end", p.client_end).await,
+            CloseReason::PeerClosed
+        );
+        drop(p.relay_end);
+    });
+}
