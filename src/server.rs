@@ -216,6 +216,11 @@ async fn front_door(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
     if path == TUNNEL_PATH && head.headers.get("upgrade").is_some() {
         return tunnel(ctx, stream, peer, head, leftover).await;
     }
+    if head.version == crate::http::head::Version::Http11 && head.headers.get("host").is_none() {
+        // async-h1 would close such a request without a word (STACK.md).
+        log::warn!("relay {peer}: request without Host (400)");
+        return reply(&stream, 400, "missing Host header", &[]).await;
+    }
     let mut all = raw;
     all.extend_from_slice(&leftover);
     let metrics = ctx.metrics.clone();

@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod tunnel;
+
 /// Longest any test may take before it fails instead of hanging CI.
 pub const TEST_DEADLINE: Duration = Duration::from_secs(30);
 
