@@ -84,64 +84,90 @@ async fn serve(s: TcpStream) -> io::Result<()> {
     }
 }
 
-/// `burrow demo`: an origin, a proxy with auth, and a second proxy chained through the first,
-/// all on loopback. Prints what to try; returns after `shutdown` drains both proxies.
+/// `burrow demo`: both tunnel designs on loopback in one process. An origin; a CONNECT proxy
+/// with auth and a second proxy chained through it; a relay, and a tunnel client that exposes
+/// the origin on the relay (`-R`), offers the relay a proxy into "its" network (`-R …:proxy`)
+/// and a local proxy whose egress is the relay (`-L …:proxy`). Prints what to try; returns
+/// after `shutdown` drained everything.
 pub async fn run(spawner: Spawner, shutdown: crate::shutdown::Shutdown) -> io::Result<()> {
+    use crate::client::{Client, ClientConfig, Event};
     use crate::proxy::chain::{Hop, Upstream};
     use crate::proxy::{Proxy, ProxyConfig};
+    use crate::server::{Relay, RelayConfig};
+    let other = |e: &dyn std::fmt::Display| io::Error::other(e.to_string());
     let lo = SocketAddr::from(([127, 0, 0, 1], 0));
     let origin = Origin::bind(lo).await?;
     let o = origin.local_addr()?;
     let tasks = TaskSet::new(spawner.clone());
     tasks.spawn(origin.run(spawner.clone()));
-    let creds: crate::proxy::auth::Credentials = "demo:burrow"
-        .parse()
-        .map_err(|e| io::Error::other(format!("{e}")))?;
-    let first = Proxy::bind(
-        lo,
-        ProxyConfig {
-            auth: Some(creds.clone()),
-            ..ProxyConfig::default()
-        },
-    )
-    .await?;
+
+    // Design 1: CONNECT proxies.
+    let creds: crate::proxy::auth::Credentials = "demo:burrow".parse().map_err(|e| other(&e))?;
+    let first = Proxy::bind(lo, ProxyConfig { auth: Some(creds.clone()), ..ProxyConfig::default() }).await?;
     let p1 = first.local_addr()?;
-    let hop = Hop {
-        host: p1.ip().to_string(),
-        port: p1.port(),
-        auth: Some(creds),
-    };
-    let chained = ProxyConfig {
-        upstream: Upstream {
-            hops: vec![hop],
-            no_proxy: Vec::new(),
-        },
-        ..ProxyConfig::default()
-    };
+    let hop = Hop { host: p1.ip().to_string(), port: p1.port(), auth: Some(creds) };
+    let chained = ProxyConfig { upstream: Upstream { hops: vec![hop], no_proxy: Vec::new() }, ..ProxyConfig::default() };
     let second = Proxy::bind(lo, chained).await?;
     let p2 = second.local_addr()?;
-    println!(
-        "burrow demo on loopback (Ctrl-C drains and exits):
-  origin           http://{o}/
-  proxy            http://{p1}   (Basic auth demo:burrow)
-  chained proxy    http://{p2}   (no auth; goes through the proxy above)
 
-try:
-  curl -x http://demo:burrow@{p1} http://{o}/
-  curl -p -x http://demo:burrow@{p1} http://{o}/bytes/5
-  curl -x http://{p1} http://{o}/             # 407: no credentials
-  curl -p -x http://{p2} http://{o}/          # CONNECT through a 2-hop chain
-  nc -X connect -x {p2} {ip} {port}
-",
-        ip = o.ip(),
-        port = o.port()
-    );
+    // Design 2: relay and tunnel client.
+    let token = crate::secret::Secret::new(crate::tunnel::ws::random_id());
+    let relay = Relay::bind(lo, RelayConfig { token: Some(token.clone()), ..RelayConfig::default() }).await?;
+    let r = relay.local_addr()?;
+    let url = format!("ws://{r}/burrow").parse().map_err(|e: String| other(&e))?;
+    let mut cfg = ClientConfig::new(url);
+    cfg.token = Some(token);
+    cfg.remotes = vec![format!("127.0.0.1:0:{o}").parse().map_err(|e: String| other(&e))?, "127.0.0.1:0:proxy".parse().map_err(|e: String| other(&e))?];
+    cfg.locals = vec!["127.0.0.1:0:proxy".parse().map_err(|e: String| other(&e))?];
+    let client = Client::bind(cfg).await.map_err(|e| other(&e))?;
+    let local_proxy = client.local_addrs()[0];
+    let events = client.events();
     let signal = shutdown.signal();
-    futures_lite::future::zip(
-        first.run(spawner.clone(), signal.clone()),
-        second.run(spawner, signal),
-    )
-    .await;
+    let relay_task = relay.run(spawner.clone(), signal.clone());
+    let client_task = client.run(spawner.clone(), signal.clone());
+    let announce = async {
+        let mut bound = Vec::new();
+        while bound.len() < 2 {
+            match events.recv().await {
+                Ok(Event::Bound { addr, .. }) => bound.push(addr),
+                Ok(Event::BindRefused { reason, .. }) => return Err(other(&reason)),
+                Ok(_) => {}
+                Err(e) => return Err(other(&e)),
+            }
+        }
+        let (exposed, egress) = (&bound[0], &bound[1]);
+        println!(
+            "burrow demo on loopback (Ctrl-C drains and exits):
+
+  origin            http://{o}/   (a small web app)
+
+design 1, HTTP CONNECT:
+  proxy             http://{p1}   (Basic auth demo:burrow)
+  chained proxy     http://{p2}   (no auth; goes through the proxy above)
+  curl -x http://demo:burrow@{p1} http://{o}/
+  curl -p -x http://{p2} http://{o}/bytes/5
+  curl -x http://{p1} http://{o}/            # 407: no credentials
+
+design 2, WebSocket tunnel (relay ws://{r}/burrow, one client session):
+  -R exposes the origin on the relay:      curl http://{exposed}/hello
+  -R …:proxy, egress in the client's net:  curl -x http://{egress} http://{o}/from-the-client
+  -L …:proxy, egress at the relay:         curl -p -x http://{local_proxy} http://{o}/from-the-relay
+  relay health and metrics:                curl http://{r}/healthz http://{r}/metrics
+"
+        );
+        // Later state changes are few (reconnects); the run below decides when we are done.
+        std::future::pending::<io::Result<()>>().await
+    };
+    let everything = async {
+        let ((_, _), (_, client_result)) = futures_lite::future::zip(
+            futures_lite::future::zip(first.run(spawner.clone(), signal.clone()), second.run(spawner.clone(), signal.clone())),
+            futures_lite::future::zip(relay_task, client_task),
+        )
+        .await;
+        client_result.map_err(|e| other(&e))
+    };
+    use futures_lite::FutureExt;
+    async { announce.await.and(Ok(None)) }.or(async { everything.await.map(Some) }).await?;
     drop(tasks);
     Ok(())
 }
