@@ -5,7 +5,7 @@ use crate::net::DialError;
 use crate::proxy::chain::Upstream;
 use crate::proxy::rules::Rules;
 use futures_lite::FutureExt;
-use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::io;
 use std::time::Duration;
 
@@ -71,8 +71,20 @@ where
         std::future::pending::<io::Result<(u64, u64)>>().await
     };
     let down = async {
-        let n = futures_lite::io::copy(stream.clone(), &mut output).await?;
-        output.flush().await?;
+        // Flush after every chunk: stdout is line-buffered, and ssh's binary packets have no
+        // newline to push them out.
+        let mut r = stream.clone();
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut n = 0u64;
+        loop {
+            let k = r.read(&mut buf).await?;
+            if k == 0 {
+                break;
+            }
+            output.write_all(&buf[..k]).await?;
+            output.flush().await?;
+            n += k as u64;
+        }
         Ok((0, n))
     };
     down.or(up).await

@@ -291,3 +291,163 @@ fn wait_output(mut child: Child) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+fn relay_proc() -> (Proc, SocketAddr) {
+    let mut relay = Proc::start(&["server", "--listen", "127.0.0.1:0", "--no-auth"], &[]);
+    let line = relay.wait_line("relay listening on ");
+    let addr = line.split("relay listening on ").nth(1).unwrap().trim().parse().unwrap();
+    (relay, addr)
+}
+
+/// A client process whose stdout lines (state changes) are collected too.
+fn client_proc(args: &[&str]) -> (Proc, mpsc::Receiver<String>) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, out) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (etx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if etx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (Proc { child, lines, seen: Vec::new() }, out)
+}
+
+fn wait_stdout(out: &mpsc::Receiver<String>, needle: &str) -> String {
+    let end = Instant::now() + Duration::from_secs(10);
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match out.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("no stdout line with {needle:?}")
+}
+
+#[test]
+fn client_stdio_mode_carries_one_stream() {
+    let echo = echo_server();
+    let (_relay, relay) = relay_proc();
+    let url = format!("ws://{relay}/burrow");
+    let spec = format!("stdio:127.0.0.1:{}", echo.port());
+    let mut child = Command::new(BIN)
+        .args(["client", &url, "-L", &spec])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"through the tunnel on stdio").unwrap();
+    let (code, out, err) = wait_output(child);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "through the tunnel on stdio");
+}
+
+#[test]
+fn client_sigterm_lets_a_download_finish_then_exits_zero() {
+    const SIZE: usize = 8 << 20;
+    // An origin that sends SIZE bytes in paced chunks, so the download is in flight for a while.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut head = [0u8; 1024];
+                let _ = s.read(&mut head);
+                let chunk = vec![b'z'; 256 * 1024];
+                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n");
+                for _ in 0..SIZE / chunk.len() {
+                    if s.write_all(&chunk).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(30));
+                }
+            });
+        }
+    });
+    let (_relay, relay) = relay_proc();
+    let url = format!("ws://{relay}/burrow");
+    let spec = format!("127.0.0.1:0:{origin}");
+    let (mut client, out) = client_proc(&["client", &url, "-R", &spec, "--drain-timeout", "20s"]);
+    let bound = wait_stdout(&out, "bound R ");
+    let public: SocketAddr = bound.split_whitespace().nth(2).unwrap().parse().unwrap();
+    let mut s = TcpStream::connect(public).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = [0u8; 4096];
+    let n = s.read(&mut first).unwrap();
+    assert!(n > 0);
+    client.signal("-TERM");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    let total = String::from_utf8_lossy(&first[..n]).split("\r\n\r\n").nth(1).map_or(0, str::len) + rest.len();
+    assert_eq!(total, SIZE, "the download completed intact after SIGTERM");
+    let (code, log) = client.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn demo_serves_what_it_prints_and_exits_zero_on_ctrl_c() {
+    let (mut demo, out) = client_proc(&["demo"]);
+    let line = wait_stdout(&out, "curl http://");
+    let url = line.split("curl http://").nth(1).unwrap().trim();
+    let (addr, path) = url.split_once('/').unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.contains("hello from burrow"), "{body}");
+    demo.signal("-INT");
+    let (code, log) = demo.wait_exit(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn connect_passes_bytes_on_at_once_without_waiting_for_a_newline() {
+    // A server that speaks first with no newline and then waits (as sshd's binary packets).
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = l.local_addr().unwrap();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(b"no-newline").unwrap();
+        // Hold the connection open until the test is done.
+        let _ = done_rx.recv_timeout(Duration::from_secs(20));
+    });
+    let mut p = Proc::start(&["proxy", "--listen", "127.0.0.1:0"], &[]);
+    let addr = p.listening();
+    let mut child = Command::new(BIN)
+        .args(["connect", "--via", &format!("http://{addr}"), &target.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 10];
+        let got = stdout.read_exact(&mut buf).map(|_| buf.to_vec());
+        let _ = tx.send(got);
+    });
+    let got = rx.recv_timeout(Duration::from_secs(10));
+    drop(done_tx);
+    child.kill().ok();
+    child.wait().ok();
+    assert_eq!(got.expect("bytes arrive while the connection is open").unwrap(), b"no-newline");
+}
