@@ -52,3 +52,23 @@ ci:
 proxy ADDR="127.0.0.1:3128" *ARGS:
     cargo build --release --bin burrow
     ./target/release/burrow proxy --listen "$1" "${@:2}"
+
+# run a release relay on ADDR; the token comes from BURROW_TOKEN or --token (else one is
+# generated and printed): just relay 0.0.0.0:8080 --allow-ports 20000-20100
+[positional-arguments]
+relay ADDR="0.0.0.0:8080" *ARGS:
+    cargo build --release --bin burrow
+    ./target/release/burrow server --listen "$1" "${@:2}"
+
+# expose a local port on the relay (the relay picks the public port and the client prints it):
+# just expose 3000 ws://relay.example:8080 --token T
+[positional-arguments]
+expose LOCAL_PORT RELAY_URL *ARGS:
+    cargo build --release --bin burrow
+    ./target/release/burrow client "$2" -R "0:127.0.0.1:$1" "${@:3}"
+
+# forward through the relay with an -L spec: just forward 5432:db.internal:5432 ws://relay:8080
+[positional-arguments]
+forward SPEC RELAY_URL *ARGS:
+    cargo build --release --bin burrow
+    ./target/release/burrow client "$2" -L "$1" "${@:3}"
