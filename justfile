@@ -53,15 +53,13 @@ proxy ADDR="127.0.0.1:3128" *ARGS:
     cargo build --release --bin burrow
     ./target/release/burrow proxy --listen "$1" "${@:2}"
 
-# run a release relay on ADDR; the token comes from BURROW_TOKEN or --token (else one is
-# generated and printed): just relay 0.0.0.0:8080 --allow-ports 20000-20100
+# run a release relay on ADDR (token: BURROW_TOKEN or --token, else printed): just relay 0.0.0.0:8080
 [positional-arguments]
 relay ADDR="0.0.0.0:8080" *ARGS:
     cargo build --release --bin burrow
     ./target/release/burrow server --listen "$1" "${@:2}"
 
-# expose a local port on the relay (the relay picks the public port and the client prints it):
-# just expose 3000 ws://relay.example:8080 --token T
+# expose a local port on the relay, which picks the public port: just expose 3000 ws://relay:8080
 [positional-arguments]
 expose LOCAL_PORT RELAY_URL *ARGS:
     cargo build --release --bin burrow
