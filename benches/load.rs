@@ -20,16 +20,15 @@ mod server;
 
 use anyhow::{Context, Result, bail};
 use client::Route;
-use procs::{Mem, Relay};
+use procs::Relay;
 use report::{MemRow, Metrics, Outcome, Row};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 /// Below this many descriptors the held-connections test (2 per tunnel per process) may fail.
 const WANT_NOFILE: u64 = 4096;
-/// How long burrow may take to close its side of the held tunnels after the clients closed.
+/// How long burrow may take to close its connections after the clients closed theirs.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sizes and counts of one run.
@@ -49,6 +48,8 @@ pub struct Sizes {
     pub cps_time: Duration,
     /// tunnels held open for the memory reading
     pub held: usize,
+    /// rounds over all paths; each metric is the median over rounds
+    pub rounds: usize,
 }
 
 const MIB: u64 = 1 << 20;
@@ -61,8 +62,9 @@ const FULL: Sizes = Sizes {
     round_trips: 5000,
     new_conns: 500,
     cps_workers: 4,
-    cps_time: Duration::from_secs(3),
+    cps_time: Duration::from_secs(2),
     held: 1000,
+    rounds: 3,
 };
 
 const QUICK: Sizes = Sizes {
@@ -75,6 +77,7 @@ const QUICK: Sizes = Sizes {
     cps_workers: 4,
     cps_time: Duration::from_millis(300),
     held: 1000,
+    rounds: 1,
 };
 
 struct Options {
@@ -145,6 +148,17 @@ fn default_burrow() -> PathBuf {
         .unwrap_or(local)
 }
 
+/// One path under test.
+struct Path<'a> {
+    name: &'static str,
+    /// how the client reaches the server; `Err`: why this path is not measured
+    route: Result<Route, Outcome>,
+    /// the burrow processes on this path, in chain order, with their labels
+    proxies: Vec<(&'static str, &'a Relay)>,
+    /// one per completed round
+    samples: Vec<Metrics>,
+}
+
 /// Runs every path; `Ok(false)` if some path failed (the table says which).
 fn run(opts: &Options) -> Result<bool> {
     let s = opts.sizes;
@@ -170,46 +184,112 @@ fn run(opts: &Options) -> Result<bool> {
     let server = server::start().context("starting the sink/echo server")?;
     eprintln!("server on {server}; burrow: {}", opts.burrow.display());
 
-    let mut rows = Vec::new();
-    let mut mems = Vec::new();
-
-    let direct = Route {
-        entry: server,
-        tunnel_to: None,
+    // Every relay runs for the whole bench, so the rounds can interleave the paths: a
+    // machine that gets busier half-way then slows every path alike, not just the last one.
+    let socat = procs::socat_available().then(|| procs::socat(server));
+    let one = procs::burrow(&opts.burrow, None);
+    let second = procs::burrow(&opts.burrow, None);
+    let first = match &second {
+        Ok(hop2) => procs::burrow(&opts.burrow, Some(hop2.addr)),
+        Err(e) => Err(anyhow::anyhow!("second hop: {e:#}")),
     };
-    rows.push(row("direct", measure("direct", &direct, s)));
 
-    let socat = if procs::socat_available() {
-        let r = procs::socat(server).and_then(|relay| {
-            let route = Route {
+    let tunnel = |relay: &Relay| Route {
+        entry: relay.addr,
+        tunnel_to: Some(server),
+    };
+    let mut paths = vec![Path {
+        name: "direct",
+        route: Ok(Route {
+            entry: server,
+            tunnel_to: None,
+        }),
+        proxies: vec![],
+        samples: vec![],
+    }];
+    paths.push(Path {
+        name: "socat",
+        route: match &socat {
+            None => Err(Outcome::Skipped("socat not found".into())),
+            Some(Err(e)) => Err(failed("socat", e)),
+            Some(Ok(relay)) => Ok(Route {
                 entry: relay.addr,
                 tunnel_to: None,
-            };
-            measure("socat", &route, s)
-        });
-        row("socat", r)
-    } else {
-        Row {
-            name: "socat",
-            outcome: Outcome::Skipped("socat not found".into()),
-        }
-    };
-    rows.push(socat);
-
-    let one = procs::burrow(&opts.burrow, None)
-        .and_then(|p| measure_burrow("burrow", &[("burrow", &p)], server, s, &mut mems));
-    rows.push(row("burrow", one));
-
-    let two = procs::burrow(&opts.burrow, None).and_then(|second| {
-        let first = procs::burrow(&opts.burrow, Some(second.addr))?;
-        let hops = [
-            ("burrow 2-hop, hop 1", &first),
-            ("burrow 2-hop, hop 2", &second),
-        ];
-        measure_burrow("burrow 2-hop", &hops, server, s, &mut mems)
+            }),
+        },
+        proxies: vec![],
+        samples: vec![],
     });
-    rows.push(row("burrow 2-hop", two));
+    paths.push(match &one {
+        Ok(p) => Path {
+            name: "burrow",
+            route: Ok(tunnel(p)),
+            proxies: vec![("burrow", p)],
+            samples: vec![],
+        },
+        Err(e) => failed_path("burrow", e),
+    });
+    paths.push(match (&first, &second) {
+        (Ok(hop1), Ok(hop2)) => Path {
+            name: "burrow 2-hop",
+            route: Ok(tunnel(hop1)),
+            proxies: vec![("burrow 2-hop, hop 1", hop1), ("burrow 2-hop, hop 2", hop2)],
+            samples: vec![],
+        },
+        (Err(e), _) | (_, Err(e)) => failed_path("burrow 2-hop", e),
+    });
 
+    // Memory first, while the proxies have served nothing else.
+    let mut mems = Vec::new();
+    for path in &mut paths {
+        let Ok(route) = path.route else { continue };
+        if path.proxies.is_empty() {
+            continue;
+        }
+        match memory(path.name, &path.proxies, &route, s) {
+            Ok(rows) => mems.extend(rows),
+            Err(e) => path.route = Err(failed(path.name, &e)),
+        }
+    }
+
+    for round in 1..=s.rounds {
+        for path in &mut paths {
+            let Ok(route) = path.route else { continue };
+            let name = format!("{} (round {round}/{})", path.name, s.rounds);
+            match measure(&name, &route, s) {
+                Ok(m) => path.samples.push(m),
+                Err(e) => path.route = Err(failed(path.name, &e)),
+            }
+        }
+    }
+
+    // Every connection the bench opened is closed: so must burrow's be, soon.
+    for path in &paths {
+        for &(label, proxy) in &path.proxies {
+            let (peak, proxy_notes) = finish(label, proxy)?;
+            match mems.iter_mut().find(|m| m.name == label) {
+                Some(row) => {
+                    row.peak = Some(peak);
+                    row.notes.extend(proxy_notes);
+                }
+                None => notes.extend(proxy_notes),
+            }
+        }
+    }
+
+    let rows: Vec<Row> = paths
+        .into_iter()
+        .map(|p| Row {
+            name: p.name,
+            outcome: match p.route {
+                Err(o) => o,
+                Ok(_) => match Metrics::median(p.samples) {
+                    Some(m) => Outcome::Measured(m),
+                    None => Outcome::Failed("no samples".into()),
+                },
+            },
+        })
+        .collect();
     let ok = rows
         .iter()
         .all(|r| !matches!(r.outcome, Outcome::Failed(_)));
@@ -217,15 +297,18 @@ fn run(opts: &Options) -> Result<bool> {
     Ok(ok)
 }
 
-fn row(name: &'static str, r: Result<Metrics>) -> Row {
-    let outcome = match r {
-        Ok(m) => Outcome::Measured(m),
-        Err(e) => {
-            eprintln!("{name}: failed: {e:#}");
-            Outcome::Failed(format!("{e:#}"))
-        }
-    };
-    Row { name, outcome }
+fn failed(name: &str, e: &anyhow::Error) -> Outcome {
+    eprintln!("{name}: failed: {e:#}");
+    Outcome::Failed(format!("{e:#}"))
+}
+
+fn failed_path<'a>(name: &'static str, e: &anyhow::Error) -> Path<'a> {
+    Path {
+        name,
+        route: Err(failed(name, e)),
+        proxies: vec![],
+        samples: vec![],
+    }
 }
 
 /// The five measurements on one path.
@@ -253,56 +336,42 @@ fn measure(name: &str, route: &Route, s: &Sizes) -> Result<Metrics> {
     })
 }
 
-/// Memory of the proxies (idle, holding tunnels, after closing them), then [`measure`]
-/// through the first, then each proxy's peak. `proxies` is in chain order; the memory rows
-/// are pushed before measuring so they are reported even if a measurement fails.
-fn measure_burrow(
-    name: &'static str,
+/// Memory of the proxies on one path (chain order): idle, while `s.held` tunnels through
+/// them are open, and after those are closed and burrow has closed its side.
+fn memory(
+    name: &str,
     proxies: &[(&'static str, &Relay)],
-    server: SocketAddr,
+    route: &Route,
     s: &Sizes,
-    mems: &mut Vec<MemRow>,
-) -> Result<Metrics> {
-    let Some((_, entry)) = proxies.first() else {
-        bail!("no proxy to measure");
-    };
-    let route = Route {
-        entry: entry.addr,
-        tunnel_to: Some(server),
-    };
+) -> Result<Vec<MemRow>> {
     let pids: Vec<u32> = proxies.iter().map(|(_, p)| p.child.pid()).collect();
     let idle = pids
         .iter()
         .map(|&p| procs::mem(p))
         .collect::<Result<Vec<_>>>()?;
-    let fds = pids
-        .iter()
-        .map(|&p| procs::open_fds(p))
-        .collect::<Result<Vec<_>>>()?;
-
-    let tunnels = client::hold(&route, s.held)?;
+    let tunnels = client::hold(route, s.held)?;
     let held = pids
         .iter()
         .map(|&p| procs::mem(p))
         .collect::<Result<Vec<_>>>()?;
-    eprintln!(
-        "{name}: RSS idle {} KiB, with {} tunnels {} KiB",
-        idle[0].rss_kib, s.held, held[0].rss_kib
-    );
     drop(tunnels);
-    let first = mems.len();
+    let mut rows = Vec::new();
     for (i, &(label, _)) in proxies.iter().enumerate() {
         let pid = pids[i];
-        let left = procs::wait_fds_at_most(pid, fds[i], RELEASE_TIMEOUT)?;
+        let left = procs::wait_no_connections(pid, RELEASE_TIMEOUT)?;
         let mut notes = Vec::new();
-        if left > fds[i] {
+        if left > 0 {
             notes.push(format!(
-                "{label}: {left} descriptors open {RELEASE_TIMEOUT:?} after the clients closed \
-                 {} tunnels ({} when idle)",
-                s.held, fds[i]
+                "{label}: {left} TCP connections still open {RELEASE_TIMEOUT:?} after the \
+                 clients closed {} held tunnels",
+                s.held
             ));
         }
-        mems.push(MemRow {
+        eprintln!(
+            "{name}: {label}: RSS idle {} KiB, with {} tunnels {} KiB",
+            idle[i].rss_kib, s.held, held[i].rss_kib
+        );
+        rows.push(MemRow {
             name: label,
             idle: idle[i],
             held: held[i],
@@ -311,18 +380,27 @@ fn measure_burrow(
             notes,
         });
     }
+    Ok(rows)
+}
 
-    let metrics = measure(name, &route, s);
-    for (row, &(label, proxy)) in mems[first..].iter_mut().zip(proxies) {
-        row.peak = procs::mem(proxy.child.pid())
-            .ok()
-            .map(|m: Mem| m.peak_kib());
-        let (lines, total) = proxy.child.stderr_lines();
-        if total > 0 {
-            row.notes.push(format!(
-                "{label} logged {total} lines on stderr (RUST_LOG=warn), first: {lines:?}"
-            ));
-        }
+/// After the measurements: the proxy's peak RSS in KiB, and notes on connections it did not
+/// close and on what it logged.
+fn finish(label: &str, proxy: &Relay) -> Result<(u64, Vec<String>)> {
+    let pid = proxy.child.pid();
+    let mut notes = Vec::new();
+    let left = procs::wait_no_connections(pid, RELEASE_TIMEOUT)?;
+    if left > 0 {
+        notes.push(format!(
+            "{label}: {left} TCP connections still open {RELEASE_TIMEOUT:?} after the last \
+             measurement"
+        ));
     }
-    metrics
+    let peak = procs::mem(pid)?.peak_kib();
+    let (lines, total) = proxy.child.stderr_lines();
+    if total > 0 {
+        notes.push(format!(
+            "{label} logged {total} lines on stderr (RUST_LOG=warn), first: {lines:?}"
+        ));
+    }
+    Ok((peak, notes))
 }

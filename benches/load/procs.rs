@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 /// How long a child may take to start listening.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Poll interval while waiting for socat to accept, or for descriptors to be released.
+/// Poll interval while waiting for socat to accept, or for connections to be closed.
 const POLL: Duration = Duration::from_millis(10);
 /// Lines of a child's stderr kept for the report (the rest are counted).
 const KEPT_LINES: usize = 20;
@@ -135,13 +135,23 @@ pub fn burrow(bin: &Path, upstream: Option<SocketAddr>) -> Result<Relay> {
     match rx.recv_timeout(READY_TIMEOUT) {
         Ok(Ok(addr)) => Ok(Relay { child, addr }),
         Ok(Err(line)) => bail!("cannot read the address in burrow's line {line:?}"),
-        Err(_) => {
-            let status = child.exited();
-            let (lines, _) = child.stderr_lines();
+        Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+            "burrow did not log {LISTENING:?} within {READY_TIMEOUT:?}; stderr: {:?}",
+            child.stderr_lines().0
+        ),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            // stderr closed: the process is exiting; give it a moment to be reaped.
+            let deadline = Instant::now() + READY_TIMEOUT;
+            let status = loop {
+                match child.exited() {
+                    Some(s) => break s,
+                    None if Instant::now() > deadline => break "still running".into(),
+                    None => thread::sleep(POLL),
+                }
+            };
             bail!(
-                "burrow did not log {LISTENING:?} within {READY_TIMEOUT:?} (exit status: {}); \
-                 stderr: {lines:?}",
-                status.as_deref().unwrap_or("still running"),
+                "burrow closed stderr before listening ({status}); stderr: {:?}",
+                child.stderr_lines().0
             )
         }
     }
@@ -227,19 +237,52 @@ pub fn mem(pid: u32) -> Result<Mem> {
     })
 }
 
-/// Number of open file descriptors of a process.
-pub fn open_fds(pid: u32) -> Result<usize> {
-    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .with_context(|| format!("reading /proc/{pid}/fd"))?
-        .count())
+/// TCP connections (not listeners) a process has open: its socket descriptors matched with
+/// /proc/PID/net/tcp{,6}. Unlike a plain descriptor count this ignores the eventfds, timers
+/// and socket pairs a runtime may create lazily after start-up.
+pub fn tcp_connections(pid: u32) -> Result<usize> {
+    let mut inodes = std::collections::HashSet::new();
+    let dir = format!("/proc/{pid}/fd");
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        // A descriptor closed between listing and reading is simply gone.
+        let Ok(link) = std::fs::read_link(entry?.path()) else {
+            continue;
+        };
+        let link = link.to_string_lossy();
+        if let Some(inode) = link
+            .strip_prefix("socket:[")
+            .and_then(|r| r.strip_suffix(']'))
+        {
+            inodes.insert(inode.to_string());
+        }
+    }
+    let mut n = 0;
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let (Some(&state), Some(&inode)) = (f.get(3), f.get(9)) {
+                if state != TCP_LISTEN && inodes.contains(inode) {
+                    n += 1;
+                }
+            }
+        }
+    }
+    Ok(n)
 }
 
-/// Waits until `pid` has at most `target` descriptors open; returns the last count seen.
-pub fn wait_fds_at_most(pid: u32, target: usize, limit: Duration) -> Result<usize> {
+/// The LISTEN state in /proc/net/tcp.
+const TCP_LISTEN: &str = "0A";
+
+/// Waits until `pid` has no TCP connections open; returns how many it still has then.
+pub fn wait_no_connections(pid: u32, limit: Duration) -> Result<usize> {
     let deadline = Instant::now() + limit;
     loop {
-        let n = open_fds(pid)?;
-        if n <= target || Instant::now() > deadline {
+        let n = tcp_connections(pid)?;
+        if n == 0 || Instant::now() > deadline {
             return Ok(n);
         }
         thread::sleep(POLL);

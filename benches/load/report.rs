@@ -16,6 +16,41 @@ pub struct Metrics {
     pub cps: Rate,
 }
 
+impl Metrics {
+    /// Each metric's median over `samples` (the upper one of an even count); `None` if empty.
+    pub fn median(samples: Vec<Metrics>) -> Option<Metrics> {
+        fn mid<T: Copy>(mut v: Vec<T>, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) -> T {
+            v.sort_by(cmp);
+            v[v.len() / 2]
+        }
+        if samples.is_empty() {
+            return None;
+        }
+        let f = |get: fn(&Metrics) -> f64| {
+            mid(samples.iter().map(get).collect(), |a: &f64, b| {
+                a.total_cmp(b)
+            })
+        };
+        let d = |get: fn(&Metrics) -> Duration| mid(samples.iter().map(get).collect(), Ord::cmp);
+        let (one, many, per_sec) = (f(|m| m.one), f(|m| m.many), f(|m| m.cps.per_sec));
+        let (rtt_p50, rtt_p99, new_p50) = (d(|m| m.rtt_p50), d(|m| m.rtt_p99), d(|m| m.new_p50));
+        let errors = samples.iter().map(|m| m.cps.errors).sum();
+        let first_error = samples.into_iter().find_map(|m| m.cps.first_error);
+        Some(Metrics {
+            one,
+            many,
+            rtt_p50,
+            rtt_p99,
+            new_p50,
+            cps: Rate {
+                per_sec,
+                errors,
+                first_error,
+            },
+        })
+    }
+}
+
 pub enum Outcome {
     Measured(Metrics),
     /// not measured, and that is fine (socat missing)
@@ -54,7 +89,7 @@ pub fn print(s: &Sizes, rows: &[Row], mems: &[MemRow], warnings: &[String]) {
     println!("`{}`\n", command.join(" "));
     println!(
         "burrow-bench ({}): 1 stream × {} MiB, {} streams × {} MiB, {} × 64-byte round trips, \
-         {} new connections, {} workers × {:?} of connections, {} held tunnels; {cores} CPUs; \
+         {} new connections, {} workers × {:?} of connections, {} held tunnels; {}; {cores} CPUs; \
          MB = 10^6 bytes\n",
         s.label,
         s.single >> 20,
@@ -65,6 +100,10 @@ pub fn print(s: &Sizes, rows: &[Row], mems: &[MemRow], warnings: &[String]) {
         s.cps_workers,
         s.cps_time,
         s.held,
+        match s.rounds {
+            1 => "one round".to_string(),
+            n => format!("each metric the median of {n} rounds over all paths"),
+        },
     );
     println!(
         "| path | 1 stream MB/s | {} streams MB/s | RTT p50 µs | RTT p99 µs | new conn p50 µs | conn/s |",
