@@ -48,6 +48,8 @@ where
         .map_err(ConnectError::Dial)?;
     log::debug!("connected to {}", crate::net::host_port(host, port));
     output.write_all(&early).await.map_err(ConnectError::Io)?;
+    output.flush().await.map_err(ConnectError::Io)?;
+    output.flush().await.map_err(ConnectError::Io)?;
     let (up, down) = pipe(stream, input, output)
         .await
         .map_err(ConnectError::Io)?;

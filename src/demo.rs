@@ -103,21 +103,52 @@ pub async fn run(spawner: Spawner, shutdown: crate::shutdown::Shutdown) -> io::R
 
     // Design 1: CONNECT proxies.
     let creds: crate::proxy::auth::Credentials = "demo:burrow".parse().map_err(|e| other(&e))?;
-    let first = Proxy::bind(lo, ProxyConfig { auth: Some(creds.clone()), ..ProxyConfig::default() }).await?;
+    let first = Proxy::bind(
+        lo,
+        ProxyConfig {
+            auth: Some(creds.clone()),
+            ..ProxyConfig::default()
+        },
+    )
+    .await?;
     let p1 = first.local_addr()?;
-    let hop = Hop { host: p1.ip().to_string(), port: p1.port(), auth: Some(creds) };
-    let chained = ProxyConfig { upstream: Upstream { hops: vec![hop], no_proxy: Vec::new() }, ..ProxyConfig::default() };
+    let hop = Hop {
+        host: p1.ip().to_string(),
+        port: p1.port(),
+        auth: Some(creds),
+    };
+    let chained = ProxyConfig {
+        upstream: Upstream {
+            hops: vec![hop],
+            no_proxy: Vec::new(),
+        },
+        ..ProxyConfig::default()
+    };
     let second = Proxy::bind(lo, chained).await?;
     let p2 = second.local_addr()?;
 
     // Design 2: relay and tunnel client.
     let token = crate::secret::Secret::new(crate::tunnel::ws::random_id());
-    let relay = Relay::bind(lo, RelayConfig { token: Some(token.clone()), ..RelayConfig::default() }).await?;
+    let relay = Relay::bind(
+        lo,
+        RelayConfig {
+            token: Some(token.clone()),
+            ..RelayConfig::default()
+        },
+    )
+    .await?;
     let r = relay.local_addr()?;
-    let url = format!("ws://{r}/burrow").parse().map_err(|e: String| other(&e))?;
+    let url = format!("ws://{r}/burrow")
+        .parse()
+        .map_err(|e: String| other(&e))?;
     let mut cfg = ClientConfig::new(url);
     cfg.token = Some(token);
-    cfg.remotes = vec![format!("127.0.0.1:0:{o}").parse().map_err(|e: String| other(&e))?, "127.0.0.1:0:proxy".parse().map_err(|e: String| other(&e))?];
+    cfg.remotes = vec![
+        format!("127.0.0.1:0:{o}")
+            .parse()
+            .map_err(|e: String| other(&e))?,
+        "127.0.0.1:0:proxy".parse().map_err(|e: String| other(&e))?,
+    ];
     cfg.locals = vec!["127.0.0.1:0:proxy".parse().map_err(|e: String| other(&e))?];
     let client = Client::bind(cfg).await.map_err(|e| other(&e))?;
     let local_proxy = client.local_addrs()[0];
@@ -160,14 +191,19 @@ design 2, WebSocket tunnel (relay ws://{r}/burrow, one client session):
     };
     let everything = async {
         let ((_, _), (_, client_result)) = futures_lite::future::zip(
-            futures_lite::future::zip(first.run(spawner.clone(), signal.clone()), second.run(spawner.clone(), signal.clone())),
+            futures_lite::future::zip(
+                first.run(spawner.clone(), signal.clone()),
+                second.run(spawner.clone(), signal.clone()),
+            ),
             futures_lite::future::zip(relay_task, client_task),
         )
         .await;
         client_result.map_err(|e| other(&e))
     };
     use futures_lite::FutureExt;
-    async { announce.await.and(Ok(None)) }.or(async { everything.await.map(Some) }).await?;
+    async { announce.await.and(Ok(None)) }
+        .or(async { everything.await.map(Some) })
+        .await?;
     drop(tasks);
     Ok(())
 }
