@@ -308,7 +308,7 @@ impl Session {
     pub async fn open(&self, target: OpenTarget) -> Result<MuxStream, OpenError> {
         let sh = &self.shared;
         let (tx, rx) = smol::channel::bounded(1);
-        let (stream, window) = {
+        let stream = {
             let mut state = sh.lock_state();
             if let Some(why) = &state.closed {
                 return Err(OpenError::Closed(why.clone()));
@@ -327,12 +327,13 @@ impl Session {
             let stream = Arc::new(StreamShared::new(id, window, 0));
             stream.lock().opening = Some(tx);
             state.streams.insert(id, stream.clone());
-            (stream, window)
+            // Queued under the lock: the peer must see OPENs in id order, and two tasks
+            // opening at once on different threads would otherwise race.
+            sh.send_frame(Frame::Open { id, window, target });
+            stream
         };
         sh.stream_opened();
-        let id = stream.id;
         let handle = MuxStream::new(stream, sh.clone());
-        sh.send_frame(Frame::Open { id, window, target });
         match rx.recv().await {
             Ok(Ok(())) => Ok(handle),
             Ok(Err((code, reason))) => Err(OpenError::Refused { code, reason }),
