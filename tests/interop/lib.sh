@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables set here are for the scripts that source this
 # Shared by the interop scripts (run.sh, tunnel.sh): builds burrow, checks the tools, makes
 # the temp dir with its cleanup trap, and defines the counters and helpers every check uses.
 # Source it, don't run it. Sets INTEROP_LIB=1 so a script sourced by another knows it is.
@@ -6,7 +8,7 @@
 #   KEEP_WORK=1      keep the temp dir (logs, configs) for a look afterwards
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 1
 
 # The checks talk to loopback on purpose: no proxy settings from the environment may reroute
 # curl or ssh, and no user config may change their behaviour (curl -q, ssh -F /dev/null).
