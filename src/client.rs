@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 /// First retry delay; doubles per failed attempt.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// How long the close handshake may take when the client ends a session.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// A session that lived this long resets the backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(10);
 
@@ -398,7 +400,7 @@ impl Client {
                 mode,
             });
         }
-        let drive = async { SessionEnd::Lost(driver.run(ws).await.to_string()) };
+        let mut drive = std::pin::pin!(driver.run(ws));
         let control = async {
             while let Some(frame) = session.control().await {
                 match frame {
@@ -455,7 +457,19 @@ impl Client {
                 None => std::future::pending().await,
             }
         };
-        let end = drive.or(control).or(incoming).or(drain).or(stdio_job).await;
+        let lost = async { SessionEnd::Lost(drive.as_mut().await.to_string()) };
+        let end = lost.or(control).or(incoming).or(drain).or(stdio_job).await;
+        if !matches!(end, SessionEnd::Lost(_)) {
+            // We are the ones ending it: let the driver send the close frame (bounded).
+            session.close("client done");
+            let _ = drive
+                .as_mut()
+                .or(async {
+                    smol::Timer::after(CLOSE_WAIT).await;
+                    crate::tunnel::CloseReason::Local("close timed out".into())
+                })
+                .await;
+        }
         drop(streams);
         end
     }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 
 /// A boxed task body.
 pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -65,27 +66,17 @@ impl TaskSet {
 
     /// Spawns `fut` as a member of this set.
     pub fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
-        let weak: Weak<Mutex<Inner>> = Arc::downgrade(&self.inner);
-        let idle = self.idle.0.clone();
         let mut inner = lock(&self.inner);
         let id = inner.next_id;
         inner.next_id += 1;
-        let guard = self.spawner.spawn_boxed(Box::pin(async move {
-            fut.await;
-            // Remove our own handle. Dropping a finished task's handle is a no-op; the
-            // guard is dropped outside the lock.
-            if let Some(inner) = weak.upgrade() {
-                let removed = {
-                    let mut inner = lock(&inner);
-                    let removed = inner.tasks.remove(&id);
-                    if inner.tasks.is_empty() {
-                        // A full channel already carries the wake-up; nothing is lost.
-                        let _ = idle.try_send(());
-                    }
-                    removed
-                };
-                drop(removed);
-            }
+        let done = Done {
+            set: Arc::downgrade(&self.inner),
+            idle: self.idle.0.clone(),
+            id,
+        };
+        let guard = self.spawner.spawn_boxed(Box::pin(Tracked {
+            fut,
+            done: Some(done),
         }));
         if !inner.closed {
             inner.tasks.insert(id, guard);
@@ -131,6 +122,57 @@ fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+pin_project_lite::pin_project! {
+    /// A task body that leaves its set when it finishes. A hand-written future rather than an
+    /// `async` block: an async block that awaits a captured future stores it twice (once as
+    /// the capture, once as the awaited value), doubling every connection's task.
+    struct Tracked<F> {
+        #[pin]
+        fut: F,
+        done: Option<Done>,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Tracked<F> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.fut.poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if let Some(done) = this.done.take() {
+            done.finish();
+        }
+        Poll::Ready(())
+    }
+}
+
+/// Removes a finished task from its set.
+struct Done {
+    set: Weak<Mutex<Inner>>,
+    idle: smol::channel::Sender<()>,
+    id: u64,
+}
+
+impl Done {
+    fn finish(self) {
+        let Some(inner) = self.set.upgrade() else {
+            return;
+        };
+        let removed = {
+            let mut inner = lock(&inner);
+            let removed = inner.tasks.remove(&self.id);
+            if inner.tasks.is_empty() {
+                // A full channel already carries the wake-up; nothing is lost.
+                let _ = self.idle.try_send(());
+            }
+            removed
+        };
+        // Dropping a finished task's handle is a no-op; it is dropped outside the lock.
+        drop(removed);
+    }
+}
+
 /// A multi-threaded smol executor owned by a role: `threads` workers run until the
 /// returned handle is dropped.
 pub struct Runtime {
@@ -169,9 +211,12 @@ impl Runtime {
         self.executor.clone()
     }
 
-    /// Runs `fut` to completion on the calling thread while the workers run tasks.
-    pub fn block_on<T>(&self, fut: impl Future<Output = T>) -> T {
-        smol::block_on(self.executor.run(fut))
+    /// Runs `fut` to completion as a task while the calling thread works for the executor
+    /// too. (A future polled by `block_on` itself would be re-polled on every wake-up of the
+    /// thread, retrying an idle `accept` each time.)
+    pub fn block_on<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> T {
+        let task = self.executor.spawn(fut);
+        smol::block_on(self.executor.run(task))
     }
 }
 

@@ -158,12 +158,13 @@ fn run_server(a: ServerArgs) -> Result<()> {
     let rt = runtime();
     let sd = Shutdown::new();
     let _signals = rt.spawner().spawn_boxed(Box::pin(watch(sd.clone())));
-    rt.block_on(async {
-        let relay = Relay::bind(a.listen, cfg)
+    let (spawner, signal, listen) = (rt.spawner(), sd.signal(), a.listen);
+    rt.block_on(async move {
+        let relay = Relay::bind(listen, cfg)
             .await
-            .with_context(|| format!("cannot listen on {}", a.listen))?;
+            .with_context(|| format!("cannot listen on {listen}"))?;
         log::info!("relay listening on {}", relay.local_addr()?);
-        relay.run(rt.spawner(), sd.signal()).await;
+        relay.run(spawner, signal).await;
         log::info!("relay stopped");
         Ok(())
     })
@@ -217,11 +218,12 @@ fn run_client(a: ClientArgs) -> Result<()> {
     let rt = runtime();
     let sd = Shutdown::new();
     let _signals = rt.spawner().spawn_boxed(Box::pin(watch(sd.clone())));
-    rt.block_on(async {
+    let (spawner, signal) = (rt.spawner(), sd.signal());
+    rt.block_on(async move {
         let client = Client::bind(cfg).await?;
         let events = client.events();
         // State lines go to stderr when stdout carries the stdio stream.
-        let _printer = rt.spawner().spawn_boxed(Box::pin(async move {
+        let _printer = spawner.spawn_boxed(Box::pin(async move {
             while let Ok(e) = events.recv().await {
                 if stdio {
                     eprintln!("{e}");
@@ -230,7 +232,7 @@ fn run_client(a: ClientArgs) -> Result<()> {
                 }
             }
         }));
-        client.run(rt.spawner(), sd.signal()).await?;
+        client.run(spawner, signal).await?;
         Ok(())
     })
 }
@@ -240,14 +242,14 @@ fn run_proxy(a: ProxyArgs) -> Result<()> {
     let rt = runtime();
     let sd = Shutdown::new();
     let _signals = rt.spawner().spawn_boxed(Box::pin(watch(sd.clone())));
-    rt.block_on(async {
-        let proxy = Proxy::bind(a.listen, config)
+    let (spawner, signal, listen, hops) = (rt.spawner(), sd.signal(), a.listen, a.upstream.len());
+    rt.block_on(async move {
+        let proxy = Proxy::bind(listen, config)
             .await
-            .with_context(|| format!("cannot listen on {}", a.listen))?;
+            .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = proxy.local_addr()?;
-        let hops = a.upstream.len();
         log::info!("proxy listening on {addr} ({hops} upstream hops)");
-        proxy.run(rt.spawner(), sd.signal()).await;
+        proxy.run(spawner, signal).await;
         log::info!("proxy stopped");
         Ok(())
     })

@@ -20,8 +20,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Read buffer for request heads and forwarded bodies; dropped once a CONNECT tunnel starts.
-const READ_BUF: usize = 8 * 1024;
+/// Read buffer for request heads and forwarded request bodies; dropped once a CONNECT tunnel
+/// starts. Small: CONNECT heads are a few hundred bytes, and a thousand connections arriving at
+/// once should not leave a thousand 8 KiB holes in the heap.
+const READ_BUF: usize = 2 * 1024;
 /// How long a refusal at the accept loop (503) may take to write: it must never stall accepting.
 const REFUSAL_WRITE: Duration = Duration::from_millis(200);
 
@@ -243,7 +245,15 @@ impl<D: Dialer> Conn<D> {
                 }
                 Target::Absolute { host, port, .. } => {
                     *target = host_port(host, *port);
-                    forward::forward(self, head, stream, &mut reader, &mut origin).await
+                    // Boxed: the forwarder's state is large and must not size every tunnel's task.
+                    Box::pin(forward::forward(
+                        self,
+                        head,
+                        stream,
+                        &mut reader,
+                        &mut origin,
+                    ))
+                    .await
                 }
                 _ => {
                     let why = "not a proxy request (expected CONNECT or an absolute URL)";
@@ -323,7 +333,8 @@ impl<D: Dialer> Conn<D> {
             unreachable!("dispatch only sends authority-form here")
         };
         let cfg = self.config.clone();
-        let dialed = self.dialer.dial(host, *port).await;
+        // Boxed for the same reason: the dial's state is dead weight once the tunnel runs.
+        let dialed = Box::pin(self.dialer.dial(host, *port)).await;
         let (upstream, early) = match dialed {
             Ok(pair) => pair,
             Err(e) => {

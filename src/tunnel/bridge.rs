@@ -117,6 +117,7 @@ pub async fn splice(tcp: TcpStream, stream: MuxStream, label: &str, target: &str
     let (mut sr, mut sw) = (stream.clone(), stream);
     let report = relay::relay(&mut tr, &mut tw, &mut sr, &mut sw, None).await;
     let outcome = match &report.outcome {
+        Outcome::Error(e) if relay::is_hangup(e) => format!("closed ({e})"),
         Outcome::Error(e) => format!("error: {e}"),
         o => o.as_str().to_string(),
     };

@@ -814,8 +814,13 @@ where
             None => return CloseReason::PeerClosed,
             Some(Err(e)) => {
                 use async_tungstenite::tungstenite::Error as E;
+                use async_tungstenite::tungstenite::error::ProtocolError as P;
                 return match e {
                     E::ConnectionClosed | E::AlreadyClosed => CloseReason::PeerClosed,
+                    // The peer vanished (killed, network gone): a transport failure, not abuse.
+                    E::Protocol(P::ResetWithoutClosingHandshake) => {
+                        CloseReason::Transport("connection reset without a close handshake".into())
+                    }
                     E::Io(e) => CloseReason::Transport(e.to_string()),
                     E::Capacity(e) => {
                         CloseReason::Protocol(1009, format!("message too large: {e}"))
