@@ -68,6 +68,12 @@ pub struct ServerArgs {
     /// limit for dialing a -L target (default 10s)
     #[argh(option, default = "secs(10)", from_str_fn(parse_duration))]
     pub connect_timeout: Duration,
+    /// serve wss:// with this certificate chain (PEM); SIGHUP reloads it
+    #[argh(option)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// the private key (PEM) for --tls-cert
+    #[argh(option)]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// The tunnel client: dials the relay and keeps one multiplexed session alive.
@@ -111,6 +117,16 @@ pub struct ClientArgs {
     /// on SIGINT/SIGTERM, let streams finish for this long (default 10s)
     #[argh(option, default = "secs(10)", from_str_fn(parse_duration))]
     pub drain_timeout: Duration,
+    /// trust this CA (PEM) for wss://, on top of the system store
+    #[argh(option)]
+    pub ca: Option<std::path::PathBuf>,
+    /// do not verify the relay's certificate (prints a warning)
+    #[argh(switch)]
+    pub insecure: bool,
+    /// serve /readyz, /healthz and /metrics on ADDR (readyz: 200 once connected and every -R
+    /// is bound)
+    #[argh(option)]
+    pub status: Option<SocketAddr>,
 }
 
 /// HTTP/1.1 forward proxy: CONNECT and absolute-form requests, upstream chains, auth, rules.

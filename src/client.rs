@@ -13,10 +13,11 @@ use crate::secret::Secret;
 use crate::shutdown::ShutdownSignal;
 use crate::tunnel::bridge::{self, MuxDialer};
 use crate::tunnel::spec::{LocalSpec, RemoteSpec};
-use crate::tunnel::ws::{self, HandshakeError, TunnelUrl};
+use crate::tunnel::ws::{self, BoxIo, HandshakeError, TunnelUrl};
 use crate::tunnel::{
     BindMode, Frame, Incoming, OpenTarget, RefuseCode, Session, SessionConfig, Side,
 };
+use async_tungstenite::WebSocketStream;
 use futures_lite::FutureExt;
 use smol::channel::{Receiver, Sender};
 use smol::net::{TcpListener, TcpStream};
@@ -59,6 +60,9 @@ pub struct ClientConfig {
     pub drain_timeout: Duration,
     /// longest wait between reconnect attempts
     pub max_backoff: Duration,
+    /// how `wss://` certificates are verified
+    #[cfg(feature = "tls")]
+    pub tls: crate::tls::ClientTlsOptions,
 }
 
 impl ClientConfig {
@@ -76,6 +80,8 @@ impl ClientConfig {
             proxy_auth: None,
             drain_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
+            #[cfg(feature = "tls")]
+            tls: crate::tls::ClientTlsOptions::default(),
         }
     }
 }
@@ -169,12 +175,16 @@ pub struct Client {
     /// ports the relay gave each binding, asked for again after a reconnect
     bound_ports: Arc<Mutex<HashMap<u32, u16>>>,
     listeners: Vec<(LocalSpec, TcpListener)>,
+    readiness: Arc<Readiness>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::ClientTls>,
 }
 
 impl Client {
     /// Binds the `-L` listeners (so a busy port fails at once).
     pub async fn bind(cfg: ClientConfig) -> Result<Client, ClientError> {
         let mut listeners = Vec::new();
+        let remotes = cfg.remotes.len();
         let events = smol::channel::unbounded();
         for spec in &cfg.locals {
             let bind = match spec {
@@ -193,7 +203,23 @@ impl Client {
             });
             listeners.push((spec.clone(), l));
         }
+        #[cfg(feature = "tls")]
+        let tls = match cfg.url.tls {
+            true => Some(
+                crate::tls::ClientTls::new(&cfg.tls)
+                    .map_err(|e| ClientError::Fatal(e.to_string()))?,
+            ),
+            false => None,
+        };
+        #[cfg(feature = "tls")]
+        if cfg.tls.insecure && cfg.url.tls {
+            log::warn!(
+                "--insecure: the relay's certificate is not verified; anyone on the path can read and change the tunnel"
+            );
+        }
         Ok(Client {
+            #[cfg(feature = "tls")]
+            tls,
             cfg: Arc::new(cfg),
             metrics: Arc::new(Metrics::default()),
             session_id: ws::random_id(),
@@ -201,6 +227,10 @@ impl Client {
             current: Arc::new(Mutex::new(None)),
             bound_ports: Arc::new(Mutex::new(HashMap::new())),
             listeners,
+            readiness: Arc::new(Readiness {
+                want: remotes,
+                ..Readiness::default()
+            }),
         })
     }
 
@@ -212,6 +242,12 @@ impl Client {
     /// The client's counters.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// True once connected with every `-R` bound (what `/readyz` answers).
+    pub fn readiness(&self) -> crate::http::surface::Ready {
+        let r = self.readiness.clone();
+        Arc::new(move || r.is_ready())
     }
 
     /// The local addresses of the `-L` listeners, in spec order.
@@ -267,12 +303,14 @@ impl Client {
                 }
                 Some(Err(AttemptError::Retry(why))) => self.emit(Event::Lost(why)),
                 Some(Ok((session, driver, ws))) => {
+                    self.readiness.set_connected(true);
                     self.emit(Event::Connected);
                     *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
                     let end = self
                         .serve_session(&session, driver, ws, &spawner, &shutdown, stdio.as_ref())
                         .await;
                     *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    self.readiness.set_connected(false);
                     match end {
                         SessionEnd::Stdio(result) => return result,
                         SessionEnd::Drained => return Ok(()),
@@ -303,21 +341,9 @@ impl Client {
 
     async fn connect_once(
         &self,
-    ) -> Result<
-        (
-            Session,
-            crate::tunnel::Driver,
-            async_tungstenite::WebSocketStream<TcpStream>,
-        ),
-        AttemptError,
-    > {
+    ) -> Result<(Session, crate::tunnel::Driver, WebSocketStream<BoxIo>), AttemptError> {
         let cfg = &self.cfg;
         let url = &cfg.url;
-        if url.tls {
-            return Err(AttemptError::Fatal(
-                "wss:// is not supported by this build yet; use ws://".into(),
-            ));
-        }
         let (stream, early) = match cfg
             .via
             .connect(&url.host, url.port, &Rules::default(), cfg.connect_timeout)
@@ -341,7 +367,8 @@ impl Client {
             ));
         }
         stream.set_nodelay(true).ok();
-        let handshake = ws::client_handshake(stream, url, cfg.token.as_ref(), &self.session_id);
+        let transport = self.secure(stream).await?;
+        let handshake = ws::client_handshake(transport, url, cfg.token.as_ref(), &self.session_id);
         let ws = net::with_timeout(crate::server::HANDSHAKE_TIMEOUT, handshake, || {
             HandshakeError::Failed("no answer to the upgrade in time".into())
         })
@@ -363,11 +390,36 @@ impl Client {
         Ok((session, driver, ws))
     }
 
+    /// TLS on top of the connection for `wss://` (bounded by the handshake timeout).
+    async fn secure(&self, stream: TcpStream) -> Result<BoxIo, AttemptError> {
+        if !self.cfg.url.tls {
+            return Ok(Box::new(stream));
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            use crate::tls::HandshakeFailure;
+            let handshake = async { Ok(tls.connect(&self.cfg.url.host, stream).await) };
+            let done = net::with_timeout(crate::server::HANDSHAKE_TIMEOUT, handshake, || {
+                "TLS handshake timed out".to_string()
+            })
+            .await
+            .map_err(AttemptError::Retry)?;
+            return match done {
+                Ok(s) => Ok(Box::new(s)),
+                Err(HandshakeFailure::Fatal(why)) => Err(AttemptError::Fatal(why)),
+                Err(HandshakeFailure::Retry(why)) => Err(AttemptError::Retry(why)),
+            };
+        }
+        Err(AttemptError::Fatal(
+            "wss:// needs TLS, and this build has none (the `tls` feature is off)".into(),
+        ))
+    }
+
     async fn serve_session(
         &self,
         session: &Session,
         driver: crate::tunnel::Driver,
-        ws: async_tungstenite::WebSocketStream<TcpStream>,
+        ws: WebSocketStream<BoxIo>,
         spawner: &Spawner,
         shutdown: &ShutdownSignal,
         stdio: Option<&(String, u16)>,
@@ -412,6 +464,11 @@ impl Client {
                                 .insert(bind_id, port);
                         }
                         let target = self.remote_target(bind_id);
+                        self.readiness
+                            .bound
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(bind_id);
                         self.emit(Event::Bound { addr, target });
                     }
                     Frame::BindRefused { bind_id, reason } => {
@@ -659,6 +716,26 @@ async fn serve_incoming(cfg: &ClientConfig, inc: Incoming, label: &str, metrics:
             )
             .await;
         }
+    }
+}
+
+/// What `/readyz` reports: connected, and every `-R` bound.
+#[derive(Default)]
+struct Readiness {
+    connected: std::sync::atomic::AtomicBool,
+    bound: Mutex<std::collections::HashSet<u32>>,
+    want: usize,
+}
+
+impl Readiness {
+    fn set_connected(&self, up: bool) {
+        self.bound.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.connected.store(up, Ordering::SeqCst);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+            && self.bound.lock().unwrap_or_else(|e| e.into_inner()).len() >= self.want
     }
 }
 

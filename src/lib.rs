@@ -22,4 +22,6 @@ pub mod relay;
 pub mod secret;
 pub mod server;
 pub mod shutdown;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod tunnel;

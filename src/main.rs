@@ -146,7 +146,21 @@ fn run_server(a: ServerArgs) -> Result<()> {
             Some(Secret::new(t))
         }
     };
+    #[cfg(feature = "tls")]
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(std::sync::Arc::new(
+            burrow::tls::ServerTls::load(cert, key).map_err(|e| usage(e.to_string()))?,
+        )),
+        (None, None) => None,
+        _ => bail!(usage("--tls-cert and --tls-key go together")),
+    };
+    #[cfg(not(feature = "tls"))]
+    if a.tls_cert.is_some() || a.tls_key.is_some() {
+        bail!(usage("this build has no TLS (the `tls` feature is off)"));
+    }
     let cfg = RelayConfig {
+        #[cfg(feature = "tls")]
+        tls: tls.clone(),
         token,
         allow_ports: a.allow_ports,
         rules: parse_rules(&a.allow, &a.deny)?,
@@ -158,6 +172,18 @@ fn run_server(a: ServerArgs) -> Result<()> {
     let rt = runtime();
     let sd = Shutdown::new();
     let _signals = rt.spawner().spawn_boxed(Box::pin(watch(sd.clone())));
+    #[cfg(feature = "tls")]
+    let _reloads = tls.map(|tls| {
+        rt.spawner().spawn_boxed(Box::pin(async move {
+            let reload = || match tls.reload() {
+                Ok(()) => log::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => log::error!("SIGHUP: keeping the old TLS certificate: {e}"),
+            };
+            if let Err(e) = shutdown::watch_hangups(reload).await {
+                log::error!("cannot watch SIGHUP: {e}");
+            }
+        }))
+    });
     let (spawner, signal, listen) = (rt.spawner(), sd.signal(), a.listen);
     rt.block_on(async move {
         let relay = Relay::bind(listen, cfg)
@@ -211,6 +237,18 @@ fn run_client(a: ClientArgs) -> Result<()> {
     cfg.session = session_config(a.keepalive, a.max_streams)?;
     cfg.connect_timeout = a.connect_timeout;
     cfg.drain_timeout = a.drain_timeout;
+    #[cfg(feature = "tls")]
+    {
+        cfg.tls = burrow::tls::ClientTlsOptions {
+            ca: a.ca.clone(),
+            insecure: a.insecure,
+        };
+    }
+    #[cfg(not(feature = "tls"))]
+    if a.ca.is_some() || a.insecure {
+        bail!(usage("this build has no TLS (the `tls` feature is off)"));
+    }
+    let status = a.status;
     let stdio = cfg
         .locals
         .iter()
@@ -222,6 +260,26 @@ fn run_client(a: ClientArgs) -> Result<()> {
     rt.block_on(async move {
         let client = Client::bind(cfg).await?;
         let events = client.events();
+        let _status = match status {
+            Some(addr) => {
+                let listener = smol::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("--status: cannot listen on {addr}"))?;
+                log::info!("status on http://{}/readyz", listener.local_addr()?);
+                let route = burrow::http::surface::standard_route(
+                    client.metrics(),
+                    Some(client.readiness()),
+                );
+                let serve = burrow::http::surface::serve_listener(
+                    listener,
+                    route,
+                    spawner.clone(),
+                    signal.clone(),
+                );
+                Some(spawner.spawn_boxed(Box::pin(serve)))
+            }
+            None => None,
+        };
         // State lines go to stderr when stdout carries the stdio stream.
         let _printer = spawner.spawn_boxed(Box::pin(async move {
             while let Ok(e) = events.recv().await {

@@ -18,8 +18,10 @@ use crate::tunnel::{
     BindMode, Frame, Incoming, OpenTarget, RefuseCode, Session, SessionConfig, Side,
 };
 use futures_lite::FutureExt;
-use futures_lite::io::{AsyncWriteExt, BufReader};
-use smol::net::{TcpListener, TcpStream};
+use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use smol::net::TcpListener;
+#[cfg(feature = "tls")]
+use smol::net::TcpStream;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +49,9 @@ pub struct RelayConfig {
     pub grace: Duration,
     /// limit for dialing a target
     pub connect_timeout: Duration,
+    /// serve `wss://` with this certificate (reloadable)
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 impl Default for RelayConfig {
@@ -59,6 +64,8 @@ impl Default for RelayConfig {
             drain_timeout: Duration::from_secs(10),
             grace: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -150,6 +157,11 @@ impl Relay {
                 None => break,
                 Some(Ok((stream, peer))) => {
                     stream.set_nodelay(true).ok();
+                    #[cfg(feature = "tls")]
+                    if let Some(tls) = ctx.cfg.tls.clone() {
+                        conns.spawn(tls_front_door(ctx.clone(), tls, stream, peer));
+                        continue;
+                    }
                     conns.spawn(front_door(ctx.clone(), stream, peer));
                 }
                 Some(Err(e)) => {
@@ -179,16 +191,38 @@ impl Relay {
     }
 }
 
-async fn reply(stream: &TcpStream, status: u16, why: &str, extra: &[(&str, &str)]) {
+/// What the front door can serve: TCP, or TLS behind a shared handle.
+pub trait FrontStream: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static {}
+impl<S: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static> FrontStream for S {}
+
+async fn reply<S: FrontStream>(stream: &S, status: u16, why: &str, extra: &[(&str, &str)]) {
     let mut w = stream.clone();
     if let Err(e) = w.write_all(&error_response(status, why, extra)).await {
         log::debug!("writing {status} failed: {e}");
     }
-    stream.shutdown(std::net::Shutdown::Write).ok();
+    // Stop sending (a TCP write shutdown, or TLS close_notify) so the answer is read, not reset.
+    w.close().await.ok();
+}
+
+/// The TLS handshake (bounded), then the front door over the encrypted stream.
+#[cfg(feature = "tls")]
+async fn tls_front_door(
+    ctx: Arc<Ctx>,
+    tls: Arc<crate::tls::ServerTls>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let handshake = crate::net::with_timeout(HANDSHAKE_TIMEOUT, tls.accept(stream), || {
+        io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+    });
+    match handshake.await {
+        Ok(s) => front_door(ctx, async_dup::Arc::new(async_dup::Mutex::new(s)), peer).await,
+        Err(e) => log::warn!("relay {peer}: TLS handshake failed: {e}"),
+    }
 }
 
 /// Reads one head and dispatches: tunnel upgrade, local surface, or an error.
-async fn front_door(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
+async fn front_door<S: FrontStream>(ctx: Arc<Ctx>, stream: S, peer: SocketAddr) {
     let mut reader = BufReader::with_capacity(4096, stream.clone());
     let raw = match front::read_head_bytes(&mut reader, HANDSHAKE_TIMEOUT).await {
         Ok(raw) => raw,
@@ -216,38 +250,27 @@ async fn front_door(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
     if path == TUNNEL_PATH && head.headers.get("upgrade").is_some() {
         return tunnel(ctx, stream, peer, head, leftover).await;
     }
-    if head.version == crate::http::head::Version::Http11 && head.headers.get("host").is_none() {
-        // async-h1 would close such a request without a word (STACK.md).
-        log::warn!("relay {peer}: request without Host (400)");
-        return reply(&stream, 400, "missing Host header", &[]).await;
-    }
     let mut all = raw;
     all.extend_from_slice(&leftover);
-    let metrics = ctx.metrics.clone();
+    let standard = surface::standard_route(ctx.metrics.clone(), None);
     let route = move |method: &str, path: &str| -> surface::Answer {
-        let text = "text/plain; charset=utf-8";
-        match (method, path) {
-            ("GET" | "HEAD", "/healthz") => (200, text, "ok\n".into()),
-            ("GET" | "HEAD", "/metrics") => (200, "text/plain; version=0.0.4", metrics.render()),
-            (_, "/healthz" | "/metrics") => (405, text, "method not allowed\n".into()),
-            (_, p) if p == TUNNEL_PATH => (400, text, "expected a websocket upgrade\n".into()),
-            _ => (404, text, "not found\n".into()),
+        if path == TUNNEL_PATH {
+            return (
+                400,
+                "text/plain; charset=utf-8",
+                "expected a websocket upgrade\n".into(),
+            );
         }
+        standard(method, path)
     };
-    let shutdown = ctx.shutdown.clone();
-    let served = surface::serve(stream, &head, all, route);
-    let ended = async {
-        shutdown.draining().await;
-        Ok(())
-    };
-    if let Err(e) = served.or(ended).await {
+    if let Err(e) = surface::serve_after_head(stream, &head, all, route, &ctx.shutdown).await {
         log::debug!("relay {peer}: http surface: {e}");
     }
 }
 
-async fn tunnel(
+async fn tunnel<S: FrontStream>(
     ctx: Arc<Ctx>,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     head: RequestHead,
     leftover: Vec<u8>,

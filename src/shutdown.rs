@@ -111,3 +111,16 @@ pub async fn watch_signals(shutdown: Shutdown) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Calls `reload` on every SIGHUP (certificate reloads). Runs forever; the binary spawns it
+/// for the role's whole life.
+pub async fn watch_hangups(mut reload: impl FnMut()) -> std::io::Result<()> {
+    use async_signal::{Signal, Signals};
+    use futures_lite::StreamExt;
+    let mut signals = Signals::new([Signal::Hup])?;
+    while let Some(sig) = signals.next().await {
+        sig?;
+        reload();
+    }
+    Ok(())
+}

@@ -106,3 +106,130 @@ where
     .await
     .map_err(|e| io::Error::other(e.to_string()))
 }
+
+/// Readiness as a status surface reports it.
+pub type Ready = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The standard routes: `/healthz`, `/metrics`, and `/readyz` when `ready` is given.
+pub fn standard_route(
+    metrics: Arc<crate::metrics::Metrics>,
+    ready: Option<Ready>,
+) -> impl Fn(&str, &str) -> Answer + Send + Sync + 'static {
+    move |method: &str, path: &str| {
+        let text = "text/plain; charset=utf-8";
+        let get = matches!(method, "GET" | "HEAD");
+        match (get, path, &ready) {
+            (true, "/healthz", _) => (200, text, "ok\n".into()),
+            (true, "/metrics", _) => (200, "text/plain; version=0.0.4", metrics.render()),
+            (true, "/readyz", Some(ready)) if ready() => (200, text, "ready\n".into()),
+            (true, "/readyz", Some(_)) => (503, text, "not ready\n".into()),
+            (false, "/healthz" | "/metrics", _) | (false, "/readyz", Some(_)) => {
+                (405, text, "method not allowed\n".into())
+            }
+            _ => (404, text, "not found\n".into()),
+        }
+    }
+}
+
+/// Serves the surface on `stream` after the caller read its first head (`raw`: the head and
+/// any bytes read past it). HTTP/1.1 without `Host` gets a 400 here: async-h1 would close such
+/// a request without a word (STACK.md). Ends early when `shutdown` drains.
+pub async fn serve_after_head<S, F>(
+    stream: S,
+    head: &RequestHead,
+    raw: Vec<u8>,
+    route: F,
+    shutdown: &crate::shutdown::ShutdownSignal,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static,
+    F: Fn(&str, &str) -> Answer,
+{
+    use futures_lite::FutureExt;
+    if head.version == Version::Http11 && head.headers.get("host").is_none() {
+        let mut w = stream;
+        w.write_all(&crate::http::front::error_response(
+            400,
+            "missing Host header",
+            &[],
+        ))
+        .await?;
+        return w.close().await;
+    }
+    let ended = async {
+        shutdown.draining().await;
+        Ok(())
+    };
+    serve(stream, head, raw, route).or(ended).await
+}
+
+/// A listener that serves only the surface (the client's `--status`).
+pub async fn serve_listener<F>(
+    listener: smol::net::TcpListener,
+    route: F,
+    spawner: crate::exec::Spawner,
+    shutdown: crate::shutdown::ShutdownSignal,
+) where
+    F: Fn(&str, &str) -> Answer + Send + Sync + 'static,
+{
+    use futures_lite::FutureExt;
+    let route = Arc::new(route);
+    let conns = crate::exec::TaskSet::new(spawner);
+    loop {
+        let accepted = async { Some(listener.accept().await) }
+            .or(async {
+                shutdown.draining().await;
+                None
+            })
+            .await;
+        let (stream, peer) = match accepted {
+            None => return,
+            Some(Ok(pair)) => pair,
+            Some(Err(e)) => {
+                log::warn!("status accept failed: {e}");
+                smol::Timer::after(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (route, shutdown) = (route.clone(), shutdown.clone());
+        conns.spawn(async move {
+            let mut reader = futures_lite::io::BufReader::with_capacity(2048, stream.clone());
+            let head_timeout = std::time::Duration::from_secs(10);
+            let raw = match crate::http::front::read_head_bytes(&mut reader, head_timeout).await {
+                Ok(raw) => raw,
+                Err(e) => {
+                    log::debug!("status {peer}: {e}");
+                    return;
+                }
+            };
+            let head = match crate::http::head::parse_request(&raw) {
+                Ok(h) => h,
+                Err(e) => {
+                    let mut w = stream;
+                    let _ = w
+                        .write_all(&crate::http::front::error_response(
+                            e.status(),
+                            &e.to_string(),
+                            &[],
+                        ))
+                        .await;
+                    return;
+                }
+            };
+            let mut all = raw;
+            all.extend_from_slice(reader.buffer());
+            drop(reader);
+            if let Err(e) = serve_after_head(
+                stream,
+                &head,
+                all,
+                |m: &str, p: &str| route(m, p),
+                &shutdown,
+            )
+            .await
+            {
+                log::debug!("status {peer}: {e}");
+            }
+        });
+    }
+}

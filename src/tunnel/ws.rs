@@ -13,6 +13,13 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 use std::fmt;
 use std::str::FromStr;
 
+/// Any byte stream a session can run over.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// A boxed transport: TCP, TLS over TCP, either through a CONNECT chain.
+pub type BoxIo = Box<dyn Io>;
+
 /// The tunnel's URL path on the relay.
 pub const TUNNEL_PATH: &str = "/burrow";
 /// Header carrying the protocol version.
