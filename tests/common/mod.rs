@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod certs;
 pub mod tunnel;
 
 /// Longest any test may take before it fails instead of hanging CI.
