@@ -498,3 +498,80 @@ fn connect_passes_bytes_on_at_once_without_waiting_for_a_newline() {
         b"no-newline"
     );
 }
+
+/// GET `path` on `addr`; returns the status code.
+fn http_status(addr: SocketAddr, path: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn client_status_readyz_turns_200_once_connected_and_bound() {
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // A client whose relay is not there: alive, but not ready.
+    let url = format!("ws://{nobody}/burrow");
+    let (mut lonely, _out) = client_proc(&[
+        "client",
+        &url,
+        "-R",
+        "127.0.0.1:0:proxy",
+        "--status",
+        "127.0.0.1:0",
+    ]);
+    let line = lonely.wait_line("status on http://");
+    let status: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("/readyz")
+        .parse()
+        .unwrap();
+    assert_eq!(http_status(status, "/healthz"), 200);
+    assert_eq!(http_status(status, "/readyz"), 503);
+    assert_eq!(http_status(status, "/nope"), 404);
+    // A client of a real relay becomes ready once its -R is bound.
+    let (_relay, relay) = relay_proc();
+    let url = format!("ws://{relay}/burrow");
+    let (mut client, out) = client_proc(&[
+        "client",
+        &url,
+        "-R",
+        "127.0.0.1:0:proxy",
+        "--status",
+        "127.0.0.1:0",
+    ]);
+    let line = client.wait_line("status on http://");
+    let status: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("/readyz")
+        .parse()
+        .unwrap();
+    wait_stdout(&out, "bound R ");
+    assert_eq!(http_status(status, "/readyz"), 200);
+    let metrics = {
+        let mut s = TcpStream::connect(status).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut m = String::new();
+        s.read_to_string(&mut m).unwrap();
+        m
+    };
+    assert!(metrics.contains("burrow_sessions 1"), "{metrics}");
+}
