@@ -606,23 +606,7 @@ async fn serve_local(
         connect_timeout: cfg.connect_timeout,
         ..ProxyConfig::default()
     });
-    loop {
-        let accepted = async { Some(listener.accept().await) }
-            .or(async {
-                shutdown.draining().await;
-                None
-            })
-            .await;
-        let (tcp, peer) = match accepted {
-            None => break,
-            Some(Ok(pair)) => pair,
-            Some(Err(e)) => {
-                log::warn!("local accept failed: {e}");
-                smol::Timer::after(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        tcp.set_nodelay(true).ok();
+    while let Some((tcp, peer)) = net::accept(&listener, &shutdown, "local listener").await {
         let (cfg, current, spec) = (cfg.clone(), current.clone(), spec.clone());
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let proxy_cfg = proxy_cfg.clone();

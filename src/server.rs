@@ -146,29 +146,15 @@ impl Relay {
             ids: AtomicU64::new(1),
         });
         let conns = TaskSet::new(spawner);
-        loop {
-            let accepted = async { Some(self.listener.accept().await) }
-                .or(async {
-                    shutdown.draining().await;
-                    None
-                })
-                .await;
-            match accepted {
-                None => break,
-                Some(Ok((stream, peer))) => {
-                    stream.set_nodelay(true).ok();
-                    #[cfg(feature = "tls")]
-                    if let Some(tls) = ctx.cfg.tls.clone() {
-                        conns.spawn(tls_front_door(ctx.clone(), tls, stream, peer));
-                        continue;
-                    }
-                    conns.spawn(front_door(ctx.clone(), stream, peer));
-                }
-                Some(Err(e)) => {
-                    log::warn!("relay accept failed: {e}");
-                    smol::Timer::after(Duration::from_millis(50)).await;
-                }
+        while let Some((stream, peer)) =
+            crate::net::accept(&self.listener, &shutdown, "relay").await
+        {
+            #[cfg(feature = "tls")]
+            if let Some(tls) = ctx.cfg.tls.clone() {
+                conns.spawn(tls_front_door(ctx.clone(), tls, stream, peer));
+                continue;
             }
+            conns.spawn(front_door(ctx.clone(), stream, peer));
         }
         drop(self.listener);
         log::info!("relay draining {} connections", conns.len());
@@ -548,16 +534,10 @@ async fn accept_visitors(
         session: session.clone(),
         timeout: ctx.cfg.connect_timeout,
     });
-    loop {
-        let (visitor, peer) = match listener.accept().await {
-            Ok(pair) => pair,
-            Err(e) => {
-                log::warn!("session {}: accept failed: {e}", session.label());
-                smol::Timer::after(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        visitor.set_nodelay(true).ok();
+    // Visitors stop being accepted once the relay drains; those in flight finish.
+    while let Some((visitor, peer)) =
+        crate::net::accept(&listener, &ctx.shutdown, session.label()).await
+    {
         let id = ctx.ids.fetch_add(1, Ordering::Relaxed);
         match &proxy_cfg {
             Some(cfg) => {
@@ -598,6 +578,8 @@ async fn accept_visitors(
             }
         }
     }
+    // In-flight visitors finish within the session's drain (which cancels them at its deadline).
+    visitors.wait_empty().await;
 }
 
 /// Streams the client opens: `-L` dials from the relay's network.

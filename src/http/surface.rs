@@ -172,25 +172,9 @@ pub async fn serve_listener<F>(
 ) where
     F: Fn(&str, &str) -> Answer + Send + Sync + 'static,
 {
-    use futures_lite::FutureExt;
     let route = Arc::new(route);
     let conns = crate::exec::TaskSet::new(spawner);
-    loop {
-        let accepted = async { Some(listener.accept().await) }
-            .or(async {
-                shutdown.draining().await;
-                None
-            })
-            .await;
-        let (stream, peer) = match accepted {
-            None => return,
-            Some(Ok(pair)) => pair,
-            Some(Err(e)) => {
-                log::warn!("status accept failed: {e}");
-                smol::Timer::after(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = crate::net::accept(&listener, &shutdown, "status").await {
         let (route, shutdown) = (route.clone(), shutdown.clone());
         conns.spawn(async move {
             let mut reader = futures_lite::io::BufReader::with_capacity(2048, stream.clone());

@@ -94,23 +94,7 @@ impl Proxy {
         });
         let tasks = TaskSet::new(spawner);
         let ids = AtomicU64::new(1);
-        loop {
-            let accepted = async { Some(listener.accept().await) }
-                .or(async {
-                    shutdown.draining().await;
-                    None
-                })
-                .await;
-            let (stream, peer) = match accepted {
-                None => break,
-                Some(Ok(pair)) => pair,
-                Some(Err(e)) => {
-                    // Out of descriptors or a transient error: back off instead of spinning.
-                    log::warn!("accept failed: {e}");
-                    smol::Timer::after(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+        while let Some((stream, peer)) = crate::net::accept(&listener, &shutdown, "proxy").await {
             let id = ids.fetch_add(1, Ordering::Relaxed);
             if tasks.len() >= config.max_connections {
                 log::warn!(
@@ -120,7 +104,6 @@ impl Proxy {
                 refuse(stream, 503, "too many connections").await;
                 continue;
             }
-            stream.set_nodelay(true).ok();
             tasks.spawn(serve_connection(
                 stream,
                 peer,
