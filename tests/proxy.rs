@@ -543,3 +543,28 @@ fn drain_timeout_cancels_stuck_connections() {
         assert!(rest.is_empty());
     });
 }
+
+#[test]
+fn keep_alive_connection_can_switch_origins() {
+    run(|sp| async move {
+        let (a, _oa) = start_origin(&sp).await;
+        let (b, _ob) = start_origin(&sp).await;
+        let p = start_proxy(&sp, ProxyConfig::default()).await;
+        let mut s = TcpStream::connect(p.addr).await.unwrap();
+        let req = format!(
+            "GET http://{a}/first HTTP/1.1\r\nHost: {a}\r\n\r\nGET http://{b}/second HTTP/1.1\r\nHost: {b}\r\n\r\nGET http://{a}/third HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut r = futures_lite::io::BufReader::new(s);
+        let all = String::from_utf8(read_all(&mut r).await).unwrap();
+        let order: Vec<&str> = ["GET /first", "GET /second", "GET /third"]
+            .into_iter()
+            .filter(|m| all.contains(m))
+            .collect();
+        assert_eq!(order.len(), 3, "{all}");
+        assert!(
+            all.find("GET /first") < all.find("GET /second")
+                && all.find("GET /second") < all.find("GET /third")
+        );
+    });
+}

@@ -13,7 +13,7 @@ use crate::http::front::{self, ReadError};
 use crate::http::head::{Headers, RequestHead, ResponseHead, Target, Version};
 use crate::net::{DialError, host_port};
 use futures_lite::FutureExt;
-use futures_lite::io::{AsyncWriteExt, BufReader};
+use futures_lite::io::{AsyncWrite, AsyncWriteExt, BufReader};
 use smol::net::TcpStream;
 
 /// Read buffer for an origin connection.
@@ -70,10 +70,27 @@ fn origin_keeps_alive(res: &ResponseHead, framing: Framing) -> bool {
         && !res.headers.contains_token("connection", "close")
 }
 
+/// The parts of an absolute-form target.
+pub(super) struct Url {
+    pub(super) scheme: String,
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) path: String,
+}
+
+impl<S: AsyncWrite + Unpin> Origin<S> {
+    /// Ends our side politely (a FIN, which a mux stream passes on) before letting go.
+    pub(super) async fn close(mut self) {
+        // The origin may be gone already; there is nothing left to tell it then.
+        let _ = self.w.close().await;
+    }
+}
+
 /// Serves one absolute-form request and, while the connection stays alive, reads the next.
 pub(super) async fn forward<D: Dialer>(
     conn: &mut Conn<D>,
     mut head: RequestHead,
+    url: Url,
     stream: &TcpStream,
     reader: &mut BufReader<TcpStream>,
     origin: &mut Option<Origin<D::Stream>>,
@@ -81,18 +98,15 @@ pub(super) async fn forward<D: Dialer>(
     if let Err(outcome) = conn.authorize(stream, &head).await {
         return Next::Close(outcome);
     }
-    let Target::Absolute {
+    let Url {
         scheme,
         host,
         port,
         path,
-    } = head.target.clone()
-    else {
-        unreachable!("dispatch only sends absolute-form here")
-    };
+    } = url;
     if scheme != "http" {
         let why = "only http:// URLs are forwarded; use CONNECT for https";
-        return Next::Close(conn.reply(stream, head.version, 501, why, &[]).await);
+        return Next::Close(conn.reply(stream, 501, why, &[]).await);
     }
     let framing = match body::request_framing(&head) {
         Ok(f) => f,
@@ -102,10 +116,7 @@ pub(super) async fn forward<D: Dialer>(
             } else {
                 400
             };
-            return Next::Close(
-                conn.reply(stream, head.version, status, &e.to_string(), &[])
-                    .await,
-            );
+            return Next::Close(conn.reply(stream, status, &e.to_string(), &[]).await);
         }
     };
     let keep_client = client_keeps_alive(&head);
@@ -121,97 +132,35 @@ pub(super) async fn forward<D: Dialer>(
     strip_hop_by_hop(&mut head.headers);
     head.headers.set("Host", authority(&host, port));
     head.target = Target::Origin(path);
+    let mut request = Vec::with_capacity(512);
+    head.write_to(&mut request);
 
-    let reused = origin
-        .as_ref()
-        .is_some_and(|o| o.host == host && o.port == port);
-    if !reused {
-        *origin = None;
-    }
-    let mut out = Vec::with_capacity(512);
-    head.write_to(&mut out);
-
-    let res = loop {
-        let o = match origin {
-            Some(o) => o,
-            None => match open(conn, &host, port).await {
-                Ok(o) => origin.insert(o),
-                Err(e) => {
-                    let status = e.status();
-                    log::warn!(
-                        "conn {} {}: {method} {}: {e} ({status})",
-                        conn.id,
-                        conn.peer,
-                        host_port(&host, port)
-                    );
-                    return Next::Close(
-                        conn.reply(stream, head.version, status, &e.to_string(), &[])
-                            .await,
-                    );
-                }
-            },
-        };
-        let sent = async {
-            o.w.write_all(&out).await.map_err(BodyError::Io)?;
-            body::copy_body(reader, &mut o.w, framing).await
-        };
-        let sent = match sent.await {
-            Ok(n) => n,
-            Err(e) => {
-                *origin = None;
-                return Next::Close(
-                    conn.reply(
-                        stream,
-                        head.version,
-                        502,
-                        &format!("sending request: {e}"),
-                        &[],
-                    )
-                    .await,
-                );
-            }
-        };
-        conn.up += sent;
-        match read_final_response(conn, stream, o).await {
-            Ok(res) => break res,
-            // A reused connection the origin had already closed: try once more on a fresh one,
-            // but only when nothing of the body was consumed.
-            Err(ReadError::Closed) if reused && framing == Framing::Empty && origin.is_some() => {
-                *origin = None;
-                continue;
-            }
-            Err(e) => {
-                *origin = None;
-                let (status, why) = match e {
-                    ReadError::Timeout { .. } => (504, "origin did not answer in time".to_string()),
-                    e => (502, format!("bad response from origin: {e}")),
-                };
-                return Next::Close(conn.reply(stream, head.version, status, &why, &[]).await);
-            }
+    // A kept connection to the same origin is reused; one to another origin is closed.
+    let kept = match origin.take() {
+        Some(o) if o.host == host && o.port == port => Some(o),
+        Some(o) => {
+            o.close().await;
+            None
         }
+        None => None,
     };
-    let Some(o) = origin.as_mut() else {
-        unreachable!("a response came from an open origin")
-    };
-
+    let (res, mut o) =
+        match exchange(conn, stream, reader, kept, &host, port, &request, framing).await {
+            Ok(pair) => pair,
+            Err(outcome) => return Next::Close(outcome),
+        };
     let framing = match body::response_framing(&method, &res) {
         Ok(f) => f,
         Err(e) => {
-            *origin = None;
             return Next::Close(
-                conn.reply(
-                    stream,
-                    head.version,
-                    502,
-                    &format!("origin response: {e}"),
-                    &[],
-                )
-                .await,
+                conn.reply(stream, 502, &format!("origin response: {e}"), &[])
+                    .await,
             );
         }
     };
     let keep_origin = origin_keeps_alive(&res, framing);
     let keep = keep_client && framing != Framing::UntilClose && !conn.shutdown.is_draining();
+    let status = res.status;
     let mut res = res;
     strip_hop_by_hop(&mut res.headers);
     if !keep {
@@ -226,26 +175,82 @@ pub(super) async fn forward<D: Dialer>(
     };
     match copied.await {
         Ok(n) => conn.down += n + out.len() as u64,
-        Err(e) => {
-            *origin = None;
-            return Next::Close(format!("response {}: {e}", res.status));
-        }
+        Err(e) => return Next::Close(format!("response {status}: {e}")),
     }
     log::debug!(
-        "conn {} {method} http://{}{} -> {}",
+        "conn {} {method} http://{}{} -> {status}",
         conn.id,
         authority(&host, port),
-        path_of(&head),
-        res.status
+        path_of(&head)
     );
-    if !keep_origin {
-        *origin = None;
+    if keep_origin {
+        *origin = Some(o);
+    } else {
+        o.close().await;
     }
     if !keep {
         stream.shutdown(std::net::Shutdown::Write).ok();
-        return Next::Close(format!("{}", res.status));
+        return Next::Close(format!("{status}"));
     }
-    next_request(conn, stream, reader, res.status).await
+    next_request(conn, stream, reader, status).await
+}
+
+/// Sends the request (head and body) and reads the origin's final response head. A reused
+/// connection that the origin had already closed is retried once on a fresh one, but only
+/// when no body was consumed. `Err` carries the outcome after the client was answered.
+#[allow(clippy::too_many_arguments)]
+async fn exchange<D: Dialer>(
+    conn: &mut Conn<D>,
+    stream: &TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    mut kept: Option<Origin<D::Stream>>,
+    host: &str,
+    port: u16,
+    request: &[u8],
+    framing: Framing,
+) -> Result<(ResponseHead, Origin<D::Stream>), String> {
+    loop {
+        let reused = kept.is_some();
+        let mut o = match kept.take() {
+            Some(o) => o,
+            None => match open(conn, host, port).await {
+                Ok(o) => o,
+                Err(e) => {
+                    let status = e.status();
+                    log::warn!(
+                        "conn {} {}: {}: {e} ({status})",
+                        conn.id,
+                        conn.peer,
+                        host_port(host, port)
+                    );
+                    return Err(conn.reply(stream, status, &e.to_string(), &[]).await);
+                }
+            },
+        };
+        let sent = async {
+            o.w.write_all(request).await.map_err(BodyError::Io)?;
+            body::copy_body(reader, &mut o.w, framing).await
+        };
+        match sent.await {
+            Ok(n) => conn.up += n,
+            Err(e) => {
+                return Err(conn
+                    .reply(stream, 502, &format!("sending request: {e}"), &[])
+                    .await);
+            }
+        }
+        match read_final_response(conn, stream, &mut o).await {
+            Ok(res) => return Ok((res, o)),
+            Err(ReadError::Closed) if reused && framing == Framing::Empty => continue,
+            Err(e) => {
+                let (status, why) = match e {
+                    ReadError::Timeout { .. } => (504, "origin did not answer in time".to_string()),
+                    e => (502, format!("bad response from origin: {e}")),
+                };
+                return Err(conn.reply(stream, status, &why, &[]).await);
+            }
+        }
+    }
 }
 
 /// Waits for the next request on a kept-alive connection (until idle or drain).

@@ -220,18 +220,30 @@ impl<D: Dialer> Conn<D> {
         target: &mut String,
     ) -> String {
         let mut origin = None;
-        loop {
-            let next = match &head.target {
+        let outcome = loop {
+            let next = match head.target.clone() {
                 Target::Authority { host, port } if head.method == "CONNECT" => {
-                    *target = host_port(host, *port);
-                    return self.connect(&head, stream, reader).await;
+                    *target = host_port(&host, port);
+                    break self.connect(&head, &host, port, stream, reader).await;
                 }
-                Target::Absolute { host, port, .. } => {
-                    *target = host_port(host, *port);
+                Target::Absolute {
+                    scheme,
+                    host,
+                    port,
+                    path,
+                } => {
+                    *target = host_port(&host, port);
+                    let url = forward::Url {
+                        scheme,
+                        host,
+                        port,
+                        path,
+                    };
                     // Boxed: the forwarder's state is large and must not size every tunnel's task.
                     Box::pin(forward::forward(
                         self,
                         head,
+                        url,
                         stream,
                         &mut reader,
                         &mut origin,
@@ -240,14 +252,18 @@ impl<D: Dialer> Conn<D> {
                 }
                 _ => {
                     let why = "not a proxy request (expected CONNECT or an absolute URL)";
-                    return self.reply(stream, head.version, 400, why, &[]).await;
+                    break self.reply(stream, 400, why, &[]).await;
                 }
             };
             match next {
-                Next::Close(outcome) => return outcome,
+                Next::Close(outcome) => break outcome,
                 Next::Request(h) => head = h,
             }
+        };
+        if let Some(o) = origin {
+            o.close().await;
         }
+        outcome
     }
 
     /// Answers an unreadable head (or nothing, when the peer just left).
@@ -255,8 +271,7 @@ impl<D: Dialer> Conn<D> {
         match e.status() {
             Some(status) => {
                 log::warn!("conn {} {}: {e} ({status})", self.id, self.peer);
-                self.reply(stream, Version::Http11, status, &e.to_string(), &[])
-                    .await
+                self.reply(stream, status, &e.to_string(), &[]).await
             }
             None => format!("{e}"),
         }
@@ -282,14 +297,13 @@ impl<D: Dialer> Conn<D> {
         };
         log::warn!("conn {} {}: {why} (407)", self.id, self.peer);
         let challenge = [("Proxy-Authenticate", auth::challenge())];
-        Err(self.reply(stream, head.version, 407, why, &challenge).await)
+        Err(self.reply(stream, 407, why, &challenge).await)
     }
 
     /// Sends an error response and returns the log outcome.
     pub(super) async fn reply(
         &mut self,
         stream: &TcpStream,
-        _version: Version,
         status: u16,
         why: &str,
         extra: &[(&str, &str)],
@@ -306,18 +320,17 @@ impl<D: Dialer> Conn<D> {
     async fn connect(
         &mut self,
         head: &RequestHead,
+        host: &str,
+        port: u16,
         stream: &TcpStream,
         reader: BufReader<TcpStream>,
     ) -> String {
         if let Err(outcome) = self.authorize(stream, head).await {
             return outcome;
         }
-        let Target::Authority { host, port } = &head.target else {
-            unreachable!("dispatch only sends authority-form here")
-        };
         let cfg = self.config.clone();
         // Boxed for the same reason: the dial's state is dead weight once the tunnel runs.
-        let dialed = Box::pin(self.dialer.dial(host, *port)).await;
+        let dialed = Box::pin(self.dialer.dial(host, port)).await;
         let (upstream, early) = match dialed {
             Ok(pair) => pair,
             Err(e) => {
@@ -326,11 +339,9 @@ impl<D: Dialer> Conn<D> {
                     "conn {} {}: CONNECT {}: {e} ({status})",
                     self.id,
                     self.peer,
-                    host_port(host, *port)
+                    host_port(host, port)
                 );
-                return self
-                    .reply(stream, head.version, status, &e.to_string(), &[])
-                    .await;
+                return self.reply(stream, status, &e.to_string(), &[]).await;
             }
         };
         let mut client_w = stream.clone();
