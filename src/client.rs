@@ -60,6 +60,8 @@ pub struct ClientConfig {
     pub drain_timeout: Duration,
     /// longest wait between reconnect attempts
     pub max_backoff: Duration,
+    /// limit for the TLS handshake and the WebSocket upgrade
+    pub handshake_timeout: Duration,
     /// how `wss://` certificates are verified
     #[cfg(feature = "tls")]
     pub tls: crate::tls::ClientTlsOptions,
@@ -80,6 +82,7 @@ impl ClientConfig {
             proxy_auth: None,
             drain_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
+            handshake_timeout: crate::server::HANDSHAKE_TIMEOUT,
             #[cfg(feature = "tls")]
             tls: crate::tls::ClientTlsOptions::default(),
         }
@@ -369,7 +372,7 @@ impl Client {
         stream.set_nodelay(true).ok();
         let transport = self.secure(stream).await?;
         let handshake = ws::client_handshake(transport, url, cfg.token.as_ref(), &self.session_id);
-        let ws = net::with_timeout(crate::server::HANDSHAKE_TIMEOUT, handshake, || {
+        let ws = net::with_timeout(cfg.handshake_timeout, handshake, || {
             HandshakeError::Failed("no answer to the upgrade in time".into())
         })
         .await
@@ -399,7 +402,7 @@ impl Client {
         if let Some(tls) = &self.tls {
             use crate::tls::HandshakeFailure;
             let handshake = async { Ok(tls.connect(&self.cfg.url.host, stream).await) };
-            let done = net::with_timeout(crate::server::HANDSHAKE_TIMEOUT, handshake, || {
+            let done = net::with_timeout(self.cfg.handshake_timeout, handshake, || {
                 "TLS handshake timed out".to_string()
             })
             .await

@@ -168,6 +168,7 @@ fn run_server(a: ServerArgs) -> Result<()> {
         drain_timeout: a.drain_timeout,
         grace: a.grace,
         connect_timeout: a.connect_timeout,
+        handshake_timeout: burrow::server::HANDSHAKE_TIMEOUT,
     };
     let rt = runtime();
     let sd = Shutdown::new();

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How long a websocket handshake (head included) may take.
+/// How long a websocket handshake (TLS and head included) may take, by default.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything `burrow server` is configured with.
@@ -49,6 +49,8 @@ pub struct RelayConfig {
     pub grace: Duration,
     /// limit for dialing a target
     pub connect_timeout: Duration,
+    /// limit for a connection's TLS handshake and request head
+    pub handshake_timeout: Duration,
     /// serve `wss://` with this certificate (reloadable)
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<crate::tls::ServerTls>>,
@@ -64,6 +66,7 @@ impl Default for RelayConfig {
             drain_timeout: Duration::from_secs(10),
             grace: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -198,7 +201,7 @@ async fn tls_front_door(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
-    let handshake = crate::net::with_timeout(HANDSHAKE_TIMEOUT, tls.accept(stream), || {
+    let handshake = crate::net::with_timeout(ctx.cfg.handshake_timeout, tls.accept(stream), || {
         io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
     });
     match handshake.await {
@@ -210,7 +213,7 @@ async fn tls_front_door(
 /// Reads one head and dispatches: tunnel upgrade, local surface, or an error.
 async fn front_door<S: FrontStream>(ctx: Arc<Ctx>, stream: S, peer: SocketAddr) {
     let mut reader = BufReader::with_capacity(4096, stream.clone());
-    let raw = match front::read_head_bytes(&mut reader, HANDSHAKE_TIMEOUT).await {
+    let raw = match front::read_head_bytes(&mut reader, ctx.cfg.handshake_timeout).await {
         Ok(raw) => raw,
         Err(e) => {
             if let Some(status) = e.status() {

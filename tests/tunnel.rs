@@ -512,3 +512,43 @@ fn relay_drain_lets_a_stream_finish() {
         c.wait("lost", |e| matches!(e, Event::Lost(_))).await;
     });
 }
+
+#[test]
+fn handshakes_that_never_complete_hit_their_deadlines() {
+    run(|sp| async move {
+        // Relay side: a visitor that starts an upgrade and stalls gets 408.
+        let cfg = RelayConfig {
+            handshake_timeout: Duration::from_millis(300),
+            ..RelayConfig::default()
+        };
+        let relay = start_relay(&sp, cfg).await;
+        let (head, _) = send_raw(
+            relay.addr,
+            b"GET /burrow HTTP/1.1\r\nUpgrade: websocket\r\n",
+        )
+        .await;
+        assert_eq!(head.status, 408);
+        // Client side: a "relay" that accepts and never answers the upgrade is given up on
+        // (and retried), not waited for forever.
+        let silent = smol::net::TcpListener::bind(lo()).await.unwrap();
+        let url = format!("ws://{}/burrow", silent.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let _hold = smol::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let mut cfg = ClientConfig::new(url);
+        cfg.handshake_timeout = Duration::from_millis(300);
+        cfg.remotes = vec!["127.0.0.1:0:proxy".parse().unwrap()];
+        let c = start_client(&sp, cfg).await;
+        match c.wait("lost", |e| matches!(e, Event::Lost(_))).await {
+            Event::Lost(why) => assert!(why.contains("in time"), "{why}"),
+            _ => unreachable!(),
+        }
+        c.wait("retrying", |e| matches!(e, Event::Retrying(_)))
+            .await;
+    });
+}
