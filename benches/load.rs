@@ -1,13 +1,21 @@
 //! `just bench`: a load generator for burrow. Not a test: it prints numbers.
 //!
-//! In one run it starts a sink/echo server on 127.0.0.1:0 and measures four paths to it:
+//! In one run it starts a sink/echo server on 127.0.0.1:0 and measures six paths to it:
 //! direct, through socat (a plain relay, the baseline for "any relay at all"), through one
-//! `burrow proxy`, and through a chain of two. For each path: bulk throughput on 1 and 8
-//! streams, 64-byte round-trip latency, new-connection latency, connections per second; for
-//! burrow, the proxy's memory idle and with 1,000 held tunnels. Everything stays on loopback,
-//! every count and duration is bounded, and child processes die with the bench.
+//! `burrow proxy`, through a chain of two, and through the WebSocket tunnel both ways: one
+//! `burrow server` (the relay) and one `burrow client` with `-L` and `-R` to the server, so
+//! "tunnel -L" is client's local port → session → the relay dials, and "tunnel -R" is the
+//! relay's public port → session → the client dials. For each path: bulk throughput on 1 and
+//! 8 streams, 64-byte round-trip latency, new-connection latency (on the tunnel: a new stream
+//! over the open session), connections per second. Memory: each proxy idle and with 1,000
+//! held tunnels; the relay and the client idle and with 1,000 and 10,000 idle streams (on a
+//! first relay/client pair, with the echo end in a child process), and their peak during bulk
+//! (on the measured pair). Everything stays on loopback, every count and duration is bounded,
+//! and child processes die with the bench.
 //!
-//! Usage: `burrow-bench [--quick] [--burrow PATH]` (or `BURROW_BIN=PATH`).
+//! Usage: `burrow-bench [--quick] [--burrow PATH] [--idle-streams A,B]` (or
+//! `BURROW_BIN=PATH`).
+//! `burrow-bench --echo-server` is the bench's own child process (see `server::echo_child`).
 
 #[path = "load/client.rs"]
 mod client;
@@ -20,8 +28,9 @@ mod server;
 
 use anyhow::{Context, Result, bail};
 use client::Route;
-use procs::Relay;
-use report::{MemRow, Metrics, Outcome, Row};
+use procs::{ChildGuard, Relay};
+use report::{BulkPeak, MemRow, Metrics, Outcome, Row, TunnelMem};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -30,6 +39,12 @@ use std::time::Duration;
 const WANT_NOFILE: u64 = 4096;
 /// How long burrow may take to close its connections after the clients closed theirs.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Descriptors the bench keeps for itself besides the held streams (server, pipes, probes).
+const FD_MARGIN: u64 = 256;
+/// Most idle tunnel streams `--idle-streams` accepts (the bench stays bounded).
+const MAX_IDLE_STREAMS: usize = 50_000;
+/// The hidden mode that runs the held-streams echo server (`server::echo_child`).
+pub const ECHO_SERVER_FLAG: &str = "--echo-server";
 
 /// Sizes and counts of one run.
 pub struct Sizes {
@@ -46,8 +61,10 @@ pub struct Sizes {
     /// connections-per-second workers, and for how long they run
     pub cps_workers: usize,
     pub cps_time: Duration,
-    /// tunnels held open for the memory reading
+    /// tunnels held open through each proxy for the memory reading
     pub held: usize,
+    /// idle streams held open through the tunnel, one reading per count
+    pub idle_streams: [usize; 2],
     /// rounds over all paths; each metric is the median over rounds
     pub rounds: usize,
 }
@@ -64,6 +81,7 @@ const FULL: Sizes = Sizes {
     cps_workers: 4,
     cps_time: Duration::from_secs(2),
     held: 1000,
+    idle_streams: [1000, 10_000],
     rounds: 3,
 };
 
@@ -77,20 +95,34 @@ const QUICK: Sizes = Sizes {
     cps_workers: 4,
     cps_time: Duration::from_millis(300),
     held: 1000,
+    idle_streams: [100, 500],
     rounds: 1,
 };
 
 struct Options {
     sizes: &'static Sizes,
     burrow: PathBuf,
+    /// `--idle-streams A,B`: the tunnel memory test's counts instead of the sizes'
+    idle_streams: Option<[usize; 2]>,
 }
 
+const USAGE: &str = "usage: burrow-bench [--quick] [--burrow PATH] [--idle-streams A,B]";
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(ECHO_SERVER_FLAG) {
+        return match server::echo_child() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("burrow-bench {ECHO_SERVER_FLAG}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let opts = match parse_args() {
         Ok(Some(o)) => o,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("burrow-bench: {e:#}\nusage: burrow-bench [--quick] [--burrow PATH]");
+            eprintln!("burrow-bench: {e:#}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -110,17 +142,24 @@ fn main() -> ExitCode {
 fn parse_args() -> Result<Option<Options>> {
     let mut sizes = &FULL;
     let mut burrow = std::env::var_os("BURROW_BIN").map(PathBuf::from);
+    let mut idle_streams = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => sizes = &QUICK,
             "--burrow" => burrow = Some(args.next().context("--burrow needs a PATH")?.into()),
+            "--idle-streams" => {
+                let v = args.next().context("--idle-streams needs A,B")?;
+                idle_streams = Some(parse_counts(&v)?);
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: burrow-bench [--quick] [--burrow PATH]\n\n\
-                     --quick        small sizes and counts: a sanity check in seconds\n\
-                     --burrow PATH  the burrow binary (default: $BURROW_BIN, else \
-                     target/release/burrow)"
+                    "{USAGE}\n\n\
+                     --quick              small sizes and counts: a sanity check in seconds\n\
+                     --burrow PATH        the burrow binary (default: $BURROW_BIN, else \
+                     target/release/burrow)\n\
+                     --idle-streams A,B   idle tunnel streams for the two memory readings \
+                     (default 1000,10000; --quick 100,500)"
                 );
                 return Ok(None);
             }
@@ -131,7 +170,29 @@ fn parse_args() -> Result<Option<Options>> {
         }
     }
     let burrow = burrow.unwrap_or_else(default_burrow);
-    Ok(Some(Options { sizes, burrow }))
+    Ok(Some(Options {
+        sizes,
+        burrow,
+        idle_streams,
+    }))
+}
+
+/// `A,B`: two stream counts, each at least 1 and at most [`MAX_IDLE_STREAMS`].
+fn parse_counts(v: &str) -> Result<[usize; 2]> {
+    let parse = |x: &str| -> Result<usize> {
+        let n: usize = x
+            .trim()
+            .parse()
+            .with_context(|| format!("--idle-streams: bad count {x:?}"))?;
+        if !(1..=MAX_IDLE_STREAMS).contains(&n) {
+            bail!("--idle-streams: {n} is not in 1..={MAX_IDLE_STREAMS}");
+        }
+        Ok(n)
+    };
+    match v.split_once(',') {
+        Some((a, b)) => Ok([parse(a)?, parse(b)?]),
+        None => bail!("--idle-streams: expected A,B, got {v:?}"),
+    }
 }
 
 /// `target/release/burrow`, or else the `burrow` next to this binary (both are built into
@@ -155,8 +216,25 @@ struct Path<'a> {
     route: Result<Route, Outcome>,
     /// the burrow processes on this path, in chain order, with their labels
     proxies: Vec<(&'static str, &'a Relay)>,
+    /// processes whose peak RSS during bulk is measured (label, pid)
+    watched: Vec<(&'static str, u32)>,
     /// one per completed round
     samples: Vec<Metrics>,
+    /// per completed round, one per watched process
+    peaks: Vec<Vec<BulkPeak>>,
+}
+
+impl<'a> Path<'a> {
+    fn new(name: &'static str, route: Result<Route, Outcome>) -> Path<'a> {
+        Path {
+            name,
+            route,
+            proxies: vec![],
+            watched: vec![],
+            samples: vec![],
+            peaks: vec![],
+        }
+    }
 }
 
 /// Runs every path; `Ok(false)` if some path failed (the table says which).
@@ -169,13 +247,30 @@ fn run(opts: &Options) -> Result<bool> {
         );
     }
     let mut notes = Vec::new();
+    let mut idle_streams = opts.idle_streams.unwrap_or(s.idle_streams);
     match procs::nofile_soft_limit() {
-        Some(n) if n < WANT_NOFILE => notes.push(format!(
-            "open-file limit is {n} (< {WANT_NOFILE}): the {} held connections may fail; \
-             raise it with `ulimit -n {WANT_NOFILE}`",
-            s.held
-        )),
-        Some(_) => {}
+        Some(n) => {
+            if n < WANT_NOFILE {
+                notes.push(format!(
+                    "open-file limit is {n} (< {WANT_NOFILE}): the {} held connections may \
+                     fail; raise it with `ulimit -n {WANT_NOFILE}`",
+                    s.held
+                ));
+            }
+            // Each idle stream is one descriptor in the bench, the relay, the client and
+            // the echo child (every process inherits this limit).
+            let budget = n.saturating_sub(FD_MARGIN).min(usize::MAX as u64) as usize;
+            for c in &mut idle_streams {
+                if *c > budget {
+                    notes.push(format!(
+                        "open-file limit is {n}: holding {budget} idle tunnel streams instead \
+                         of {c} (raise it with `ulimit -n {}`)",
+                        *c as u64 + FD_MARGIN
+                    ));
+                    *c = budget;
+                }
+            }
+        }
         None => notes.push("cannot read the open-file limit from /proc/self/limits".into()),
     }
     for n in &notes {
@@ -193,48 +288,37 @@ fn run(opts: &Options) -> Result<bool> {
         Ok(hop2) => procs::burrow(&opts.burrow, Some(hop2.addr)),
         Err(e) => Err(anyhow::anyhow!("second hop: {e:#}")),
     };
+    // The echo server for the tunnel's idle streams, in a child process (descriptors).
+    let echo = procs::echo_child();
 
     let tunnel = |relay: &Relay| Route {
         entry: relay.addr,
         tunnel_to: Some(server),
     };
-    let mut paths = vec![Path {
-        name: "direct",
-        route: Ok(Route {
-            entry: server,
-            tunnel_to: None,
-        }),
-        proxies: vec![],
-        samples: vec![],
-    }];
-    paths.push(Path {
-        name: "socat",
-        route: match &socat {
+    let plain = |entry| Route {
+        entry,
+        tunnel_to: None,
+    };
+    let mut paths = vec![Path::new("direct", Ok(plain(server)))];
+    paths.push(Path::new(
+        "socat",
+        match &socat {
             None => Err(Outcome::Skipped("socat not found".into())),
             Some(Err(e)) => Err(failed("socat", e)),
-            Some(Ok(relay)) => Ok(Route {
-                entry: relay.addr,
-                tunnel_to: None,
-            }),
+            Some(Ok(relay)) => Ok(plain(relay.addr)),
         },
-        proxies: vec![],
-        samples: vec![],
-    });
+    ));
     paths.push(match &one {
         Ok(p) => Path {
-            name: "burrow",
-            route: Ok(tunnel(p)),
             proxies: vec![("burrow", p)],
-            samples: vec![],
+            ..Path::new("burrow", Ok(tunnel(p)))
         },
         Err(e) => failed_path("burrow", e),
     });
     paths.push(match (&first, &second) {
         (Ok(hop1), Ok(hop2)) => Path {
-            name: "burrow 2-hop",
-            route: Ok(tunnel(hop1)),
             proxies: vec![("burrow 2-hop, hop 1", hop1), ("burrow 2-hop, hop 2", hop2)],
-            samples: vec![],
+            ..Path::new("burrow 2-hop", Ok(tunnel(hop1)))
         },
         (Err(e), _) | (_, Err(e)) => failed_path("burrow 2-hop", e),
     });
@@ -252,12 +336,72 @@ fn run(opts: &Options) -> Result<bool> {
         }
     }
 
+    // The tunnel's memory on a pair of its own: 10,000 streams leave the heap larger than a
+    // bulk transfer needs, which would hide the peak during bulk on the measured pair.
+    let mut tunnel_mems = Vec::new();
+    let mem_pair = match &echo {
+        Ok(e) => Tunnel::start(&opts.burrow, server, Some(e.addr)),
+        Err(e) => Err(anyhow::anyhow!("no echo child: {e:#}")),
+    };
+    match &mem_pair {
+        Ok(t) => {
+            match tunnel_memory(&t.watched(), &plain(t.client.locals[1]), &idle_streams) {
+                Ok(rows) => tunnel_mems = rows,
+                Err(e) => notes.push(format!("tunnel memory: failed: {e:#}")),
+            }
+            for (label, child) in t.children() {
+                let (_, proc_notes) = finish(&format!("{label} (idle-stream pair)"), child, 1)?;
+                match tunnel_mems.iter_mut().find(|m| m.name == label) {
+                    Some(row) => row.notes.extend(proc_notes),
+                    None => notes.extend(proc_notes),
+                }
+            }
+        }
+        Err(e) => notes.push(format!("tunnel memory: failed: {e:#}")),
+    }
+    drop(mem_pair);
+    if let Ok(e) = &echo {
+        if let Ok(n) = procs::tcp_connections(e.child.pid()) {
+            if n > 0 {
+                notes.push(format!(
+                    "echo child: {n} TCP connections still open after the idle streams"
+                ));
+            }
+        }
+        let (lines, total) = e.child.stderr_lines();
+        if total > 0 {
+            notes.push(format!(
+                "echo child logged {total} lines on stderr, first: {lines:?}"
+            ));
+        }
+    }
+
+    // The measured pair: same command lines, fresh processes.
+    let pair = Tunnel::start(&opts.burrow, server, echo.as_ref().ok().map(|e| e.addr));
+    match &pair {
+        Ok(t) => {
+            for (name, entry) in [(TUNNEL_L, t.client.locals[0]), (TUNNEL_R, t.client.remote)] {
+                paths.push(Path {
+                    watched: t.watched(),
+                    ..Path::new(name, Ok(plain(entry)))
+                });
+            }
+        }
+        Err(e) => {
+            paths.push(failed_path(TUNNEL_L, e));
+            paths.push(failed_path(TUNNEL_R, e));
+        }
+    }
+
     for round in 1..=s.rounds {
         for path in &mut paths {
             let Ok(route) = path.route else { continue };
             let name = format!("{} (round {round}/{})", path.name, s.rounds);
-            match measure(&name, &route, s) {
-                Ok(m) => path.samples.push(m),
+            match measure(&name, &route, s, &path.watched) {
+                Ok((m, peaks)) => {
+                    path.samples.push(m);
+                    path.peaks.push(peaks);
+                }
                 Err(e) => path.route = Err(failed(path.name, &e)),
             }
         }
@@ -266,13 +410,36 @@ fn run(opts: &Options) -> Result<bool> {
     // Every connection the bench opened is closed: so must burrow's be, soon.
     for path in &paths {
         for &(label, proxy) in &path.proxies {
-            let (peak, proxy_notes) = finish(label, proxy)?;
+            let (peak, proxy_notes) = finish(label, &proxy.child, 0)?;
             match mems.iter_mut().find(|m| m.name == label) {
                 Some(row) => {
                     row.peak = Some(peak);
                     row.notes.extend(proxy_notes);
                 }
                 None => notes.extend(proxy_notes),
+            }
+        }
+    }
+    // The tunnel processes keep their session's connection.
+    for (label, child) in pair.iter().flat_map(Tunnel::children) {
+        let (_, proc_notes) = finish(label, child, 1)?;
+        match tunnel_mems.iter_mut().find(|m| m.name == label) {
+            Some(row) => row.notes.extend(proc_notes),
+            None => notes.extend(proc_notes),
+        }
+    }
+    for path in &paths {
+        for (i, &(label, _)) in path.watched.iter().enumerate() {
+            let Some(best) = path
+                .peaks
+                .iter()
+                .filter_map(|round| round.get(i).copied())
+                .max_by_key(|p| p.peak_kib)
+            else {
+                continue;
+            };
+            if let Some(row) = tunnel_mems.iter_mut().find(|m| m.name == label) {
+                row.bulk.push((path.name, best));
             }
         }
     }
@@ -293,9 +460,46 @@ fn run(opts: &Options) -> Result<bool> {
     let ok = rows
         .iter()
         .all(|r| !matches!(r.outcome, Outcome::Failed(_)));
-    report::print(s, &rows, &mems, &notes);
+    report::print(s, &idle_streams, &rows, &mems, &tunnel_mems, &notes);
     Ok(ok)
 }
+
+/// The tunnel under test: a relay, and a client connected to it with `-L` and `-R` to the
+/// sink/echo server (and a second `-L` to the echo child, if there is one).
+struct Tunnel {
+    relay: Relay,
+    client: procs::TunnelClient,
+}
+
+impl Tunnel {
+    fn start(bin: &std::path::Path, server: SocketAddr, echo: Option<SocketAddr>) -> Result<Self> {
+        let relay = procs::relay(bin).context("relay")?;
+        let targets: Vec<SocketAddr> = std::iter::once(server).chain(echo).collect();
+        let client = procs::tunnel_client(bin, relay.addr, &targets, server).context("client")?;
+        eprintln!(
+            "tunnel: relay on {}, client pid {}: -L {:?}, -R {}",
+            relay.addr,
+            client.child.pid(),
+            client.locals,
+            client.remote
+        );
+        Ok(Tunnel { relay, client })
+    }
+
+    fn children(&self) -> [(&'static str, &ChildGuard); 2] {
+        [(RELAY, &self.relay.child), (CLIENT, &self.client.child)]
+    }
+
+    fn watched(&self) -> Vec<(&'static str, u32)> {
+        self.children().map(|(l, c)| (l, c.pid())).to_vec()
+    }
+}
+
+/// Row and process names of the tunnel.
+pub const TUNNEL_L: &str = "tunnel -L";
+pub const TUNNEL_R: &str = "tunnel -R";
+pub const RELAY: &str = "relay";
+pub const CLIENT: &str = "client";
 
 fn failed(name: &str, e: &anyhow::Error) -> Outcome {
     eprintln!("{name}: failed: {e:#}");
@@ -303,20 +507,40 @@ fn failed(name: &str, e: &anyhow::Error) -> Outcome {
 }
 
 fn failed_path<'a>(name: &'static str, e: &anyhow::Error) -> Path<'a> {
-    Path {
-        name,
-        route: Err(failed(name, e)),
-        proxies: vec![],
-        samples: vec![],
-    }
+    Path::new(name, Err(failed(name, e)))
 }
 
-/// The five measurements on one path.
-fn measure(name: &str, route: &Route, s: &Sizes) -> Result<Metrics> {
+/// The five measurements on one path, and the peak RSS of the `watched` processes during the
+/// two bulk tests.
+fn measure(
+    name: &str,
+    route: &Route,
+    s: &Sizes,
+    watched: &[(&'static str, u32)],
+) -> Result<(Metrics, Vec<BulkPeak>)> {
+    let mut peaks = Vec::with_capacity(watched.len());
+    for &(label, pid) in watched {
+        let reset = procs::reset_peak(pid);
+        if let Err(e) = &reset {
+            eprintln!("{name}: {label}: cannot reset the peak RSS: {e:#}");
+        }
+        peaks.push(BulkPeak {
+            before_kib: procs::mem(pid)?.rss_kib,
+            peak_kib: 0,
+            since_start: reset.is_err(),
+        });
+    }
     let one = client::bulk(route, 1, s.single).context("1-stream bulk")?;
     eprintln!("{name}: 1 stream {one:.0} MB/s");
     let many = client::bulk(route, s.streams, s.per_stream).context("parallel bulk")?;
     eprintln!("{name}: {} streams {many:.0} MB/s", s.streams);
+    for (p, &(label, pid)) in peaks.iter_mut().zip(watched) {
+        p.peak_kib = procs::mem(pid)?.peak_kib();
+        eprintln!(
+            "{name}: {label}: RSS {} KiB before bulk, peak {} KiB",
+            p.before_kib, p.peak_kib
+        );
+    }
     let mut rtts = client::rtt(route, s.round_trips).context("round trips")?;
     let rtt_p50 = client::percentile(&mut rtts, 50.0)?;
     let rtt_p99 = client::percentile(&mut rtts, 99.0)?;
@@ -326,14 +550,15 @@ fn measure(name: &str, route: &Route, s: &Sizes) -> Result<Metrics> {
     eprintln!("{name}: new connection p50 {new_p50:?}");
     let cps = client::conn_rate(route, s.cps_workers, s.cps_time).context("conn/s")?;
     eprintln!("{name}: {:.0} conn/s ({} failed)", cps.per_sec, cps.errors);
-    Ok(Metrics {
+    let m = Metrics {
         one,
         many,
         rtt_p50,
         rtt_p99,
         new_p50,
         cps,
-    })
+    };
+    Ok((m, peaks))
 }
 
 /// Memory of the proxies on one path (chain order): idle, while `s.held` tunnels through
@@ -383,24 +608,92 @@ fn memory(
     Ok(rows)
 }
 
-/// After the measurements: the proxy's peak RSS in KiB, and notes on connections it did not
-/// close and on what it logged.
-fn finish(label: &str, proxy: &Relay) -> Result<(u64, Vec<String>)> {
-    let pid = proxy.child.pid();
+/// After the measurements: a burrow process's peak RSS in KiB, and notes on connections
+/// it did not close (beyond the `keep` it holds for itself) and on what it logged.
+fn finish(label: &str, child: &ChildGuard, keep: usize) -> Result<(u64, Vec<String>)> {
+    let pid = child.pid();
     let mut notes = Vec::new();
-    let left = procs::wait_no_connections(pid, RELEASE_TIMEOUT)?;
-    if left > 0 {
+    let left = procs::wait_connections(pid, keep, RELEASE_TIMEOUT)?;
+    if left > keep {
         notes.push(format!(
-            "{label}: {left} TCP connections still open {RELEASE_TIMEOUT:?} after the last \
-             measurement"
+            "{label}: {} TCP connections still open {RELEASE_TIMEOUT:?} after the last \
+             measurement",
+            left - keep
         ));
     }
     let peak = procs::mem(pid)?.peak_kib();
-    let (lines, total) = proxy.child.stderr_lines();
+    let (lines, total) = child.stderr_lines();
     if total > 0 {
         notes.push(format!(
             "{label} logged {total} lines on stderr (RUST_LOG=warn), first: {lines:?}"
         ));
     }
+    let (lines, total) = child.stdout_lines();
+    if total > 0 {
+        notes.push(format!(
+            "{label} printed {total} unexpected state lines, first: {lines:?}"
+        ));
+    }
     Ok((peak, notes))
+}
+
+/// Memory of the tunnel's processes: idle, then with each count of idle streams open through
+/// `route` (the client's `-L` to the echo child; each stream has echoed one byte), closing
+/// them and waiting for both processes to close theirs between counts.
+fn tunnel_memory(
+    watched: &[(&'static str, u32)],
+    route: &Route,
+    counts: &[usize],
+) -> Result<Vec<TunnelMem>> {
+    let read_all = || {
+        watched
+            .iter()
+            .map(|&(_, p)| procs::mem(p))
+            .collect::<Result<Vec<_>>>()
+    };
+    let idle = read_all()?;
+    let mut held = Vec::new();
+    let mut notes = vec![Vec::new(); watched.len()];
+    for &n in counts {
+        let t = std::time::Instant::now();
+        let streams = client::hold(route, n)?;
+        let opened = t.elapsed();
+        let reading = read_all()?;
+        drop(streams);
+        let t = std::time::Instant::now();
+        for (i, &(label, pid)) in watched.iter().enumerate() {
+            // The session's own connection stays.
+            let left = procs::wait_connections(pid, 1, RELEASE_TIMEOUT)?;
+            if left > 1 {
+                notes[i].push(format!(
+                    "{label}: {} TCP connections still open {RELEASE_TIMEOUT:?} after the bench \
+                     closed {n} idle streams",
+                    left - 1
+                ));
+            }
+            eprintln!(
+                "tunnel: {label}: RSS idle {} KiB, with {n} streams {} KiB",
+                idle[i].rss_kib, reading[i].rss_kib
+            );
+        }
+        eprintln!(
+            "tunnel: {n} streams opened in {opened:.2?} ({:.0} µs each), closed in {:.2?}",
+            opened.as_secs_f64() * 1e6 / n.max(1) as f64,
+            t.elapsed()
+        );
+        held.push((n, reading));
+    }
+    let after = read_all()?;
+    Ok(watched
+        .iter()
+        .enumerate()
+        .map(|(i, &(name, _))| TunnelMem {
+            name,
+            idle: idle[i],
+            held: held.iter().map(|(n, r)| (*n, r[i])).collect(),
+            after_close: after[i],
+            bulk: vec![],
+            notes: std::mem::take(&mut notes[i]),
+        })
+        .collect())
 }

@@ -5,11 +5,11 @@
 //! returns errors instead of panicking. Ctrl-C in a terminal reaches the children directly:
 //! they are in the bench's foreground process group.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -22,8 +22,10 @@ const POLL: Duration = Duration::from_millis(10);
 const KEPT_LINES: usize = 20;
 /// The line burrow logs once its listener is bound (main.rs, `info` level).
 const LISTENING: &str = "proxy listening on ";
+/// The same for `burrow server` (also main.rs, `info`).
+const RELAY_LISTENING: &str = "relay listening on ";
 /// `warn` for everything, except `info` for the binary's own module (`burrow`, where the
-/// listening line comes from). `burrow::` covers the library, whose per-connection `info`
+/// listening lines come from). `burrow::` covers the library, whose per-connection `info`
 /// lines would cost time under load; env_logger's longest matching prefix wins.
 const LOG_FILTER: &str = "warn,burrow=info,burrow::=warn";
 
@@ -31,8 +33,19 @@ const LOG_FILTER: &str = "warn,burrow=info,burrow::=warn";
 pub struct ChildGuard {
     child: Child,
     /// The child's stderr lines after startup: kept ones and a total count.
-    stderr: Arc<Mutex<(Vec<String>, usize)>>,
+    stderr: Lines,
+    /// The same for stdout, when it is captured.
+    stdout: Lines,
+    /// The write end of the child's stdin, when it is a pipe: it closes when the bench
+    /// exits, however it exits.
+    _stdin: Option<ChildStdin>,
 }
+
+/// Kept lines of one output stream, and how many lines there were in all.
+type Lines = Arc<Mutex<(Vec<String>, usize)>>;
+
+/// A line handler: `true` if it consumed the line, which is then not kept.
+type OnLine = Box<dyn FnMut(&str) -> bool + Send>;
 
 impl ChildGuard {
     pub fn pid(&self) -> u32 {
@@ -41,10 +54,12 @@ impl ChildGuard {
 
     /// Lines the child wrote to stderr after it started (warnings, errors), and how many in all.
     pub fn stderr_lines(&self) -> (Vec<String>, usize) {
-        match self.stderr.lock() {
-            Ok(g) => g.clone(),
-            Err(_) => (Vec::new(), 0),
-        }
+        snapshot(&self.stderr)
+    }
+
+    /// Lines on stdout that no handler consumed, and how many in all.
+    pub fn stdout_lines(&self) -> (Vec<String>, usize) {
+        snapshot(&self.stdout)
     }
 
     /// `Some(status)` if the child has exited.
@@ -54,6 +69,13 @@ impl ChildGuard {
             Ok(None) => None,
             Err(e) => Some(format!("unknown status ({e})")),
         }
+    }
+}
+
+fn snapshot(lines: &Lines) -> (Vec<String>, usize) {
+    match lines.lock() {
+        Ok(g) => g.clone(),
+        Err(_) => (Vec::new(), 0),
     }
 }
 
@@ -68,39 +90,66 @@ impl Drop for ChildGuard {
 /// Spawns `cmd` with stderr captured. Every stderr line is passed to `on_line` first; lines it
 /// does not consume are kept for the report.
 fn spawn_captured(
-    mut cmd: Command,
-    mut on_line: impl FnMut(&str) -> bool + Send + 'static,
+    cmd: Command,
+    on_line: impl FnMut(&str) -> bool + Send + 'static,
 ) -> Result<ChildGuard> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    spawn_with(cmd, Box::new(on_line), None, false)
+}
+
+/// Spawns `cmd` with stderr, and if `on_stdout` is given stdout, read line by line for the
+/// child's whole life (so it never blocks on a full pipe); with `stdin_pipe`, its stdin is a
+/// pipe the bench holds open (else /dev/null).
+fn spawn_with(
+    mut cmd: Command,
+    on_stderr: OnLine,
+    on_stdout: Option<OnLine>,
+    stdin_pipe: bool,
+) -> Result<ChildGuard> {
+    cmd.stdin(if stdin_pipe {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(if on_stdout.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
-    let stderr = child.stderr.take();
+    let (stderr, stdout, stdin) = (child.stderr.take(), child.stdout.take(), child.stdin.take());
     let guard = ChildGuard {
         child,
-        stderr: Arc::new(Mutex::new((Vec::new(), 0))),
+        stderr: Arc::default(),
+        stdout: Arc::default(),
+        _stdin: stdin,
     };
     if let Some(pipe) = stderr {
-        let kept = guard.stderr.clone();
-        // Keeps draining the pipe for the child's whole life, so it never blocks on stderr.
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                if on_line(&line) {
-                    continue;
-                }
-                if let Ok(mut k) = kept.lock() {
-                    k.1 += 1;
-                    if k.0.len() < KEPT_LINES {
-                        k.0.push(line);
-                    }
-                }
-            }
-        });
+        drain_lines(pipe, on_stderr, guard.stderr.clone());
+    }
+    if let (Some(pipe), Some(on_line)) = (stdout, on_stdout) {
+        drain_lines(pipe, on_line, guard.stdout.clone());
     }
     Ok(guard)
+}
+
+fn drain_lines(pipe: impl Read + Send + 'static, mut on_line: OnLine, kept: Lines) {
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if on_line(&line) {
+                continue;
+            }
+            if let Ok(mut k) = kept.lock() {
+                k.1 += 1;
+                if k.0.len() < KEPT_LINES {
+                    k.0.push(line);
+                }
+            }
+        }
+    });
 }
 
 /// A running relay: the child and the address clients connect to.
@@ -118,10 +167,24 @@ pub fn burrow(bin: &Path, upstream: Option<SocketAddr>) -> Result<Relay> {
     if let Some(up) = upstream {
         cmd.arg("--upstream").arg(format!("http://{up}"));
     }
+    logged_listener(bin, cmd, LISTENING)
+}
+
+/// Starts the tunnel relay, `burrow server --listen 127.0.0.1:0 --no-auth`, and waits for its
+/// "relay listening on ADDR" line.
+pub fn relay(bin: &Path) -> Result<Relay> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["server", "--listen", "127.0.0.1:0", "--no-auth"])
+        .env("RUST_LOG", LOG_FILTER);
+    logged_listener(bin, cmd, RELAY_LISTENING)
+}
+
+/// Spawns burrow and waits for the log line `marker ADDR`.
+fn logged_listener(bin: &Path, cmd: Command, marker: &'static str) -> Result<Relay> {
     let (tx, rx) = mpsc::channel();
     let mut tx = Some(tx);
-    let mut child = spawn_captured(cmd, move |line| {
-        let Some(rest) = line.split(LISTENING).nth(1) else {
+    let child = spawn_captured(cmd, move |line| {
+        let Some(rest) = line.split(marker).nth(1) else {
             return false;
         };
         let addr = rest.split_whitespace().next().unwrap_or_default();
@@ -132,15 +195,27 @@ pub fn burrow(bin: &Path, upstream: Option<SocketAddr>) -> Result<Relay> {
         true
     })
     .with_context(|| format!("{} (build it: cargo build --release --bins)", bin.display()))?;
+    let (child, addr) = wait_ready(child, &rx, "burrow", &format!("log {marker:?}"))?;
+    let addr = addr.map_err(|line| anyhow!("cannot read the address in burrow's line {line:?}"))?;
+    Ok(Relay { child, addr })
+}
+
+/// Waits for the first message a child's line handler sends; explains a timeout or an
+/// early exit with the child's stderr.
+fn wait_ready<T>(
+    mut child: ChildGuard,
+    rx: &mpsc::Receiver<T>,
+    what: &str,
+    ready: &str,
+) -> Result<(ChildGuard, T)> {
     match rx.recv_timeout(READY_TIMEOUT) {
-        Ok(Ok(addr)) => Ok(Relay { child, addr }),
-        Ok(Err(line)) => bail!("cannot read the address in burrow's line {line:?}"),
+        Ok(v) => Ok((child, v)),
         Err(mpsc::RecvTimeoutError::Timeout) => bail!(
-            "burrow did not log {LISTENING:?} within {READY_TIMEOUT:?}; stderr: {:?}",
+            "{what} did not {ready} within {READY_TIMEOUT:?}; stderr: {:?}",
             child.stderr_lines().0
         ),
         Err(mpsc::RecvTimeoutError::Disconnected) => {
-            // stderr closed: the process is exiting; give it a moment to be reaped.
+            // The pipe closed: the process is exiting; give it a moment to be reaped.
             let deadline = Instant::now() + READY_TIMEOUT;
             let status = loop {
                 match child.exited() {
@@ -150,11 +225,139 @@ pub fn burrow(bin: &Path, upstream: Option<SocketAddr>) -> Result<Relay> {
                 }
             };
             bail!(
-                "burrow closed stderr before listening ({status}); stderr: {:?}",
+                "{what} closed its output before it could {ready} ({status}); stderr: {:?}",
                 child.stderr_lines().0
             )
         }
     }
+}
+
+/// A running tunnel client and the ports it opened.
+pub struct TunnelClient {
+    pub child: ChildGuard,
+    /// its `-L` listeners, in the order of the targets given to [`tunnel_client`]
+    pub locals: Vec<SocketAddr>,
+    /// the relay's public port for its `-R` binding
+    pub remote: SocketAddr,
+}
+
+/// A state line of `burrow client` on stdout, as far as the bench needs it.
+enum ClientLine {
+    /// `listening L ADDR (TARGET)`
+    Local(String, SocketAddr),
+    /// `bound R ADDR -> TARGET`
+    Remote(String, SocketAddr),
+    /// `bind refused R -> …`, or a line whose address does not parse
+    Bad(String),
+}
+
+fn client_line(line: &str) -> Option<ClientLine> {
+    let bad = || ClientLine::Bad(line.to_string());
+    if let Some(rest) = line.strip_prefix("listening L ") {
+        let (addr, target) = rest.split_once(' ')?;
+        let target = target.strip_prefix('(')?.strip_suffix(')')?;
+        return Some(match addr.parse() {
+            Ok(a) => ClientLine::Local(target.to_string(), a),
+            Err(_) => bad(),
+        });
+    }
+    if let Some(rest) = line.strip_prefix("bound R ") {
+        let (addr, target) = rest.split_once(" -> ")?;
+        return Some(match addr.parse() {
+            Ok(a) => ClientLine::Remote(target.to_string(), a),
+            Err(_) => bad(),
+        });
+    }
+    line.starts_with("bind refused").then(bad)
+}
+
+/// Starts `burrow client ws://RELAY/burrow` with `-L 127.0.0.1:0:T` for each of `forward_to`
+/// and `-R 127.0.0.1:0:R` for `reverse_to`, and waits until every listener is up and the
+/// relay has bound the `-R` port (so the session is connected). State lines go to stdout,
+/// whatever `RUST_LOG` says; later ones other than (re)connecting are kept for the report.
+pub fn tunnel_client(
+    bin: &Path,
+    relay: SocketAddr,
+    forward_to: &[SocketAddr],
+    reverse_to: SocketAddr,
+) -> Result<TunnelClient> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("client")
+        .arg(format!("ws://{relay}/burrow"))
+        .env("RUST_LOG", "warn");
+    for t in forward_to {
+        cmd.arg("-L").arg(format!("127.0.0.1:0:{t}"));
+    }
+    cmd.arg("-R").arg(format!("127.0.0.1:0:{reverse_to}"));
+    let (tx, rx) = mpsc::channel();
+    let on_stdout = move |line: &str| match client_line(line) {
+        Some(l) => {
+            // The receiver is gone once the bench has what it needs: nothing to tell.
+            let _ = tx.send(l);
+            true
+        }
+        None => matches!(line, "connecting" | "connected"),
+    };
+    let mut child = spawn_with(cmd, Box::new(|_| false), Some(Box::new(on_stdout)), false)
+        .with_context(|| format!("{} (build it: cargo build --release --bins)", bin.display()))?;
+    let mut locals: Vec<Option<SocketAddr>> = vec![None; forward_to.len()];
+    let mut remote = None;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while locals.iter().any(Option::is_none) || remote.is_none() {
+        let line;
+        (child, line) = wait_ready(child, &rx, "burrow client", "listen and bind its ports")?;
+        match line {
+            ClientLine::Local(target, addr) => {
+                for (t, slot) in forward_to.iter().zip(&mut locals) {
+                    if slot.is_none() && t.to_string() == target {
+                        *slot = Some(addr);
+                        break;
+                    }
+                }
+            }
+            ClientLine::Remote(target, addr) if target == reverse_to.to_string() => {
+                remote = Some(addr);
+            }
+            ClientLine::Remote(..) => {}
+            ClientLine::Bad(line) => bail!("burrow client: {line}"),
+        }
+        if Instant::now() > deadline {
+            bail!("burrow client did not listen and bind its ports within {READY_TIMEOUT:?}");
+        }
+    }
+    Ok(TunnelClient {
+        child,
+        locals: locals.into_iter().flatten().collect(),
+        remote: remote.context("no -R port")?,
+    })
+}
+
+/// Starts this binary as `burrow-bench --echo-server` (see `server::echo_child`) and waits for
+/// its address. Its stdin is a pipe from the bench: it exits when the bench does.
+pub fn echo_child() -> Result<Relay> {
+    let exe = std::env::current_exe().context("cannot find the bench's own binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(crate::ECHO_SERVER_FLAG);
+    let (tx, rx) = mpsc::channel();
+    let mut tx = Some(tx);
+    let on_stdout = move |line: &str| {
+        let Some(addr) = line.strip_prefix(crate::server::ECHO_CHILD_READY) else {
+            return false;
+        };
+        if let Some(tx) = tx.take() {
+            // The receiver is gone only if the bench stopped waiting: nothing to tell.
+            let _ = tx.send(
+                addr.trim()
+                    .parse::<SocketAddr>()
+                    .map_err(|_| line.to_string()),
+            );
+        }
+        true
+    };
+    let child = spawn_with(cmd, Box::new(|_| false), Some(Box::new(on_stdout)), true)?;
+    let (child, addr) = wait_ready(child, &rx, "the echo server child", "print its address")?;
+    let addr = addr.map_err(|line| anyhow!("cannot read the echo server's address in {line:?}"))?;
+    Ok(Relay { child, addr })
 }
 
 /// Whether `socat` can be run at all.
@@ -279,14 +482,27 @@ const TCP_LISTEN: &str = "0A";
 
 /// Waits until `pid` has no TCP connections open; returns how many it still has then.
 pub fn wait_no_connections(pid: u32, limit: Duration) -> Result<usize> {
+    wait_connections(pid, 0, limit)
+}
+
+/// Waits until `pid` has at most `keep` TCP connections open (a tunnel process keeps its
+/// session's); returns how many it has then.
+pub fn wait_connections(pid: u32, keep: usize, limit: Duration) -> Result<usize> {
     let deadline = Instant::now() + limit;
     loop {
         let n = tcp_connections(pid)?;
-        if n == 0 || Instant::now() > deadline {
+        if n <= keep || Instant::now() > deadline {
             return Ok(n);
         }
         thread::sleep(POLL);
     }
+}
+
+/// Resets the process's VmHWM to its current RSS (`echo 5 > /proc/PID/clear_refs`, Linux
+/// 4.0+), so a later [`mem`] reads the peak since now.
+pub fn reset_peak(pid: u32) -> Result<()> {
+    let path = format!("/proc/{pid}/clear_refs");
+    std::fs::write(&path, "5").with_context(|| format!("writing 5 to {path}"))
 }
 
 /// The soft limit on open files of this process (children inherit it), if /proc says.

@@ -163,3 +163,67 @@ fn serve(mut s: TcpStream, buf: &mut [u8]) -> io::Result<()> {
         )),
     }
 }
+
+/// `burrow-bench --echo-server`: the echo end of the held-streams memory test, in a child
+/// process of its own. Ten thousand held streams are a client socket each in the bench and a
+/// server socket each wherever the echo server runs: in the bench itself that would be
+/// 20,000 descriptors (the usual soft limit) and, with this module's thread per connection,
+/// 10,000 threads. Here one thread serves them all (smol, as burrow does: the streams are
+/// idle, so the executor competes with nothing). Speaks [`ECHO`] only.
+///
+/// Prints `echo listening on ADDR` on stdout, and exits when stdin reaches EOF: the bench
+/// holds the other end of that pipe, so the child cannot outlive it even if it is killed.
+pub fn echo_child() -> io::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    println!("{ECHO_CHILD_READY}{}", listener.local_addr()?);
+    io::stdout().flush()?;
+    thread::Builder::new()
+        .name("stdin-watch".into())
+        .spawn(|| {
+            // Read errors end the watch too: either way the bench is gone.
+            let _ = io::copy(&mut io::stdin(), &mut io::sink());
+            std::process::exit(0);
+        })?;
+    let listener = smol::Async::new(listener)?;
+    let ex = smol::LocalExecutor::new();
+    smol::block_on(ex.run(async {
+        loop {
+            match listener.accept().await {
+                Ok((s, _)) => ex.spawn(echo_task(s)).detach(),
+                Err(e) => {
+                    eprintln!("echo server: accept failed: {e}");
+                    smol::Timer::after(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
+    }))
+}
+
+/// The line [`echo_child`] prints before the address.
+pub const ECHO_CHILD_READY: &str = "echo listening on ";
+
+/// One held stream: the mode byte, then everything back until EOF. A small buffer: the
+/// streams carry a byte each.
+async fn echo_task(mut s: smol::Async<TcpStream>) {
+    use smol::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 512];
+    let mut first = true;
+    loop {
+        let n = match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let mut data = &buf[..n];
+        if first {
+            first = false;
+            if data[0] != ECHO {
+                eprintln!("echo server: unknown mode byte {:#04x}", data[0]);
+                return;
+            }
+            data = &data[1..];
+        }
+        if s.write_all(data).await.is_err() {
+            return;
+        }
+    }
+}
