@@ -182,11 +182,11 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Starts `threads` worker threads (at least one).
+    /// Starts `threads` worker threads (0: only the thread that calls `block_on` runs tasks).
     pub fn new(threads: usize) -> Self {
         let executor = Arc::new(smol::Executor::new());
         let (stop, stopped) = smol::channel::unbounded::<()>();
-        let threads = (0..threads.max(1))
+        let threads = (0..threads)
             .map(|i| {
                 let ex = executor.clone();
                 let stopped = stopped.clone();

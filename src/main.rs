@@ -54,10 +54,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The executor: the calling thread plus `BURROW_THREADS` workers (default: one per core
+/// beyond the first, at most 3).
 fn runtime() -> Runtime {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // The calling thread runs the executor too.
-    Runtime::new(cores.saturating_sub(1).clamp(1, 3))
+    let workers = std::env::var("BURROW_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| cores.saturating_sub(1).clamp(1, 3));
+    Runtime::new(workers)
 }
 
 /// Turns `--upstream`/`--auth`/rules flags into a [`ProxyConfig`].
