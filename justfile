@@ -22,6 +22,10 @@ test:
 e2e:
     bash tests/interop/run.sh
 
+# the cloud-browser scenario: headless Chromium through a relay's -R proxy, client behind tinyproxy, in network namespaces (root)
+e2e-browser:
+    bash tests/e2e-browser/run.sh
+
 # load benchmark against a release build
 bench:
     cargo build --release --bins
