@@ -324,9 +324,12 @@ async fn tunnel<S: FrontStream>(
     let drive = async {
         driver.run(ws).await;
     };
-    let control = control_loop(&ctx, &session, &session_id, &tasks, &state);
+    // This session's own drain: the relay's, or the client's GO_AWAY. Visitors' idle
+    // keep-alive connections close on it, so a client's shutdown is not held up by them.
+    let session_sd = crate::shutdown::Shutdown::new();
+    let control = control_loop(&ctx, &session, &session_id, &tasks, &state, &session_sd);
     let incoming = incoming_loop(&ctx, &session, &tasks);
-    let drain = drain_session(&ctx, &session);
+    let drain = drain_session(&ctx, &session, &session_sd);
     drive.or(control).or(incoming).or(drain).await;
     drop(tasks);
     // Keep this client's listeners for its return.
@@ -374,8 +377,9 @@ fn hold_for_grace(ctx: &Arc<Ctx>, session_id: String, listeners: Vec<Arc<TcpList
 }
 
 /// On drain: go-away, then close the session once its streams are done.
-async fn drain_session(ctx: &Ctx, session: &Session) {
+async fn drain_session(ctx: &Ctx, session: &Session, session_sd: &crate::shutdown::Shutdown) {
     ctx.shutdown.draining().await;
+    session_sd.drain();
     session.go_away("relay shutting down");
     while session.stream_count() > 0 {
         smol::Timer::after(Duration::from_millis(50)).await;
@@ -390,8 +394,13 @@ async fn control_loop(
     session_id: &str,
     tasks: &TaskSet,
     binds: &SessionBinds,
+    session_sd: &crate::shutdown::Shutdown,
 ) {
     while let Some(frame) = session.control().await {
+        if let Frame::GoAway { .. } = frame {
+            session_sd.drain();
+            continue;
+        }
         let Frame::Bind {
             bind_id,
             addr,
@@ -427,6 +436,7 @@ async fn control_loop(
                     listener,
                     bind_id,
                     mode,
+                    session_sd.signal(),
                 ));
             }
             Err(why) => {
@@ -519,6 +529,7 @@ async fn accept_visitors(
     listener: Arc<TcpListener>,
     bind_id: u32,
     mode: BindMode,
+    going_away: crate::shutdown::ShutdownSignal,
 ) {
     let visitors = TaskSet::new(ctx.spawner.clone());
     let proxy_cfg = match &mode {
@@ -539,7 +550,7 @@ async fn accept_visitors(
     });
     // Visitors stop being accepted once the relay drains; those in flight finish.
     while let Some((visitor, peer)) =
-        crate::net::accept(&listener, &ctx.shutdown, session.label()).await
+        crate::net::accept(&listener, &going_away, session.label()).await
     {
         let id = ctx.ids.fetch_add(1, Ordering::Relaxed);
         match &proxy_cfg {
@@ -550,7 +561,7 @@ async fn accept_visitors(
                     id,
                     cfg.clone(),
                     dialer.clone(),
-                    ctx.shutdown.clone(),
+                    going_away.clone(),
                 ));
             }
             None => {

@@ -281,7 +281,7 @@ fn garbage_frame_is_a_protocol_error() {
 fn data_for_an_unknown_stream_is_a_protocol_error() {
     let data = Frame::Data {
         id: 41,
-        payload: vec![1],
+        payload: vec![1].into(),
     }
     .to_bytes();
     violation_closes_with(Message::Binary(Bytes::from(data)), 1002);
@@ -330,7 +330,7 @@ fn data_past_the_window_is_a_protocol_error() {
         raw.send(Message::Binary(
             Frame::Data {
                 id: 1,
-                payload: vec![0; 1025],
+                payload: vec![0; 1025].into(),
             }
             .to_bytes()
             .into(),

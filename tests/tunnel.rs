@@ -552,3 +552,38 @@ fn handshakes_that_never_complete_hit_their_deadlines() {
             .await;
     });
 }
+
+#[test]
+fn client_drain_closes_idle_keep_alive_visitors_at_once() {
+    run(|sp| async move {
+        let (origin, _o) = start_origin(&sp).await;
+        let relay = start_relay(&sp, RelayConfig::default()).await;
+        let mut cfg = client_cfg(&relay);
+        cfg.remotes = vec!["127.0.0.1:0:proxy".parse().unwrap()];
+        cfg.drain_timeout = Duration::from_secs(25);
+        let c = start_client(&sp, cfg).await;
+        let proxy = c.bound().await;
+        // A browser-like visitor: one keep-alive request, then the connection stays open.
+        let mut s = TcpStream::connect(proxy).await.unwrap();
+        s.write_all(
+            format!("GET http://{origin}/ka HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut r = futures_lite::io::BufReader::new(s);
+        let head = burrow::http::front::read_response(&mut r, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(head.status, 200);
+        let n: usize = head.headers.get("content-length").unwrap().parse().unwrap();
+        let mut body = vec![0u8; n];
+        r.read_exact(&mut body).await.unwrap();
+        c.shutdown.drain();
+        // Well inside the 25 s drain timeout: nothing was in flight.
+        within(5, "client exits", c.task).await.unwrap();
+        assert!(
+            read_all(&mut r).await.is_empty(),
+            "the idle visitor was closed"
+        );
+    });
+}

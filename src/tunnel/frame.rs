@@ -5,12 +5,13 @@
 //! frame = type:u8  stream_id:u32be  body
 //! ```
 
+use async_tungstenite::tungstenite::Bytes;
 use std::fmt;
 
 /// Protocol version, sent in the handshake (`Burrow-Version`).
 pub const VERSION: u32 = 1;
 /// Largest DATA payload a sender may put in one frame.
-pub const MAX_DATA: usize = 32 * 1024;
+pub const MAX_DATA: usize = 64 * 1024;
 /// Largest frame of any type (header + body); larger messages end the session.
 pub const MAX_FRAME: usize = MAX_DATA + 64;
 /// Longest host name or reason string in a frame.
@@ -142,7 +143,7 @@ pub enum Frame {
         /// stream id
         id: u32,
         /// 1..=MAX_DATA bytes
-        payload: Vec<u8>,
+        payload: Bytes,
     },
     /// The receiver consumed `increment` more bytes: the sender may send that much more.
     Window {
@@ -343,8 +344,14 @@ impl Frame {
         out
     }
 
-    /// Decodes exactly one frame from `buf` (one whole WebSocket message).
+    /// Decodes exactly one frame from `buf` (one whole WebSocket message), copying it.
     pub fn decode(buf: &[u8]) -> Result<Frame, FrameError> {
+        Self::decode_shared(&Bytes::copy_from_slice(buf))
+    }
+
+    /// Decodes exactly one frame from a received message without copying: a DATA payload is a
+    /// slice of `buf`.
+    pub fn decode_shared(buf: &Bytes) -> Result<Frame, FrameError> {
         if buf.len() > MAX_FRAME {
             return Err(FrameError::TooLong);
         }
@@ -382,10 +389,8 @@ impl Frame {
                 if payload.is_empty() || payload.len() > MAX_DATA {
                     return Err(FrameError::Invalid("data payload size"));
                 }
-                Frame::Data {
-                    id,
-                    payload: payload.to_vec(),
-                }
+                let payload = buf.slice(HEADER..);
+                Frame::Data { id, payload }
             }
             code::WINDOW => {
                 let increment = r.u32()?;
@@ -508,11 +513,11 @@ mod tests {
             },
             Frame::Data {
                 id: 7,
-                payload: vec![1, 2, 3],
+                payload: vec![1, 2, 3].into(),
             },
             Frame::Data {
                 id: 9,
-                payload: vec![0; MAX_DATA],
+                payload: vec![0; MAX_DATA].into(),
             },
             Frame::Window {
                 id: 11,
@@ -572,7 +577,7 @@ mod tests {
     fn bad_frames_are_refused() {
         let mut oversized = Frame::Data {
             id: 1,
-            payload: vec![0; 10],
+            payload: vec![0; 10].into(),
         }
         .to_bytes();
         oversized.resize(MAX_FRAME + 1, 0);

@@ -56,9 +56,11 @@ impl Default for SessionConfig {
             keepalive: Duration::from_secs(20),
             max_streams: 10_000,
             initial_window: 256 * 1024,
-            max_window: 8 * 1024 * 1024,
-            window_budget: 32 * 1024 * 1024,
-            max_queued: 4 * 1024 * 1024,
+            // 4 MiB keeps 40 MB/s flowing at 100 ms RTT; more would let one stalled bulk
+            // stream pin more memory than a small VPS should spend on it.
+            max_window: 4 * 1024 * 1024,
+            window_budget: 16 * 1024 * 1024,
+            max_queued: 2 * 1024 * 1024,
         }
     }
 }
@@ -833,7 +835,7 @@ where
         *shared.last_rx.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         match msg {
             Message::Binary(bytes) => {
-                let frame = Frame::decode(&bytes).map_err(|e: FrameError| e.to_string());
+                let frame = Frame::decode_shared(&bytes).map_err(|e: FrameError| e.to_string());
                 if let Err(why) = frame.and_then(|f| shared.handle(f)) {
                     shared.metrics.refused(Refusal::BadRequest);
                     return CloseReason::Protocol(1002, why);

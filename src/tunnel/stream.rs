@@ -21,7 +21,7 @@ pub(crate) struct StreamShared {
 
 pub(crate) struct StreamState {
     /// Received payloads not yet read; `recv_off` bytes of the front one were read already.
-    pub(crate) recv: VecDeque<Vec<u8>>,
+    pub(crate) recv: VecDeque<async_tungstenite::tungstenite::Bytes>,
     pub(crate) recv_off: usize,
     /// Bytes in `recv` (minus `recv_off`).
     pub(crate) recv_len: usize,

@@ -48,7 +48,7 @@ except ImportError:  # websockets 10-12: the legacy client
 OPEN, OPEN_OK, OPEN_REFUSED, DATA, WINDOW, FIN, RESET = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07
 GO_AWAY = 0x13
 HEADER = struct.Struct(">BI")
-MAX_DATA = 32 * 1024
+MAX_DATA = 64 * 1024
 OUR_WINDOW = 256 * 1024
 TIMEOUT = 10
 
