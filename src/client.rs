@@ -511,9 +511,7 @@ impl Client {
         };
         let stdio_job = async {
             match stdio {
-                Some((host, port)) => SessionEnd::Stdio(
-                    run_stdio(session, host, *port, self.cfg.connect_timeout).await,
-                ),
+                Some((host, port)) => SessionEnd::Stdio(run_stdio(session, host, *port).await),
                 None => std::future::pending().await,
             }
         };
@@ -557,20 +555,13 @@ fn describe_local(spec: &LocalSpec) -> String {
     }
 }
 
-async fn run_stdio(
-    session: &Session,
-    host: &str,
-    port: u16,
-    timeout: Duration,
-) -> Result<(), ClientError> {
-    let dialer = MuxDialer {
-        session: session.clone(),
-        timeout,
+async fn run_stdio(session: &Session, host: &str, port: u16) -> Result<(), ClientError> {
+    let target = OpenTarget::Dial {
+        host: host.to_string(),
+        port,
     };
-    use crate::proxy::dial::Dialer;
-    let (stream, _) = dialer
-        .dial(host, port)
-        .await
+    let stream = session
+        .open_early(target)
         .map_err(|e| ClientError::Stdio(e.to_string()))?;
     let stdin = smol::Unblock::new(std::io::stdin());
     let stdout = smol::Unblock::new(std::io::stdout());
@@ -621,17 +612,11 @@ async fn serve_local(
             };
             match spec {
                 LocalSpec::Forward { host, port, .. } => {
-                    let dialer = MuxDialer {
-                        session: session.clone(),
-                        timeout: cfg.connect_timeout,
-                    };
-                    use crate::proxy::dial::Dialer;
-                    match dialer.dial(&host, port).await {
-                        Ok((stream, _)) => {
-                            bridge::splice(tcp, stream, session.label(), &host_port(&host, port))
-                                .await
-                        }
-                        Err(e) => log::warn!("local {peer} -> {}: {e}", host_port(&host, port)),
+                    let target = host_port(&host, port);
+                    // Early data: the first bytes ride along with the OPEN.
+                    match session.open_early(OpenTarget::Dial { host, port }) {
+                        Ok(stream) => bridge::splice(tcp, stream, session.label(), &target).await,
+                        Err(e) => log::warn!("local {peer} -> {target}: {e}"),
                     }
                 }
                 LocalSpec::Proxy { .. } => {

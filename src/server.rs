@@ -566,27 +566,14 @@ async fn accept_visitors(
             }
             None => {
                 let session = session.clone();
-                let timeout = ctx.cfg.connect_timeout;
                 visitors.spawn(async move {
-                    let open = session.open(OpenTarget::Bound { bind_id });
-                    let opened = async { Some(open.await) }
-                        .or(async {
-                            smol::Timer::after(timeout).await;
-                            None
-                        })
-                        .await;
-                    match opened {
-                        Some(Ok(stream)) => {
+                    // Early data: the visitor's first bytes ride along with the OPEN.
+                    match session.open_early(OpenTarget::Bound { bind_id }) {
+                        Ok(stream) => {
                             bridge::splice(visitor, stream, session.label(), &peer.to_string())
                                 .await
                         }
-                        Some(Err(e)) => {
-                            log::warn!("session {}: visitor {peer}: {e}", session.label())
-                        }
-                        None => log::warn!(
-                            "session {}: visitor {peer}: client did not answer in time",
-                            session.label()
-                        ),
+                        Err(e) => log::warn!("session {}: visitor {peer}: {e}", session.label()),
                     }
                 });
             }

@@ -402,3 +402,39 @@ fn session_end_fails_open_streams() {
         drop(p.relay_end);
     });
 }
+
+#[test]
+fn early_data_rides_with_the_open_and_a_refusal_fails_the_stream() {
+    on_own_executor(|ex| async move {
+        let p = sessions(&ex, SessionConfig::default()).await;
+        // Accepted: bytes written before OPEN_OK arrive, and more than EARLY_DATA waits for it.
+        let s = p.client.open_early(dial("early")).unwrap();
+        let mut w = s.clone();
+        let data = vec![5u8; frame::EARLY_DATA as usize + 5000];
+        let writer = ex.spawn(async move {
+            w.write_all(&data).await.unwrap();
+            w.close().await.unwrap();
+        });
+        let inc = deadline("incoming", p.relay.accept()).await.unwrap();
+        let mut stream = inc.accept();
+        let mut got = Vec::new();
+        deadline("early data", stream.read_to_end(&mut got))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), frame::EARLY_DATA as usize + 5000);
+        deadline("writer", writer).await;
+        // Refused: the early bytes are dropped and the opener's reads fail.
+        let s = p.client.open_early(dial("nope")).unwrap();
+        let mut w = s.clone();
+        w.write_all(b"hello?").await.unwrap();
+        let inc = deadline("incoming", p.relay.accept()).await.unwrap();
+        inc.refuse(RefuseCode::Forbidden, "not here");
+        let mut r = s.clone();
+        let mut buf = [0u8; 4];
+        let res = deadline("refused read", r.read(&mut buf)).await;
+        assert_eq!(
+            res.unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionRefused
+        );
+    });
+}

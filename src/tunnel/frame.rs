@@ -12,6 +12,9 @@ use std::fmt;
 pub const VERSION: u32 = 1;
 /// Largest DATA payload a sender may put in one frame.
 pub const MAX_DATA: usize = 64 * 1024;
+/// Bytes an opener may send on a new stream before OPEN_OK arrives (every receive window is at
+/// least this large).
+pub const EARLY_DATA: u32 = 16 * 1024;
 /// Largest frame of any type (header + body); larger messages end the session.
 pub const MAX_FRAME: usize = MAX_DATA + 64;
 /// Longest host name or reason string in a frame.

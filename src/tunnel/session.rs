@@ -6,7 +6,7 @@
 //! runs the driver in a task it owns; when the driver ends or is dropped, the session is
 //! closed and every stream fails.
 
-use super::frame::{Frame, FrameError, OpenTarget, RefuseCode};
+use super::frame::{EARLY_DATA, Frame, FrameError, OpenTarget, RefuseCode};
 use super::stream::{MuxStream, StreamShared, StreamState};
 use crate::metrics::{Metrics, Refusal};
 use async_tungstenite::WebSocketStream;
@@ -43,8 +43,9 @@ pub struct SessionConfig {
     pub max_queued: usize,
 }
 
-/// Smallest window a stream gets when the budget is spent.
-const MIN_WINDOW: u32 = 16 * 1024;
+/// Smallest window a stream gets when the budget is spent: never below what an opener may
+/// send early.
+const MIN_WINDOW: u32 = EARLY_DATA;
 /// Most frames the writer feeds before one flush.
 const WRITE_BATCH: usize = 64;
 /// How long a WebSocket close handshake may take at the end.
@@ -172,7 +173,9 @@ impl Incoming {
             let mut st = sh.as_ref().map(|s| s.lock());
             match st.as_deref_mut() {
                 Some(st) => {
-                    st.recv_avail = st.recv_window;
+                    // What arrived early counts against the window we grant.
+                    let early = EARLY_DATA - st.recv_avail;
+                    st.recv_avail = st.recv_window - early;
                     st.recv_window
                 }
                 None => 0,
@@ -308,6 +311,22 @@ impl Session {
 
     /// Opens a stream to `target` and waits for the peer's answer.
     pub async fn open(&self, target: OpenTarget) -> Result<MuxStream, OpenError> {
+        let (handle, rx) = self.start_open(target)?;
+        match rx.recv().await {
+            Ok(Ok(())) => Ok(handle),
+            Ok(Err((code, reason))) => Err(OpenError::Refused { code, reason }),
+            Err(_) => Err(OpenError::Closed(self.close_reason().unwrap_or_default())),
+        }
+    }
+
+    /// Opens a stream without waiting for the answer: up to [`EARLY_DATA`] bytes may be
+    /// written at once and travel right behind the OPEN, saving a round trip for protocols
+    /// where the client speaks first. A refusal then shows up as a failed read or write.
+    pub fn open_early(&self, target: OpenTarget) -> Result<MuxStream, OpenError> {
+        self.start_open(target).map(|(handle, _)| handle)
+    }
+
+    fn start_open(&self, target: OpenTarget) -> Result<(MuxStream, Receiver<OpenResult>), OpenError> {
         let sh = &self.shared;
         let (tx, rx) = smol::channel::bounded(1);
         let stream = {
@@ -326,7 +345,7 @@ impl Session {
                 .checked_add(2)
                 .ok_or_else(|| OpenError::Closed("stream ids exhausted".into()))?;
             let window = sh.take_window();
-            let stream = Arc::new(StreamShared::new(id, window, 0));
+            let stream = Arc::new(StreamShared::new(id, window, EARLY_DATA));
             stream.lock().opening = Some(tx);
             state.streams.insert(id, stream.clone());
             // Queued under the lock: the peer must see OPENs in id order, and two tasks
@@ -335,12 +354,7 @@ impl Session {
             stream
         };
         sh.stream_opened();
-        let handle = MuxStream::new(stream, sh.clone());
-        match rx.recv().await {
-            Ok(Ok(())) => Ok(handle),
-            Ok(Err((code, reason))) => Err(OpenError::Refused { code, reason }),
-            Err(_) => Err(OpenError::Closed(self.close_reason().unwrap_or_default())),
-        }
+        Ok((MuxStream::new(stream, sh.clone()), rx))
     }
 
     /// The next stream the peer opened; `None` once the session is closed.
@@ -561,7 +575,14 @@ impl Shared {
                 let Some(tx) = st.opening.take() else {
                     return Err(format!("OPEN_OK for stream {id} that is not opening"));
                 };
-                st.send_credit = u64::from(window);
+                if window < EARLY_DATA {
+                    return Err(format!("OPEN_OK for stream {id} with a window below EARLY_DATA"));
+                }
+                // The window counts what was already sent early.
+                st.send_credit = u64::from(window - st.early_sent);
+                if let Some(w) = st.writer.take() {
+                    w.wake();
+                }
                 // The opener may have given up (timeout); then the drop sends RESET.
                 let _ = tx.try_send(Ok(()));
                 Ok(())
@@ -692,8 +713,8 @@ impl Shared {
                 return Ok(());
             }
             let stream = Arc::new(StreamShared::new(id, self.take_window(), window));
-            // Nothing may arrive before we answer OPEN_OK.
-            stream.lock().recv_avail = 0;
+            // Only early data may arrive before we answer OPEN_OK.
+            stream.lock().recv_avail = EARLY_DATA;
             state.streams.insert(id, stream.clone());
             stream
         };

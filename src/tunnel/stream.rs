@@ -35,6 +35,8 @@ pub(crate) struct StreamState {
     pub(crate) recv_fin: bool,
     /// Bytes we may still send.
     pub(crate) send_credit: u64,
+    /// Bytes sent before OPEN_OK (early data), counted against the peer's first window.
+    pub(crate) early_sent: u32,
     pub(crate) fin_sent: bool,
     /// Set once reset (by either side) or when the session died.
     pub(crate) error: Option<(io::ErrorKind, String)>,
@@ -58,6 +60,7 @@ impl StreamShared {
                 last_update: Instant::now(),
                 recv_fin: false,
                 send_credit: u64::from(send_credit),
+                early_sent: 0,
                 fin_sent: false,
                 error: None,
                 reader: None,
@@ -226,6 +229,9 @@ impl AsyncWrite for MuxStream {
         }
         let n = buf.len().min(MAX_DATA).min(st.send_credit as usize);
         st.send_credit -= n as u64;
+        if st.opening.is_some() {
+            st.early_sent += n as u32;
+        }
         drop(st);
         h.session.send_data(h.stream.id, &buf[..n]);
         Poll::Ready(Ok(n))
