@@ -575,3 +575,32 @@ fn client_status_readyz_turns_200_once_connected_and_bound() {
     };
     assert!(metrics.contains("burrow_sessions 1"), "{metrics}");
 }
+
+#[cfg(feature = "tls")]
+#[test]
+fn sighup_reloads_the_relay_certificate() {
+    let dir = common::certs::TempDir::new("sighup");
+    let ca = common::certs::Ca::new("sighup CA");
+    let (cert, key) = ca.write_leaf(&dir, "relay", &["localhost"], false);
+    let args = [
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-auth",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let mut relay = Proc::start(&args, &[]);
+    relay.wait_line("relay listening on ");
+    // A broken key file: the reload is refused and the old certificate stays.
+    std::fs::write(&key, "garbage").unwrap();
+    relay.signal("-HUP");
+    relay.wait_line("keeping the old TLS certificate");
+    let (c2, k2) = ca.leaf(&["localhost"], false);
+    std::fs::write(&cert, c2).unwrap();
+    std::fs::write(&key, k2).unwrap();
+    relay.signal("-HUP");
+    relay.wait_line("TLS certificate reloaded");
+}

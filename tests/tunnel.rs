@@ -587,3 +587,36 @@ fn client_drain_closes_idle_keep_alive_visitors_at_once() {
         );
     });
 }
+
+#[test]
+fn a_407_from_a_via_hop_stops_the_client_naming_the_hop() {
+    run(|sp| async move {
+        let relay = start_relay(&sp, RelayConfig::default()).await;
+        let corp = start_proxy(
+            &sp,
+            burrow::proxy::ProxyConfig {
+                auth: Some("corp:pw".parse().unwrap()),
+                ..Default::default()
+            },
+        )
+        .await;
+        let mut cfg = client_cfg(&relay);
+        cfg.via = format!("http://{}", corp.addr)
+            .parse::<burrow::proxy::chain::Hop>()
+            .map(|h| burrow::proxy::chain::Upstream {
+                hops: vec![h],
+                no_proxy: vec![],
+            })
+            .unwrap();
+        cfg.remotes = vec!["127.0.0.1:0:proxy".parse().unwrap()];
+        let c = start_client(&sp, cfg).await;
+        let err = within(10, "client stops", c.task)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("upstream hop 1 ({})", corp.addr)) && err.contains("407"),
+            "{err}"
+        );
+    });
+}
