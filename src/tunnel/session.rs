@@ -326,7 +326,10 @@ impl Session {
         self.start_open(target).map(|(handle, _)| handle)
     }
 
-    fn start_open(&self, target: OpenTarget) -> Result<(MuxStream, Receiver<OpenResult>), OpenError> {
+    fn start_open(
+        &self,
+        target: OpenTarget,
+    ) -> Result<(MuxStream, Receiver<OpenResult>), OpenError> {
         let sh = &self.shared;
         let (tx, rx) = smol::channel::bounded(1);
         let stream = {
@@ -576,7 +579,9 @@ impl Shared {
                     return Err(format!("OPEN_OK for stream {id} that is not opening"));
                 };
                 if window < EARLY_DATA {
-                    return Err(format!("OPEN_OK for stream {id} with a window below EARLY_DATA"));
+                    return Err(format!(
+                        "OPEN_OK for stream {id} with a window below EARLY_DATA"
+                    ));
                 }
                 // The window counts what was already sent early.
                 st.send_credit = u64::from(window - st.early_sent);
