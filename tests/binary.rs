@@ -513,6 +513,29 @@ fn http_status(addr: SocketAddr, path: &str) -> u16 {
     out.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// A client process with `--status` on an ephemeral port; returns it, its stdout and the
+/// status address.
+fn status_client(url: &str) -> (Proc, mpsc::Receiver<String>, SocketAddr) {
+    let args = [
+        "client",
+        url,
+        "-R",
+        "127.0.0.1:0:proxy",
+        "--status",
+        "127.0.0.1:0",
+    ];
+    let (mut client, out) = client_proc(&args);
+    let line = client.wait_line("status on http://");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("/readyz")
+        .parse()
+        .unwrap();
+    (client, out, addr)
+}
+
 #[test]
 fn client_status_readyz_turns_200_once_connected_and_bound() {
     let nobody = std::net::TcpListener::bind("127.0.0.1:0")
@@ -520,45 +543,13 @@ fn client_status_readyz_turns_200_once_connected_and_bound() {
         .local_addr()
         .unwrap();
     // A client whose relay is not there: alive, but not ready.
-    let url = format!("ws://{nobody}/burrow");
-    let (mut lonely, _out) = client_proc(&[
-        "client",
-        &url,
-        "-R",
-        "127.0.0.1:0:proxy",
-        "--status",
-        "127.0.0.1:0",
-    ]);
-    let line = lonely.wait_line("status on http://");
-    let status: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches("/readyz")
-        .parse()
-        .unwrap();
+    let (_lonely, _out, status) = status_client(&format!("ws://{nobody}/burrow"));
     assert_eq!(http_status(status, "/healthz"), 200);
     assert_eq!(http_status(status, "/readyz"), 503);
     assert_eq!(http_status(status, "/nope"), 404);
     // A client of a real relay becomes ready once its -R is bound.
     let (_relay, relay) = relay_proc();
-    let url = format!("ws://{relay}/burrow");
-    let (mut client, out) = client_proc(&[
-        "client",
-        &url,
-        "-R",
-        "127.0.0.1:0:proxy",
-        "--status",
-        "127.0.0.1:0",
-    ]);
-    let line = client.wait_line("status on http://");
-    let status: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches("/readyz")
-        .parse()
-        .unwrap();
+    let (_client, out, status) = status_client(&format!("ws://{relay}/burrow"));
     wait_stdout(&out, "bound R ");
     assert_eq!(http_status(status, "/readyz"), 200);
     let metrics = {

@@ -35,11 +35,7 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> String {
 fn local_forward_with_half_close() {
     run(|sp| async move {
         let (echo, _e) = start_echo().await;
-        let relay = start_relay(&sp, RelayConfig::default()).await;
-        let mut cfg = client_cfg(&relay);
-        cfg.locals = vec![format!("127.0.0.1:0:{echo}").parse().unwrap()];
-        let c = start_client(&sp, cfg).await;
-        c.wait("connected", |e| *e == Event::Connected).await;
+        let (_relay, c) = forward_to(&sp, echo).await;
         let mut s = TcpStream::connect(c.locals[0]).await.unwrap();
         let payload = vec![9u8; 2_000_000];
         s.write_all(&payload).await.unwrap();
@@ -148,11 +144,7 @@ fn local_proxy_egresses_from_the_relay() {
 fn two_hundred_streams_share_one_connection() {
     run(|sp| async move {
         let (echo, _e) = start_echo().await;
-        let relay = start_relay(&sp, RelayConfig::default()).await;
-        let mut cfg = client_cfg(&relay);
-        cfg.locals = vec![format!("127.0.0.1:0:{echo}").parse().unwrap()];
-        let c = start_client(&sp, cfg).await;
-        c.wait("connected", |e| *e == Event::Connected).await;
+        let (relay, c) = forward_to(&sp, echo).await;
         let local = c.locals[0];
         let jobs: Vec<_> = (0..200u32)
             .map(|i| {
@@ -489,11 +481,7 @@ fn garbage_frame_closes_only_that_session() {
 fn relay_drain_lets_a_stream_finish() {
     run(|sp| async move {
         let (echo, _e) = start_echo().await;
-        let relay = start_relay(&sp, RelayConfig::default()).await;
-        let mut cfg = client_cfg(&relay);
-        cfg.locals = vec![format!("127.0.0.1:0:{echo}").parse().unwrap()];
-        let c = start_client(&sp, cfg).await;
-        c.wait("connected", |e| *e == Event::Connected).await;
+        let (relay, c) = forward_to(&sp, echo).await;
         let mut s = TcpStream::connect(c.locals[0]).await.unwrap();
         s.write_all(b"before").await.unwrap();
         let mut b = [0u8; 6];

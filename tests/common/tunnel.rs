@@ -210,3 +210,13 @@ pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
     })
     .await
 }
+
+/// A relay, and a connected client with `-L 127.0.0.1:0:target` (its address: `locals[0]`).
+pub async fn forward_to(sp: &Spawner, target: SocketAddr) -> (RunningRelay, RunningClient) {
+    let relay = start_relay(sp, RelayConfig::default()).await;
+    let mut cfg = ClientConfig::new(relay.url());
+    cfg.locals = vec![format!("127.0.0.1:0:{target}").parse().unwrap()];
+    let client = start_client(sp, cfg).await;
+    client.wait("connected", |e| *e == Event::Connected).await;
+    (relay, client)
+}
