@@ -46,6 +46,11 @@ pub struct SessionConfig {
 /// Smallest window a stream gets when the budget is spent: never below what an opener may
 /// send early.
 const MIN_WINDOW: u32 = EARLY_DATA;
+/// Windows grow when half of one was read within two round trips, and never on less than
+/// this (about a timer tick).
+const GROWTH_FLOOR: Duration = Duration::from_millis(2);
+/// Assumed round trip until the first pong.
+const UNMEASURED_RTT: Duration = Duration::from_millis(10);
 /// Most frames the writer feeds before one flush.
 const WRITE_BATCH: usize = 64;
 /// How long a WebSocket close handshake may take at the end.
@@ -60,7 +65,7 @@ impl Default for SessionConfig {
             // 4 MiB keeps 40 MB/s flowing at 100 ms RTT; more would let one stalled bulk
             // stream pin more memory than a small VPS should spend on it.
             max_window: 4 * 1024 * 1024,
-            window_budget: 16 * 1024 * 1024,
+            window_budget: 8 * 1024 * 1024,
             max_queued: 2 * 1024 * 1024,
         }
     }
@@ -524,8 +529,11 @@ impl Shared {
             return None;
         }
         let now = Instant::now();
-        let srtt = Duration::from_micros(self.srtt_us.load(Relaxed));
-        let fast = now.duration_since(st.last_update) < (srtt * 2).max(Duration::from_millis(20));
+        let srtt = match self.srtt_us.load(Relaxed) {
+            0 => UNMEASURED_RTT,
+            us => Duration::from_micros(us),
+        };
+        let fast = now.duration_since(st.last_update) < (srtt * 2).max(GROWTH_FLOOR);
         let mut increment = st.unacked;
         if fast && st.recv_window < self.cfg.max_window {
             let grow = st.recv_window.min(self.cfg.max_window - st.recv_window);
@@ -960,6 +968,15 @@ where
 
 async fn keepalive_loop(shared: &Arc<Shared>) -> CloseReason {
     let interval = shared.cfg.keepalive;
+    let ping = || {
+        let now = shared.start.elapsed().as_micros() as u64;
+        // A closed writer means the session is ending anyway.
+        let _ = shared
+            .out_tx
+            .try_send(Out::Ping(now.to_be_bytes().to_vec()));
+    };
+    // One ping at once: its pong measures the round trip that window growth is judged by.
+    ping();
     loop {
         smol::Timer::after(interval).await;
         let silent = shared
@@ -970,9 +987,6 @@ async fn keepalive_loop(shared: &Arc<Shared>) -> CloseReason {
         if silent >= interval * 3 {
             return CloseReason::PeerDead;
         }
-        let now = shared.start.elapsed().as_micros() as u64;
-        let _ = shared
-            .out_tx
-            .try_send(Out::Ping(now.to_be_bytes().to_vec()));
+        ping();
     }
 }
