@@ -115,51 +115,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PASSED=0
-FAILED=0
-
-pass() {
-    PASSED=$((PASSED + 1))
-    echo "ok - $1"
-}
-
-# fail NAME DETAIL [LOG...]: a failed check, with the tail of each log.
-fail() {
-    local name=$1 detail=$2 log
-    shift 2
-    FAILED=$((FAILED + 1))
-    ((${#detail} <= 400)) || detail="${detail:0:400}..."
-    echo "not ok - $name ($detail)"
-    for log in "$@"; do
-        [[ -s $log ]] || continue
-        echo "#   tail -20 ${log##*/}:"
-        tail -n 20 "$log" | sed 's/^/#     /'
-    done
-}
-
-# expect NAME ACTUAL WANT [LOG...]
-expect() {
-    local name=$1 actual=$2 want=$3
-    shift 3
-    if [[ $actual == "$want" ]]; then
-        pass "$name"
-    else
-        fail "$name" "want $(printf %q "$want"), got $(printf %q "$actual")" "$@"
-    fi
-}
-
-summary() {
-    echo "# took $((SECONDS - STARTED)) s"
-    echo "e2e-browser: $PASSED passed, $FAILED failed"
-    ((PASSED + FAILED > 0 && FAILED == 0))
-}
-
-# die WHAT [LOG...]: setup failed; nothing after it can run.
-die() {
-    fail "setup: $1" "cannot continue" "${@:2}"
-    summary || true
-    exit 1
-}
+SUITE=e2e-browser
+# shellcheck source=tests/lib/checks.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/checks.sh"
 
 # nsx NS CMD...: run CMD inside namespace NS.
 nsx() {

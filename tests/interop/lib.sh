@@ -62,8 +62,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PASSED=0
-FAILED=0
+SUITE=interop
+# shellcheck source=tests/lib/checks.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/checks.sh"
 
 # running PID: true while PID exists and has not exited (an unreaped child is a zombie,
 # which `kill -0` would still report as alive).
@@ -71,43 +72,6 @@ running() {
     local state
     state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
     [[ -n $state && $state != Z ]]
-}
-
-pass() {
-    PASSED=$((PASSED + 1))
-    echo "ok - $1"
-}
-
-# fail NAME DETAIL [LOG...]: reports a failed check with the tail of each log.
-fail() {
-    local name=$1 detail=$2 log
-    shift 2
-    FAILED=$((FAILED + 1))
-    ((${#detail} <= 300)) || detail="${detail:0:300}..."
-    echo "not ok - $name ($detail)"
-    for log in "$@"; do
-        [[ -s $log ]] || continue
-        echo "#   tail -20 ${log##*/}:"
-        tail -n 20 "$log" | sed 's/^/#     /'
-    done
-}
-
-# expect NAME ACTUAL WANT [LOG...]
-expect() {
-    local name=$1 actual=$2 want=$3
-    shift 3
-    if [[ $actual == "$want" ]]; then
-        pass "$name"
-    else
-        fail "$name" "want $(printf %q "$want"), got $(printf %q "$actual")" "$@"
-    fi
-}
-
-# die WHAT [LOG...]: setup failed; nothing after it can run.
-die() {
-    fail "setup: $1" "cannot continue" "${@:2}"
-    echo "interop: $PASSED passed, $FAILED failed"
-    exit 1
 }
 
 free_port() {
@@ -266,12 +230,6 @@ ssh_echo() {
         -o IdentitiesOnly=yes -o ConnectTimeout=10 -o LogLevel=ERROR \
         -i "$SSHD_DIR/client_key" -p "$port" "$SSH_USER@127.0.0.1" echo burrow-ssh-ok \
         </dev/null 2>&1 || echo "[ssh exit $?, 124 = timed out]"
-}
-
-# summary: the last line of a run; its status is non-zero if any check failed (or none ran).
-summary() {
-    echo "interop: $PASSED passed, $FAILED failed"
-    ((PASSED + FAILED > 0 && FAILED == 0))
 }
 
 INTEROP_LIB=1
