@@ -1,0 +1,197 @@
+//! Frames from the peer: checks (ids, windows, order) and their effect on the stream table.
+
+use super::*;
+
+impl Shared {
+    /// True when `id` has the peer's parity.
+    fn is_peer_id(&self, id: u32) -> bool {
+        (id % 2 == 1) == (self.side == Side::Relay)
+    }
+
+    /// True when `id` was in use once (a late frame after a reset is not a violation).
+    fn was_known(&self, state: &State, id: u32) -> bool {
+        if self.is_peer_id(id) {
+            id <= state.peer_max_id
+        } else {
+            id < state.next_id
+        }
+    }
+
+    /// Looks up a stream for a frame; `Ok(None)` for a stream that ended already.
+    fn find(&self, id: u32) -> Result<Option<Arc<StreamShared>>, String> {
+        let state = self.lock_state();
+        match state.streams.get(&id) {
+            Some(s) => Ok(Some(s.clone())),
+            None if self.was_known(&state, id) => Ok(None),
+            None => Err(format!("frame for unknown stream {id}")),
+        }
+    }
+
+    /// Dispatches one frame from the peer. `Err` is a protocol violation that ends the session.
+    pub(super) fn handle(self: &Arc<Self>, frame: Frame) -> Result<(), String> {
+        match frame {
+            Frame::Open { id, window, target } => self.handle_open(id, window, target),
+            Frame::OpenOk { id, window } => {
+                let Some(s) = self.find(id)? else {
+                    return Ok(());
+                };
+                let mut st = s.lock();
+                let Some(tx) = st.opening.take() else {
+                    return Err(format!("OPEN_OK for stream {id} that is not opening"));
+                };
+                if window < EARLY_DATA {
+                    return Err(format!(
+                        "OPEN_OK for stream {id} with a window below EARLY_DATA"
+                    ));
+                }
+                // The window counts what was already sent early.
+                st.send_credit = u64::from(window - st.early_sent);
+                if let Some(w) = st.writer.take() {
+                    w.wake();
+                }
+                // The opener may have given up (timeout); then the drop sends RESET.
+                let _ = tx.try_send(Ok(()));
+                Ok(())
+            }
+            Frame::OpenRefused { id, code, reason } => {
+                let Some(s) = self.forget(id) else {
+                    return Ok(());
+                };
+                let mut st = s.lock();
+                st.fail(io::ErrorKind::ConnectionRefused, reason.clone());
+                match st.opening.take() {
+                    Some(tx) => {
+                        let _ = tx.try_send(Err((code, reason)));
+                        Ok(())
+                    }
+                    None => Err(format!("OPEN_REFUSED for stream {id} that is not opening")),
+                }
+            }
+            Frame::Data { id, payload } => {
+                let Some(s) = self.find(id)? else {
+                    return Ok(());
+                };
+                let mut st = s.lock();
+                if st.recv_fin {
+                    return Err(format!("DATA after FIN on stream {id}"));
+                }
+                let n = payload.len();
+                if n > st.recv_avail as usize {
+                    return Err(format!("DATA past the window on stream {id}"));
+                }
+                if st.error.is_some() {
+                    // We reset it; the peer has not seen that yet.
+                    return Ok(());
+                }
+                st.recv_avail -= n as u32;
+                st.recv_len += n;
+                st.recv.push_back(payload);
+                self.metrics.bytes_in.fetch_add(n as u64, Relaxed);
+                if let Some(w) = st.reader.take() {
+                    w.wake();
+                }
+                Ok(())
+            }
+            Frame::Window { id, increment } => {
+                let Some(s) = self.find(id)? else {
+                    return Ok(());
+                };
+                let mut st = s.lock();
+                st.send_credit += u64::from(increment);
+                if st.send_credit > u64::from(u32::MAX) {
+                    return Err(format!("window overflow on stream {id}"));
+                }
+                if let Some(w) = st.writer.take() {
+                    w.wake();
+                }
+                Ok(())
+            }
+            Frame::Fin { id } => {
+                let Some(s) = self.find(id)? else {
+                    return Ok(());
+                };
+                let mut st = s.lock();
+                st.recv_fin = true;
+                st.wake_all();
+                Ok(())
+            }
+            Frame::Reset { id, reason, .. } => {
+                let Some(s) = self.forget(id) else {
+                    return Ok(());
+                };
+                let mut st = s.lock();
+                if let Some(tx) = st.opening.take() {
+                    let _ = tx.try_send(Err((RefuseCode::Other, reason.clone())));
+                }
+                st.fail(
+                    io::ErrorKind::ConnectionReset,
+                    format!("reset by peer: {reason}"),
+                );
+                Ok(())
+            }
+            Frame::GoAway { ref reason } => {
+                log::info!("session {}: peer is going away: {reason}", self.label);
+                self.lock_state().peer_going_away = true;
+                let _ = self.control.0.try_send(frame);
+                Ok(())
+            }
+            other => {
+                let _ = self.control.0.try_send(other);
+                Ok(())
+            }
+        }
+    }
+
+    fn handle_open(
+        self: &Arc<Self>,
+        id: u32,
+        window: u32,
+        target: OpenTarget,
+    ) -> Result<(), String> {
+        let refuse = |code: RefuseCode, reason: &str| {
+            self.refused.fetch_add(1, Relaxed);
+            self.send_frame(Frame::OpenRefused {
+                id,
+                code,
+                reason: reason.into(),
+            });
+        };
+        let stream = {
+            let mut state = self.lock_state();
+            if !self.is_peer_id(id) || id <= state.peer_max_id {
+                return Err(format!(
+                    "OPEN with stream id {id} out of order or of the wrong parity"
+                ));
+            }
+            state.peer_max_id = id;
+            if state.going_away || state.closed.is_some() {
+                drop(state);
+                refuse(RefuseCode::GoingAway, "going away");
+                return Ok(());
+            }
+            if state.streams.len() >= self.cfg.max_streams {
+                drop(state);
+                self.metrics.refused(Refusal::TooManyStreams);
+                refuse(
+                    RefuseCode::TooManyStreams,
+                    "too many streams (--max-streams)",
+                );
+                return Ok(());
+            }
+            let stream = Arc::new(StreamShared::new(id, self.take_window(), window));
+            // Only early data may arrive before we answer OPEN_OK.
+            stream.lock().recv_avail = EARLY_DATA;
+            state.streams.insert(id, stream.clone());
+            stream
+        };
+        self.stream_opened();
+        let incoming = Incoming {
+            stream: Some(MuxStream::new(stream, self.clone())),
+            target,
+            shared: self.clone(),
+        };
+        // Nobody accepting: the Incoming comes back and its drop refuses it.
+        let _ = self.incoming.0.try_send(incoming);
+        Ok(())
+    }
+}

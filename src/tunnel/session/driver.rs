@@ -1,0 +1,217 @@
+//! The driver: the one future that reads, writes and pings for a session.
+
+use super::*;
+
+/// Closes the session if the driver future is dropped before it finished.
+struct CloseGuard(Arc<Shared>);
+
+impl Drop for CloseGuard {
+    fn drop(&mut self) {
+        self.0.close(&CloseReason::Local("driver stopped".into()));
+    }
+}
+
+impl Driver {
+    /// Runs the session over `ws` until it ends; returns why. Every stream has failed and
+    /// every waiter has been woken when this returns (or when it is dropped).
+    pub async fn run<S>(self, ws: WebSocketStream<S>) -> CloseReason
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let Driver { shared, out_rx } = self;
+        let guard = CloseGuard(shared.clone());
+        let (mut tx, mut rx) = ws.split();
+        let reason = read_loop(&shared, &mut rx)
+            .or(write_loop(&shared, &out_rx, &mut tx))
+            .or(keepalive_loop(&shared))
+            .await;
+        // Tell the peer why, briefly; it may already be gone.
+        let close = match &reason {
+            CloseReason::Protocol(code, why) => Some((CloseCode::from(*code), why.clone())),
+            CloseReason::PeerDead => Some((CloseCode::Away, "keepalive timeout".into())),
+            CloseReason::Local(why) => Some((CloseCode::Normal, why.clone())),
+            _ => None,
+        };
+        if let Some((code, why)) = close {
+            let frame = CloseFrame {
+                code,
+                reason: truncate(&why, 120).into(),
+            };
+            let send = async { tx.close(Some(frame)).await.ok() };
+            let _ = send
+                .or(async {
+                    smol::Timer::after(CLOSE_TIMEOUT).await;
+                    None
+                })
+                .await;
+        }
+        match &reason {
+            CloseReason::Protocol(..) => log::warn!("session {}: {reason}", shared.label),
+            _ => log::info!("session {}: {reason}", shared.label),
+        }
+        shared.close(&reason);
+        drop(guard);
+        reason
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+async fn read_loop<S>(
+    shared: &Arc<Shared>,
+    rx: &mut async_tungstenite::WebSocketReceiver<S>,
+) -> CloseReason
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let msg = match rx.next().await {
+            None => return CloseReason::PeerClosed,
+            Some(Err(e)) => {
+                use async_tungstenite::tungstenite::Error as E;
+                use async_tungstenite::tungstenite::error::ProtocolError as P;
+                return match e {
+                    E::ConnectionClosed | E::AlreadyClosed => CloseReason::PeerClosed,
+                    // The peer vanished (killed, network gone): a transport failure, not abuse.
+                    E::Protocol(P::ResetWithoutClosingHandshake) => {
+                        CloseReason::Transport("connection reset without a close handshake".into())
+                    }
+                    E::Io(e) => CloseReason::Transport(e.to_string()),
+                    E::Capacity(e) => {
+                        CloseReason::Protocol(1009, format!("message too large: {e}"))
+                    }
+                    e => CloseReason::Protocol(1002, e.to_string()),
+                };
+            }
+            Some(Ok(m)) => m,
+        };
+        *shared.last_rx.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        match msg {
+            Message::Binary(bytes) => {
+                let frame = Frame::decode_shared(&bytes).map_err(|e: FrameError| e.to_string());
+                if let Err(why) = frame.and_then(|f| shared.handle(f)) {
+                    shared.metrics.refused(Refusal::BadRequest);
+                    return CloseReason::Protocol(1002, why);
+                }
+            }
+            Message::Text(_) => {
+                shared.metrics.refused(Refusal::BadRequest);
+                return CloseReason::Protocol(
+                    1003,
+                    "text messages are not part of the protocol".into(),
+                );
+            }
+            Message::Pong(p) => {
+                if let Ok(b) = <[u8; 8]>::try_from(&p[..]) {
+                    let sent = u64::from_be_bytes(b);
+                    let now = shared.start.elapsed().as_micros() as u64;
+                    let rtt = now.saturating_sub(sent);
+                    let old = shared.srtt_us.load(Relaxed);
+                    let srtt = if old == 0 { rtt } else { (old * 7 + rtt) / 8 };
+                    shared.srtt_us.store(srtt, Relaxed);
+                }
+            }
+            Message::Close(_) => return CloseReason::PeerClosed,
+            // Pings are answered by tungstenite on the next read or write.
+            Message::Ping(_) | Message::Frame(_) => {}
+        }
+    }
+}
+
+async fn write_loop<S>(
+    shared: &Arc<Shared>,
+    out_rx: &Receiver<Out>,
+    tx: &mut async_tungstenite::WebSocketSender<S>,
+) -> CloseReason
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let fail = |e: async_tungstenite::tungstenite::Error| CloseReason::Transport(e.to_string());
+    loop {
+        let Ok(first) = out_rx.recv().await else {
+            return CloseReason::Local("session closed".into());
+        };
+        let mut next = Some(first);
+        let mut bytes = 0;
+        let mut batch = 0;
+        while let Some(item) = next.take() {
+            let msg = match item {
+                Out::Frame(f) => {
+                    if f.first() == Some(&0x04) {
+                        bytes += f.len() - crate::tunnel::frame::HEADER;
+                    }
+                    Message::Binary(Bytes::from(f))
+                }
+                Out::Ping(p) => Message::Ping(Bytes::from(p)),
+                Out::Close(why) => {
+                    if let Err(e) = flush(tx).await {
+                        return fail(e);
+                    }
+                    return CloseReason::Local(why);
+                }
+            };
+            if let Err(e) = feed(tx, msg).await {
+                return fail(e);
+            }
+            batch += 1;
+            if batch < WRITE_BATCH {
+                next = out_rx.try_recv().ok();
+            }
+        }
+        if let Err(e) = flush(tx).await {
+            return fail(e);
+        }
+        shared.drained(bytes);
+    }
+}
+
+async fn feed<S>(
+    tx: &mut async_tungstenite::WebSocketSender<S>,
+    msg: Message,
+) -> Result<(), async_tungstenite::tungstenite::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    std::future::poll_fn(|cx| Pin::new(&mut *tx).poll_ready(cx)).await?;
+    Pin::new(&mut *tx).start_send(msg)
+}
+
+async fn flush<S>(
+    tx: &mut async_tungstenite::WebSocketSender<S>,
+) -> Result<(), async_tungstenite::tungstenite::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    std::future::poll_fn(|cx| Pin::new(&mut *tx).poll_flush(cx)).await
+}
+
+async fn keepalive_loop(shared: &Arc<Shared>) -> CloseReason {
+    let interval = shared.cfg.keepalive;
+    let ping = || {
+        let now = shared.start.elapsed().as_micros() as u64;
+        // A closed writer means the session is ending anyway.
+        let _ = shared
+            .out_tx
+            .try_send(Out::Ping(now.to_be_bytes().to_vec()));
+    };
+    // One ping at once: its pong measures the round trip that window growth is judged by.
+    ping();
+    loop {
+        smol::Timer::after(interval).await;
+        let silent = shared
+            .last_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed();
+        if silent >= interval * 3 {
+            return CloseReason::PeerDead;
+        }
+        ping();
+    }
+}
