@@ -22,14 +22,21 @@ use futures_lite::FutureExt;
 use smol::channel::{Receiver, Sender};
 use smol::net::{TcpListener, TcpStream};
 use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// First retry delay; doubles per failed attempt.
-const BACKOFF_BASE: Duration = Duration::from_millis(200);
+mod backoff;
+mod events;
+mod serve;
+
+use events::Readiness;
+pub use events::{ClientError, Event};
+
+use backoff::Jitter;
+use serve::{run_stdio, serve_incoming, serve_local};
+
 /// How long the close handshake may take when the client ends a session.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// A session that lived this long resets the backoff.
@@ -88,79 +95,6 @@ impl ClientConfig {
         }
     }
 }
-
-/// A state change, for the user (the binary prints one line each) and for tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A `-L` listener is ready.
-    Listening {
-        /// the spec as given
-        spec: String,
-        /// where it listens
-        addr: SocketAddr,
-    },
-    /// Dialing the relay.
-    Connecting,
-    /// The session is up.
-    Connected,
-    /// A `-R` binding listens on the relay.
-    Bound {
-        /// the relay's address for it
-        addr: String,
-        /// what it leads to (`host:port` or `proxy`)
-        target: String,
-    },
-    /// The relay refused a `-R` binding.
-    BindRefused {
-        /// what it would have led to
-        target: String,
-        /// the relay's reason
-        reason: String,
-    },
-    /// The session ended or the attempt failed.
-    Lost(String),
-    /// Next attempt after this delay.
-    Retrying(Duration),
-}
-
-impl fmt::Display for Event {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Event::Listening { spec, addr } => write!(f, "listening L {addr} ({spec})"),
-            Event::Connecting => f.write_str("connecting"),
-            Event::Connected => f.write_str("connected"),
-            Event::Bound { addr, target } => write!(f, "bound R {addr} -> {target}"),
-            Event::BindRefused { target, reason } => {
-                write!(f, "bind refused R -> {target}: {reason}")
-            }
-            Event::Lost(why) => write!(f, "lost: {why}"),
-            Event::Retrying(d) => write!(f, "retrying in {:.1} s", d.as_secs_f64()),
-        }
-    }
-}
-
-/// Why the client stopped for good.
-#[derive(Debug)]
-pub enum ClientError {
-    /// A local listener could not be bound.
-    Listen(String),
-    /// The relay or a proxy on the way refused us in a way retrying cannot fix.
-    Fatal(String),
-    /// The stdio stream failed.
-    Stdio(String),
-}
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Listen(why) | ClientError::Fatal(why) | ClientError::Stdio(why) => {
-                f.write_str(why)
-            }
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
 
 /// A failed connection attempt.
 enum AttemptError {
@@ -230,10 +164,7 @@ impl Client {
             current: Arc::new(Mutex::new(None)),
             bound_ports: Arc::new(Mutex::new(HashMap::new())),
             listeners,
-            readiness: Arc::new(Readiness {
-                want: remotes,
-                ..Readiness::default()
-            }),
+            readiness: Arc::new(Readiness::new(remotes)),
         })
     }
 
@@ -552,217 +483,5 @@ fn describe_local(spec: &LocalSpec) -> String {
         LocalSpec::Forward { host, port, .. } => host_port(host, *port),
         LocalSpec::Proxy { .. } => "proxy".into(),
         LocalSpec::Stdio { host, port } => format!("stdio -> {}", host_port(host, *port)),
-    }
-}
-
-async fn run_stdio(session: &Session, host: &str, port: u16) -> Result<(), ClientError> {
-    let target = OpenTarget::Dial {
-        host: host.to_string(),
-        port,
-    };
-    let stream = session
-        .open_early(target)
-        .map_err(|e| ClientError::Stdio(e.to_string()))?;
-    let stdin = smol::Unblock::new(std::io::stdin());
-    let stdout = smol::Unblock::new(std::io::stdout());
-    crate::connect::pipe(stream, stdin, stdout)
-        .await
-        .map(|_| ())
-        .map_err(|e| ClientError::Stdio(format!("stdio stream failed: {e}")))
-}
-
-/// Waits (bounded) for a live session.
-async fn wait_session(current: &Mutex<Option<Session>>, timeout: Duration) -> Option<Session> {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(s) = current.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            return Some(s);
-        }
-        if Instant::now() >= end {
-            return None;
-        }
-        smol::Timer::after(Duration::from_millis(50)).await;
-    }
-}
-
-/// Accepts at one `-L` listener until shutdown; each connection goes through the session.
-async fn serve_local(
-    spec: LocalSpec,
-    listener: TcpListener,
-    cfg: Arc<ClientConfig>,
-    current: Arc<Mutex<Option<Session>>>,
-    spawner: Spawner,
-    shutdown: ShutdownSignal,
-) {
-    let conns = TaskSet::new(spawner);
-    let ids = AtomicU64::new(1);
-    let proxy_cfg = Arc::new(ProxyConfig {
-        connect_timeout: cfg.connect_timeout,
-        ..ProxyConfig::default()
-    });
-    while let Some((tcp, peer)) = net::accept(&listener, &shutdown, "local listener").await {
-        let (cfg, current, spec) = (cfg.clone(), current.clone(), spec.clone());
-        let id = ids.fetch_add(1, Ordering::Relaxed);
-        let proxy_cfg = proxy_cfg.clone();
-        let shutdown = shutdown.clone();
-        conns.spawn(async move {
-            let Some(session) = wait_session(&current, cfg.connect_timeout).await else {
-                log::warn!("local {peer}: no session to the relay; closing");
-                return;
-            };
-            match spec {
-                LocalSpec::Forward { host, port, .. } => {
-                    let target = host_port(&host, port);
-                    // Early data: the first bytes ride along with the OPEN.
-                    match session.open_early(OpenTarget::Dial { host, port }) {
-                        Ok(stream) => bridge::splice(tcp, stream, session.label(), &target).await,
-                        Err(e) => log::warn!("local {peer} -> {target}: {e}"),
-                    }
-                }
-                LocalSpec::Proxy { .. } => {
-                    let dialer = Arc::new(MuxDialer {
-                        session,
-                        timeout: cfg.connect_timeout,
-                    });
-                    serve_connection(tcp, peer, id, proxy_cfg, dialer, shutdown).await;
-                }
-                LocalSpec::Stdio { .. } => {}
-            }
-        });
-    }
-    drop(listener);
-    // Connections in flight finish within the session's drain.
-    conns.wait_empty().await;
-}
-
-/// Streams the relay opens: `-R` visitors, and requests of `-R …:proxy` visitors.
-async fn serve_incoming(cfg: &ClientConfig, inc: Incoming, label: &str, metrics: &Metrics) {
-    match inc.target.clone() {
-        OpenTarget::Bound { bind_id } => match cfg.remotes.get(bind_id.wrapping_sub(1) as usize) {
-            Some(RemoteSpec::Forward {
-                host, target_port, ..
-            }) => {
-                // The user named this target: no rules apply to it.
-                bridge::serve_dial(
-                    inc,
-                    host.clone(),
-                    *target_port,
-                    &Rules::default(),
-                    cfg.connect_timeout,
-                    label,
-                    metrics,
-                )
-                .await;
-            }
-            _ => bridge::refuse(
-                inc,
-                RefuseCode::BadRequest,
-                &format!("no forward binding {bind_id}"),
-                label,
-                metrics,
-            ),
-        },
-        OpenTarget::Dial { host, port } => {
-            if !cfg
-                .remotes
-                .iter()
-                .any(|r| matches!(r, RemoteSpec::Proxy { .. }))
-            {
-                bridge::refuse(
-                    inc,
-                    RefuseCode::BadRequest,
-                    "this client exposes no proxy (-R PORT:proxy)",
-                    label,
-                    metrics,
-                );
-                return;
-            }
-            bridge::serve_dial(
-                inc,
-                host,
-                port,
-                &cfg.rules,
-                cfg.connect_timeout,
-                label,
-                metrics,
-            )
-            .await;
-        }
-    }
-}
-
-/// What `/readyz` reports: connected, and every `-R` bound.
-#[derive(Default)]
-struct Readiness {
-    connected: std::sync::atomic::AtomicBool,
-    bound: Mutex<std::collections::HashSet<u32>>,
-    want: usize,
-}
-
-impl Readiness {
-    fn set_connected(&self, up: bool) {
-        self.bound.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        self.connected.store(up, Ordering::SeqCst);
-    }
-
-    fn is_ready(&self) -> bool {
-        self.connected.load(Ordering::SeqCst)
-            && self.bound.lock().unwrap_or_else(|e| e.into_inner()).len() >= self.want
-    }
-}
-
-/// Jittered exponential backoff: fast first retries, capped.
-struct Jitter(u64);
-
-impl Jitter {
-    fn new(seed: &str) -> Self {
-        let s = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        Jitter(s | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        // xorshift64
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// base·2^attempt capped at `max`, then scaled by a random factor in [0.5, 1.0].
-    fn backoff(&mut self, attempt: u32, max: Duration) -> Duration {
-        let exp = BACKOFF_BASE
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(max);
-        let factor = 0.5 + (self.next() % 1000) as f64 / 2000.0;
-        exp.mul_f64(factor)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_is_jittered_and_capped() {
-        let mut j = Jitter::new("seed");
-        let max = Duration::from_secs(30);
-        let first = j.backoff(0, max);
-        assert!(
-            first >= BACKOFF_BASE / 2 && first <= BACKOFF_BASE,
-            "{first:?}"
-        );
-        let later = j.backoff(5, max);
-        assert!(
-            later >= BACKOFF_BASE * 16 && later <= BACKOFF_BASE * 32,
-            "{later:?}"
-        );
-        for a in [10, 20, 100, u32::MAX] {
-            let d = j.backoff(a, max);
-            assert!(d <= max && d >= max / 2, "{a}: {d:?}");
-        }
-        let a: Vec<_> = (0..8).map(|_| j.backoff(3, max)).collect();
-        assert!(a.windows(2).any(|w| w[0] != w[1]), "jitter varies: {a:?}");
     }
 }

@@ -1,0 +1,110 @@
+//! What the client tells its user: state changes, fatal errors, readiness.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// A state change, for the user (the binary prints one line each) and for tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A `-L` listener is ready.
+    Listening {
+        /// the spec as given
+        spec: String,
+        /// where it listens
+        addr: SocketAddr,
+    },
+    /// Dialing the relay.
+    Connecting,
+    /// The session is up.
+    Connected,
+    /// A `-R` binding listens on the relay.
+    Bound {
+        /// the relay's address for it
+        addr: String,
+        /// what it leads to (`host:port` or `proxy`)
+        target: String,
+    },
+    /// The relay refused a `-R` binding.
+    BindRefused {
+        /// what it would have led to
+        target: String,
+        /// the relay's reason
+        reason: String,
+    },
+    /// The session ended or the attempt failed.
+    Lost(String),
+    /// Next attempt after this delay.
+    Retrying(Duration),
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Listening { spec, addr } => write!(f, "listening L {addr} ({spec})"),
+            Event::Connecting => f.write_str("connecting"),
+            Event::Connected => f.write_str("connected"),
+            Event::Bound { addr, target } => write!(f, "bound R {addr} -> {target}"),
+            Event::BindRefused { target, reason } => {
+                write!(f, "bind refused R -> {target}: {reason}")
+            }
+            Event::Lost(why) => write!(f, "lost: {why}"),
+            Event::Retrying(d) => write!(f, "retrying in {:.1} s", d.as_secs_f64()),
+        }
+    }
+}
+
+/// Why the client stopped for good.
+#[derive(Debug)]
+pub enum ClientError {
+    /// A local listener could not be bound.
+    Listen(String),
+    /// The relay or a proxy on the way refused us in a way retrying cannot fix.
+    Fatal(String),
+    /// The stdio stream failed.
+    Stdio(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Listen(why) | ClientError::Fatal(why) | ClientError::Stdio(why) => {
+                f.write_str(why)
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// What `/readyz` reports: connected, and every `-R` bound.
+#[derive(Default)]
+pub(super) struct Readiness {
+    connected: std::sync::atomic::AtomicBool,
+    /// bindings the relay confirmed in this session
+    pub(super) bound: Mutex<std::collections::HashSet<u32>>,
+    /// how many `-R` there are
+    want: usize,
+}
+
+impl Readiness {
+    /// Ready once connected with `want` bindings confirmed.
+    pub(super) fn new(want: usize) -> Self {
+        Readiness {
+            want,
+            ..Readiness::default()
+        }
+    }
+
+    pub(super) fn set_connected(&self, up: bool) {
+        self.bound.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.connected.store(up, Ordering::SeqCst);
+    }
+
+    pub(super) fn is_ready(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+            && self.bound.lock().unwrap_or_else(|e| e.into_inner()).len() >= self.want
+    }
+}

@@ -1,0 +1,144 @@
+//! What the client serves: `-L` listeners, stdio, and the streams the relay opens.
+
+use super::*;
+
+pub(super) async fn run_stdio(session: &Session, host: &str, port: u16) -> Result<(), ClientError> {
+    let target = OpenTarget::Dial {
+        host: host.to_string(),
+        port,
+    };
+    let stream = session
+        .open_early(target)
+        .map_err(|e| ClientError::Stdio(e.to_string()))?;
+    let stdin = smol::Unblock::new(std::io::stdin());
+    let stdout = smol::Unblock::new(std::io::stdout());
+    crate::connect::pipe(stream, stdin, stdout)
+        .await
+        .map(|_| ())
+        .map_err(|e| ClientError::Stdio(format!("stdio stream failed: {e}")))
+}
+
+/// Waits (bounded) for a live session.
+async fn wait_session(current: &Mutex<Option<Session>>, timeout: Duration) -> Option<Session> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(s) = current.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Some(s);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        smol::Timer::after(Duration::from_millis(50)).await;
+    }
+}
+
+/// Accepts at one `-L` listener until shutdown; each connection goes through the session.
+pub(super) async fn serve_local(
+    spec: LocalSpec,
+    listener: TcpListener,
+    cfg: Arc<ClientConfig>,
+    current: Arc<Mutex<Option<Session>>>,
+    spawner: Spawner,
+    shutdown: ShutdownSignal,
+) {
+    let conns = TaskSet::new(spawner);
+    let ids = AtomicU64::new(1);
+    let proxy_cfg = Arc::new(ProxyConfig {
+        connect_timeout: cfg.connect_timeout,
+        ..ProxyConfig::default()
+    });
+    while let Some((tcp, peer)) = net::accept(&listener, &shutdown, "local listener").await {
+        let (cfg, current, spec) = (cfg.clone(), current.clone(), spec.clone());
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let proxy_cfg = proxy_cfg.clone();
+        let shutdown = shutdown.clone();
+        conns.spawn(async move {
+            let Some(session) = wait_session(&current, cfg.connect_timeout).await else {
+                log::warn!("local {peer}: no session to the relay; closing");
+                return;
+            };
+            match spec {
+                LocalSpec::Forward { host, port, .. } => {
+                    let target = host_port(&host, port);
+                    // Early data: the first bytes ride along with the OPEN.
+                    match session.open_early(OpenTarget::Dial { host, port }) {
+                        Ok(stream) => bridge::splice(tcp, stream, session.label(), &target).await,
+                        Err(e) => log::warn!("local {peer} -> {target}: {e}"),
+                    }
+                }
+                LocalSpec::Proxy { .. } => {
+                    let dialer = Arc::new(MuxDialer {
+                        session,
+                        timeout: cfg.connect_timeout,
+                    });
+                    serve_connection(tcp, peer, id, proxy_cfg, dialer, shutdown).await;
+                }
+                LocalSpec::Stdio { .. } => {}
+            }
+        });
+    }
+    drop(listener);
+    // Connections in flight finish within the session's drain.
+    conns.wait_empty().await;
+}
+
+/// Streams the relay opens: `-R` visitors, and requests of `-R …:proxy` visitors.
+pub(super) async fn serve_incoming(
+    cfg: &ClientConfig,
+    inc: Incoming,
+    label: &str,
+    metrics: &Metrics,
+) {
+    match inc.target.clone() {
+        OpenTarget::Bound { bind_id } => match cfg.remotes.get(bind_id.wrapping_sub(1) as usize) {
+            Some(RemoteSpec::Forward {
+                host, target_port, ..
+            }) => {
+                // The user named this target: no rules apply to it.
+                bridge::serve_dial(
+                    inc,
+                    host.clone(),
+                    *target_port,
+                    &Rules::default(),
+                    cfg.connect_timeout,
+                    label,
+                    metrics,
+                )
+                .await;
+            }
+            _ => bridge::refuse(
+                inc,
+                RefuseCode::BadRequest,
+                &format!("no forward binding {bind_id}"),
+                label,
+                metrics,
+            ),
+        },
+        OpenTarget::Dial { host, port } => {
+            if !cfg
+                .remotes
+                .iter()
+                .any(|r| matches!(r, RemoteSpec::Proxy { .. }))
+            {
+                bridge::refuse(
+                    inc,
+                    RefuseCode::BadRequest,
+                    "this client exposes no proxy (-R PORT:proxy)",
+                    label,
+                    metrics,
+                );
+                return;
+            }
+            bridge::serve_dial(
+                inc,
+                host,
+                port,
+                &cfg.rules,
+                cfg.connect_timeout,
+                label,
+                metrics,
+            )
+            .await;
+        }
+    }
+}
