@@ -1,0 +1,253 @@
+//! `-R` on the relay: binding public listeners within `--allow-ports`, carrying visitors to
+//! the client, and holding a vanished client's listeners through the grace period.
+
+use super::*;
+
+/// Listeners held for clients that went away, by session id.
+#[derive(Default)]
+pub(super) struct Registry {
+    pub(super) held: HashMap<String, (u64, Vec<Arc<TcpListener>>)>,
+    generation: u64,
+}
+
+impl Registry {
+    fn port_held_by_other(&self, session_id: &str, port: u16) -> bool {
+        self.held
+            .iter()
+            .filter(|(id, _)| id.as_str() != session_id)
+            .flat_map(|(_, (_, ls))| ls)
+            .any(|l| l.local_addr().is_ok_and(|a| a.port() == port))
+    }
+}
+
+/// The listeners of one live session.
+pub(super) struct SessionBinds {
+    /// listeners handed back from the grace registry, not yet re-requested
+    pub(super) reclaimed: Mutex<Vec<Arc<TcpListener>>>,
+    /// listeners in use
+    pub(super) live: Mutex<Vec<Arc<TcpListener>>>,
+}
+
+pub(super) fn hold_for_grace(ctx: &Arc<Ctx>, session_id: String, listeners: Vec<Arc<TcpListener>>) {
+    let generation = {
+        let mut reg = ctx.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.generation += 1;
+        let g = reg.generation;
+        reg.held.insert(session_id.clone(), (g, listeners));
+        g
+    };
+    let grace = ctx.cfg.grace;
+    let weak = Arc::downgrade(ctx);
+    ctx.reapers.spawn(async move {
+        smol::Timer::after(grace).await;
+        if let Some(ctx) = weak.upgrade() {
+            let mut reg = ctx.registry.lock().unwrap_or_else(|e| e.into_inner());
+            if reg
+                .held
+                .get(&session_id)
+                .is_some_and(|(g, _)| *g == generation)
+            {
+                reg.held.remove(&session_id);
+                log::info!(
+                    "session {}: grace period over, listeners released",
+                    &session_id[..session_id.len().min(8)]
+                );
+            }
+        }
+    });
+}
+
+pub(super) async fn control_loop(
+    ctx: &Arc<Ctx>,
+    session: &Session,
+    session_id: &str,
+    tasks: &TaskSet,
+    binds: &SessionBinds,
+    session_sd: &crate::shutdown::Shutdown,
+) {
+    while let Some(frame) = session.control().await {
+        if let Frame::GoAway { .. } = frame {
+            session_sd.drain();
+            continue;
+        }
+        let Frame::Bind {
+            bind_id,
+            addr,
+            port,
+            mode,
+        } = frame
+        else {
+            continue;
+        };
+        match bind(ctx, session_id, &addr, port, binds).await {
+            Ok(listener) => {
+                let local = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                log::info!(
+                    "session {}: bound {local} ({})",
+                    session.label(),
+                    describe(&mode)
+                );
+                session.send_control(Frame::Bound {
+                    bind_id,
+                    addr: local,
+                });
+                binds
+                    .live
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(listener.clone());
+                tasks.spawn(accept_visitors(
+                    ctx.clone(),
+                    session.clone(),
+                    listener,
+                    bind_id,
+                    mode,
+                    session_sd.signal(),
+                ));
+            }
+            Err(why) => {
+                ctx.metrics.refused(Refusal::Forbidden);
+                log::warn!("session {}: bind refused: {why}", session.label());
+                session.send_control(Frame::BindRefused {
+                    bind_id,
+                    reason: why,
+                });
+            }
+        }
+    }
+    // Session closed: let the driver's result end the race.
+    std::future::pending::<()>().await
+}
+
+fn describe(mode: &BindMode) -> &'static str {
+    match mode {
+        BindMode::Forward => "forward",
+        BindMode::Proxy { .. } => "proxy",
+    }
+}
+
+/// Binds (or hands back) a public listener for a client.
+async fn bind(
+    ctx: &Ctx,
+    session_id: &str,
+    addr: &str,
+    port: u16,
+    binds: &SessionBinds,
+) -> Result<Arc<TcpListener>, String> {
+    let ip: IpAddr = if addr.is_empty() {
+        ctx.default_bind
+    } else {
+        addr.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| format!("bad bind address {addr:?}"))?
+    };
+    let (lo, hi) = ctx.cfg.allow_ports;
+    if port != 0 && !(lo..=hi).contains(&port) {
+        return Err(format!("port {port} is outside --allow-ports {lo}-{hi}"));
+    }
+    if port != 0 {
+        let handed_back = {
+            let mut reclaimed = binds.reclaimed.lock().unwrap_or_else(|e| e.into_inner());
+            reclaimed
+                .iter()
+                .position(|l| {
+                    l.local_addr()
+                        .is_ok_and(|a| a.port() == port && (a.ip() == ip || addr.is_empty()))
+                })
+                .map(|i| reclaimed.swap_remove(i))
+        };
+        if let Some(l) = handed_back {
+            return Ok(l);
+        }
+        if ctx
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .port_held_by_other(session_id, port)
+        {
+            return Err(format!("port {port} is held for a reconnecting client"));
+        }
+        return TcpListener::bind((ip, port))
+            .await
+            .map(Arc::new)
+            .map_err(|e| format!("cannot bind {ip}:{port}: {e}"));
+    }
+    if (lo, hi) == (1024, 65535) {
+        return TcpListener::bind((ip, 0))
+            .await
+            .map(Arc::new)
+            .map_err(|e| format!("cannot bind {ip}:0: {e}"));
+    }
+    // A narrower range: the first free port in it (bounded).
+    for p in (lo..=hi).take(4096) {
+        if let Ok(l) = TcpListener::bind((ip, p)).await {
+            return Ok(Arc::new(l));
+        }
+    }
+    Err(format!("no free port in --allow-ports {lo}-{hi}"))
+}
+
+/// Accepts visitors at a public listener and carries each to the client.
+async fn accept_visitors(
+    ctx: Arc<Ctx>,
+    session: Session,
+    listener: Arc<TcpListener>,
+    bind_id: u32,
+    mode: BindMode,
+    going_away: crate::shutdown::ShutdownSignal,
+) {
+    let visitors = TaskSet::new(ctx.spawner.clone());
+    let proxy_cfg = match &mode {
+        BindMode::Proxy { auth } => Some(Arc::new(ProxyConfig {
+            auth: if auth.is_empty() {
+                None
+            } else {
+                auth.parse().ok()
+            },
+            connect_timeout: ctx.cfg.connect_timeout,
+            ..ProxyConfig::default()
+        })),
+        BindMode::Forward => None,
+    };
+    let dialer = Arc::new(MuxDialer {
+        session: session.clone(),
+        timeout: ctx.cfg.connect_timeout,
+    });
+    // Visitors stop being accepted once the relay drains; those in flight finish.
+    while let Some((visitor, peer)) =
+        crate::net::accept(&listener, &going_away, session.label()).await
+    {
+        let id = ctx.ids.fetch_add(1, Ordering::Relaxed);
+        match &proxy_cfg {
+            Some(cfg) => {
+                visitors.spawn(serve_connection(
+                    visitor,
+                    peer,
+                    id,
+                    cfg.clone(),
+                    dialer.clone(),
+                    going_away.clone(),
+                ));
+            }
+            None => {
+                let session = session.clone();
+                visitors.spawn(async move {
+                    // Early data: the visitor's first bytes ride along with the OPEN.
+                    match session.open_early(OpenTarget::Bound { bind_id }) {
+                        Ok(stream) => {
+                            bridge::splice(visitor, stream, session.label(), &peer.to_string())
+                                .await
+                        }
+                        Err(e) => log::warn!("session {}: visitor {peer}: {e}", session.label()),
+                    }
+                });
+            }
+        }
+    }
+    // In-flight visitors finish within the session's drain (which cancels them at its deadline).
+    visitors.wait_empty().await;
+}
