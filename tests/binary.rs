@@ -584,3 +584,116 @@ fn sighup_reloads_the_relay_certificate() {
     relay.signal("-HUP");
     relay.wait_line("TLS certificate reloaded");
 }
+
+/// Open descriptors of a process.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until `pid` holds at most `limit` descriptors; returns the last count.
+fn fds_settle(pid: u32, limit: usize) -> usize {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = fd_count(pid);
+        if n <= limit || Instant::now() > end {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn churn_leaks_no_descriptors_in_proxy_relay_or_client() {
+    let echo = echo_server();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut proxy = Proc::start(
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--deny",
+            "10.0.0.0/8",
+            "--head-timeout",
+            "1s",
+        ],
+        &[],
+    );
+    let paddr = proxy.listening();
+    let (mut relay_p, relay) = relay_proc();
+    let url = format!("ws://{relay}/burrow");
+    let spec = format!("127.0.0.1:0:{echo}");
+    let (client_p, out) = client_proc(&["client", &url, "-L", &spec, "-R", &spec]);
+    let local: SocketAddr = wait_stdout(&out, "listening L ")
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let public: SocketAddr = wait_stdout(&out, "bound R ")
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    relay_p.wait_line("connected");
+    let base = [
+        fd_count(proxy.child.id()),
+        fd_count(relay_p.child.id()),
+        fd_count(client_p.child.id()),
+    ];
+    for i in 0..300 {
+        // Proxy: a tunnel with data, a refusal, an unreachable target, a reset, garbage.
+        let (mut s, head) = connect_tunnel(paddr, echo, "");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        s.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        if i % 2 == 0 {
+            drop(s); // abrupt close with the tunnel open
+        } else {
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let _ = s.read_to_end(&mut Vec::new());
+        }
+        let (_, head) = connect_tunnel(paddr, "10.1.2.3:80".parse().unwrap(), "");
+        assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+        let (_, head) = connect_tunnel(paddr, closed, "");
+        assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+        let mut g = TcpStream::connect(paddr).unwrap();
+        g.write_all(b"\x16\x03\x01 not http\r\n\r\n").unwrap();
+        let _ = g.read_to_end(&mut Vec::new());
+        // Tunnel: a stream each way, half of them cut short.
+        for addr in [local, public] {
+            let mut t = TcpStream::connect(addr).unwrap();
+            t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            t.write_all(b"ping").unwrap();
+            let mut back = [0u8; 4];
+            t.read_exact(&mut back).unwrap();
+            if i % 2 == 1 {
+                t.shutdown(std::net::Shutdown::Write).unwrap();
+                let _ = t.read_to_end(&mut Vec::new());
+            }
+        }
+    }
+    // A stalled half-head (slowloris) times out and is released too.
+    let mut slow = TcpStream::connect(paddr).unwrap();
+    slow.write_all(b"CONNECT 127.0.0.1:1 HTTP/1.1\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    drop(slow);
+    let procs = [proxy.child.id(), relay_p.child.id(), client_p.child.id()];
+    for (pid, before) in procs.iter().zip(base) {
+        let after = fds_settle(*pid, before);
+        assert!(
+            after <= before,
+            "pid {pid}: {before} descriptors before the churn, {after} after"
+        );
+    }
+}
