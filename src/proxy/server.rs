@@ -183,6 +183,14 @@ pub(super) struct Conn<D> {
     pub(super) down: u64,
 }
 
+/// How the setup of a connection ended.
+enum Setup<S> {
+    /// Answered (or failed) and done: the outcome for the log line.
+    Done(String),
+    /// A CONNECT tunnel is established and its handshake written: relay it.
+    Tunnel(S),
+}
+
 /// What a request handler asks the connection loop to do next.
 pub(super) enum Next {
     /// Done: close the connection with this outcome for the log line.
@@ -194,11 +202,13 @@ pub(super) enum Next {
 impl<D: Dialer> Conn<D> {
     async fn serve(mut self, stream: TcpStream) {
         let start = Instant::now();
-        let mut reader = BufReader::with_capacity(READ_BUF, stream.clone());
         let mut target = String::from("-");
-        let outcome = match front::read_request(&mut reader, self.config.head_timeout).await {
-            Ok(head) => self.dispatch(head, &stream, reader, &mut target).await,
-            Err(e) => self.head_error(&stream, e).await,
+        // Boxed: everything the head, the dial and the forwarder need is freed once a tunnel
+        // runs, so an idle tunnel's task holds only the relay's small state.
+        let setup = Box::pin(self.setup(&stream, &mut target)).await;
+        let outcome = match setup {
+            Setup::Done(outcome) => outcome,
+            Setup::Tunnel(upstream) => self.tunnel(&stream, upstream).await,
         };
         log::info!(
             "conn {} {} -> {} up={} down={} {:.3}s {}",
@@ -212,19 +222,32 @@ impl<D: Dialer> Conn<D> {
         );
     }
 
+    /// Reads the first head and serves requests until the connection is done or has become a
+    /// tunnel.
+    async fn setup(&mut self, stream: &TcpStream, target: &mut String) -> Setup<D::Stream> {
+        let mut reader = BufReader::with_capacity(READ_BUF, stream.clone());
+        match front::read_request(&mut reader, self.config.head_timeout).await {
+            Ok(head) => self.dispatch(head, stream, reader, target).await,
+            Err(e) => Setup::Done(self.head_error(stream, e).await),
+        }
+    }
+
     async fn dispatch(
         &mut self,
         mut head: RequestHead,
         stream: &TcpStream,
         mut reader: BufReader<TcpStream>,
         target: &mut String,
-    ) -> String {
-        let mut origin = None;
+    ) -> Setup<D::Stream> {
+        let mut origin: Option<forward::Origin<D::Stream>> = None;
         let outcome = loop {
             let next = match head.target.clone() {
                 Target::Authority { host, port } if head.method == "CONNECT" => {
                     *target = host_port(&host, port);
-                    break self.connect(&head, &host, port, stream, reader).await;
+                    if let Some(o) = origin.take() {
+                        o.close().await;
+                    }
+                    return self.connect(&head, &host, port, stream, reader).await;
                 }
                 Target::Absolute {
                     scheme,
@@ -239,7 +262,6 @@ impl<D: Dialer> Conn<D> {
                         port,
                         path,
                     };
-                    // Boxed: the forwarder's state is large and must not size every tunnel's task.
                     Box::pin(forward::forward(
                         self,
                         head,
@@ -263,7 +285,7 @@ impl<D: Dialer> Conn<D> {
         if let Some(o) = origin {
             o.close().await;
         }
-        outcome
+        Setup::Done(outcome)
     }
 
     /// Answers an unreadable head (or nothing, when the peer just left).
@@ -317,6 +339,9 @@ impl<D: Dialer> Conn<D> {
         format!("{status} {why}")
     }
 
+    /// Dials the CONNECT target and writes the handshake: the `200`, then the bytes that came
+    /// early from either side (a TLS ClientHello behind the head, an SSH banner behind an
+    /// upstream's `200`), which are never dropped.
     async fn connect(
         &mut self,
         head: &RequestHead,
@@ -324,14 +349,11 @@ impl<D: Dialer> Conn<D> {
         port: u16,
         stream: &TcpStream,
         reader: BufReader<TcpStream>,
-    ) -> String {
+    ) -> Setup<D::Stream> {
         if let Err(outcome) = self.authorize(stream, head).await {
-            return outcome;
+            return Setup::Done(outcome);
         }
-        let cfg = self.config.clone();
-        // Boxed for the same reason: the dial's state is dead weight once the tunnel runs.
-        let dialed = Box::pin(self.dialer.dial(host, port)).await;
-        let (upstream, early) = match dialed {
+        let (upstream, early) = match self.dialer.dial(host, port).await {
             Ok(pair) => pair,
             Err(e) => {
                 let status = e.status();
@@ -341,38 +363,35 @@ impl<D: Dialer> Conn<D> {
                     self.peer,
                     host_port(host, port)
                 );
-                return self.reply(stream, status, &e.to_string(), &[]).await;
+                return Setup::Done(self.reply(stream, status, &e.to_string(), &[]).await);
             }
         };
-        let mut client_w = stream.clone();
         let ok: &[u8] = match head.version {
             Version::Http10 => b"HTTP/1.0 200 Connection established\r\n\r\n",
             Version::Http11 => b"HTTP/1.1 200 Connection established\r\n\r\n",
         };
-        // Bytes already read past the head (a TLS ClientHello) go first, never dropped; so do
-        // bytes the target sent behind the upstream's 200 (an SSH banner).
         let pending = reader.buffer().to_vec();
         drop(reader);
-        let mut up_w = upstream.clone();
+        let (mut client_w, mut up_w) = (stream.clone(), upstream.clone());
         let handshake = async {
             client_w.write_all(ok).await?;
             client_w.write_all(&early).await?;
             up_w.write_all(&pending).await
         };
         if let Err(e) = handshake.await {
-            return format!("handshake write failed: {e}");
+            return Setup::Done(format!("handshake write failed: {e}"));
         }
         self.up += pending.len() as u64;
         self.down += early.len() as u64;
-        let (mut cr, mut ur) = (stream.clone(), upstream.clone());
-        let report = relay::relay(
-            &mut cr,
-            &mut client_w,
-            &mut ur,
-            &mut up_w,
-            Some(cfg.idle_timeout),
-        )
-        .await;
+        Setup::Tunnel(upstream)
+    }
+
+    /// Relays an established tunnel until both directions end, idle, or an error.
+    async fn tunnel(&mut self, stream: &TcpStream, upstream: D::Stream) -> String {
+        let (mut cr, mut cw) = (stream.clone(), stream.clone());
+        let (mut ur, mut uw) = (upstream.clone(), upstream);
+        let idle = Some(self.config.idle_timeout);
+        let report = relay::relay(&mut cr, &mut cw, &mut ur, &mut uw, idle).await;
         self.up += report.a_to_b;
         self.down += report.b_to_a;
         match report.outcome {
