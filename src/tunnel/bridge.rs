@@ -88,7 +88,8 @@ pub async fn serve_dial(
     metrics: &Metrics,
 ) {
     let target = host_port(&host, port);
-    match net::dial(&host, port, rules, timeout).await {
+    // Boxed: the dial's state is freed before the long splice starts.
+    match Box::pin(net::dial(&host, port, rules, timeout)).await {
         Ok(tcp) => {
             let stream = inc.accept();
             splice(tcp, stream, label, &target).await;
