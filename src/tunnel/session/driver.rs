@@ -146,7 +146,7 @@ where
                     if f.first() == Some(&0x04) {
                         bytes += f.len() - crate::tunnel::frame::HEADER;
                     }
-                    Message::Binary(Bytes::from(f))
+                    Message::Binary(shared.pool.message_bytes(f))
                 }
                 Out::Ping(p) => Message::Ping(Bytes::from(p)),
                 Out::Close(why) => {
