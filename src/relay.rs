@@ -14,9 +14,28 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-/// Size of one read. Lives on the polling thread's stack, never in the connection; large reads
-/// mean fewer system calls per byte (64 KiB measured +40% over 16 KiB on loopback bulk).
+/// Size of one read. The buffer belongs to the polling thread, never to a connection; large
+/// reads mean fewer system calls per byte (64 KiB measured +40% over 16 KiB on loopback bulk).
 const CHUNK: usize = 64 * 1024;
+
+std::thread_local! {
+    /// The read buffer of every relay polled on this thread. Reused rather than a fresh zeroed
+    /// stack array per poll: zeroing 64 KiB for each 64-byte message cost microseconds.
+    static CHUNK_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; CHUNK]);
+}
+
+/// What one read-and-forward step did.
+enum Step {
+    /// Nothing to read now.
+    Idle,
+    /// The reader reached EOF.
+    Eof,
+    /// Bytes were read and passed on, or parked in `pending` because the writer is full.
+    Moved {
+        /// true when the writer is full and the rest waits in `pending`
+        parked: bool,
+    },
+}
 
 /// How a relay ended.
 #[derive(Debug)]
@@ -105,42 +124,65 @@ impl Pump {
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
-            let mut chunk = [0u8; CHUNK];
-            match r.as_mut().poll_read(cx, &mut chunk) {
-                Poll::Pending => {
+            let step =
+                CHUNK_BUF.with_borrow_mut(|chunk| self.step(cx, r.as_mut(), w.as_mut(), chunk))?;
+            match step {
+                Step::Idle => {
                     // Idle: release the heap buffer and push out what the writer holds.
                     self.pending = Vec::new();
                     ready!(w.as_mut().poll_flush(cx))?;
                     return Poll::Pending;
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(0)) => {
+                Step::Eof => {
                     ready!(w.as_mut().poll_flush(cx))?;
                     self.eof = true;
                 }
-                Poll::Ready(Ok(n)) => {
+                Step::Moved { parked } => {
                     *moved = true;
-                    let mut off = 0;
-                    while off < n {
-                        match w.as_mut().poll_write(cx, &chunk[off..n]) {
-                            Poll::Ready(Ok(0)) => {
-                                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                            }
-                            Poll::Ready(Ok(k)) => {
-                                off += k;
-                                self.bytes += k as u64;
-                            }
-                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                            Poll::Pending => {
-                                // The writer is full: keep the rest until it drains.
-                                self.pending.extend_from_slice(&chunk[off..n]);
-                                return Poll::Pending;
-                            }
-                        }
+                    if parked {
+                        return Poll::Pending;
                     }
                 }
             }
         }
+    }
+
+    /// Reads once into the thread's buffer and writes what came straight through; what the
+    /// writer cannot take now is copied to `pending`.
+    fn step<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut r: Pin<&mut R>,
+        mut w: Pin<&mut W>,
+        chunk: &mut [u8],
+    ) -> io::Result<Step>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        let n = match r.as_mut().poll_read(cx, chunk) {
+            Poll::Pending => return Ok(Step::Idle),
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Ready(Ok(0)) => return Ok(Step::Eof),
+            Poll::Ready(Ok(n)) => n,
+        };
+        let mut off = 0;
+        while off < n {
+            match w.as_mut().poll_write(cx, &chunk[off..n]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(k)) => {
+                    off += k;
+                    self.bytes += k as u64;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => {
+                    // The writer is full: keep the rest until it drains.
+                    self.pending.extend_from_slice(&chunk[off..n]);
+                    return Ok(Step::Moved { parked: true });
+                }
+            }
+        }
+        Ok(Step::Moved { parked: false })
     }
 }
 
