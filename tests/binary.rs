@@ -585,6 +585,17 @@ fn sighup_reloads_the_relay_certificate() {
     relay.wait_line("TLS certificate reloaded");
 }
 
+/// Anonymous resident memory of a process, in KiB.
+fn anon_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Open descriptors of a process.
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -605,7 +616,7 @@ fn fds_settle(pid: u32, limit: usize) -> usize {
 }
 
 #[test]
-fn churn_leaks_no_descriptors_in_proxy_relay_or_client() {
+fn churn_leaks_no_descriptors_or_memory_in_proxy_relay_or_client() {
     let echo = echo_server();
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -646,7 +657,7 @@ fn churn_leaks_no_descriptors_in_proxy_relay_or_client() {
         fd_count(relay_p.child.id()),
         fd_count(client_p.child.id()),
     ];
-    for i in 0..300 {
+    let churn = |i: usize| {
         // Proxy: a tunnel with data, a refusal, an unreachable target, a reset, garbage.
         let (mut s, head) = connect_tunnel(paddr, echo, "");
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -678,6 +689,29 @@ fn churn_leaks_no_descriptors_in_proxy_relay_or_client() {
                 let _ = t.read_to_end(&mut Vec::new());
             }
         }
+    };
+    let procs = [proxy.child.id(), relay_p.child.id(), client_p.child.id()];
+    let settle = |label: &str| {
+        for (pid, before) in procs.iter().zip(base) {
+            let after = fds_settle(*pid, before);
+            assert!(
+                after <= before,
+                "pid {pid}: {before} descriptors before the churn, {after} {label}"
+            );
+        }
+    };
+    (0..300).for_each(churn);
+    settle("after the first round");
+    let rss1 = procs.map(anon_kib);
+    (300..600).for_each(churn);
+    settle("after the second round");
+    let rss2 = procs.map(anon_kib);
+    for ((pid, a), b) in procs.iter().zip(rss1).zip(rss2) {
+        // A per-connection leak of even 1 KiB would add ~1.5 MiB over the second round.
+        assert!(
+            b <= a + 512,
+            "pid {pid}: anonymous memory grew from {a} KiB to {b} KiB"
+        );
     }
     // A stalled half-head (slowloris) times out and is released too.
     let mut slow = TcpStream::connect(paddr).unwrap();
@@ -688,12 +722,5 @@ fn churn_leaks_no_descriptors_in_proxy_relay_or_client() {
     let _ = slow.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     drop(slow);
-    let procs = [proxy.child.id(), relay_p.child.id(), client_p.child.id()];
-    for (pid, before) in procs.iter().zip(base) {
-        let after = fds_settle(*pid, before);
-        assert!(
-            after <= before,
-            "pid {pid}: {before} descriptors before the churn, {after} after"
-        );
-    }
+    settle("after the slowloris");
 }
