@@ -138,21 +138,12 @@ fn run_server(a: ServerArgs) -> Result<()> {
         (Some(t), false) if t.is_empty() => bail!(usage("the token is empty")),
         (Some(t), false) => Some(Secret::new(t)),
         (None, true) => None,
-        (None, false) => {
-            let t = burrow::tunnel::ws::random_id();
-            println!("no --token given: generated one. Clients connect with:");
-            let host = if a.listen.ip().is_unspecified() {
-                "RELAY_HOST".to_string()
-            } else {
-                a.listen.ip().to_string()
-            };
-            println!(
-                "  burrow client ws://{}/burrow --token {t} -R 8000:localhost:3000",
-                burrow::net::host_port(&host, a.listen.port())
-            );
-            Some(Secret::new(t))
-        }
+        (None, false) => Some(Secret::new(burrow::tunnel::ws::random_id())),
     };
+    // A generated token is shown once, on stdout (never in the log), with the command to use it.
+    let generated = (a.token.is_none() && !a.no_auth && std::env::var("BURROW_TOKEN").is_err())
+        .then(|| token.clone())
+        .flatten();
     #[cfg(feature = "tls")]
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(std::sync::Arc::new(
@@ -193,11 +184,27 @@ fn run_server(a: ServerArgs) -> Result<()> {
         }))
     });
     let (spawner, signal, listen) = (rt.spawner(), sd.signal(), a.listen);
+    let tls_on = a.tls_cert.is_some();
     rt.block_on(async move {
         let relay = Relay::bind(listen, cfg)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        log::info!("relay listening on {}", relay.local_addr()?);
+        let addr = relay.local_addr()?;
+        log::info!("relay listening on {addr}");
+        if let Some(t) = generated {
+            let scheme = if tls_on { "wss" } else { "ws" };
+            let host = if addr.ip().is_unspecified() {
+                "RELAY_HOST".to_string()
+            } else {
+                addr.ip().to_string()
+            };
+            println!("no --token given: generated one. Clients connect with:");
+            println!(
+                "  burrow client {scheme}://{}/burrow --token {} -R 8000:localhost:3000",
+                burrow::net::host_port(&host, addr.port()),
+                t.expose()
+            );
+        }
         relay.run(spawner, signal).await;
         log::info!("relay stopped");
         Ok(())

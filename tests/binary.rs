@@ -724,3 +724,45 @@ fn churn_leaks_no_descriptors_or_memory_in_proxy_relay_or_client() {
     drop(slow);
     settle("after the slowloris");
 }
+
+#[test]
+fn relay_without_a_token_generates_one_and_prints_the_client_command() {
+    let (mut relay, out) = client_proc(&["server", "--listen", "127.0.0.1:0"]);
+    let line = relay.wait_line("relay listening on ");
+    let addr = line
+        .split("relay listening on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    let cmd = wait_stdout(&out, "burrow client ");
+    assert!(cmd.contains(&format!("ws://{addr}/burrow")), "{cmd}");
+    let token = cmd
+        .split("--token ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let url = format!("ws://{addr}/burrow");
+    // Without it: 401, and the client stops at once (exit 1, no retry loop).
+    let refused = Command::new(BIN)
+        .args(["client", &url, "-R", "127.0.0.1:0:proxy"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, _, err) = wait_output(refused);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("401"), "{err}");
+    // With it: connected and bound.
+    let (_client, out) =
+        client_proc(&["client", &url, "--token", &token, "-R", "127.0.0.1:0:proxy"]);
+    wait_stdout(&out, "bound R ");
+    // The generated token never reaches the log.
+    relay.signal("-TERM");
+    let (_, log) = relay.wait_exit(Duration::from_secs(15));
+    assert!(!log.contains(&token), "{log}");
+}
