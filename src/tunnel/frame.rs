@@ -76,16 +76,17 @@ pub enum RefuseCode {
 }
 
 impl RefuseCode {
-    fn from_u8(b: u8) -> RefuseCode {
-        match b {
+    fn from_u8(b: u8) -> Result<RefuseCode, FrameError> {
+        Ok(match b {
             1 => RefuseCode::Forbidden,
             2 => RefuseCode::Unreachable,
             3 => RefuseCode::Timeout,
             4 => RefuseCode::TooManyStreams,
             5 => RefuseCode::BadRequest,
             6 => RefuseCode::GoingAway,
-            _ => RefuseCode::Other,
-        }
+            7 => RefuseCode::Other,
+            _ => return Err(FrameError::Invalid("unknown refusal code")),
+        })
     }
 
     /// The HTTP status a proxy answers with.
@@ -384,7 +385,7 @@ impl Frame {
             },
             code::OPEN_REFUSED => Frame::OpenRefused {
                 id,
-                code: RefuseCode::from_u8(r.u8()?),
+                code: RefuseCode::from_u8(r.u8()?)?,
                 reason: r.text()?,
             },
             code::DATA => {
@@ -405,7 +406,7 @@ impl Frame {
             code::FIN => Frame::Fin { id },
             code::RESET => Frame::Reset {
                 id,
-                code: RefuseCode::from_u8(r.u8()?),
+                code: RefuseCode::from_u8(r.u8()?)?,
                 reason: r.text()?,
             },
             code::BIND => {
@@ -610,6 +611,10 @@ mod tests {
                 FrameError::Invalid("text is not utf-8"),
             ),
             (vec![0x03, 0, 0, 0, 1, 1, 9, b'a'], FrameError::Truncated),
+            (
+                vec![0x03, 0, 0, 0, 1, 9, 0],
+                FrameError::Invalid("unknown refusal code"),
+            ),
             (oversized, FrameError::TooLong),
         ];
         for (bytes, want) in cases {
@@ -625,5 +630,29 @@ mod tests {
             panic!()
         };
         assert!(reason.len() <= MAX_TEXT && reason.chars().all(|c| c == 'é'));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// Whatever a peer sends, decoding never panics, and what decodes encodes back to
+        /// exactly the same bytes (one encoding per frame: nothing a peer could smuggle).
+        #[test]
+        fn decoding_arbitrary_bytes_is_total_and_exact(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            if let Ok(frame) = Frame::decode(&data) {
+                proptest::prop_assert_eq!(frame.to_bytes(), data);
+            }
+        }
+
+        /// Frames with a valid header survive arbitrary bodies the same way.
+        #[test]
+        fn decoding_typed_garbage_is_total_and_exact(t in 0u8..0x20, id in 0u32..8, body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let mut data = vec![t];
+            data.extend_from_slice(&id.to_be_bytes());
+            data.extend_from_slice(&body);
+            if let Ok(frame) = Frame::decode(&data) {
+                proptest::prop_assert_eq!(frame.to_bytes(), data);
+            }
+        }
     }
 }
