@@ -35,8 +35,8 @@ bench:
 demo:
     cargo run --release -- demo
 
-# fuzz the request-head parser for 60 s (needs nightly and cargo-fuzz)
-fuzz:
+# fuzz a target (head: the request-head parser, frame: the mux frame decoder) for SECS seconds
+fuzz TARGET="head" SECS="60":
     #!/usr/bin/env bash
     set -euo pipefail
     if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
@@ -45,9 +45,9 @@ fuzz:
         echo "  cargo install cargo-fuzz --locked" >&2
         exit 1
     fi
-    cargo +nightly fuzz run head -- -max_total_time=60
+    cargo +nightly fuzz run {{TARGET}} -- -max_total_time={{SECS}}
 
-# what CI runs: fmt check, clippy, tests, interop suite
+# what CI runs: fmt check, clippy, tests, interop and browser suites
 ci:
     bash .ci/run
 
