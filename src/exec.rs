@@ -93,6 +93,26 @@ impl TaskSet {
         self.len() == 0
     }
 
+    /// The graceful end of a role: waits for every task to finish, at most `timeout` and not
+    /// past an abort, then cancels what is left. Returns how many tasks were cancelled.
+    pub async fn drain(
+        self,
+        timeout: std::time::Duration,
+        shutdown: &crate::shutdown::ShutdownSignal,
+    ) -> usize {
+        use futures_lite::FutureExt;
+        let drained = async {
+            self.wait_empty().await;
+        };
+        let deadline = async {
+            smol::Timer::after(timeout).await;
+        };
+        drained.or(deadline).or(shutdown.aborted()).await;
+        let left = self.len();
+        drop(self);
+        left
+    }
+
     /// Resolves once every task has finished (immediately when none runs).
     /// Cancel-safe: dropping it loses nothing.
     pub async fn wait_empty(&self) {

@@ -117,22 +117,10 @@ impl Proxy {
         if !tasks.is_empty() {
             log::info!("proxy draining {} connections", tasks.len());
         }
-        let drained = async {
-            tasks.wait_empty().await;
-            true
-        };
-        let deadline = async {
-            smol::Timer::after(config.drain_timeout).await;
-            false
-        };
-        let aborted = async {
-            shutdown.aborted().await;
-            false
-        };
-        if !drained.or(deadline).or(aborted).await {
-            log::warn!("proxy drain ended: cancelling {} connections", tasks.len());
+        let cancelled = tasks.drain(config.drain_timeout, &shutdown).await;
+        if cancelled > 0 {
+            log::warn!("proxy drain ended: cancelled {cancelled} connections");
         }
-        drop(tasks);
     }
 }
 

@@ -148,22 +148,10 @@ impl Relay {
         }
         drop(self.listener);
         log::info!("relay draining {} connections", conns.len());
-        let drained = async {
-            conns.wait_empty().await;
-            true
-        };
-        let deadline = async {
-            smol::Timer::after(ctx.cfg.drain_timeout).await;
-            false
-        };
-        let aborted = async {
-            shutdown.aborted().await;
-            false
-        };
-        if !drained.or(deadline).or(aborted).await {
-            log::warn!("relay drain ended: cancelling {} connections", conns.len());
+        let cancelled = conns.drain(ctx.cfg.drain_timeout, &shutdown).await;
+        if cancelled > 0 {
+            log::warn!("relay drain ended: cancelled {cancelled} connections");
         }
-        drop(conns);
     }
 }
 
