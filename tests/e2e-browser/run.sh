@@ -60,14 +60,10 @@ if ((${#missing[@]})); then
     exit 1
 fi
 
-if [[ -n ${BURROW_BIN:-} ]]; then
-    BURROW=$(realpath "$BURROW_BIN")
-else
-    cargo build --quiet --bin burrow
-    BURROW="${CARGO_TARGET_DIR:-$ROOT/target}/debug/burrow"
-    [[ $BURROW == /* ]] || BURROW="$ROOT/$BURROW"
-fi
-[[ -x $BURROW ]] || { echo "e2e-browser: no burrow binary at $BURROW" >&2; exit 1; }
+SUITE=e2e-browser
+# shellcheck source=tests/lib/checks.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/checks.sh"
+find_burrow
 
 # --- bookkeeping and cleanup -------------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/burrow-e2e-browser.XXXXXX")
@@ -81,13 +77,6 @@ MADE_NS=()
 MADE_ETC_NETNS=0
 PIDS=()
 STARTED=$SECONDS
-
-# running PID: true while PID exists and has not exited (a zombie does not count).
-running() {
-    local state
-    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-    [[ -n $state && $state != Z ]]
-}
 
 cleanup() {
     local pid ns alive
@@ -115,9 +104,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-SUITE=e2e-browser
-# shellcheck source=tests/lib/checks.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../lib/checks.sh"
 
 # nsx NS CMD...: run CMD inside namespace NS.
 nsx() {
@@ -134,39 +120,6 @@ bg() {
     ip netns exec "$ns" "$@" </dev/null >"$log" 2>&1 &
     BG_PID=$!
     PIDS+=("$BG_PID")
-}
-
-# wait_match FILE REGEX [PID] [NTH] [SECS]: prints the NTH (default first) match of REGEX in
-# FILE once there is one; false if PID exits without it or SECS (default 10) pass.
-wait_match() {
-    local file=$1 re=$2 pid=${3:-} nth=${4:-1} secs=${5:-10} m
-    for _ in $(seq $((secs * 10))); do
-        m=$(grep -Eo -- "$re" "$file" 2>/dev/null | sed -n "${nth}p") || true
-        if [[ -n $m ]]; then
-            printf '%s\n' "$m"
-            return 0
-        fi
-        if [[ -n $pid ]] && ! running "$pid"; then
-            m=$(grep -Eo -- "$re" "$file" 2>/dev/null | sed -n "${nth}p") || true
-            [[ -n $m ]] && printf '%s\n' "$m"
-            [[ -n $m ]]
-            return
-        fi
-        sleep 0.1
-    done
-    return 1
-}
-
-# wait_exit PID SECS: true once PID has exited (bounded); its status is then in EXIT_RC.
-wait_exit() {
-    local pid=$1 secs=$2
-    for _ in $(seq $((secs * 10))); do
-        running "$pid" || break
-        sleep 0.1
-    done
-    running "$pid" && return 1
-    EXIT_RC=0
-    wait "$pid" || EXIT_RC=$?
 }
 
 # wait_http NS SECS URL [CURL-ARGS...]: true once curl inside NS gets a 2xx from URL (bounded).

@@ -14,14 +14,10 @@ cd "$ROOT" || exit 1
 # curl or ssh, and no user config may change their behaviour (curl -q, ssh -F /dev/null).
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
 
-if [[ -n ${BURROW_BIN:-} ]]; then
-    BURROW=$(realpath "$BURROW_BIN")
-else
-    cargo build --quiet --bin burrow
-    BURROW="${CARGO_TARGET_DIR:-$ROOT/target}/debug/burrow"
-    [[ $BURROW == /* ]] || BURROW="$ROOT/$BURROW"
-fi
-[[ -x $BURROW ]] || { echo "interop: no burrow binary at $BURROW" >&2; exit 1; }
+SUITE=interop
+# shellcheck source=tests/lib/checks.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/checks.sh"
+find_burrow
 
 missing=()
 for tool in curl nc ssh ssh-keygen tinyproxy python3 sha256sum timeout realpath; do
@@ -62,17 +58,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-SUITE=interop
-# shellcheck source=tests/lib/checks.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../lib/checks.sh"
-
-# running PID: true while PID exists and has not exited (an unreaped child is a zombie,
-# which `kill -0` would still report as alive).
-running() {
-    local state
-    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-    [[ -n $state && $state != Z ]]
-}
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'

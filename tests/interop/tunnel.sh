@@ -26,40 +26,6 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Helpers.
 
-# wait_match FILE REGEX [PID] [NTH] [SECS]: prints the NTH (default first) match of REGEX in
-# FILE once there is one; false if PID exits without it or SECS (default 10) pass.
-wait_match() {
-    local file=$1 re=$2 pid=${3:-} nth=${4:-1} secs=${5:-10} m
-    for _ in $(seq $((secs * 10))); do
-        m=$(grep -Eo -- "$re" "$file" 2>/dev/null | sed -n "${nth}p") || true
-        if [[ -n $m ]]; then
-            printf '%s\n' "$m"
-            return 0
-        fi
-        if [[ -n $pid ]] && ! running "$pid"; then
-            # One last look: it may have written the line just before it exited.
-            m=$(grep -Eo -- "$re" "$file" 2>/dev/null | sed -n "${nth}p") || true
-            [[ -n $m ]] && printf '%s\n' "$m"
-            [[ -n $m ]]
-            return
-        fi
-        sleep 0.1
-    done
-    return 1
-}
-
-# wait_exit PID SECS: true once PID has exited (bounded); its status is then in EXIT_RC.
-wait_exit() {
-    local pid=$1 secs=$2
-    for _ in $(seq $((secs * 10))); do
-        running "$pid" || break
-        sleep 0.1
-    done
-    running "$pid" && return 1
-    EXIT_RC=0
-    wait "$pid" || EXIT_RC=$?
-}
-
 # start_relay NAME LISTEN [ARGS...]: `burrow server --listen LISTEN ARGS` in the background,
 # its output in $WORK/NAME.log. Sets RELAY (ip:port, from its log), RELAY_PID and RELAY_LOG;
 # false if it exited or printed no address within 10 s.
