@@ -428,17 +428,8 @@ fn demo_serves_what_it_prints_and_exits_zero_on_ctrl_c() {
     let line = wait_stdout(&out, "curl http://");
     let url = line.split("curl http://").nth(1).unwrap().trim();
     let (addr, path) = url.split_once('/').unwrap();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
+    let body = http_get(addr.parse().unwrap(), &format!("/{path}"));
     assert!(body.contains("hello from burrow"), "{body}");
-    drop(s);
     demo.signal("-INT");
     let (code, log) = demo.wait_exit(Duration::from_secs(15));
     assert_eq!(code, Some(0), "{log}");
@@ -490,6 +481,12 @@ fn connect_passes_bytes_on_at_once_without_waiting_for_a_newline() {
 
 /// GET `path` on `addr`; returns the status code.
 fn http_status(addr: SocketAddr, path: &str) -> u16 {
+    let out = http_get(addr, path);
+    out.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// GET `path` on `addr` (connection closed after); returns the whole response.
+fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -499,7 +496,7 @@ fn http_status(addr: SocketAddr, path: &str) -> u16 {
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    out.split_whitespace().nth(1).unwrap().parse().unwrap()
+    out
 }
 
 /// A client process with `--status` on an ephemeral port; returns it, its stdout and the
@@ -541,18 +538,7 @@ fn client_status_readyz_turns_200_once_connected_and_bound() {
     let (_client, out, status) = status_client(&format!("ws://{relay}/burrow"));
     wait_stdout(&out, "bound R ");
     assert_eq!(http_status(status, "/readyz"), 200);
-    let metrics = {
-        let mut s = TcpStream::connect(status).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut m = String::new();
-        s.read_to_string(&mut m).unwrap();
-        m
-    };
+    let metrics = http_get(status, "/metrics");
     assert!(metrics.contains("burrow_sessions 1"), "{metrics}");
 }
 
