@@ -438,3 +438,37 @@ fn early_data_rides_with_the_open_and_a_refusal_fails_the_stream() {
         );
     });
 }
+
+#[test]
+fn a_flood_of_session_frames_is_a_protocol_error() {
+    on_own_executor(|ex| async move {
+        let (mut raw, r) = ws_pair().await;
+        // Nobody handles this relay's session frames, so they pile up until the cap.
+        let (_relay, rd) = Session::new(
+            Side::Relay,
+            SessionConfig::default(),
+            "relay".into(),
+            Arc::new(Metrics::default()),
+        );
+        let end = ex.spawn(rd.run(r));
+        for i in 0..400u32 {
+            let bind = Frame::Bind {
+                bind_id: i + 1,
+                addr: String::new(),
+                port: 0,
+                mode: BindMode::Forward,
+            };
+            if raw
+                .send(Message::Binary(bind.to_bytes().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        match deadline("session end", end).await {
+            CloseReason::Protocol(1002, why) => assert!(why.contains("session frames"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    });
+}

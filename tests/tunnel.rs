@@ -608,3 +608,69 @@ fn a_407_from_a_via_hop_stops_the_client_naming_the_hop() {
         );
     });
 }
+
+#[test]
+fn bindings_per_session_are_capped() {
+    run(|sp| async move {
+        let relay = start_relay(&sp, RelayConfig::default()).await;
+        let mut cfg = client_cfg(&relay);
+        cfg.remotes = (0..65)
+            .map(|_| "127.0.0.1:0:proxy".parse().unwrap())
+            .collect();
+        let c = start_client(&sp, cfg).await;
+        let (mut bound, mut refused) = (0, Vec::new());
+        while bound + refused.len() < 65 {
+            match c
+                .wait("bind answer", |e| {
+                    matches!(e, Event::Bound { .. } | Event::BindRefused { .. })
+                })
+                .await
+            {
+                Event::Bound { .. } => bound += 1,
+                Event::BindRefused { reason, .. } => refused.push(reason),
+                _ => unreachable!(),
+            }
+        }
+        assert_eq!(bound, 64);
+        assert!(refused[0].contains("too many bindings"), "{refused:?}");
+    });
+}
+
+#[test]
+fn a_returning_client_replaces_its_stale_session_and_keeps_its_port() {
+    run(|sp| async move {
+        let (origin, _o) = start_origin(&sp).await;
+        // The relay would take a minute to notice; the client notices in half a second.
+        let slow = SessionConfig {
+            keepalive: Duration::from_secs(20),
+            ..SessionConfig::default()
+        };
+        let relay = start_relay(
+            &sp,
+            RelayConfig {
+                session: slow,
+                ..RelayConfig::default()
+            },
+        )
+        .await;
+        let fwd = Forwarder::start(relay.addr).await;
+        let mut cfg = ClientConfig::new(format!("ws://{}/burrow", fwd.addr).parse().unwrap());
+        cfg.session = SessionConfig {
+            keepalive: Duration::from_millis(150),
+            ..SessionConfig::default()
+        };
+        cfg.remotes = vec![format!("127.0.0.1:0:{origin}").parse().unwrap()];
+        let c = start_client(&sp, cfg).await;
+        let public = c.bound().await;
+        fwd.freeze();
+        c.wait("lost", |e| matches!(e, Event::Lost(_))).await;
+        c.wait("reconnected", |e| *e == Event::Connected).await;
+        assert_eq!(c.bound().await, public, "the port moves to the new session");
+        assert!(get(public, "/after").await.contains("GET /after"));
+        assert_eq!(
+            relay.metrics.sessions.load(Ordering::Relaxed),
+            1,
+            "the stale session is gone"
+        );
+    });
+}

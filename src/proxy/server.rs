@@ -125,7 +125,7 @@ impl Proxy {
 }
 
 /// Writes a short error response without letting a slow peer hold us up.
-async fn refuse(mut stream: TcpStream, status: u16, reason: &str) {
+pub(crate) async fn refuse(mut stream: TcpStream, status: u16, reason: &str) {
     let resp = error_response(status, reason, &[]);
     let write = async { stream.write_all(&resp).await.ok() };
     let late = async {

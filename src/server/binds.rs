@@ -3,11 +3,19 @@
 
 use super::*;
 
+/// Public listeners one client session may hold.
+const MAX_BINDS: usize = 64;
+/// Visitors one listener serves at once; more are refused (503 on a proxy port).
+const MAX_VISITORS: usize = 4096;
+
 /// Listeners held for clients that went away, by session id.
 #[derive(Default)]
 pub(super) struct Registry {
     pub(super) held: HashMap<String, (u64, Vec<Arc<TcpListener>>)>,
     generation: u64,
+    /// Sessions connected now, by session id, each with a receiver that closes once that
+    /// session has wound down (its listeners then sit in `held`).
+    pub(super) live: HashMap<String, (Session, smol::channel::Receiver<()>)>,
 }
 
 impl Registry {
@@ -79,7 +87,15 @@ pub(super) async fn control_loop(
         else {
             continue;
         };
-        match bind(ctx, session_id, &addr, port, binds).await {
+        let bound = binds.live.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let result = if bound >= MAX_BINDS {
+            Err(format!(
+                "too many bindings on one session (at most {MAX_BINDS})"
+            ))
+        } else {
+            bind(ctx, session_id, &addr, port, binds).await
+        };
+        match result {
             Ok(listener) => {
                 let local = listener
                     .local_addr()
@@ -222,6 +238,14 @@ async fn accept_visitors(
         crate::net::accept(&listener, &going_away, session.label()).await
     {
         let id = ctx.ids.fetch_add(1, Ordering::Relaxed);
+        if visitors.len() >= MAX_VISITORS {
+            log::warn!(
+                "session {}: visitor {peer} refused: {MAX_VISITORS} already connected (503)",
+                session.label()
+            );
+            crate::proxy::server::refuse(visitor, 503, "too many connections").await;
+            continue;
+        }
         match &proxy_cfg {
             Some(cfg) => {
                 visitors.spawn(serve_connection(

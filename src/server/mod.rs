@@ -33,6 +33,9 @@ mod binds;
 
 use binds::{Registry, SessionBinds, control_loop, hold_for_grace};
 
+/// How long a returning client waits for its stale earlier session to wind down.
+const REPLACE_WAIT: Duration = Duration::from_secs(2);
+
 /// How long a websocket handshake (TLS and head included) may take, by default.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -268,6 +271,34 @@ async fn tunnel<S: FrontStream>(
     };
     let ws = ws::server_stream(stream, leftover).await;
     let label = format!("{}@{peer}", &session_id[..session_id.len().min(8)]);
+    let (session, driver) = Session::new(
+        Side::Relay,
+        ctx.cfg.session.clone(),
+        label.clone(),
+        ctx.metrics.clone(),
+    );
+    // Dropped when this session has wound down: a successor with the same id waits for it.
+    let (_wound_down, wound_down_rx) = smol::channel::bounded::<()>(1);
+    let previous = ctx
+        .registry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .live
+        .insert(session_id.clone(), (session.clone(), wound_down_rx));
+    if let Some((old, old_done)) = previous {
+        // The client came back before this relay noticed its old connection die (a dead
+        // path often looks alive from this side). The old session is stale: end it, and take
+        // its listeners over once it has handed them to the grace registry.
+        log::info!("session {label}: replaces the same client's earlier connection");
+        old.close("replaced by a newer connection of the same client");
+        let _ = old_done
+            .recv()
+            .or(async {
+                smol::Timer::after(REPLACE_WAIT).await;
+                Ok(())
+            })
+            .await;
+    }
     let reclaimed = ctx
         .registry
         .lock()
@@ -285,12 +316,6 @@ async fn tunnel<S: FrontStream>(
     } else {
         log::info!("session {label}: connected");
     }
-    let (session, driver) = Session::new(
-        Side::Relay,
-        ctx.cfg.session.clone(),
-        label.clone(),
-        ctx.metrics.clone(),
-    );
     let tasks = TaskSet::new(ctx.spawner.clone());
     let state = SessionBinds {
         reclaimed: Mutex::new(reclaimed),
@@ -309,6 +334,16 @@ async fn tunnel<S: FrontStream>(
     drop(tasks);
     // Keep this client's listeners for its return.
     let listeners = std::mem::take(&mut *state.live.lock().unwrap_or_else(|e| e.into_inner()));
+    {
+        let mut reg = ctx.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if reg
+            .live
+            .get(&session_id)
+            .is_some_and(|(s, _)| s.same(&session))
+        {
+            reg.live.remove(&session_id);
+        }
+    }
     if !listeners.is_empty() && !ctx.shutdown.is_draining() {
         hold_for_grace(&ctx, session_id, listeners);
     }

@@ -57,6 +57,9 @@ const MIN_WINDOW: u32 = EARLY_DATA;
 const GROWTH_FLOOR: Duration = Duration::from_millis(2);
 /// Assumed round trip until the first pong.
 const UNMEASURED_RTT: Duration = Duration::from_millis(10);
+/// Session frames (BIND, GO_AWAY, ...) waiting for the role (well above the 64 bindings a
+/// session may hold); more is a protocol error.
+const CONTROL_QUEUE: usize = 256;
 /// Most frames the writer feeds before one flush.
 const WRITE_BATCH: usize = 64;
 /// How long a WebSocket close handshake may take at the end.
@@ -302,7 +305,7 @@ impl Session {
             queued: AtomicUsize::new(0),
             waiters: Mutex::new(Vec::new()),
             incoming: smol::channel::unbounded(),
-            control: smol::channel::unbounded(),
+            control: smol::channel::bounded(CONTROL_QUEUE),
             closed_tx: Mutex::new(Some(closed_tx)),
             closed_rx,
             last_rx: Mutex::new(Instant::now()),
@@ -420,6 +423,11 @@ impl Session {
     /// OPENs refused so far (by either side's answer from here).
     pub fn refused_count(&self) -> u64 {
         self.shared.refused.load(Relaxed)
+    }
+
+    /// True when both handles are of the same session.
+    pub fn same(&self, other: &Session) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     /// The label used in log lines.
