@@ -78,7 +78,14 @@ struct Pump {
     eof: bool,
     done: bool,
     bytes: u64,
+    /// Most bytes one read may take: the whole chunk while the writer keeps up, a little
+    /// once it did not, so a slow reader at the far end parks at most that much here.
+    read_limit: usize,
 }
+
+/// Read size after the writer fell behind. A connection to a slow reader parks at most about
+/// twice this (the limit doubles again with every read that went straight through).
+const SLOW_CHUNK: usize = 4 * 1024;
 
 impl Pump {
     fn new() -> Self {
@@ -88,6 +95,7 @@ impl Pump {
             eof: false,
             done: false,
             bytes: 0,
+            read_limit: CHUNK,
         }
     }
 
@@ -117,7 +125,12 @@ impl Pump {
                 self.bytes += n as u64;
                 *moved = true;
             }
-            self.pending.clear();
+            if self.pending.capacity() > self.read_limit {
+                // Parked data is written: do not keep a large buffer for a slow reader.
+                self.pending = Vec::new();
+            } else {
+                self.pending.clear();
+            }
             self.pos = 0;
             if self.eof {
                 ready!(w.as_mut().poll_close(cx))?;
@@ -160,7 +173,8 @@ impl Pump {
         R: AsyncRead + ?Sized,
         W: AsyncWrite + ?Sized,
     {
-        let n = match r.as_mut().poll_read(cx, chunk) {
+        let limit = self.read_limit.min(chunk.len());
+        let n = match r.as_mut().poll_read(cx, &mut chunk[..limit]) {
             Poll::Pending => return Ok(Step::Idle),
             Poll::Ready(Err(e)) => return Err(e),
             Poll::Ready(Ok(0)) => return Ok(Step::Eof),
@@ -176,12 +190,16 @@ impl Pump {
                 }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => {
-                    // The writer is full: keep the rest until it drains.
+                    // The writer is full: keep the rest until it drains, and read less
+                    // until it keeps up again.
                     self.pending.extend_from_slice(&chunk[off..n]);
+                    self.read_limit = SLOW_CHUNK;
                     return Ok(Step::Moved { parked: true });
                 }
             }
         }
+        // Everything went straight through: the writer keeps up; read more next time.
+        self.read_limit = (self.read_limit * 2).min(CHUNK);
         Ok(Step::Moved { parked: false })
     }
 }
@@ -337,5 +355,85 @@ mod tests {
             let report = task.await;
             assert!(matches!(report.outcome, Outcome::Error(_)), "{report:?}");
         });
+    }
+
+    /// A reader that always has data.
+    struct Endless;
+    impl AsyncRead for Endless {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            buf.fill(1);
+            Poll::Ready(Ok(buf.len()))
+        }
+    }
+
+    /// A writer that takes `allow` more bytes, then is full.
+    struct Drip {
+        allow: usize,
+    }
+    impl AsyncWrite for Drip {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.allow == 0 {
+                return Poll::Pending;
+            }
+            let n = buf.len().min(self.allow);
+            self.allow -= n;
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_slow_writer_makes_the_pump_park_little() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let (mut r, mut w) = (Endless, Drip { allow: 10_000 });
+        let mut pump = Pump::new();
+        let mut moved = false;
+        assert!(
+            pump.poll(&mut cx, Pin::new(&mut r), Pin::new(&mut w), &mut moved)
+                .is_pending()
+        );
+        // The first read could not know: it parks the rest of a full chunk.
+        assert_eq!(pump.pending.len(), CHUNK - 10_000);
+        let mut worst = 0;
+        for round in 0..100 {
+            // The far end reads a little now and then.
+            w.allow += 3000;
+            assert!(
+                pump.poll(&mut cx, Pin::new(&mut r), Pin::new(&mut w), &mut moved)
+                    .is_pending()
+            );
+            if round > 30 {
+                worst = worst.max(pump.pending.capacity());
+            }
+        }
+        assert!(worst > 0, "the writer stayed slow");
+        assert!(
+            worst <= 2 * SLOW_CHUNK,
+            "a slow writer kept {worst} bytes parked"
+        );
+        // A writer that keeps up gets full-size reads again.
+        w.allow = usize::MAX;
+        for _ in 0..8 {
+            let _ = pump.step(
+                &mut cx,
+                Pin::new(&mut r),
+                Pin::new(&mut w),
+                &mut vec![0; CHUNK],
+            );
+        }
+        assert_eq!(pump.read_limit, CHUNK);
     }
 }
