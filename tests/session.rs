@@ -472,3 +472,28 @@ fn a_flood_of_session_frames_is_a_protocol_error() {
         }
     });
 }
+
+#[test]
+fn close_ends_the_session_even_when_the_path_is_stuck() {
+    on_own_executor(|ex| async move {
+        // A pipe that holds 64 bytes and a peer that never reads: the writer gets stuck.
+        let (a, b) = duplex(64);
+        let _raw = WebSocketStream::from_raw_socket(a, Role::Client, Some(ws_config())).await;
+        let r = WebSocketStream::from_raw_socket(b, Role::Server, Some(ws_config())).await;
+        let (relay, rd) = Session::new(
+            Side::Relay,
+            SessionConfig::default(),
+            "relay".into(),
+            Arc::new(Metrics::default()),
+        );
+        let end = ex.spawn(rd.run(r));
+        relay.send_control(Frame::GoAway {
+            reason: "x".repeat(200),
+        });
+        relay.close("shutting down");
+        match deadline("stuck session ends", end).await {
+            CloseReason::Transport(why) => assert!(why.contains("could not be sent"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    });
+}

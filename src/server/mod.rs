@@ -34,7 +34,7 @@ mod binds;
 use binds::{Registry, SessionBinds, control_loop, hold_for_grace};
 
 /// How long a returning client waits for its stale earlier session to wind down.
-const REPLACE_WAIT: Duration = Duration::from_secs(2);
+const REPLACE_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a websocket handshake (TLS and head included) may take, by default.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -21,9 +21,18 @@ impl Driver {
         let Driver { shared, out_rx } = self;
         let guard = CloseGuard(shared.clone());
         let (mut tx, mut rx) = ws.split();
+        // A requested close normally ends the writer after it sent the close frame; should the
+        // path be dead with the writer stuck, the session still ends shortly after.
+        let forced = async {
+            let _ = shared.close_requested.1.recv().await;
+            smol::Timer::after(CLOSE_TIMEOUT).await;
+            // Transport, not Local: no second attempt at a close frame on a stuck path.
+            CloseReason::Transport("closed; the close frame could not be sent".into())
+        };
         let reason = read_loop(&shared, &mut rx)
             .or(write_loop(&shared, &out_rx, &mut tx))
             .or(keepalive_loop(&shared))
+            .or(forced)
             .await;
         // Tell the peer why, briefly; it may already be gone.
         let close = match &reason {

@@ -194,6 +194,9 @@ pub(crate) struct Shared {
     control: (Sender<Frame>, Receiver<Frame>),
     closed_tx: Mutex<Option<Sender<()>>>,
     closed_rx: Receiver<()>,
+    /// Closed by [`Session::close`]: the driver ends shortly after even if the writer is
+    /// stuck on a dead path and never gets to send the close frame.
+    close_requested: (Mutex<Option<Sender<()>>>, Receiver<()>),
     last_rx: Mutex<Instant>,
     /// smoothed keepalive round trip, µs (0 = not measured yet)
     srtt_us: AtomicU64,
@@ -287,6 +290,7 @@ impl Session {
     ) -> (Session, Driver) {
         let (out_tx, out_rx) = smol::channel::unbounded();
         let (closed_tx, closed_rx) = smol::channel::bounded(1);
+        let (close_req_tx, close_req_rx) = smol::channel::bounded(1);
         let shared = Arc::new(Shared {
             side,
             budget: AtomicI64::new(i64::try_from(cfg.window_budget).unwrap_or(i64::MAX)),
@@ -307,6 +311,7 @@ impl Session {
             incoming: smol::channel::unbounded(),
             control: smol::channel::bounded(CONTROL_QUEUE),
             closed_tx: Mutex::new(Some(closed_tx)),
+            close_requested: (Mutex::new(Some(close_req_tx)), close_req_rx),
             closed_rx,
             last_rx: Mutex::new(Instant::now()),
             srtt_us: AtomicU64::new(0),
@@ -402,6 +407,14 @@ impl Session {
     pub fn close(&self, reason: &str) {
         // Ignored: a closed writer means the session is already over.
         let _ = self.shared.out_tx.try_send(Out::Close(reason.to_string()));
+        let sender = self
+            .shared
+            .close_requested
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(sender);
     }
 
     /// Resolves once the session is closed. Cancel-safe.
