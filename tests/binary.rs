@@ -235,27 +235,10 @@ fn connect_joins_stdio_through_a_chain() {
     let mut p = Proc::start(&["proxy", "--listen", "127.0.0.1:0", "--auth", "u:pw"], &[]);
     let addr = p.listening();
     let via = format!("http://u:pw@{addr}");
-    let mut child = Command::new(BIN)
-        .args([
-            "connect",
-            "--via",
-            &via,
-            "127.0.0.1",
-            &echo.port().to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"ping through stdio")
-        .unwrap();
-    // stdin closed: the EOF travels as a half-close; the echo answers and closes.
-    let out = wait_output(child);
+    let port = echo.port().to_string();
+    let args = ["connect", "--via", &via, "127.0.0.1", &port];
+    // stdin closed after the input: the EOF travels as a half-close; the echo answers and closes.
+    let out = run_to_end(&args, b"ping through stdio");
     assert_eq!(out.0, Some(0), "{}", out.2);
     assert_eq!(out.1, "ping through stdio");
 }
@@ -264,19 +247,27 @@ fn connect_joins_stdio_through_a_chain() {
 fn connect_names_the_hop_that_refused() {
     let mut p = Proc::start(&["proxy", "--listen", "127.0.0.1:0", "--auth", "u:pw"], &[]);
     let addr = p.listening();
-    let child = Command::new(BIN)
-        .args(["connect", "--via", &format!("http://{addr}"), "127.0.0.1:9"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (code, _, err) = wait_output(child);
+    let via = format!("http://{addr}");
+    let (code, _, err) = run_to_end(&["connect", "--via", &via, "127.0.0.1:9"], b"");
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(&format!("upstream hop 1 ({addr}) answered 407")),
         "{err}"
     );
+}
+
+/// Runs burrow with `input` on stdin (then closed); returns its exit code, stdout and stderr.
+fn run_to_end(args: &[&str], input: &[u8]) -> (Option<i32>, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A child that exits without reading its input is fine.
+    let _ = child.stdin.take().unwrap().write_all(input);
+    wait_output(child)
 }
 
 /// Collects a child's exit code, stdout and stderr, killing it after 10 s.
@@ -348,20 +339,10 @@ fn client_stdio_mode_carries_one_stream() {
     let (_relay, relay) = relay_proc();
     let url = format!("ws://{relay}/burrow");
     let spec = format!("stdio:127.0.0.1:{}", echo.port());
-    let mut child = Command::new(BIN)
-        .args(["client", &url, "-L", &spec])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"through the tunnel on stdio")
-        .unwrap();
-    let (code, out, err) = wait_output(child);
+    let (code, out, err) = run_to_end(
+        &["client", &url, "-L", &spec],
+        b"through the tunnel on stdio",
+    );
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, "through the tunnel on stdio");
 }
@@ -733,14 +714,7 @@ fn relay_without_a_token_generates_one_and_prints_the_client_command() {
         .to_string();
     let url = format!("ws://{addr}/burrow");
     // Without it: 401, and the client stops at once (exit 1, no retry loop).
-    let refused = Command::new(BIN)
-        .args(["client", &url, "-R", "127.0.0.1:0:proxy"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (code, _, err) = wait_output(refused);
+    let (code, _, err) = run_to_end(&["client", &url, "-R", "127.0.0.1:0:proxy"], b"");
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("401"), "{err}");
     // With it: connected and bound.
