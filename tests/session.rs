@@ -241,17 +241,29 @@ fn refusals_and_stream_limits() {
     });
 }
 
+/// A relay session over `ws`, its driver running on `ex`.
+fn relay_over<S>(
+    ex: &Arc<Executor<'static>>,
+    ws: WebSocketStream<S>,
+    cfg: SessionConfig,
+) -> (Session, smol::Task<CloseReason>)
+where
+    S: futures_lite::io::AsyncRead + futures_lite::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (relay, driver) = Session::new(
+        Side::Relay,
+        cfg,
+        "relay".into(),
+        Arc::new(Metrics::default()),
+    );
+    (relay, ex.spawn(driver.run(ws)))
+}
+
 /// A raw WebSocket peer that sends `msg` to a relay session and returns the close code.
 fn violation_closes_with(msg: Message, want: u16) {
     on_own_executor(|ex| async move {
         let (mut raw, r) = ws_pair().await;
-        let (relay, rd) = Session::new(
-            Side::Relay,
-            SessionConfig::default(),
-            "relay".into(),
-            Arc::new(Metrics::default()),
-        );
-        let end = ex.spawn(rd.run(r));
+        let (relay, end) = relay_over(&ex, r, SessionConfig::default());
         raw.send(msg).await.unwrap();
         let code = deadline("close frame", async {
             loop {
@@ -291,16 +303,14 @@ fn data_for_an_unknown_stream_is_a_protocol_error() {
 fn data_past_the_window_is_a_protocol_error() {
     on_own_executor(|ex| async move {
         let (mut raw, r) = ws_pair().await;
-        let (relay, rd) = Session::new(
-            Side::Relay,
+        let (relay, end) = relay_over(
+            &ex,
+            r,
             SessionConfig {
                 initial_window: 1024,
                 ..SessionConfig::default()
             },
-            "relay".into(),
-            Arc::new(Metrics::default()),
         );
-        let end = ex.spawn(rd.run(r));
         let acc = ex.spawn(async move { relay.accept().await.unwrap().accept() });
         raw.send(Message::Binary(
             Frame::Open {
@@ -366,13 +376,7 @@ fn a_silent_peer_is_declared_dead_and_streams_fail() {
             keepalive: Duration::from_millis(100),
             ..SessionConfig::default()
         };
-        let (relay, rd) = Session::new(
-            Side::Relay,
-            cfg,
-            "relay".into(),
-            Arc::new(Metrics::default()),
-        );
-        let end = ex.spawn(rd.run(r));
+        let (relay, end) = relay_over(&ex, r, cfg);
         let reason = deadline("dead peer", end).await;
         assert_eq!(reason, CloseReason::PeerDead);
         assert!(matches!(
@@ -444,13 +448,7 @@ fn a_flood_of_session_frames_is_a_protocol_error() {
     on_own_executor(|ex| async move {
         let (mut raw, r) = ws_pair().await;
         // Nobody handles this relay's session frames, so they pile up until the cap.
-        let (_relay, rd) = Session::new(
-            Side::Relay,
-            SessionConfig::default(),
-            "relay".into(),
-            Arc::new(Metrics::default()),
-        );
-        let end = ex.spawn(rd.run(r));
+        let (_relay, end) = relay_over(&ex, r, SessionConfig::default());
         for i in 0..400u32 {
             let bind = Frame::Bind {
                 bind_id: i + 1,
@@ -480,13 +478,7 @@ fn close_ends_the_session_even_when_the_path_is_stuck() {
         let (a, b) = duplex(64);
         let _raw = WebSocketStream::from_raw_socket(a, Role::Client, Some(ws_config())).await;
         let r = WebSocketStream::from_raw_socket(b, Role::Server, Some(ws_config())).await;
-        let (relay, rd) = Session::new(
-            Side::Relay,
-            SessionConfig::default(),
-            "relay".into(),
-            Arc::new(Metrics::default()),
-        );
-        let end = ex.spawn(rd.run(r));
+        let (relay, end) = relay_over(&ex, r, SessionConfig::default());
         relay.send_control(Frame::GoAway {
             reason: "x".repeat(200),
         });
