@@ -29,7 +29,8 @@ impl std::fmt::Display for ConnectError {
 
 impl std::error::Error for ConnectError {}
 
-/// Dials `host:port` through `upstream`, then [`pipe`]s `input`/`output` to it.
+/// Dials `host:port` through `upstream`, then [`pipe`]s `input`/`output` to it; returns the
+/// bytes received.
 pub async fn join<I, O>(
     upstream: &Upstream,
     host: &str,
@@ -37,7 +38,7 @@ pub async fn join<I, O>(
     timeout: Duration,
     input: I,
     mut output: O,
-) -> Result<(u64, u64), ConnectError>
+) -> Result<u64, ConnectError>
 where
     I: AsyncRead + Unpin,
     O: AsyncWrite + Unpin,
@@ -49,17 +50,16 @@ where
     log::debug!("connected to {}", crate::net::host_port(host, port));
     output.write_all(&early).await.map_err(ConnectError::Io)?;
     output.flush().await.map_err(ConnectError::Io)?;
-    output.flush().await.map_err(ConnectError::Io)?;
-    let (up, down) = pipe(stream, input, output)
+    let received = pipe(stream, input, output)
         .await
         .map_err(ConnectError::Io)?;
-    Ok((up, down + early.len() as u64))
+    Ok(received + early.len() as u64)
 }
 
 /// Copies `input → stream` and `stream → output`. Ends when the stream's far side closes
 /// (after passing input's EOF on as a write shutdown, so a half-closed exchange completes).
-/// Returns the bytes moved each way.
-pub async fn pipe<S, I, O>(stream: S, mut input: I, mut output: O) -> io::Result<(u64, u64)>
+/// Returns the bytes received from the stream.
+pub async fn pipe<S, I, O>(stream: S, mut input: I, mut output: O) -> io::Result<u64>
 where
     S: AsyncRead + AsyncWrite + Clone + Unpin,
     I: AsyncRead + Unpin,
@@ -70,7 +70,7 @@ where
         futures_lite::io::copy(&mut input, &mut w).await?;
         // Our side is done sending; the target may still answer.
         w.close().await?;
-        std::future::pending::<io::Result<(u64, u64)>>().await
+        std::future::pending::<io::Result<u64>>().await
     };
     let down = async {
         // Flush after every chunk: stdout is line-buffered, and ssh's binary packets have no
@@ -87,7 +87,7 @@ where
             output.flush().await?;
             n += k as u64;
         }
-        Ok((0, n))
+        Ok(n)
     };
     down.or(up).await
 }
