@@ -13,6 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+/// Queue slots (not payload bytes: those are freed as read) an emptied receive queue keeps.
+const RECV_SLOTS_KEPT: usize = 4;
+
 /// The state of one stream, shared by its handles and the session's reader.
 pub(crate) struct StreamShared {
     pub(crate) id: u32,
@@ -183,8 +186,9 @@ impl AsyncRead for MuxStream {
             }
         }
         st.recv_len -= n;
-        if st.recv.is_empty() {
-            // Idle streams hold no buffer.
+        if st.recv.is_empty() && st.recv.capacity() > RECV_SLOTS_KEPT {
+            // A burst grew the queue: give it back. A small one stays, so steady traffic does
+            // not allocate it anew for every frame (payloads are freed as they are read).
             st.recv = VecDeque::new();
         }
         st.unacked += n as u32;
