@@ -426,11 +426,7 @@ impl Client {
         let drain = async {
             shutdown.draining().await;
             session.go_away("client shutting down");
-            let settled = async {
-                while session.stream_count() > 0 {
-                    smol::Timer::after(Duration::from_millis(50)).await;
-                }
-            };
+            let settled = session.streams_done();
             let _ = settled
                 .or(async {
                     smol::Timer::after(self.cfg.drain_timeout).await;

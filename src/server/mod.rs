@@ -354,9 +354,7 @@ async fn drain_session(ctx: &Ctx, session: &Session, session_sd: &crate::shutdow
     ctx.shutdown.draining().await;
     session_sd.drain();
     session.go_away("relay shutting down");
-    while session.stream_count() > 0 {
-        smol::Timer::after(Duration::from_millis(50)).await;
-    }
+    session.streams_done().await;
     session.close("relay shutting down");
     std::future::pending::<()>().await
 }

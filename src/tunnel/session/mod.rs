@@ -428,6 +428,13 @@ impl Session {
         self.shared.lock_state().closed.clone()
     }
 
+    /// Resolves once no stream is open (checked every 50 ms; for drains, not hot paths).
+    pub async fn streams_done(&self) {
+        while self.stream_count() > 0 {
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Streams open now.
     pub fn stream_count(&self) -> usize {
         self.shared.lock_state().streams.len()
