@@ -105,9 +105,14 @@ pub struct ClientArgs {
     /// what -R ...:proxy visitors may reach: refuse targets matching RULE
     #[argh(option)]
     pub deny: Vec<String>,
-    /// credentials USER:PASS that -R ...:proxy visitors must present (answered 407 otherwise)
+    /// credentials USER:PASS that visitors of -R ...:proxy and -L ...:proxy must present
+    /// (answered 407 otherwise); or set BURROW_PROXY_AUTH
     #[argh(option)]
     pub proxy_auth: Option<String>,
+    /// allow a -R ...:proxy on the relay's public address, or a -L ...:proxy on a
+    /// non-loopback address, without --proxy-auth (and, for -R, without --allow)
+    #[argh(switch)]
+    pub open: bool,
     /// most streams on the session (default 10000)
     #[argh(option, default = "10000")]
     pub max_streams: usize,
@@ -167,6 +172,10 @@ pub struct ProxyArgs {
     /// allow listening on a non-loopback address without --auth or --allow
     #[argh(switch)]
     pub open: bool,
+    /// through --upstream, resolve target names here and check --allow/--deny on every
+    /// address (by default a name must be allowed by a name rule: the chain resolves it)
+    #[argh(switch)]
+    pub resolve_names: bool,
 }
 
 /// Join stdin/stdout to HOST:PORT through a CONNECT chain (for ssh -o ProxyCommand).

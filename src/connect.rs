@@ -2,7 +2,7 @@
 //! With stdin/stdout this is an `ssh -o ProxyCommand`.
 
 use crate::net::DialError;
-use crate::proxy::chain::Upstream;
+use crate::proxy::chain::{ChainNames, Upstream};
 use crate::proxy::rules::Rules;
 use futures_lite::FutureExt;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -44,7 +44,7 @@ where
     O: AsyncWrite + Unpin,
 {
     let (stream, early) = upstream
-        .connect(host, port, &Rules::default(), timeout)
+        .connect(host, port, &Rules::default(), ChainNames::ByName, timeout)
         .await
         .map_err(ConnectError::Dial)?;
     log::debug!("connected to {}", crate::net::host_port(host, port));

@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use burrow::cli::{self, Args, ClientArgs, Command, ConnectArgs, ProxyArgs, ServerArgs};
 use burrow::client::{Client, ClientConfig};
 use burrow::exec::Runtime;
-use burrow::proxy::chain::Upstream;
+use burrow::proxy::chain::{ChainNames, Upstream};
 use burrow::proxy::{Proxy, ProxyConfig};
 use burrow::secret::Secret;
 use burrow::server::{Relay, RelayConfig};
@@ -93,6 +93,11 @@ fn proxy_config(a: &ProxyArgs) -> Result<ProxyConfig> {
         upstream,
         auth,
         rules,
+        names: if a.resolve_names {
+            ChainNames::Resolve
+        } else {
+            ChainNames::ByName
+        },
         connect_timeout: a.connect_timeout,
         idle_timeout: a.idle_timeout,
         head_timeout: a.head_timeout,
@@ -245,10 +250,15 @@ fn run_client(a: ClientArgs) -> Result<()> {
         bail!(usage("only one -L stdio:… per client"));
     }
     cfg.rules = parse_rules(&a.allow, &a.deny)?;
-    cfg.proxy_auth = match &a.proxy_auth {
+    let proxy_auth = a
+        .proxy_auth
+        .clone()
+        .or_else(|| std::env::var("BURROW_PROXY_AUTH").ok());
+    cfg.proxy_auth = match proxy_auth {
         Some(s) => Some(s.parse().map_err(|e| usage(format!("--proxy-auth: {e}")))?),
         None => None,
     };
+    cfg.check_exposure(a.open).map_err(usage)?;
     cfg.session = session_config(a.keepalive, a.max_streams)?;
     cfg.connect_timeout = a.connect_timeout;
     cfg.drain_timeout = a.drain_timeout;

@@ -4,16 +4,18 @@ use crate::proxy::rules::Rules;
 use smol::net::TcpStream;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Why a connection to a target (directly or through a chain) could not be made.
 #[derive(Debug)]
 pub enum DialError {
-    /// The target rules refuse it (403).
+    /// The target rules refuse it, or it is an address that is never dialed (403).
     Forbidden {
         /// `host:port`
         target: String,
+        /// why, for the user: which check refused it
+        why: &'static str,
     },
     /// The name did not resolve (502).
     Resolve {
@@ -88,7 +90,9 @@ impl DialError {
 impl fmt::Display for DialError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DialError::Forbidden { target } => write!(f, "target {target} is not allowed"),
+            DialError::Forbidden { target, why } => {
+                write!(f, "target {target} is not allowed: {why}")
+            }
             DialError::Resolve { host, source } => write!(f, "cannot resolve {host}: {source}"),
             DialError::Connect { target, source } => {
                 write!(f, "cannot connect to {target}: {source}")
@@ -140,8 +144,51 @@ pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, DialError
     }
 }
 
-/// Connects to `host:port`, checking `rules` on the name and on every resolved address;
-/// addresses are tried in order, all within one `timeout`.
+/// Why the rules refused a target (the reason users see with the 403).
+pub const BY_RULES: &str = "refused by the target rules";
+/// Why an unspecified address is never dialed.
+pub const UNSPECIFIED: &str = "an unspecified address (0.0.0.0, ::) means this host";
+
+/// False for addresses that are never dialed, whatever the rules say: the unspecified ones
+/// (`0.0.0.0/8`, `::`, and their IPv4-mapped forms). A connect to `0.0.0.0` or `::` reaches
+/// this host's loopback, so it would slip past `--deny 127.0.0.0/8`; the rest of `0.0.0.0/8`
+/// is "this network" (RFC 1122) and never a real target.
+pub fn dialable(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.octets()[0] != 0,
+        IpAddr::V6(v6) => !v6.is_unspecified(),
+    }
+}
+
+/// Keeps the addresses of `host` that may be dialed under `rules`; `Forbidden` (naming the
+/// check) when none is left.
+pub fn permitted(
+    host: &str,
+    port: u16,
+    rules: &Rules,
+    addrs: Vec<SocketAddr>,
+) -> Result<Vec<SocketAddr>, DialError> {
+    let any_unspecified = addrs.iter().any(|a| !dialable(a.ip()));
+    let allowed: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| dialable(a.ip()) && rules.permits_addr(host, a.ip(), port))
+        .collect();
+    if allowed.is_empty() {
+        return Err(DialError::Forbidden {
+            target: host_port(host, port),
+            why: if any_unspecified {
+                UNSPECIFIED
+            } else {
+                BY_RULES
+            },
+        });
+    }
+    Ok(allowed)
+}
+
+/// Connects to `host:port`, checking `rules` on the name and on every resolved address
+/// (unspecified addresses are never dialed); addresses are tried in order, all within one
+/// `timeout`.
 pub async fn dial(
     host: &str,
     port: u16,
@@ -150,19 +197,14 @@ pub async fn dial(
 ) -> Result<TcpStream, DialError> {
     let target = host_port(host, port);
     if !rules.permits_name(host, port) {
-        return Err(DialError::Forbidden { target });
+        return Err(DialError::Forbidden {
+            target,
+            why: BY_RULES,
+        });
     }
     let attempt = async {
         let addrs = resolve(host, port).await?;
-        let allowed: Vec<SocketAddr> = addrs
-            .into_iter()
-            .filter(|a| rules.permits_addr(host, a.ip(), port))
-            .collect();
-        if allowed.is_empty() {
-            return Err(DialError::Forbidden {
-                target: target.clone(),
-            });
-        }
+        let allowed = permitted(host, port, rules, addrs)?;
         connect_any(&target, &allowed).await
     };
     with_timeout(timeout, attempt, || DialError::Timeout {

@@ -65,14 +65,17 @@ pub enum ClientError {
     Fatal(String),
     /// The stdio stream failed.
     Stdio(String),
+    /// The configuration cannot be served as given.
+    Config(String),
 }
 
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::Listen(why) | ClientError::Fatal(why) | ClientError::Stdio(why) => {
-                f.write_str(why)
-            }
+            ClientError::Listen(why)
+            | ClientError::Fatal(why)
+            | ClientError::Stdio(why)
+            | ClientError::Config(why) => f.write_str(why),
         }
     }
 }

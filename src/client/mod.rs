@@ -6,7 +6,7 @@ use crate::exec::{Spawner, TaskSet};
 use crate::metrics::Metrics;
 use crate::net::{self, host_port};
 use crate::proxy::auth::Credentials;
-use crate::proxy::chain::Upstream;
+use crate::proxy::chain::{ChainNames, Upstream};
 use crate::proxy::rules::Rules;
 use crate::proxy::{ProxyConfig, serve_connection};
 use crate::secret::Secret;
@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 mod backoff;
 mod events;
+mod policy;
 mod serve;
 
 use events::Readiness;
@@ -120,6 +121,8 @@ pub struct Client {
 impl Client {
     /// Binds the `-L` listeners (so a busy port fails at once).
     pub async fn bind(cfg: ClientConfig) -> Result<Client, ClientError> {
+        // Credentials a BIND cannot carry whole are refused here, never cut on the wire.
+        cfg.bind_auth().map_err(ClientError::Config)?;
         let mut listeners = Vec::new();
         let remotes = cfg.remotes.len();
         let events = smol::channel::unbounded();
@@ -280,7 +283,13 @@ impl Client {
         let url = &cfg.url;
         let (stream, early) = match cfg
             .via
-            .connect(&url.host, url.port, &Rules::default(), cfg.connect_timeout)
+            .connect(
+                &url.host,
+                url.port,
+                &Rules::default(),
+                ChainNames::ByName,
+                cfg.connect_timeout,
+            )
             .await
         {
             Ok(pair) => pair,
@@ -370,12 +379,11 @@ impl Client {
             let (bind, port, mode) = match r {
                 RemoteSpec::Forward { bind, port, .. } => (bind, *port, BindMode::Forward),
                 RemoteSpec::Proxy { bind, port } => {
-                    let auth = self
-                        .cfg
-                        .proxy_auth
-                        .as_ref()
-                        .map(|c| format!("{}:{}", c.user, c.pass.expose()))
-                        .unwrap_or_default();
+                    // Checked to fit by `Client::bind`; should it not, the binding is skipped
+                    // rather than sent with cut (unparseable) credentials.
+                    let Ok(auth) = self.cfg.bind_auth() else {
+                        continue;
+                    };
                     (bind, *port, BindMode::Proxy { auth })
                 }
             };

@@ -44,6 +44,8 @@ pub(super) async fn serve_local(
     let conns = TaskSet::new(spawner);
     let ids = AtomicU64::new(1);
     let proxy_cfg = Arc::new(ProxyConfig {
+        // `-L …:proxy` visitors present the same --proxy-auth as `-R …:proxy` ones.
+        auth: cfg.proxy_auth.clone(),
         connect_timeout: cfg.connect_timeout,
         ..ProxyConfig::default()
     });

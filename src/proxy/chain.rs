@@ -1,7 +1,7 @@
 //! Upstream proxy chains: reach a target through CONNECT proxies, hop by hop.
 
 use super::auth::Credentials;
-use super::rules::{Rule, Rules};
+use super::rules::{NameVerdict, Rule, Rules};
 use crate::http::front::{self, ReadError};
 use crate::net::{self, DialError, host_port};
 use futures_lite::io::{AsyncWriteExt, BufReader};
@@ -142,23 +142,26 @@ impl Upstream {
     }
 
     /// Opens a stream to `host:port`. Directly: `rules` are checked on the name and on every
-    /// resolved address. Through the chain: on the name (the last hop resolves it). Returns
-    /// the stream and any bytes that arrived behind the last hop's `200`.
+    /// resolved address. Through the chain: the name must be allowed by itself
+    /// ([`Rules::judge_name`]); `names` says whether a name that only its addresses could
+    /// decide is refused or resolved here and checked. Returns the stream and any bytes that
+    /// arrived behind the last hop's `200`.
     pub async fn connect(
         &self,
         host: &str,
         port: u16,
         rules: &Rules,
+        names: ChainNames,
         timeout: Duration,
     ) -> Result<(TcpStream, Vec<u8>), DialError> {
         if !self.uses_chain(host, port) {
             return Ok((net::dial(host, port, rules, timeout).await?, Vec::new()));
         }
-        if !rules.permits_name(host, port) {
-            return Err(DialError::Forbidden {
-                target: host_port(host, port),
-            });
-        }
+        let check = check_for_chain(host, port, rules, names);
+        net::with_timeout(timeout, check, || DialError::Timeout {
+            target: host_port(host, port),
+        })
+        .await?;
         let first = &self.hops[0];
         let stream = net::dial(&first.host, first.port, &Rules::default(), timeout)
             .await
@@ -184,6 +187,61 @@ impl Upstream {
             }
         }
         Ok((stream, leftover))
+    }
+}
+
+/// How target rules treat a name that an upstream chain resolves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ChainNames {
+    /// The name alone must be allowed (a name rule); a name only address rules could decide
+    /// is refused (403). The default: nothing is resolved here.
+    #[default]
+    ByName,
+    /// Such a name is resolved here and every address checked (`--resolve-names`); the
+    /// last hop resolves it again, so this holds only where both see the same DNS.
+    Resolve,
+}
+
+/// Why a name through a chain is refused when only its addresses could decide.
+const NEEDS_ADDRESSES: &str = "the rules need its addresses, which the upstream chain resolves \
+     (allow it by name, or use --resolve-names)";
+
+/// The rules on a target reached through the chain. An IP literal is judged in full (an
+/// unspecified one is never allowed); a name by itself, or by every address it resolves to
+/// here when `names` asks for that.
+async fn check_for_chain(
+    host: &str,
+    port: u16,
+    rules: &Rules,
+    names: ChainNames,
+) -> Result<(), DialError> {
+    let forbidden = |why| DialError::Forbidden {
+        target: host_port(host, port),
+        why,
+    };
+    let literal = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>();
+    if let Ok(ip) = literal {
+        if !net::dialable(ip) {
+            return Err(forbidden(net::UNSPECIFIED));
+        }
+    }
+    match (rules.judge_name(host, port), names) {
+        (NameVerdict::Allowed, _) => Ok(()),
+        (NameVerdict::Denied, _) => Err(forbidden(net::BY_RULES)),
+        (NameVerdict::NeedsAddresses, ChainNames::ByName) => Err(forbidden(NEEDS_ADDRESSES)),
+        (NameVerdict::NeedsAddresses, ChainNames::Resolve) => {
+            // Every address must pass: the last hop may pick any of them.
+            let addrs = net::resolve(host, port).await?;
+            let n = addrs.len();
+            if net::permitted(host, port, rules, addrs)?.len() == n {
+                Ok(())
+            } else {
+                Err(forbidden(net::BY_RULES))
+            }
+        }
     }
 }
 

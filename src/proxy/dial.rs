@@ -1,7 +1,7 @@
 //! How the proxy reaches a target: the [`Dialer`] seam. The standalone proxy dials directly or
 //! through an upstream chain; the tunnel's `:proxy` modes open a mux stream instead.
 
-use super::chain::Upstream;
+use super::chain::{ChainNames, Upstream};
 use super::rules::Rules;
 use crate::net::DialError;
 use futures_lite::io::{AsyncRead, AsyncWrite};
@@ -30,6 +30,8 @@ pub struct DirectDialer {
     pub upstream: Upstream,
     /// target rules
     pub rules: Rules,
+    /// how rules treat names the chain resolves
+    pub names: ChainNames,
     /// limit for the whole connect (chain included)
     pub timeout: Duration,
 }
@@ -42,6 +44,7 @@ impl Dialer for DirectDialer {
         host: &str,
         port: u16,
     ) -> impl Future<Output = Result<(TcpStream, Vec<u8>), DialError>> + Send {
-        self.upstream.connect(host, port, &self.rules, self.timeout)
+        self.upstream
+            .connect(host, port, &self.rules, self.names, self.timeout)
     }
 }

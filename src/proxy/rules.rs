@@ -337,6 +337,17 @@ impl fmt::Display for Rule {
     }
 }
 
+/// What the rules say about a name whose addresses are unknown (see [`Rules::judge_name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameVerdict {
+    /// The name alone permits it.
+    Allowed,
+    /// A rule refuses it.
+    Denied,
+    /// Only its addresses could decide: refused unless they are resolved and checked.
+    NeedsAddresses,
+}
+
 /// The allow and deny lists. Deny wins; when any allow rule exists, a target must match one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rules {
@@ -362,6 +373,34 @@ impl Rules {
         self.allow.is_empty()
             || self.allow.iter().any(|r| r.matches_name(host, port))
             || ip_literal(host).is_none()
+    }
+
+    /// The verdict on `host:port` when its addresses are not known here: an upstream chain
+    /// resolves the name at its last hop, so address rules cannot be checked on it. Fail
+    /// closed: a name is [`NameVerdict::Allowed`] only when no deny rule matches it, no deny
+    /// rule on addresses could apply to it, and (when allow rules exist) an allow rule matches
+    /// the name itself. An IP literal is judged in full.
+    pub fn judge_name(&self, host: &str, port: u16) -> NameVerdict {
+        if let Some(ip) = ip_literal(host) {
+            return match self.permits_addr(host, ip, port) {
+                true => NameVerdict::Allowed,
+                false => NameVerdict::Denied,
+            };
+        }
+        if self.deny.iter().any(|r| r.matches_name(host, port)) {
+            return NameVerdict::Denied;
+        }
+        let on_addresses = |r: &Rule| {
+            matches!(r.pattern, Pattern::Ip(_) | Pattern::Cidr(..)) && r.matches_port(port)
+        };
+        if self.deny.iter().any(on_addresses) {
+            return NameVerdict::NeedsAddresses;
+        }
+        if self.allow.is_empty() || self.allow.iter().any(|r| r.matches_name(host, port)) {
+            NameVerdict::Allowed
+        } else {
+            NameVerdict::NeedsAddresses
+        }
     }
 
     /// True when dialing `addr:port`, resolved from `host`, may proceed: no deny rule

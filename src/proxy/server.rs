@@ -1,7 +1,7 @@
 //! `burrow proxy`: the listener, the connection front door and the CONNECT path.
 
 use super::auth::{self, Credentials};
-use super::chain::Upstream;
+use super::chain::{ChainNames, Upstream};
 use super::dial::{Dialer, DirectDialer};
 use super::forward;
 use super::rules::Rules;
@@ -36,6 +36,8 @@ pub struct ProxyConfig {
     pub auth: Option<Credentials>,
     /// target rules
     pub rules: Rules,
+    /// how the rules treat names an upstream chain resolves (`--resolve-names`)
+    pub names: ChainNames,
     /// limit for reaching a target (or the whole chain)
     pub connect_timeout: Duration,
     /// a tunnel or keep-alive connection with no traffic for this long is closed
@@ -54,6 +56,7 @@ impl Default for ProxyConfig {
             upstream: Upstream::default(),
             auth: None,
             rules: Rules::default(),
+            names: ChainNames::ByName,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             head_timeout: Duration::from_secs(10),
@@ -90,6 +93,7 @@ impl Proxy {
         let dialer = Arc::new(DirectDialer {
             upstream: config.upstream.clone(),
             rules: config.rules.clone(),
+            names: config.names,
             timeout: config.connect_timeout,
         });
         let tasks = TaskSet::new(spawner);
