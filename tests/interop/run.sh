@@ -131,6 +131,20 @@ expect "--upstream with credentials: CONNECT through two burrows gets the file" 
 expect "--upstream with credentials: absolute-form GET through two burrows gets the file" \
     "$(body -x "http://$CHAINED" "$ORIGIN/hello.txt")" "$HELLO" "$CHAINED_LOG" "$AUTH_LOG"
 
+# Rules through a chain fail closed: the chain resolves names, so --allow 10.0.0.0/8 cannot
+# admit "localhost" (its addresses are never seen here), and unspecified addresses are never
+# dialed (0.0.0.0 means this host's loopback).
+start_proxy chained-allow --allow 10.0.0.0/8 --upstream "http://$USER_NAME:$PASSWORD@$AUTHP"
+CA_LOG=$PROXY_LOG
+expect "--allow 10.0.0.0/8 --upstream: a name no name rule allows answers 403 (-x)" \
+    "$(status -x "http://$PROXY" "http://localhost:$ORIGIN_PORT/hello.txt")" 403 "$CA_LOG"
+expect "--allow 10.0.0.0/8 --upstream: CONNECT to localhost answers 403" \
+    "$(connect_status -p -x "http://$PROXY" "http://localhost:$ORIGIN_PORT/hello.txt")" 403 "$CA_LOG"
+expect "--deny 127.0.0.0/8: http://0.0.0.0:PORT/ answers 403 (never dialed)" \
+    "$(status -x "http://$DENY" "http://0.0.0.0:$ORIGIN_PORT/hello.txt")" 403 "$DENY_LOG"
+expect "--deny 127.0.0.0/8: CONNECT [::] answers 403 (never dialed)" \
+    "$(connect_status -p -x "http://$DENY" "http://[::]:$ORIGIN_PORT/hello.txt")" 403 "$DENY_LOG"
+
 # ---------------------------------------------------------------------------------------------
 # OpenBSD netcat as a CONNECT client speaking raw HTTP/1.0 through the tunnel. -N shuts down
 # netcat's write side after the request, so the tunnel must carry a half-close.
