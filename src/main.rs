@@ -34,6 +34,10 @@ fn main() -> ExitCode {
         .format_target(false)
         .init();
     let args: Args = argh::from_env();
+    if let Err(e) = check_env() {
+        eprintln!("burrow: {e:#}");
+        return ExitCode::from(2);
+    }
     let result = match args.command {
         Command::Proxy(a) => run_proxy(a),
         Command::Connect(a) => run_connect(a),
@@ -52,6 +56,25 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Environment variables burrow reads, checked before any role starts: a value that is set
+/// but unusable is an error, never "unset" (a secret that is not valid UTF-8 would otherwise
+/// turn auth off).
+fn check_env() -> Result<()> {
+    for name in ["BURROW_PROXY_AUTH", "BURROW_TOKEN", "BURROW_THREADS"] {
+        if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(name) {
+            bail!(usage(format!("{name} is set but is not valid UTF-8")));
+        }
+    }
+    if let Ok(v) = std::env::var("BURROW_THREADS") {
+        v.parse::<usize>().map_err(|_| {
+            usage(format!(
+                "BURROW_THREADS={v:?}: expected a number of worker threads"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// The executor: the calling thread plus `BURROW_THREADS` workers. By default none on two

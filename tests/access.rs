@@ -217,12 +217,19 @@ fn credentials_a_bind_cannot_carry_are_refused_before_anything_runs() {
 
 /// Runs the binary to its end (killed after a deadline); exit code and stderr.
 fn run_binary(args: &[&str]) -> (Option<i32>, String) {
+    run_binary_env(args, &[])
+}
+
+/// [`run_binary`] with extra environment variables.
+fn run_binary_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> (Option<i32>, String) {
     use std::io::Read;
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_burrow"))
         .args(args)
         .env_remove("BURROW_PROXY_AUTH")
         .env_remove("BURROW_TOKEN")
+        .env_remove("BURROW_THREADS")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -275,4 +282,23 @@ fn open_proxy_modes_are_refused_with_exit_2() {
         assert!(err.contains(says), "{args:?}: {err}");
         assert!(!err.contains("secretpw"), "the password leaked: {err}");
     }
+}
+
+#[test]
+fn unusable_environment_values_are_errors_not_defaults() {
+    use std::os::unix::ffi::OsStrExt;
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"user:\xff\xfe");
+    // Before: a secret that is not UTF-8 read as "unset", so the proxy ran without auth.
+    let (code, err) = run_binary_env(
+        &["proxy", "--listen", "127.0.0.1:0"],
+        &[("BURROW_PROXY_AUTH", not_utf8)],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("BURROW_PROXY_AUTH"), "{err}");
+    let (code, err) = run_binary_env(
+        &["proxy", "--listen", "127.0.0.1:0"],
+        &[("BURROW_THREADS", std::ffi::OsStr::new("many"))],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("BURROW_THREADS"), "{err}");
 }
