@@ -229,7 +229,10 @@ fn early_data_of_unaccepted_streams_reserves_early_data_of_the_budget() {
                     code: RefuseCode::TooManyStreams,
                     ..
                 } => assert_eq!(id, client_id(n)),
-                other => panic!("expected a refusal of stream {}, got {other:?}", client_id(n)),
+                other => panic!(
+                    "expected a refusal of stream {}, got {other:?}",
+                    client_id(n)
+                ),
             }
         }
         // Held for unaccepted streams: EARLY_DATA each, from the session budget, no more.
@@ -240,7 +243,9 @@ fn early_data_of_unaccepted_streams_reserves_early_data_of_the_budget() {
         // full window whose OPEN_OK counts them.
         let mut s = deadline("accept", relay.accept()).await.unwrap().accept();
         let mut got = vec![0u8; EARLY_DATA as usize];
-        deadline("early data", s.read_exact(&mut got)).await.unwrap();
+        deadline("early data", s.read_exact(&mut got))
+            .await
+            .unwrap();
         assert!(got.iter().all(|b| *b == 0));
         match deadline("open ok", next_frame(&mut raw)).await {
             Frame::OpenOk { id: 1, window } => assert_eq!(window, cfg.initial_window),

@@ -197,7 +197,9 @@ impl AsyncRead for MuxStream {
             st.recv = VecDeque::new();
         }
         // At most the window (u32) is ever unread; saturating only to keep that local.
-        st.unacked = st.unacked.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+        st.unacked = st
+            .unacked
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
         let update = h.session.window_update(&mut st);
         drop(st);
         if let Some(increment) = update {
@@ -238,7 +240,10 @@ impl AsyncWrite for MuxStream {
             return Poll::Pending;
         }
         // n <= MAX_DATA and n <= send_credit: the conversions and the subtraction are exact.
-        let n = buf.len().min(MAX_DATA).min(usize::try_from(st.send_credit).unwrap_or(MAX_DATA));
+        let n = buf
+            .len()
+            .min(MAX_DATA)
+            .min(usize::try_from(st.send_credit).unwrap_or(MAX_DATA));
         let sent = n as u64;
         st.send_credit -= sent;
         if st.opening.is_some() {

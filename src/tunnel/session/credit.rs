@@ -15,6 +15,7 @@ const MIN_WINDOW: u32 = EARLY_DATA;
 const GROWTH_FLOOR: Duration = Duration::from_millis(2);
 /// Assumed round trip until the first pong.
 const UNMEASURED_RTT: Duration = Duration::from_millis(10);
+
 impl Shared {
     /// Takes a new stream's receive window from the session budget.
     pub(super) fn take_window(&self) -> u32 {

@@ -29,7 +29,8 @@ impl Incoming {
             match st.as_deref_mut() {
                 // Still pending (not reset by the peer, session not closed): trade the
                 // early-data reservation for a full window.
-                Some(st) if std::mem::take(&mut st.pending) => {
+                Some(st) if st.pending => {
+                    st.pending = false;
                     self.shared.answered();
                     let window = self.shared.take_window();
                     // What arrived early counts against the window we grant. While pending,

@@ -143,7 +143,13 @@ impl LogLimit {
 
     /// Lines suppressed and not summed up yet (for the summary when the session ends).
     pub(crate) fn take_suppressed(&self) -> u64 {
-        std::mem::take(&mut self.window.lock().unwrap_or_else(|e| e.into_inner()).suppressed)
+        std::mem::take(
+            &mut self
+                .window
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .suppressed,
+        )
     }
 
     /// Logs `line` as a WARN for session `label`, unless rate-limited.
