@@ -83,11 +83,19 @@ where
         // Too many answers wait for a peer that does not read them: stop reading it until the
         // writer got them out, so what it sends waits in its own buffers, not in ours.
         if shared.control_queue.bytes() >= MAX_QUEUED_CONTROL {
-            log::debug!(
-                "session {}: {} bytes of control frames queued; pausing reads",
-                shared.label,
-                shared.control_queue.bytes()
-            );
+            let queued = shared.control_queue.bytes();
+            if shared.control_queue.first_pause() {
+                log::warn!(
+                    "session {}: peer does not read our answers ({queued} bytes queued); \
+                     not reading it until they are sent",
+                    shared.label
+                );
+            } else {
+                log::debug!(
+                    "session {}: {queued} bytes of answers queued; pausing reads",
+                    shared.label
+                );
+            }
             shared
                 .control_queue
                 .room(|| shared.lock_state().closed.is_some())

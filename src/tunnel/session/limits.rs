@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,8 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub(super) struct ControlQueue {
     bytes: AtomicUsize,
     waiters: Mutex<Vec<Waker>>,
+    /// set at the first pause: that one is logged as a WARN, later ones at debug level
+    paused_once: AtomicBool,
 }
 
 impl ControlQueue {
@@ -61,6 +63,11 @@ impl ControlQueue {
         for w in waiters {
             w.wake();
         }
+    }
+
+    /// True the first time the reader pauses on this queue (to log it once per session).
+    pub(super) fn first_pause(&self) -> bool {
+        !self.paused_once.swap(true, Relaxed)
     }
 
     /// Cost of the control frames waiting now.
