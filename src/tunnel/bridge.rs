@@ -97,16 +97,18 @@ pub async fn serve_dial(
         Err(e) => {
             let code = refusal_for(&e);
             count_refusal(metrics, code);
-            log::warn!("session {label}: refused stream to {target}: {e}");
+            let id = inc.id();
+            inc.warn_refusal(label, format_args!("refused stream {id} to {target}: {e}"));
             inc.refuse(code, &e.to_string());
         }
     }
 }
 
-/// Refuses an OPEN, counting it.
+/// Refuses an OPEN, counting it (and logging it, rate-limited per session).
 pub fn refuse(inc: Incoming, code: RefuseCode, why: &str, label: &str, metrics: &Metrics) {
     count_refusal(metrics, code);
-    log::warn!("session {label}: refused stream: {why}");
+    let id = inc.id();
+    inc.warn_refusal(label, format_args!("refused stream {id}: {why}"));
     inc.refuse(code, why);
 }
 

@@ -47,6 +47,10 @@ pub(crate) struct StreamState {
     pub(crate) writer: Option<Waker>,
     /// While opening: where the answer goes.
     pub(crate) opening: Option<smol::channel::Sender<OpenResult>>,
+    /// The peer opened it and we have not answered yet (neither OPEN_OK nor OPEN_REFUSED):
+    /// its receive window is the [`super::frame::EARLY_DATA`] it reserved of the session
+    /// budget, and it counts against the session's pending streams.
+    pub(crate) pending: bool,
 }
 
 impl StreamShared {
@@ -69,6 +73,7 @@ impl StreamShared {
                 reader: None,
                 writer: None,
                 opening: None,
+                pending: false,
             }),
         }
     }
@@ -191,7 +196,10 @@ impl AsyncRead for MuxStream {
             // not allocate it anew for every frame (payloads are freed as they are read).
             st.recv = VecDeque::new();
         }
-        st.unacked += n as u32;
+        // At most the window (u32) is ever unread; saturating only to keep that local.
+        st.unacked = st
+            .unacked
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
         let update = h.session.window_update(&mut st);
         drop(st);
         if let Some(increment) = update {
@@ -231,10 +239,17 @@ impl AsyncWrite for MuxStream {
         if !h.session.may_queue(cx) {
             return Poll::Pending;
         }
-        let n = buf.len().min(MAX_DATA).min(st.send_credit as usize);
-        st.send_credit -= n as u64;
+        // n <= MAX_DATA and n <= send_credit: the conversions and the subtraction are exact.
+        let n = buf
+            .len()
+            .min(MAX_DATA)
+            .min(usize::try_from(st.send_credit).unwrap_or(MAX_DATA));
+        let sent = n as u64;
+        st.send_credit -= sent;
         if st.opening.is_some() {
-            st.early_sent += n as u32;
+            // Before OPEN_OK the credit is EARLY_DATA (the peer may not add to it), so this
+            // stays at most EARLY_DATA.
+            st.early_sent = st.early_sent.saturating_add(n as u32);
         }
         drop(st);
         h.session.send_data(h.stream.id, &buf[..n]);

@@ -44,8 +44,14 @@ impl Shared {
                         "OPEN_OK for stream {id} with a window below EARLY_DATA"
                     ));
                 }
-                // The window counts what was already sent early.
-                st.send_credit = u64::from(window - st.early_sent);
+                // The window counts what was already sent early (at most EARLY_DATA, since no
+                // WINDOW may arrive before OPEN_OK; checked all the same).
+                let Some(credit) = window.checked_sub(st.early_sent) else {
+                    return Err(format!(
+                        "OPEN_OK for stream {id} with a window below the early data sent"
+                    ));
+                };
+                st.send_credit = u64::from(credit);
                 if let Some(w) = st.writer.take() {
                     w.wake();
                 }
@@ -76,15 +82,19 @@ impl Shared {
                     return Err(format!("DATA after FIN on stream {id}"));
                 }
                 let n = payload.len();
-                if n > st.recv_avail as usize {
+                let left = u32::try_from(n)
+                    .ok()
+                    .and_then(|n| st.recv_avail.checked_sub(n));
+                let Some(left) = left else {
                     return Err(format!("DATA past the window on stream {id}"));
-                }
+                };
                 if st.error.is_some() {
                     // We reset it; the peer has not seen that yet.
                     return Ok(());
                 }
-                st.recv_avail -= n as u32;
-                st.recv_len += n;
+                st.recv_avail = left;
+                // At most the window (a u32) is ever buffered.
+                st.recv_len = st.recv_len.saturating_add(n);
                 st.recv.push_back(payload);
                 self.metrics.bytes_in.fetch_add(n as u64, Relaxed);
                 if let Some(w) = st.reader.take() {
@@ -97,10 +107,20 @@ impl Shared {
                     return Ok(());
                 };
                 let mut st = s.lock();
-                st.send_credit += u64::from(increment);
-                if st.send_credit > u64::from(u32::MAX) {
-                    return Err(format!("window overflow on stream {id}"));
+                if st.opening.is_some() {
+                    // Before OPEN_OK our credit is the early data; the peer's window arrives
+                    // with OPEN_OK, which counts what was sent early. Credit granted before it
+                    // would let early data exceed that window.
+                    return Err(format!("WINDOW on stream {id} that is still opening"));
                 }
+                let credit = st
+                    .send_credit
+                    .checked_add(u64::from(increment))
+                    .filter(|c| *c <= u64::from(u32::MAX));
+                let Some(credit) = credit else {
+                    return Err(format!("window overflow on stream {id}"));
+                };
+                st.send_credit = credit;
                 if let Some(w) = st.writer.take() {
                     w.wake();
                 }
@@ -172,6 +192,11 @@ impl Shared {
                 ));
             }
             state.peer_max_id = id;
+            if window < EARLY_DATA {
+                return Err(format!(
+                    "OPEN for stream {id} with a window below EARLY_DATA"
+                ));
+            }
             if state.going_away || state.closed.is_some() {
                 drop(state);
                 refuse(RefuseCode::GoingAway, "going away");
@@ -180,15 +205,35 @@ impl Shared {
             if state.streams.len() >= self.cfg.max_streams {
                 drop(state);
                 self.metrics.refused(Refusal::TooManyStreams);
+                self.warn_refusal(
+                    &self.label,
+                    format_args!("refused stream {id}: too many streams (--max-streams)"),
+                );
                 refuse(
                     RefuseCode::TooManyStreams,
                     "too many streams (--max-streams)",
                 );
                 return Ok(());
             }
-            let stream = Arc::new(StreamShared::new(id, self.take_window(), window));
-            // Only early data may arrive before we answer OPEN_OK.
-            stream.lock().recv_avail = EARLY_DATA;
+            // Only this task adds pending streams, so the count cannot pass the cap between
+            // this check and `reserve_early`.
+            if self.pending.load(Relaxed) >= MAX_PENDING_STREAMS {
+                drop(state);
+                self.metrics.refused(Refusal::TooManyStreams);
+                self.warn_refusal(
+                    &self.label,
+                    format_args!("refused stream {id}: too many streams waiting to be accepted"),
+                );
+                refuse(
+                    RefuseCode::TooManyStreams,
+                    "too many streams waiting to be accepted",
+                );
+                return Ok(());
+            }
+            // Until we answer, only early data may arrive: the stream's window is the
+            // EARLY_DATA it reserves of the session budget; accepting it takes a full window.
+            let stream = Arc::new(StreamShared::new(id, self.reserve_early(), window));
+            stream.lock().pending = true;
             state.streams.insert(id, stream.clone());
             stream
         };
@@ -198,7 +243,8 @@ impl Shared {
             target,
             shared: self.clone(),
         };
-        // Nobody accepting: the Incoming comes back and its drop refuses it.
+        // Never full (it holds only pending streams, at most its capacity); closed: the
+        // session is ending. Either way the Incoming comes back and its drop refuses it.
         let _ = self.incoming.0.try_send(incoming);
         Ok(())
     }

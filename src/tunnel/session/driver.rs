@@ -80,6 +80,27 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
+        // Too many answers wait for a peer that does not read them: stop reading it until the
+        // writer got them out, so what it sends waits in its own buffers, not in ours.
+        if shared.control_queue.bytes() >= MAX_QUEUED_CONTROL {
+            let queued = shared.control_queue.bytes();
+            if shared.control_queue.first_pause() {
+                log::warn!(
+                    "session {}: peer does not read our answers ({queued} bytes queued); \
+                     not reading it until they are sent",
+                    shared.label
+                );
+            } else {
+                log::debug!(
+                    "session {}: {queued} bytes of answers queued; pausing reads",
+                    shared.label
+                );
+            }
+            shared
+                .control_queue
+                .room(|| shared.lock_state().closed.is_some())
+                .await;
+        }
         let msg = match rx.next().await {
             None => return CloseReason::PeerClosed,
             Some(Err(e)) => {
@@ -116,16 +137,7 @@ where
                     "text messages are not part of the protocol".into(),
                 );
             }
-            Message::Pong(p) => {
-                if let Ok(b) = <[u8; 8]>::try_from(&p[..]) {
-                    let sent = u64::from_be_bytes(b);
-                    let now = shared.start.elapsed().as_micros() as u64;
-                    let rtt = now.saturating_sub(sent);
-                    let old = shared.srtt_us.load(Relaxed);
-                    let srtt = if old == 0 { rtt } else { (old * 7 + rtt) / 8 };
-                    shared.srtt_us.store(srtt, Relaxed);
-                }
-            }
+            Message::Pong(p) => shared.pong(&p),
             Message::Close(_) => return CloseReason::PeerClosed,
             // Pings are answered by tungstenite on the next read or write.
             Message::Ping(_) | Message::Frame(_) => {}
@@ -148,12 +160,16 @@ where
         };
         let mut next = Some(first);
         let mut bytes = 0;
+        let mut control = 0;
         let mut batch = 0;
         while let Some(item) = next.take() {
             let msg = match item {
                 Out::Frame(f) => {
+                    // The same accounting as `send_data` and `send_frame`.
                     if f.first() == Some(&0x04) {
-                        bytes += f.len() - crate::tunnel::frame::HEADER;
+                        bytes += f.len().saturating_sub(crate::tunnel::frame::HEADER);
+                    } else {
+                        control += ControlQueue::cost(f.len());
                     }
                     Message::Binary(shared.pool.message_bytes(f))
                 }
@@ -177,6 +193,7 @@ where
             return fail(e);
         }
         shared.drained(bytes);
+        shared.control_queue.sent(control);
     }
 }
 
@@ -198,6 +215,32 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     std::future::poll_fn(|cx| Pin::new(&mut *tx).poll_flush(cx)).await
+}
+
+impl Shared {
+    /// A pong: the echo of our ping's send time updates the smoothed round trip. The payload
+    /// is the peer's to choose, so it only counts if it is a time we could have sent.
+    fn pong(&self, payload: &[u8]) {
+        let Ok(b) = <[u8; 8]>::try_from(payload) else {
+            return;
+        };
+        let sent = u64::from_be_bytes(b);
+        let now = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let Some(rtt) = now.checked_sub(sent) else {
+            return;
+        };
+        let old = self.srtt_us.load(Relaxed);
+        let srtt = if old == 0 {
+            Some(rtt)
+        } else {
+            old.checked_mul(7)
+                .and_then(|o| o.checked_add(rtt))
+                .map(|s| s / 8)
+        };
+        if let Some(srtt) = srtt {
+            self.srtt_us.store(srtt, Relaxed);
+        }
+    }
 }
 
 async fn keepalive_loop(shared: &Arc<Shared>) -> CloseReason {

@@ -12,6 +12,11 @@ pub struct Incoming {
 }
 
 impl Incoming {
+    /// The stream id the peer chose (0 once answered).
+    pub fn id(&self) -> u32 {
+        self.stream.as_ref().map_or(0, |s| s.id())
+    }
+
     /// Confirms the stream (OPEN_OK) and returns it.
     pub fn accept(mut self) -> MuxStream {
         let stream = self
@@ -22,13 +27,22 @@ impl Incoming {
             let sh = self.shared.stream_shared(stream.id());
             let mut st = sh.as_ref().map(|s| s.lock());
             match st.as_deref_mut() {
-                Some(st) => {
-                    // What arrived early counts against the window we grant.
-                    let early = EARLY_DATA - st.recv_avail;
-                    st.recv_avail = st.recv_window - early;
-                    st.recv_window
+                // Still pending (not reset by the peer, session not closed): trade the
+                // early-data reservation for a full window.
+                Some(st) if st.pending => {
+                    st.pending = false;
+                    self.shared.answered();
+                    let window = self.shared.take_window();
+                    // What arrived early counts against the window we grant. While pending,
+                    // the credit started at EARLY_DATA and only went down; and every window is
+                    // at least EARLY_DATA unless `initial_window` is configured below it, when
+                    // the peer gets no credit until the early bytes are read.
+                    let early = EARLY_DATA.saturating_sub(st.recv_avail);
+                    st.recv_window = window;
+                    st.recv_avail = window.saturating_sub(early);
+                    window
                 }
-                None => 0,
+                _ => 0,
             }
         };
         if window > 0 {
@@ -45,17 +59,25 @@ impl Incoming {
         self.refuse_inner(code, reason);
     }
 
+    /// Logs a refusal of this stream as a WARN line of session `label`, rate-limited per
+    /// session (a peer that makes us refuse thousands of OPENs gets a few lines and a count).
+    pub(crate) fn warn_refusal(&self, label: &str, line: std::fmt::Arguments<'_>) {
+        self.shared.warn_refusal(label, line);
+    }
+
     fn refuse_inner(&mut self, code: RefuseCode, reason: &str) {
         if let Some(stream) = self.stream.take() {
             let id = stream.id();
             self.shared.refused.fetch_add(1, Relaxed);
-            // Leave the table first so dropping the handle sends no RESET.
-            self.shared.forget(id);
-            self.shared.send_frame(Frame::OpenRefused {
-                id,
-                code,
-                reason: reason.to_string(),
-            });
+            // Leave the table first so dropping the handle sends no RESET. A stream that left
+            // already (reset by the peer, session closed) needs no answer.
+            if self.shared.forget(id).is_some() {
+                self.shared.send_frame(Frame::OpenRefused {
+                    id,
+                    code,
+                    reason: reason.to_string(),
+                });
+            }
         }
     }
 }

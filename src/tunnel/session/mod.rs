@@ -26,11 +26,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
+mod credit;
 mod dispatch;
 mod driver;
+mod errors;
 mod incoming;
+mod limits;
+mod pool;
 
+pub use errors::{CloseReason, OpenError};
 pub use incoming::Incoming;
+pub use limits::MAX_QUEUED_CONTROL;
+use limits::{ControlQueue, LogLimit};
+use pool::BufPool;
 
 /// Limits and timings of one session.
 #[derive(Debug, Clone)]
@@ -49,17 +57,18 @@ pub struct SessionConfig {
     pub max_queued: usize,
 }
 
-/// Smallest window a stream gets when the budget is spent: never below what an opener may
-/// send early.
-const MIN_WINDOW: u32 = EARLY_DATA;
-/// Windows grow when half of one was read within two round trips, and never on less than
-/// this (about a timer tick).
-const GROWTH_FLOOR: Duration = Duration::from_millis(2);
-/// Assumed round trip until the first pong.
-const UNMEASURED_RTT: Duration = Duration::from_millis(10);
 /// Session frames (BIND, GO_AWAY, ...) waiting for the role (well above the 64 bindings a
 /// session may hold); more is a protocol error.
 const CONTROL_QUEUE: usize = 256;
+/// Streams the peer opened that we have neither accepted nor refused yet (waiting in the
+/// accept queue, or with the role deciding, e.g. dialing); more OPENs are refused with
+/// TooManyStreams. Each may carry [`EARLY_DATA`] before it is accepted, so this caps what
+/// unaccepted streams can make a session buffer at [`MAX_PENDING_EARLY_DATA`] (4 MiB), and it
+/// is far above the OPENs a busy client has in flight (one per connection being dialed).
+pub const MAX_PENDING_STREAMS: usize = 256;
+/// Most early data (bytes) the streams of one session hold before they are accepted: every
+/// pending stream reserves [`EARLY_DATA`] of the session budget until it is answered.
+pub const MAX_PENDING_EARLY_DATA: u64 = MAX_PENDING_STREAMS as u64 * EARLY_DATA as u64;
 /// Most frames the writer feeds before one flush.
 const WRITE_BATCH: usize = 64;
 /// How long a WebSocket close handshake may take at the end.
@@ -92,73 +101,6 @@ pub enum Side {
 /// The answer to an OPEN.
 pub(crate) type OpenResult = Result<(), (RefuseCode, String)>;
 
-/// Why a stream could not be opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OpenError {
-    /// The peer refused it.
-    Refused {
-        /// why
-        code: RefuseCode,
-        /// the peer's reason
-        reason: String,
-    },
-    /// This side already has `max_streams` open.
-    TooManyStreams,
-    /// The session is closed or going away.
-    Closed(String),
-}
-
-impl OpenError {
-    /// The refusal code to report onwards.
-    pub fn code(&self) -> RefuseCode {
-        match self {
-            OpenError::Refused { code, .. } => *code,
-            OpenError::TooManyStreams => RefuseCode::TooManyStreams,
-            OpenError::Closed(_) => RefuseCode::GoingAway,
-        }
-    }
-}
-
-impl fmt::Display for OpenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OpenError::Refused { reason, .. } => write!(f, "refused by peer: {reason}"),
-            OpenError::TooManyStreams => f.write_str("too many streams on this session"),
-            OpenError::Closed(why) => write!(f, "session closed: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for OpenError {}
-
-/// How a session ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseReason {
-    /// We closed it (shutdown, or the role is done).
-    Local(String),
-    /// The peer closed the WebSocket.
-    PeerClosed,
-    /// No frame for 3 keepalive intervals.
-    PeerDead,
-    /// The peer broke the protocol; we closed with this WebSocket close code
-    /// (1002 protocol error, 1003 unsupported data, 1009 message too big).
-    Protocol(u16, String),
-    /// The transport failed.
-    Transport(String),
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::Local(why) => write!(f, "closed locally: {why}"),
-            CloseReason::PeerClosed => f.write_str("closed by peer"),
-            CloseReason::PeerDead => f.write_str("peer silent for 3 keepalive intervals"),
-            CloseReason::Protocol(code, why) => write!(f, "protocol error ({code}): {why}"),
-            CloseReason::Transport(why) => write!(f, "transport failed: {why}"),
-        }
-    }
-}
-
 /// What the writer sends.
 enum Out {
     Frame(Vec<u8>),
@@ -187,9 +129,21 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     out_tx: Sender<Out>,
     pool: Arc<BufPool>,
+    /// DATA payload bytes queued for the writer (capped by `cfg.max_queued`; writers wait)
     queued: AtomicUsize,
     waiters: Mutex<Vec<Waker>>,
+    /// non-DATA frames queued for the writer (capped: the reader waits)
+    control_queue: ControlQueue,
+    /// what is left of `cfg.window_budget`: the receive windows of accepted streams and the
+    /// [`EARLY_DATA`] each pending stream reserves are taken from it. Accepted streams get at
+    /// least `MIN_WINDOW` even when it is spent (so it may go below 0 by at most
+    /// `max_streams` of those); pending streams are at most [`MAX_PENDING_STREAMS`].
     budget: AtomicI64,
+    /// streams the peer opened that are neither accepted nor refused (at most
+    /// [`MAX_PENDING_STREAMS`]; changed only with the stream's `pending` flag)
+    pending: AtomicUsize,
+    /// rate limit of the refusal WARN lines of this session
+    refusal_log: LogLimit,
     incoming: (Sender<Incoming>, Receiver<Incoming>),
     control: (Sender<Frame>, Receiver<Frame>),
     closed_tx: Mutex<Option<Sender<()>>>,
@@ -203,69 +157,6 @@ pub(crate) struct Shared {
     start: Instant,
     refused: AtomicU64,
     metrics: Arc<Metrics>,
-}
-
-/// Frame buffers for DATA, reused: a fresh 64 KiB allocation per frame made the allocator
-/// hand memory back and fault it in again (a quarter of the CPU in a bulk profile).
-pub(crate) struct BufPool {
-    free: Mutex<Vec<Vec<u8>>>,
-}
-
-/// Buffers kept for reuse per session (enough for a burst the writer batches).
-const POOLED_BUFFERS: usize = 8;
-
-impl BufPool {
-    fn new() -> Arc<Self> {
-        Arc::new(BufPool {
-            free: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// An empty buffer with room for `len` bytes.
-    fn take(&self, len: usize) -> Vec<u8> {
-        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        match reused {
-            Some(mut b) => {
-                b.reserve(len);
-                b
-            }
-            None => Vec::with_capacity(len),
-        }
-    }
-
-    /// Wraps a filled buffer for the WebSocket; it comes back here when the message is sent.
-    pub(crate) fn message_bytes(self: &Arc<Self>, buf: Vec<u8>) -> Bytes {
-        Bytes::from_owner(Pooled {
-            buf,
-            pool: Arc::downgrade(self),
-        })
-    }
-}
-
-/// A pooled buffer on its way through the WebSocket writer.
-struct Pooled {
-    buf: Vec<u8>,
-    pool: std::sync::Weak<BufPool>,
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        let Some(pool) = self.pool.upgrade() else {
-            return;
-        };
-        let mut free = pool.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.len() < POOLED_BUFFERS {
-            let mut buf = std::mem::take(&mut self.buf);
-            buf.clear();
-            free.push(buf);
-        }
-    }
 }
 
 /// A handle to one multiplexed session; clones share it.
@@ -308,7 +199,11 @@ impl Session {
             pool: BufPool::new(),
             queued: AtomicUsize::new(0),
             waiters: Mutex::new(Vec::new()),
-            incoming: smol::channel::unbounded(),
+            control_queue: ControlQueue::default(),
+            pending: AtomicUsize::new(0),
+            refusal_log: LogLimit::default(),
+            // Never full: only pending streams are in it.
+            incoming: smol::channel::bounded(MAX_PENDING_STREAMS),
             control: smol::channel::bounded(CONTROL_QUEUE),
             closed_tx: Mutex::new(Some(closed_tx)),
             close_requested: (Mutex::new(Some(close_req_tx)), close_req_rx),
@@ -440,6 +335,25 @@ impl Session {
         self.shared.lock_state().streams.len()
     }
 
+    /// Bytes (frame bytes plus a fixed overhead each) of non-DATA frames waiting for the
+    /// writer; the reader stops reading the peer while it is at [`MAX_QUEUED_CONTROL`].
+    pub fn queued_control_bytes(&self) -> usize {
+        self.shared.control_queue.bytes()
+    }
+
+    /// Streams the peer opened that are neither accepted nor refused yet (at most
+    /// [`MAX_PENDING_STREAMS`]).
+    pub fn pending_streams(&self) -> usize {
+        self.shared.pending.load(Relaxed)
+    }
+
+    /// What is left of the session's window budget (`SessionConfig::window_budget`): the
+    /// receive windows of accepted streams and the early-data reservation of pending ones are
+    /// taken from it. Below 0 when accepted streams hold their floor windows past it.
+    pub fn window_budget_left(&self) -> i64 {
+        self.shared.budget.load(Relaxed)
+    }
+
     /// OPENs refused so far (by either side's answer from here).
     pub fn refused_count(&self) -> u64 {
         self.shared.refused.load(Relaxed)
@@ -478,26 +392,26 @@ impl Shared {
         self.metrics.streams_total.fetch_add(1, Relaxed);
     }
 
-    /// Takes a new stream's receive window from the session budget.
-    fn take_window(&self) -> u32 {
-        let want = self.cfg.initial_window;
-        if self.budget.fetch_sub(i64::from(want), Relaxed) >= i64::from(want) {
-            return want;
-        }
-        self.budget
-            .fetch_add(i64::from(want) - i64::from(MIN_WINDOW), Relaxed);
-        MIN_WINDOW
-    }
-
     /// Removes a stream from the table without telling the peer; returns it if present.
     fn forget(&self, id: u32) -> Option<Arc<StreamShared>> {
         let removed = self.lock_state().streams.remove(&id);
         if let Some(s) = &removed {
-            let window = s.lock().recv_window;
-            self.budget.fetch_add(i64::from(window), Relaxed);
+            let mut st = s.lock();
+            if std::mem::take(&mut st.pending) {
+                // Its window is the early-data reservation.
+                self.answered();
+            } else {
+                self.budget.fetch_add(i64::from(st.recv_window), Relaxed);
+            }
+            drop(st);
             metrics_inc(&self.metrics.streams, -1);
         }
         removed
+    }
+
+    /// Logs a refused stream as a WARN, rate-limited per session.
+    pub(crate) fn warn_refusal(&self, label: &str, line: fmt::Arguments<'_>) {
+        self.refusal_log.warn(label, line);
     }
 
     /// The last handle of a stream is gone: it leaves the table, with a RESET unless both
@@ -518,9 +432,16 @@ impl Shared {
         }
     }
 
+    /// Queues a non-DATA frame; the reader stops reading the peer while too many wait.
     pub(crate) fn send_frame(&self, frame: Frame) {
-        // A closed writer means the session is over; streams learn it from their state.
-        let _ = self.out_tx.try_send(Out::Frame(frame.to_bytes()));
+        let bytes = frame.to_bytes();
+        let cost = ControlQueue::cost(bytes.len());
+        // Counted before it is queued: the writer may flush it before `try_send` returns.
+        self.control_queue.queued(cost);
+        if self.out_tx.try_send(Out::Frame(bytes)).is_err() {
+            // A closed writer means the session is over; streams learn it from their state.
+            self.control_queue.sent(cost);
+        }
     }
 
     pub(crate) fn send_data(&self, id: u32, payload: &[u8]) {
@@ -533,56 +454,6 @@ impl Shared {
             .bytes_out
             .fetch_add(payload.len() as u64, Relaxed);
         let _ = self.out_tx.try_send(Out::Frame(out));
-    }
-
-    /// True when a writer may queue more; otherwise registers `cx` to be woken.
-    pub(crate) fn may_queue(&self, cx: &mut Context<'_>) -> bool {
-        if self.queued.load(Relaxed) < self.cfg.max_queued {
-            return true;
-        }
-        self.waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(cx.waker().clone());
-        // Re-check: the writer may have drained between the load and the push.
-        self.queued.load(Relaxed) < self.cfg.max_queued
-    }
-
-    fn drained(&self, bytes: usize) {
-        self.queued.fetch_sub(bytes, Relaxed);
-        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
-        for w in waiters {
-            w.wake();
-        }
-    }
-
-    /// Decides whether the application's reads earn the peer a WINDOW, growing the window
-    /// when a half window was consumed within two round trips (the link, not the reader, is
-    /// the bottleneck), up to `max_window` and while the session budget lasts.
-    pub(crate) fn window_update(&self, st: &mut StreamState) -> Option<u32> {
-        if st.recv_fin || st.error.is_some() || st.unacked < st.recv_window / 2 {
-            return None;
-        }
-        let now = Instant::now();
-        let srtt = match self.srtt_us.load(Relaxed) {
-            0 => UNMEASURED_RTT,
-            us => Duration::from_micros(us),
-        };
-        let fast = now.duration_since(st.last_update) < (srtt * 2).max(GROWTH_FLOOR);
-        let mut increment = st.unacked;
-        if fast && st.recv_window < self.cfg.max_window {
-            let grow = st.recv_window.min(self.cfg.max_window - st.recv_window);
-            if self.budget.fetch_sub(i64::from(grow), Relaxed) >= i64::from(grow) {
-                st.recv_window += grow;
-                increment += grow;
-            } else {
-                self.budget.fetch_add(i64::from(grow), Relaxed);
-            }
-        }
-        st.last_update = now;
-        st.unacked = 0;
-        st.recv_avail += increment;
-        Some(increment)
     }
 
     /// Marks the session closed: every stream fails, every waiter wakes.
@@ -599,6 +470,9 @@ impl Shared {
         metrics_inc(&self.metrics.sessions, -1);
         for (_, s) in streams {
             let mut st = s.lock();
+            if std::mem::take(&mut st.pending) {
+                self.answered();
+            }
             if let Some(tx) = st.opening.take() {
                 let _ = tx.try_send(Err((RefuseCode::GoingAway, reason.to_string())));
             }
@@ -610,6 +484,8 @@ impl Shared {
         self.out_tx.close();
         self.incoming.0.close();
         self.control.0.close();
+        self.control_queue.wake();
+        self.refusal_log.flush(&self.label);
         drop(
             self.closed_tx
                 .lock()

@@ -1,0 +1,71 @@
+//! How opening a stream fails, and how a session ends.
+
+use crate::tunnel::frame::RefuseCode;
+use std::fmt;
+
+/// Why a stream could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenError {
+    /// The peer refused it.
+    Refused {
+        /// why
+        code: RefuseCode,
+        /// the peer's reason
+        reason: String,
+    },
+    /// This side already has `max_streams` open.
+    TooManyStreams,
+    /// The session is closed or going away.
+    Closed(String),
+}
+
+impl OpenError {
+    /// The refusal code to report onwards.
+    pub fn code(&self) -> RefuseCode {
+        match self {
+            OpenError::Refused { code, .. } => *code,
+            OpenError::TooManyStreams => RefuseCode::TooManyStreams,
+            OpenError::Closed(_) => RefuseCode::GoingAway,
+        }
+    }
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Refused { reason, .. } => write!(f, "refused by peer: {reason}"),
+            OpenError::TooManyStreams => f.write_str("too many streams on this session"),
+            OpenError::Closed(why) => write!(f, "session closed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// We closed it (shutdown, or the role is done).
+    Local(String),
+    /// The peer closed the WebSocket.
+    PeerClosed,
+    /// No frame for 3 keepalive intervals.
+    PeerDead,
+    /// The peer broke the protocol; we closed with this WebSocket close code
+    /// (1002 protocol error, 1003 unsupported data, 1009 message too big).
+    Protocol(u16, String),
+    /// The transport failed.
+    Transport(String),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Local(why) => write!(f, "closed locally: {why}"),
+            CloseReason::PeerClosed => f.write_str("closed by peer"),
+            CloseReason::PeerDead => f.write_str("peer silent for 3 keepalive intervals"),
+            CloseReason::Protocol(code, why) => write!(f, "protocol error ({code}): {why}"),
+            CloseReason::Transport(why) => write!(f, "transport failed: {why}"),
+        }
+    }
+}
