@@ -190,12 +190,15 @@ fn unfinished_heads_beyond_the_pre_upgrade_share_get_503() {
         assert_eq!(&buf, b"still here");
         // Once the heads are gone, the share is free again.
         drop(held);
-        eventually("share freed", || {
-            smol::block_on(async {
+        within(10, "share freed", async {
+            loop {
                 let (head, _) =
                     send_raw(relay.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
-                head.status == 200
-            })
+                if head.status == 200 {
+                    break;
+                }
+                smol::Timer::after(Duration::from_millis(20)).await;
+            }
         })
         .await;
     });
@@ -363,4 +366,23 @@ fn opens_beyond_the_dials_in_progress_are_refused_at_once() {
         );
         drop(a);
     });
+}
+
+#[test]
+fn the_cli_refuses_an_open_admin_and_zero_limits() {
+    let bin = env!("CARGO_BIN_EXE_burrow");
+    let cases: [&[&str]; 3] = [
+        &["--admin", "0.0.0.0:0"],
+        &["--max-sessions", "0"],
+        &["--max-dials", "0"],
+    ];
+    for extra in cases {
+        let out = std::process::Command::new(bin)
+            .args(["server", "--listen", "127.0.0.1:0", "--no-auth"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+    }
 }
