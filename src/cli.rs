@@ -74,6 +74,32 @@ pub struct ServerArgs {
     /// the private key (PEM) for --tls-cert
     #[argh(option)]
     pub tls_key: Option<std::path::PathBuf>,
+    /// most connections at the public port, tunnels included; a quarter of them may be not
+    /// yet upgraded; more get 503 (default 1024)
+    #[argh(option, default = "relay_limits().max_connections")]
+    pub max_connections: usize,
+    /// most tunnel sessions at once; more get 503 (default 64)
+    #[argh(option, default = "relay_limits().max_sessions")]
+    pub max_sessions: usize,
+    /// most sessions with one token (with --no-auth: from one client address) (default 64)
+    #[argh(option, default = "relay_limits().max_sessions_per_token")]
+    pub max_sessions_per_token: usize,
+    /// most streams of all sessions at once (default 8192)
+    #[argh(option, default = "relay_limits().max_streams_total")]
+    pub max_streams_total: usize,
+    /// most -L targets being dialed at once; more OPENs are refused (default 256)
+    #[argh(option, default = "relay_limits().max_dials")]
+    pub max_dials: usize,
+    /// serve /healthz and /metrics without a token on ADDR (loopback, e.g. 127.0.0.1:9090)
+    #[argh(option)]
+    pub admin: Option<SocketAddr>,
+    /// allow --admin on a non-loopback address (its /metrics needs no token)
+    #[argh(switch)]
+    pub open_admin: bool,
+}
+
+fn relay_limits() -> crate::server::limits::RelayLimits {
+    crate::server::limits::RelayLimits::default()
 }
 
 /// The tunnel client: dials the relay and keeps one multiplexed session alive.

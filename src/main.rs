@@ -155,6 +155,40 @@ fn session_config(keepalive: std::time::Duration, max_streams: usize) -> Result<
     })
 }
 
+/// The relay-wide limits from the command line; each must be at least 1.
+fn relay_limits(a: &ServerArgs) -> Result<burrow::server::limits::RelayLimits> {
+    let limits = burrow::server::limits::RelayLimits {
+        max_connections: a.max_connections,
+        max_sessions: a.max_sessions,
+        max_sessions_per_token: a.max_sessions_per_token,
+        max_streams_total: a.max_streams_total,
+        max_dials: a.max_dials,
+    };
+    for (flag, v) in [
+        ("--max-connections", limits.max_connections),
+        ("--max-sessions", limits.max_sessions),
+        ("--max-sessions-per-token", limits.max_sessions_per_token),
+        ("--max-streams-total", limits.max_streams_total),
+        ("--max-dials", limits.max_dials),
+    ] {
+        if v == 0 {
+            bail!(usage(format!("{flag} must be at least 1")));
+        }
+    }
+    Ok(limits)
+}
+
+/// `--admin` serves /metrics without a token: loopback only, unless `--open-admin`.
+fn admin_addr(a: &ServerArgs) -> Result<Option<std::net::SocketAddr>> {
+    match a.admin {
+        Some(addr) if !addr.ip().is_loopback() && !a.open_admin => bail!(usage(format!(
+            "--admin {addr} would serve /metrics without a token beyond this host: use a \
+             loopback address, or add --open-admin if you mean it"
+        ))),
+        other => Ok(other),
+    }
+}
+
 fn run_server(a: ServerArgs) -> Result<()> {
     let token = match (
         a.token
@@ -195,6 +229,8 @@ fn run_server(a: ServerArgs) -> Result<()> {
         grace: a.grace,
         connect_timeout: a.connect_timeout,
         handshake_timeout: burrow::server::HANDSHAKE_TIMEOUT,
+        limits: relay_limits(&a)?,
+        admin: admin_addr(&a)?,
     };
     let rt = runtime();
     let sd = Shutdown::new();
@@ -219,6 +255,9 @@ fn run_server(a: ServerArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = relay.local_addr()?;
         log::info!("relay listening on {addr}");
+        if let Some(admin) = relay.admin_addr() {
+            log::info!("relay admin (/healthz, /metrics) on {admin}");
+        }
         if let Some(t) = generated {
             let scheme = if tls_on { "wss" } else { "ws" };
             let host = if addr.ip().is_unspecified() {

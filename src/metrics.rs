@@ -14,19 +14,28 @@ pub enum Refusal {
     Unreachable,
     /// target too slow
     Timeout,
-    /// `--max-streams` reached
+    /// `--max-streams` (per session) or the relay's `--max-streams-total` reached
     TooManyStreams,
     /// malformed request or frame
     BadRequest,
+    /// the relay's `--max-connections` (or its pre-upgrade share) reached
+    TooManyConnections,
+    /// the relay's `--max-sessions` or `--max-sessions-per-token` reached
+    TooManySessions,
+    /// the relay's `--max-dials` reached
+    TooManyDials,
 }
 
-const REFUSALS: [(Refusal, &str); 6] = [
+const REFUSALS: [(Refusal, &str); 9] = [
     (Refusal::Auth, "auth"),
     (Refusal::Forbidden, "forbidden"),
     (Refusal::Unreachable, "unreachable"),
     (Refusal::Timeout, "timeout"),
     (Refusal::TooManyStreams, "too_many_streams"),
     (Refusal::BadRequest, "bad_request"),
+    (Refusal::TooManyConnections, "too_many_connections"),
+    (Refusal::TooManySessions, "too_many_sessions"),
+    (Refusal::TooManyDials, "too_many_dials"),
 ];
 
 /// All counters of one process role. Cheap to share (`Arc`), lock-free to update.
@@ -46,7 +55,7 @@ pub struct Metrics {
     pub bytes_out: AtomicU64,
     /// sessions that resumed an earlier session id
     pub reconnects: AtomicU64,
-    refusals: [AtomicU64; 6],
+    refusals: [AtomicU64; REFUSALS.len()],
 }
 
 impl Metrics {

@@ -11,53 +11,55 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 /// A route's answer: status, content type, body.
 pub type Answer = (u16, &'static str, String);
 
-/// Replays bytes the front door already read, then reads the stream. Clones share both, as
-/// async-h1 requires (`Clone + Send + Sync`).
+/// How long one request on a surface may take in all, head and answer: a client that
+/// drips its head or reads the answer slowly holds a connection no longer than this.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Connections a surface-only listener (`--status`, `--admin`) serves at once; more are
+/// closed at once. Such a listener is for a monitoring agent or two, not for crowds.
+pub const MAX_SURFACE_CONNECTIONS: usize = 64;
+
+/// Replays the head the front door already read, then reads end of file: async-h1 answers
+/// that one request and finds no second one, and never reads a body or waits on the socket.
+/// Writes go to the stream. Clones share the replay, as async-h1 requires
+/// (`Clone + Send + Sync`).
 #[derive(Clone)]
-pub struct Rewind<S> {
+pub struct HeadOnly<S> {
     pre: Arc<Mutex<(Vec<u8>, usize)>>,
     inner: S,
 }
 
-impl<S> Rewind<S> {
-    /// `pre` is read first, then `inner`.
-    pub fn new(pre: Vec<u8>, inner: S) -> Self {
-        Rewind {
-            pre: Arc::new(Mutex::new((pre, 0))),
+impl<S> HeadOnly<S> {
+    /// `head` is read, then end of file; writes go to `inner`.
+    pub fn new(head: Vec<u8>, inner: S) -> Self {
+        HeadOnly {
+            pre: Arc::new(Mutex::new((head, 0))),
             inner,
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+impl<S: Unpin> AsyncRead for HeadOnly<S> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        {
-            let mut pre = self.pre.lock().unwrap_or_else(|e| e.into_inner());
-            let (bytes, pos) = &mut *pre;
-            if *pos < bytes.len() {
-                let n = (bytes.len() - *pos).min(buf.len());
-                buf[..n].copy_from_slice(&bytes[*pos..*pos + n]);
-                *pos += n;
-                if *pos == bytes.len() {
-                    *bytes = Vec::new();
-                    *pos = 0;
-                }
-                return Poll::Ready(Ok(n));
-            }
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let mut pre = self.pre.lock().unwrap_or_else(|e| e.into_inner());
+        let (bytes, pos) = &mut *pre;
+        let n = (bytes.len() - *pos).min(buf.len());
+        buf[..n].copy_from_slice(&bytes[*pos..*pos + n]);
+        *pos += n;
+        Poll::Ready(Ok(n))
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for HeadOnly<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -73,38 +75,70 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     }
 }
 
-/// Serves the surface on `stream`, whose first head (`head`, raw bytes `raw` including
-/// anything read past it) the front door already read. `route` answers each request.
-pub async fn serve<S, F>(stream: S, head: &RequestHead, raw: Vec<u8>, route: F) -> io::Result<()>
+/// The path of a request's target, without its query (`""` for CONNECT and `*`).
+pub fn path_of(head: &RequestHead) -> &str {
+    let full = match &head.target {
+        Target::Origin(p) | Target::Absolute { path: p, .. } => p.as_str(),
+        _ => "",
+    };
+    full.split('?').next().unwrap_or("")
+}
+
+/// The answer a surface gives before routing, if any: HTTP/1.1 without `Host` is a 400
+/// (async-h1 would close such a request without a word, STACK.md), and a request with a
+/// body is a 413: a surface never reads bodies (a dripped body would hold the connection).
+pub fn precheck(head: &RequestHead) -> Option<(u16, &'static str)> {
+    if head.version == Version::Http11 && head.headers.get("host").is_none() {
+        return Some((400, "missing Host header"));
+    }
+    let has_body = head.headers.get("transfer-encoding").is_some()
+        || head
+            .headers
+            .get_all("content-length")
+            .any(|v| v.trim() != "0");
+    if has_body {
+        return Some((413, "this endpoint takes no request body"));
+    }
+    None
+}
+
+/// Answers the one request whose head (`head`, raw bytes `raw_head`, nothing past it) was
+/// read, with `route`, then closes the connection: no keep-alive, no body read.
+pub async fn serve<S, F>(
+    stream: S,
+    head: &RequestHead,
+    raw_head: Vec<u8>,
+    route: F,
+) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static,
     F: Fn(&str, &str) -> Answer,
 {
+    let mut w = stream.clone();
     if head.version == Version::Http10 {
-        let path = match &head.target {
-            Target::Origin(p) => p.as_str(),
-            _ => "",
-        };
-        let (status, ctype, body) = route(&head.method, path);
+        let (status, ctype, body) = route(&head.method, path_of(head));
         let reason = crate::http::front::reason_phrase(status);
+        let body = if head.method == "HEAD" { "" } else { &body };
         let out = format!(
-            "HTTP/1.0 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
+            "HTTP/1.0 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
-        let mut w = stream;
-        return w.write_all(out.as_bytes()).await;
+        w.write_all(out.as_bytes()).await?;
+        return w.close().await;
     }
     let route = &route;
-    async_h1::accept(Rewind::new(raw, stream), |req| async move {
+    async_h1::accept(HeadOnly::new(raw_head, stream), |req| async move {
         let (status, ctype, body) = route(req.method().as_ref(), req.url().path());
         let mut res =
             Response::new(StatusCode::try_from(status).unwrap_or(StatusCode::InternalServerError));
         res.insert_header("content-type", ctype);
+        res.insert_header("connection", "close");
         res.set_body(body);
         Ok(res)
     })
     .await
-    .map_err(|e| io::Error::other(e.to_string()))
+    .map_err(|e| io::Error::other(e.to_string()))?;
+    w.close().await
 }
 
 /// Readiness as a status surface reports it.
@@ -131,14 +165,15 @@ pub fn standard_route(
     }
 }
 
-/// Serves the surface on `stream` after the caller read its first head (`raw`: the head and
-/// any bytes read past it). HTTP/1.1 without `Host` gets a 400 here: async-h1 would close such
-/// a request without a word (STACK.md). Ends early when `shutdown` drains.
+/// Serves one request on `stream` after the caller read its head (`raw_head`: the head's
+/// bytes only), then closes. Everything, answer included, ends by `deadline` or when
+/// `shutdown` drains; a request with a body or (HTTP/1.1) without `Host` is refused.
 pub async fn serve_after_head<S, F>(
     stream: S,
     head: &RequestHead,
-    raw: Vec<u8>,
+    raw_head: Vec<u8>,
     route: F,
+    deadline: Instant,
     shutdown: &crate::shutdown::ShutdownSignal,
 ) -> io::Result<()>
 where
@@ -146,21 +181,27 @@ where
     F: Fn(&str, &str) -> Answer,
 {
     use futures_lite::FutureExt;
-    if head.version == Version::Http11 && head.headers.get("host").is_none() {
-        let mut w = stream;
-        w.write_all(&crate::http::front::error_response(
-            400,
-            "missing Host header",
-            &[],
-        ))
-        .await?;
-        return w.close().await;
-    }
+    let answer = async {
+        if let Some((status, why)) = precheck(head) {
+            let mut w = stream.clone();
+            w.write_all(&crate::http::front::error_response(status, why, &[]))
+                .await?;
+            return w.close().await;
+        }
+        serve(stream.clone(), head, raw_head, route).await
+    };
     let ended = async {
         shutdown.draining().await;
         Ok(())
     };
-    serve(stream, head, raw, route).or(ended).await
+    let late = async {
+        smol::Timer::at(deadline).await;
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request not answered within its deadline",
+        ))
+    };
+    answer.or(ended).or(late).await
 }
 
 /// A listener that serves only the surface (the client's `--status`).
@@ -172,47 +213,56 @@ pub async fn serve_listener<F>(
 ) where
     F: Fn(&str, &str) -> Answer + Send + Sync + 'static,
 {
+    serve_listener_as("status", listener, route, spawner, shutdown).await
+}
+
+/// A listener that serves only the surface, `what` naming it in logs (`status`, `admin`).
+/// At most [`MAX_SURFACE_CONNECTIONS`] at once, one request each, each within
+/// [`REQUEST_DEADLINE`].
+pub async fn serve_listener_as<F>(
+    what: &'static str,
+    listener: smol::net::TcpListener,
+    route: F,
+    spawner: crate::exec::Spawner,
+    shutdown: crate::shutdown::ShutdownSignal,
+) where
+    F: Fn(&str, &str) -> Answer + Send + Sync + 'static,
+{
     let route = Arc::new(route);
     let conns = crate::exec::TaskSet::new(spawner);
-    while let Some((stream, peer)) = crate::net::accept(&listener, &shutdown, "status").await {
+    while let Some((stream, peer)) = crate::net::accept(&listener, &shutdown, what).await {
+        if conns.len() >= MAX_SURFACE_CONNECTIONS {
+            log::debug!("{what} {peer}: closed, {MAX_SURFACE_CONNECTIONS} connections open");
+            continue;
+        }
         let (route, shutdown) = (route.clone(), shutdown.clone());
         conns.spawn(async move {
+            let deadline = Instant::now() + REQUEST_DEADLINE;
             let mut reader = futures_lite::io::BufReader::with_capacity(2048, stream.clone());
-            let head_timeout = std::time::Duration::from_secs(10);
-            let raw = match crate::http::front::read_head_bytes(&mut reader, head_timeout).await {
+            let raw = match crate::http::front::read_head_bytes(&mut reader, REQUEST_DEADLINE).await
+            {
                 Ok(raw) => raw,
                 Err(e) => {
-                    log::debug!("status {peer}: {e}");
+                    log::debug!("{what} {peer}: {e}");
                     return;
                 }
             };
+            drop(reader);
             let head = match crate::http::head::parse_request(&raw) {
                 Ok(h) => h,
                 Err(e) => {
                     let mut w = stream;
-                    let _ = w
-                        .write_all(&crate::http::front::error_response(
-                            e.status(),
-                            &e.to_string(),
-                            &[],
-                        ))
-                        .await;
+                    let answer =
+                        crate::http::front::error_response(e.status(), &e.to_string(), &[]);
+                    if let Err(e) = w.write_all(&answer).await {
+                        log::debug!("{what} {peer}: {e}");
+                    }
                     return;
                 }
             };
-            let mut all = raw;
-            all.extend_from_slice(reader.buffer());
-            drop(reader);
-            if let Err(e) = serve_after_head(
-                stream,
-                &head,
-                all,
-                |m: &str, p: &str| route(m, p),
-                &shutdown,
-            )
-            .await
-            {
-                log::debug!("status {peer}: {e}");
+            let route = |m: &str, p: &str| route(m, p);
+            if let Err(e) = serve_after_head(stream, &head, raw, route, deadline, &shutdown).await {
+                log::debug!("{what} {peer}: {e}");
             }
         });
     }

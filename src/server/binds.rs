@@ -89,14 +89,22 @@ pub(super) async fn control_loop(
         };
         let bound = binds.live.lock().unwrap_or_else(|e| e.into_inner()).len();
         let result = if bound >= MAX_BINDS {
-            Err(format!(
-                "too many bindings on one session (at most {MAX_BINDS})"
+            Err((
+                Refusal::Forbidden,
+                format!("too many bindings on one session (at most {MAX_BINDS})"),
             ))
         } else {
-            bind(ctx, session_id, &addr, port, binds).await
+            match proxy_config(ctx, &mode) {
+                // Checked before binding: a bad BIND leaves no listener behind.
+                Ok(proxy_cfg) => bind(ctx, session_id, &addr, port, binds)
+                    .await
+                    .map(|l| (l, proxy_cfg))
+                    .map_err(|why| (Refusal::Forbidden, why)),
+                Err(why) => Err((Refusal::BadRequest, why)),
+            }
         };
         match result {
-            Ok(listener) => {
+            Ok((listener, proxy_cfg)) => {
                 let local = listener
                     .local_addr()
                     .map(|a| a.to_string())
@@ -120,12 +128,12 @@ pub(super) async fn control_loop(
                     session.clone(),
                     listener,
                     bind_id,
-                    mode,
+                    proxy_cfg,
                     session_sd.signal(),
                 ));
             }
-            Err(why) => {
-                ctx.metrics.refused(Refusal::Forbidden);
+            Err((kind, why)) => {
+                ctx.metrics.refused(kind);
                 log::warn!("session {}: bind refused: {why}", session.label());
                 session.send_control(Frame::BindRefused {
                     bind_id,
@@ -143,6 +151,28 @@ fn describe(mode: &BindMode) -> &'static str {
         BindMode::Forward => "forward",
         BindMode::Proxy { .. } => "proxy",
     }
+}
+
+/// The proxy a `:proxy` binding serves visitors with (`None` for a plain forward). Its
+/// credentials must parse: an unreadable `user:pass` is a refusal, never an open proxy. The
+/// reason names the problem, never the credentials.
+fn proxy_config(ctx: &Ctx, mode: &BindMode) -> Result<Option<Arc<ProxyConfig>>, String> {
+    let BindMode::Proxy { auth } = mode else {
+        return Ok(None);
+    };
+    let auth = if auth.is_empty() {
+        None
+    } else {
+        let creds = auth
+            .parse()
+            .map_err(|e| format!("bad proxy credentials: {e}"))?;
+        Some(creds)
+    };
+    Ok(Some(Arc::new(ProxyConfig {
+        auth,
+        connect_timeout: ctx.cfg.connect_timeout,
+        ..ProxyConfig::default()
+    })))
 }
 
 /// Binds (or hands back) a public listener for a client.
@@ -213,22 +243,10 @@ async fn accept_visitors(
     session: Session,
     listener: Arc<TcpListener>,
     bind_id: u32,
-    mode: BindMode,
+    proxy_cfg: Option<Arc<ProxyConfig>>,
     going_away: crate::shutdown::ShutdownSignal,
 ) {
     let visitors = TaskSet::new(ctx.spawner.clone());
-    let proxy_cfg = match &mode {
-        BindMode::Proxy { auth } => Some(Arc::new(ProxyConfig {
-            auth: if auth.is_empty() {
-                None
-            } else {
-                auth.parse().ok()
-            },
-            connect_timeout: ctx.cfg.connect_timeout,
-            ..ProxyConfig::default()
-        })),
-        BindMode::Forward => None,
-    };
     let dialer = Arc::new(MuxDialer {
         session: session.clone(),
         timeout: ctx.cfg.connect_timeout,
@@ -244,6 +262,13 @@ async fn accept_visitors(
                 session.label()
             );
             crate::proxy::server::refuse(visitor, 503, "too many connections").await;
+            continue;
+        }
+        if !super::streams::may_open(&ctx, session.label(), peer) {
+            // A proxy visitor can read why; a forwarded one only sees the close.
+            if proxy_cfg.is_some() {
+                crate::proxy::server::refuse(visitor, 503, "relay busy: too many streams").await;
+            }
             continue;
         }
         match &proxy_cfg {

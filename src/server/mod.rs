@@ -1,11 +1,12 @@
 //! `burrow server`: the relay. One listener behind the front door: tunnel upgrades on
-//! `/burrow`, `/healthz`, `/metrics`. For each client session it binds public listeners
-//! (`-R`, within `--allow-ports`), dials targets (`-L`, within the rules), and keeps a
-//! returning client's listeners through a grace period.
+//! `/burrow`, `/healthz`, and `/metrics` for the token holder (or on `--admin`). For each
+//! client session it binds public listeners (`-R`, within `--allow-ports`), dials targets
+//! (`-L`, within the rules), and keeps a returning client's listeners through a grace
+//! period. Relay-wide limits (`limits.rs`) cap connections, sessions, streams and dials.
 
 use crate::exec::{Spawner, TaskSet};
-use crate::http::front::{self, error_response};
-use crate::http::head::{RequestHead, Target};
+use crate::http::front::error_response;
+use crate::http::head::RequestHead;
 use crate::http::surface;
 use crate::metrics::{Metrics, Refusal};
 use crate::proxy::rules::Rules;
@@ -13,25 +14,29 @@ use crate::proxy::{ProxyConfig, serve_connection};
 use crate::secret::Secret;
 use crate::shutdown::ShutdownSignal;
 use crate::tunnel::bridge::{self, MuxDialer};
-use crate::tunnel::ws::{self, TUNNEL_PATH, Upgrade};
+use crate::tunnel::ws::{self, Upgrade};
 use crate::tunnel::{
     BindMode, Frame, Incoming, OpenTarget, RefuseCode, Session, SessionConfig, Side,
 };
 use futures_lite::FutureExt;
-use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use smol::net::TcpListener;
-#[cfg(feature = "tls")]
-use smol::net::TcpStream;
+use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use smol::net::{TcpListener, TcpStream};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod binds;
+mod front;
+pub mod limits;
+mod streams;
 
 use binds::{Registry, SessionBinds, control_loop, hold_for_grace};
+use front::{FrontStream, reply};
+use limits::{ConnPermit, Limiter, RelayLimits, left_out};
+use streams::incoming_loop;
 
 /// How long a returning client waits for its stale earlier session to wind down.
 const REPLACE_WAIT: Duration = Duration::from_secs(5);
@@ -58,6 +63,11 @@ pub struct RelayConfig {
     pub connect_timeout: Duration,
     /// limit for a connection's TLS handshake and request head
     pub handshake_timeout: Duration,
+    /// relay-wide limits: connections, sessions, streams, dials
+    pub limits: RelayLimits,
+    /// serve `/healthz` and `/metrics` without a token on this address (`--admin`; meant
+    /// for loopback)
+    pub admin: Option<SocketAddr>,
     /// serve `wss://` with this certificate (reloadable)
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<crate::tls::ServerTls>>,
@@ -74,6 +84,8 @@ impl Default for RelayConfig {
             grace: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: HANDSHAKE_TIMEOUT,
+            limits: RelayLimits::default(),
+            admin: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -91,20 +103,39 @@ struct Ctx {
     ids: AtomicU64,
     /// reapers of grace periods (owned here, cancelled with the relay)
     reapers: TaskSet,
+    /// relay-wide limit counters
+    limits: Limiter,
 }
 
 /// A bound relay, ready to run.
 pub struct Relay {
     listener: TcpListener,
+    /// the `--admin` listener, if configured
+    admin: Option<TcpListener>,
+    /// where `-R` binds without an address: the public listener's address
+    default_bind: IpAddr,
     cfg: RelayConfig,
     metrics: Arc<Metrics>,
 }
 
 impl Relay {
-    /// Binds the public listener.
+    /// Binds the public listener (and the `--admin` one, if configured).
     pub async fn bind(addr: SocketAddr, cfg: RelayConfig) -> io::Result<Relay> {
+        let listener = TcpListener::bind(addr).await?;
+        // Known now, or no relay: guessing 0.0.0.0 would open -R ports wider than meant.
+        let default_bind = listener.local_addr()?.ip();
+        let admin = match cfg.admin {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("--admin {a}: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(Relay {
-            listener: TcpListener::bind(addr).await?,
+            listener,
+            admin,
+            default_bind,
             cfg,
             metrics: Arc::new(Metrics::default()),
         })
@@ -115,6 +146,11 @@ impl Relay {
         self.listener.local_addr()
     }
 
+    /// The bound `--admin` address, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The relay's counters (what `/metrics` shows).
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
@@ -123,31 +159,28 @@ impl Relay {
     /// Serves until `shutdown` drains: then stops accepting, sends go-away to every session,
     /// lets streams finish within the drain timeout, and cancels the rest.
     pub async fn run(self, spawner: Spawner, shutdown: ShutdownSignal) {
-        let default_bind = self
-            .listener
-            .local_addr()
-            .map(|a| a.ip())
-            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let ctx = Arc::new(Ctx {
+            limits: Limiter::new(self.cfg.limits.clone()),
             cfg: self.cfg,
             metrics: self.metrics,
             registry: Mutex::new(Registry::default()),
-            default_bind,
+            default_bind: self.default_bind,
             reapers: TaskSet::new(spawner.clone()),
             spawner: spawner.clone(),
             shutdown: shutdown.clone(),
             ids: AtomicU64::new(1),
         });
-        let conns = TaskSet::new(spawner);
+        let conns = TaskSet::new(spawner.clone());
+        if let Some(admin) = self.admin {
+            let route = surface::standard_route(ctx.metrics.clone(), None);
+            let serve =
+                surface::serve_listener_as("admin", admin, route, spawner, shutdown.clone());
+            conns.spawn(serve);
+        }
         while let Some((stream, peer)) =
             crate::net::accept(&self.listener, &shutdown, "relay").await
         {
-            #[cfg(feature = "tls")]
-            if let Some(tls) = ctx.cfg.tls.clone() {
-                conns.spawn(tls_front_door(ctx.clone(), tls, stream, peer));
-                continue;
-            }
-            conns.spawn(front_door(ctx.clone(), stream, peer));
+            front::admit(&ctx, &conns, stream, peer).await;
         }
         drop(self.listener);
         log::info!("relay draining {} connections", conns.len());
@@ -158,98 +191,30 @@ impl Relay {
     }
 }
 
-/// What the front door can serve: TCP, or TLS behind a shared handle.
-pub trait FrontStream: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static {}
-impl<S: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static> FrontStream for S {}
-
-async fn reply<S: FrontStream>(stream: &S, status: u16, why: &str, extra: &[(&str, &str)]) {
-    let mut w = stream.clone();
-    if let Err(e) = w.write_all(&error_response(status, why, extra)).await {
-        log::debug!("writing {status} failed: {e}");
-    }
-    // Stop sending (a TCP write shutdown, or TLS close_notify) so the answer is read, not reset.
-    w.close().await.ok();
-}
-
-/// The TLS handshake (bounded), then the front door over the encrypted stream.
-#[cfg(feature = "tls")]
-async fn tls_front_door(
-    ctx: Arc<Ctx>,
-    tls: Arc<crate::tls::ServerTls>,
-    stream: TcpStream,
-    peer: SocketAddr,
-) {
-    let handshake = crate::net::with_timeout(ctx.cfg.handshake_timeout, tls.accept(stream), || {
-        io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
-    });
-    match handshake.await {
-        Ok(s) => front_door(ctx, async_dup::Arc::new(async_dup::Mutex::new(s)), peer).await,
-        Err(e) => log::warn!("relay {peer}: TLS handshake failed: {e}"),
-    }
-}
-
-/// Reads one head and dispatches: tunnel upgrade, local surface, or an error.
-async fn front_door<S: FrontStream>(ctx: Arc<Ctx>, stream: S, peer: SocketAddr) {
-    let mut reader = BufReader::with_capacity(4096, stream.clone());
-    let raw = match front::read_head_bytes(&mut reader, ctx.cfg.handshake_timeout).await {
-        Ok(raw) => raw,
-        Err(e) => {
-            if let Some(status) = e.status() {
-                log::warn!("relay {peer}: {e} ({status})");
-                reply(&stream, status, &e.to_string(), &[]).await;
-            }
-            return;
-        }
-    };
-    let head = match crate::http::head::parse_request(&raw) {
-        Ok(h) => h,
-        Err(e) => {
-            log::warn!("relay {peer}: {e} ({})", e.status());
-            return reply(&stream, e.status(), &e.to_string(), &[]).await;
-        }
-    };
-    let leftover = reader.buffer().to_vec();
-    drop(reader);
-    let path = match &head.target {
-        Target::Origin(p) => p.split('?').next().unwrap_or(""),
-        _ => "",
-    };
-    if path == TUNNEL_PATH && head.headers.get("upgrade").is_some() {
-        return tunnel(ctx, stream, peer, head, leftover).await;
-    }
-    let mut all = raw;
-    all.extend_from_slice(&leftover);
-    let standard = surface::standard_route(ctx.metrics.clone(), None);
-    let route = move |method: &str, path: &str| -> surface::Answer {
-        if path == TUNNEL_PATH {
-            return (
-                400,
-                "text/plain; charset=utf-8",
-                "expected a websocket upgrade\n".into(),
-            );
-        }
-        standard(method, path)
-    };
-    if let Err(e) = surface::serve_after_head(stream, &head, all, route, &ctx.shutdown).await {
-        log::debug!("relay {peer}: http surface: {e}");
-    }
-}
-
+/// The tunnel upgrade: token and version checks, the session limits, then the session's
+/// life. `conn` (this connection's slot) is held until the session ends.
 async fn tunnel<S: FrontStream>(
     ctx: Arc<Ctx>,
     stream: S,
     peer: SocketAddr,
     head: RequestHead,
     leftover: Vec<u8>,
+    mut conn: ConnPermit,
+    deadline: Instant,
 ) {
-    let session_id = match ws::check_upgrade(&head, ctx.cfg.token.as_ref()) {
+    let (session_id, _session_permit) = match ws::check_upgrade(&head, ctx.cfg.token.as_ref()) {
         Upgrade::Refuse(status, why) => {
             if status == 401 {
                 ctx.metrics.refused(Refusal::Auth);
             } else {
                 ctx.metrics.refused(Refusal::BadRequest);
             }
-            log::warn!("relay {peer}: tunnel refused: {why} ({status})");
+            if let Some(n) = ctx.limits.logs.auth.hit() {
+                log::warn!(
+                    "relay {peer}: tunnel refused: {why} ({status}){}",
+                    left_out(n)
+                );
+            }
             let challenge: &[(&str, &str)] = if status == 401 {
                 &[("WWW-Authenticate", "Bearer")]
             } else {
@@ -261,12 +226,21 @@ async fn tunnel<S: FrontStream>(
             response,
             session_id,
         } => {
+            let Some(permit) = admit_session(&ctx, &stream, peer, &session_id).await else {
+                return;
+            };
             let mut w = stream.clone();
-            if let Err(e) = w.write_all(&response).await {
+            let write = crate::net::with_timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                w.write_all(&response),
+                || io::Error::new(io::ErrorKind::TimedOut, "upgrade answer not taken in time"),
+            );
+            if let Err(e) = write.await {
                 log::debug!("relay {peer}: upgrade write failed: {e}");
                 return;
             }
-            session_id
+            conn.upgraded();
+            (session_id, permit)
         }
     };
     let ws = ws::server_stream(stream, leftover).await;
@@ -349,6 +323,38 @@ async fn tunnel<S: FrontStream>(
     }
 }
 
+/// Admits a session under `--max-sessions` and `--max-sessions-per-token`, or answers 503
+/// (the client retries with backoff). With a token the count is per token (one token today,
+/// so it is a second total); with `--no-auth` it is per client address.
+async fn admit_session<S: FrontStream>(
+    ctx: &Ctx,
+    stream: &S,
+    peer: SocketAddr,
+    session_id: &str,
+) -> Option<limits::SessionPermit> {
+    let key = match &ctx.cfg.token {
+        Some(_) => "token".to_string(),
+        None => peer.ip().to_string(),
+    };
+    let replacing = ctx
+        .registry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .live
+        .contains_key(session_id);
+    match ctx.limits.sessions.admit(&key, replacing) {
+        Ok(p) => Some(p),
+        Err(why) => {
+            ctx.metrics.refused(Refusal::TooManySessions);
+            if let Some(n) = ctx.limits.logs.sessions.hit() {
+                log::warn!("relay {peer}: tunnel refused: {why} (503){}", left_out(n));
+            }
+            reply(stream, 503, &why.to_string(), &[]).await;
+            None
+        }
+    }
+}
+
 /// On drain: go-away, then close the session once its streams are done.
 async fn drain_session(ctx: &Ctx, session: &Session, session_sd: &crate::shutdown::Shutdown) {
     ctx.shutdown.draining().await;
@@ -357,40 +363,4 @@ async fn drain_session(ctx: &Ctx, session: &Session, session_sd: &crate::shutdow
     session.streams_done().await;
     session.close("relay shutting down");
     std::future::pending::<()>().await
-}
-
-/// Streams the client opens: `-L` dials from the relay's network.
-async fn incoming_loop(ctx: &Arc<Ctx>, session: &Session, tasks: &TaskSet) {
-    while let Some(inc) = session.accept().await {
-        let ctx = ctx.clone();
-        let label = session.label().to_string();
-        tasks.spawn(async move { serve_open(&ctx, inc, &label).await });
-    }
-    std::future::pending::<()>().await
-}
-
-async fn serve_open(ctx: &Ctx, inc: Incoming, label: &str) {
-    match inc.target.clone() {
-        OpenTarget::Dial { host, port } => {
-            bridge::serve_dial(
-                inc,
-                host,
-                port,
-                &ctx.cfg.rules,
-                ctx.cfg.connect_timeout,
-                label,
-                &ctx.metrics,
-            )
-            .await;
-        }
-        OpenTarget::Bound { .. } => {
-            bridge::refuse(
-                inc,
-                RefuseCode::BadRequest,
-                "a relay has no bindings to open",
-                label,
-                &ctx.metrics,
-            );
-        }
-    }
 }

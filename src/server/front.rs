@@ -1,0 +1,188 @@
+//! The relay's front door: the connection limits at accept, the TLS handshake, one head
+//! within one deadline, then a tunnel upgrade or one answer of the small HTTP surface
+//! (`/healthz` for anyone, `/metrics` for the token holder only).
+
+use super::*;
+use crate::http::front::read_head_bytes;
+use crate::tunnel::ws::TUNNEL_PATH;
+use futures_lite::io::BufReader;
+
+/// How long a short refusal (503, 401, ...) may take to write: a peer that does not read
+/// 200 bytes is not waited for.
+const REPLY_WRITE: Duration = Duration::from_secs(2);
+
+/// What the front door can serve: TCP, or TLS behind a shared handle.
+pub trait FrontStream: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static {}
+impl<S: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static> FrontStream for S {}
+
+/// Writes a short `Connection: close` answer (bounded in time), then stops sending.
+pub(super) async fn reply<S: FrontStream>(
+    stream: &S,
+    status: u16,
+    why: &str,
+    extra: &[(&str, &str)],
+) {
+    let mut w = stream.clone();
+    let answer = error_response(status, why, extra);
+    let write = async {
+        w.write_all(&answer).await?;
+        // Stop sending (a TCP write shutdown, or TLS close_notify) so the answer is read,
+        // not reset.
+        w.close().await
+    };
+    let late = || io::Error::new(io::ErrorKind::TimedOut, "peer did not take the answer");
+    if let Err(e) = crate::net::with_timeout(REPLY_WRITE, write, late).await {
+        log::debug!("writing {status} failed: {e}");
+    }
+}
+
+/// A new connection at the public port: admitted under `--max-connections` (and the
+/// pre-upgrade share) and served on its own task, or refused with 503 right here.
+pub(super) async fn admit(ctx: &Arc<Ctx>, conns: &TaskSet, stream: TcpStream, peer: SocketAddr) {
+    // One deadline for everything before a tunnel: TLS, head, and a surface answer.
+    let deadline = Instant::now() + ctx.cfg.handshake_timeout;
+    let permit = match ctx.limits.admit_conn() {
+        Ok(p) => p,
+        Err(why) => {
+            ctx.metrics.refused(Refusal::TooManyConnections);
+            if let Some(n) = ctx.limits.logs.conns.hit() {
+                log::warn!(
+                    "relay {peer}: connection refused: {why} (503){}",
+                    left_out(n)
+                );
+            }
+            #[cfg(feature = "tls")]
+            if ctx.cfg.tls.is_some() {
+                // No TLS handshake for a connection we cannot serve: just close it.
+                return;
+            }
+            crate::proxy::server::refuse(stream, 503, "relay busy: too many connections").await;
+            return;
+        }
+    };
+    #[cfg(feature = "tls")]
+    if let Some(tls) = ctx.cfg.tls.clone() {
+        conns.spawn(tls_front_door(
+            ctx.clone(),
+            tls,
+            stream,
+            peer,
+            permit,
+            deadline,
+        ));
+        return;
+    }
+    conns.spawn(front_door(ctx.clone(), stream, peer, permit, deadline));
+}
+
+/// The TLS handshake (bounded), then the front door over the encrypted stream.
+#[cfg(feature = "tls")]
+async fn tls_front_door(
+    ctx: Arc<Ctx>,
+    tls: Arc<crate::tls::ServerTls>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: ConnPermit,
+    deadline: Instant,
+) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let handshake = crate::net::with_timeout(left, tls.accept(stream), || {
+        io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+    });
+    match handshake.await {
+        Ok(s) => {
+            let s = async_dup::Arc::new(async_dup::Mutex::new(s));
+            front_door(ctx, s, peer, permit, deadline).await
+        }
+        Err(e) => log::warn!("relay {peer}: TLS handshake failed: {e}"),
+    }
+}
+
+/// Reads one head (by `deadline`) and dispatches: tunnel upgrade, the surface, or an error.
+async fn front_door<S: FrontStream>(
+    ctx: Arc<Ctx>,
+    stream: S,
+    peer: SocketAddr,
+    permit: ConnPermit,
+    deadline: Instant,
+) {
+    let mut reader = BufReader::with_capacity(4096, stream.clone());
+    let left = deadline.saturating_duration_since(Instant::now());
+    let raw = match read_head_bytes(&mut reader, left).await {
+        Ok(raw) => raw,
+        Err(e) => {
+            if let Some(status) = e.status() {
+                log::warn!("relay {peer}: {e} ({status})");
+                reply(&stream, status, &e.to_string(), &[]).await;
+            }
+            return;
+        }
+    };
+    let head = match crate::http::head::parse_request(&raw) {
+        Ok(h) => h,
+        Err(e) => {
+            log::warn!("relay {peer}: {e} ({})", e.status());
+            return reply(&stream, e.status(), &e.to_string(), &[]).await;
+        }
+    };
+    let leftover = reader.buffer().to_vec();
+    drop(reader);
+    let path = surface::path_of(&head);
+    if path == TUNNEL_PATH && head.headers.get("upgrade").is_some() {
+        return tunnel(ctx, stream, peer, head, leftover, permit, deadline).await;
+    }
+    if path == "/metrics" {
+        if let Err((status, why)) = metrics_access(&ctx, &head) {
+            if status == 401 {
+                ctx.metrics.refused(Refusal::Auth);
+                if let Some(n) = ctx.limits.logs.auth.hit() {
+                    log::warn!("relay {peer}: /metrics refused: {why} (401){}", left_out(n));
+                }
+            }
+            let challenge: &[(&str, &str)] = if status == 401 {
+                &[("WWW-Authenticate", "Bearer")]
+            } else {
+                &[]
+            };
+            return reply(&stream, status, why, challenge).await;
+        }
+    }
+    let standard = surface::standard_route(ctx.metrics.clone(), None);
+    let route = move |method: &str, path: &str| -> surface::Answer {
+        if path == TUNNEL_PATH {
+            return (
+                400,
+                "text/plain; charset=utf-8",
+                "expected a websocket upgrade\n".into(),
+            );
+        }
+        standard(method, path)
+    };
+    // Only the head goes on: the surface answers one request and reads no body.
+    let served = surface::serve_after_head(stream, &head, raw, route, deadline, &ctx.shutdown);
+    if let Err(e) = served.await {
+        log::debug!("relay {peer}: http surface: {e}");
+    }
+    drop(permit);
+}
+
+/// Who may read `/metrics` on the public port: the token holder (`Authorization: Bearer`,
+/// compared in constant time). With `--no-auth` there is no token, so nobody: 404 (use
+/// `--admin`).
+fn metrics_access(ctx: &Ctx, head: &RequestHead) -> Result<(), (u16, &'static str)> {
+    let Some(want) = &ctx.cfg.token else {
+        return Err((404, "not found (use --admin for /metrics)"));
+    };
+    let got = head
+        .headers
+        .get("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match got {
+        Some(g) if crate::secret::constant_time_eq(g.as_bytes(), want.expose().as_bytes()) => {
+            Ok(())
+        }
+        Some(_) => Err((401, "wrong token")),
+        None => Err((401, "missing token (Authorization: Bearer …)")),
+    }
+}

@@ -1,0 +1,115 @@
+//! Streams the client opens on the relay (`-L`): the relay-wide stream and dial limits,
+//! then a dial from the relay's network and a splice.
+
+use super::*;
+use crate::net::host_port;
+use limits::Permit;
+
+/// Streams the client opens: `-L` dials from the relay's network. Over
+/// `--max-streams-total` or `--max-dials`, an OPEN is refused at once (TOO_MANY_STREAMS), so
+/// its early data is freed rather than queued behind the dials in progress.
+pub(super) async fn incoming_loop(ctx: &Arc<Ctx>, session: &Session, tasks: &TaskSet) {
+    while let Some(inc) = session.accept().await {
+        let label = session.label();
+        let max = ctx.cfg.limits.max_streams_total;
+        // The gauge counts this stream already (the session added it on OPEN).
+        let open =
+            usize::try_from(ctx.metrics.streams.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+        if open > max {
+            let why = format!("relay full: {max} streams (--max-streams-total)");
+            ctx.metrics.refused(Refusal::TooManyStreams);
+            if let Some(n) = ctx.limits.logs.streams.hit() {
+                log::warn!("session {label}: refused stream: {why}{}", left_out(n));
+            }
+            inc.refuse(RefuseCode::TooManyStreams, &why);
+            continue;
+        }
+        match inc.target.clone() {
+            OpenTarget::Dial { host, port } => {
+                let Some(dial) = ctx.limits.dials.try_take() else {
+                    let why = format!(
+                        "{} dials in progress on the relay (--max-dials)",
+                        ctx.cfg.limits.max_dials
+                    );
+                    ctx.metrics.refused(Refusal::TooManyDials);
+                    if let Some(n) = ctx.limits.logs.dials.hit() {
+                        log::warn!(
+                            "session {label}: refused stream to {}: {why}{}",
+                            host_port(&host, port),
+                            left_out(n)
+                        );
+                    }
+                    inc.refuse(RefuseCode::TooManyStreams, &why);
+                    continue;
+                };
+                let ctx = ctx.clone();
+                let label = label.to_string();
+                tasks.spawn(async move { serve_dial(&ctx, inc, host, port, dial, &label).await });
+            }
+            OpenTarget::Bound { .. } => {
+                bridge::refuse(
+                    inc,
+                    RefuseCode::BadRequest,
+                    "a relay has no bindings to open",
+                    label,
+                    &ctx.metrics,
+                );
+            }
+        }
+    }
+    std::future::pending::<()>().await
+}
+
+/// Dials `host:port` under the rules holding one `--max-dials` slot, gives the slot back,
+/// then answers the OPEN and splices until done.
+async fn serve_dial(ctx: &Ctx, inc: Incoming, host: String, port: u16, dial: Permit, label: &str) {
+    let target = host_port(&host, port);
+    // Boxed: the dial's state is freed before the long splice starts.
+    let dialed = Box::pin(crate::net::dial(
+        &host,
+        port,
+        &ctx.cfg.rules,
+        ctx.cfg.connect_timeout,
+    ))
+    .await;
+    drop(dial);
+    match dialed {
+        Ok(tcp) => {
+            let stream = inc.accept();
+            bridge::splice(tcp, stream, label, &target).await;
+        }
+        Err(e) => {
+            let code = bridge::refusal_for(&e);
+            ctx.metrics.refused(match code {
+                RefuseCode::Forbidden => Refusal::Forbidden,
+                RefuseCode::Timeout => Refusal::Timeout,
+                _ => Refusal::Unreachable,
+            });
+            if let Some(n) = ctx.limits.logs.dial_failures.hit() {
+                log::warn!(
+                    "session {label}: refused stream to {target}: {e}{}",
+                    left_out(n)
+                );
+            }
+            inc.refuse(code, &e.to_string());
+        }
+    }
+}
+
+/// Whether the relay may open one more stream (for a `-R` visitor); logs and counts a
+/// refusal.
+pub(super) fn may_open(ctx: &Ctx, label: &str, peer: SocketAddr) -> bool {
+    let max = ctx.cfg.limits.max_streams_total;
+    let open = usize::try_from(ctx.metrics.streams.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+    if open < max {
+        return true;
+    }
+    ctx.metrics.refused(Refusal::TooManyStreams);
+    if let Some(n) = ctx.limits.logs.streams.hit() {
+        log::warn!(
+            "session {label}: visitor {peer} refused: relay full, {max} streams (--max-streams-total){}",
+            left_out(n)
+        );
+    }
+    false
+}
