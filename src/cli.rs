@@ -78,10 +78,10 @@ pub struct ServerArgs {
     /// yet upgraded; more get 503 (default 1024)
     #[argh(option, default = "relay_limits().max_connections")]
     pub max_connections: usize,
-    /// most tunnel sessions at once; more get 503 (default 64)
+    /// most tunnel sessions at once; more get 503 (default 32)
     #[argh(option, default = "relay_limits().max_sessions")]
     pub max_sessions: usize,
-    /// most sessions with one token (with --no-auth: from one client address) (default 64)
+    /// most sessions with one token (with --no-auth: from one client address) (default 32)
     #[argh(option, default = "relay_limits().max_sessions_per_token")]
     pub max_sessions_per_token: usize,
     /// most streams of all sessions at once (default 8192)

@@ -142,6 +142,8 @@ pub async fn run(spawner: Spawner, shutdown: crate::shutdown::Shutdown) -> io::R
         .parse()
         .map_err(|e: String| other(&e))?;
     let mut cfg = ClientConfig::new(url);
+    // The demo's own loopback relay: its token is shown so that /metrics can be tried.
+    let shown_token = token.clone();
     cfg.token = Some(token);
     cfg.remotes = vec![
         format!("127.0.0.1:0:{o}")
@@ -183,8 +185,10 @@ design 2, WebSocket tunnel (relay ws://{r}/burrow, one client session):
   -R exposes the origin on the relay:      curl http://{exposed}/hello
   -R …:proxy, egress in the client's net:  curl -x http://{egress} http://{o}/from-the-client
   -L …:proxy, egress at the relay:         curl -p -x http://{local_proxy} http://{o}/from-the-relay
-  relay health and metrics:                curl http://{r}/healthz http://{r}/metrics
-"
+  relay health (public):                   curl http://{r}/healthz
+  relay metrics (behind the relay token):  curl -H 'Authorization: Bearer {t}' http://{r}/metrics
+",
+            t = shown_token.expose()
         );
         // Later state changes are few (reconnects); the run below decides when we are done.
         std::future::pending::<io::Result<()>>().await

@@ -36,20 +36,22 @@ pub struct RelayLimits {
 }
 
 impl Default for RelayLimits {
-    /// Sized for a 1-GiB VPS with a 65,536-descriptor limit:
+    /// Sized for a 1-GiB VPS with a 65,536-descriptor limit (worst cases, every peer hostile
+    /// or stalled at once; about 575 MiB together):
     /// - connections 1024: 256 unfinished heads × 64 KiB = 16 MiB, one descriptor each;
-    /// - sessions 64: a session may buffer its window budget (8 MiB) plus its writer queue
-    ///   (2 MiB), so 64 × 10 MiB = 640 MiB in the worst case where every session is stalled;
-    /// - streams 8192: each holds one descriptor (target or visitor) and about 40 KiB (two
-    ///   16-KiB copy buffers and its state): 320 MiB at most, well under the descriptor limit
-    ///   together with the connections; stalled streams' data is inside the session budgets;
+    /// - sessions 32: a session may make us buffer its window budget (8 MiB), its writer
+    ///   queue (2 MiB) and its queue of session frames (512 KiB): 32 × 10.5 MiB = 336 MiB;
+    /// - streams 8192: beyond the budgets each stream keeps at least a 16-KiB window, parks
+    ///   up to 8 KiB in its copy and about 3 KiB of state: 8192 × 27 KiB = 216 MiB, and one
+    ///   descriptor each, well under the limit together with the connections;
     /// - dials 256: a dial holds a socket, a timer and up to 16 KiB of early data (about
     ///   21 KiB measured): 6 MiB, and a hanging target can pin no more than that.
     fn default() -> Self {
         RelayLimits {
             max_connections: 1024,
-            max_sessions: 64,
-            max_sessions_per_token: 64,
+            max_sessions: 32,
+            // One token is shared by every client today: as many as the total.
+            max_sessions_per_token: 32,
             max_streams_total: 8192,
             max_dials: 256,
         }
@@ -278,8 +280,6 @@ pub struct Logs {
     pub streams: RateLog,
     /// OPENs over `max_dials`
     pub dials: RateLog,
-    /// dials that failed (unreachable, forbidden, timed out)
-    pub dial_failures: RateLog,
     /// wrong or missing tokens, and malformed upgrades
     pub auth: RateLog,
 }

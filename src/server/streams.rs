@@ -63,36 +63,11 @@ pub(super) async fn incoming_loop(ctx: &Arc<Ctx>, session: &Session, tasks: &Tas
 /// Dials `host:port` under the rules holding one `--max-dials` slot, gives the slot back,
 /// then answers the OPEN and splices until done.
 async fn serve_dial(ctx: &Ctx, inc: Incoming, host: String, port: u16, dial: Permit, label: &str) {
-    let target = host_port(&host, port);
-    // Boxed: the dial's state is freed before the long splice starts.
-    let dialed = Box::pin(crate::net::dial(
-        &host,
-        port,
-        &ctx.cfg.rules,
-        ctx.cfg.connect_timeout,
-    ))
-    .await;
+    let (rules, timeout, metrics) = (&ctx.cfg.rules, ctx.cfg.connect_timeout, &ctx.metrics);
+    let dialed = bridge::dial_or_refuse(inc, &host, port, rules, timeout, label, metrics).await;
     drop(dial);
-    match dialed {
-        Ok(tcp) => {
-            let stream = inc.accept();
-            bridge::splice(tcp, stream, label, &target).await;
-        }
-        Err(e) => {
-            let code = bridge::refusal_for(&e);
-            ctx.metrics.refused(match code {
-                RefuseCode::Forbidden => Refusal::Forbidden,
-                RefuseCode::Timeout => Refusal::Timeout,
-                _ => Refusal::Unreachable,
-            });
-            if let Some(n) = ctx.limits.logs.dial_failures.hit() {
-                log::warn!(
-                    "session {label}: refused stream to {target}: {e}{}",
-                    left_out(n)
-                );
-            }
-            inc.refuse(code, &e.to_string());
-        }
+    if let Some((tcp, inc)) = dialed {
+        bridge::splice(tcp, inc.accept(), label, &host_port(&host, port)).await;
     }
 }
 

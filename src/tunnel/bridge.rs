@@ -88,18 +88,35 @@ pub async fn serve_dial(
     metrics: &Metrics,
 ) {
     let target = host_port(&host, port);
+    if let Some((tcp, inc)) = dial_or_refuse(inc, &host, port, rules, timeout, label, metrics).await
+    {
+        splice(tcp, inc.accept(), label, &target).await;
+    }
+}
+
+/// Dials `host:port` (under `rules`) for a peer's OPEN. On failure the OPEN is refused with
+/// the matching code, counted and logged (rate-limited per session), and `None` returned; on
+/// success the caller accepts the stream and splices (a relay first gives back its dial slot).
+pub async fn dial_or_refuse(
+    inc: Incoming,
+    host: &str,
+    port: u16,
+    rules: &Rules,
+    timeout: Duration,
+    label: &str,
+    metrics: &Metrics,
+) -> Option<(TcpStream, Incoming)> {
     // Boxed: the dial's state is freed before the long splice starts.
-    match Box::pin(net::dial(&host, port, rules, timeout)).await {
-        Ok(tcp) => {
-            let stream = inc.accept();
-            splice(tcp, stream, label, &target).await;
-        }
+    match Box::pin(net::dial(host, port, rules, timeout)).await {
+        Ok(tcp) => Some((tcp, inc)),
         Err(e) => {
             let code = refusal_for(&e);
             count_refusal(metrics, code);
             let id = inc.id();
+            let target = host_port(host, port);
             inc.warn_refusal(label, format_args!("refused stream {id} to {target}: {e}"));
             inc.refuse(code, &e.to_string());
+            None
         }
     }
 }
