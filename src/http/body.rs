@@ -1,17 +1,28 @@
 //! Message body framing (RFC 9112 section 6) for the forwarding proxy.
 //!
 //! Bodies are passed through verbatim, chunked ones included: the copier parses chunk sizes
-//! only to find where the message ends, so nothing is re-encoded and trailers survive.
+//! only to find where the message ends, so nothing is re-encoded and trailers survive. The
+//! parsing is strict (see [`chunked`]) and every framing decision refuses when in doubt: two
+//! parsers that disagree on where a message ends are how requests get smuggled.
+//!
+//! The copiers do no timing of their own; wrap each side in [`Idle`] to bound a stall.
 
-use super::head::{Headers, RequestHead, ResponseHead};
-use futures_lite::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use super::head::{Headers, RequestHead, ResponseHead, Version};
+use futures_lite::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
+use smol::Timer;
 use std::fmt;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-/// Longest chunk-size line or trailer line we accept.
-const MAX_CHUNK_LINE: usize = 4096;
-/// Most bytes of trailer fields after the last chunk.
-const MAX_TRAILERS: usize = 16 * 1024;
+#[path = "chunked.rs"]
+pub mod chunked;
+
+/// Fields that frame a message. A `Connection` field naming one would have it removed after
+/// the framing was computed from it, so such a message is refused instead.
+const FRAMING_FIELDS: &[&str] = &["content-length", "transfer-encoding"];
 
 /// Where a message body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,10 +44,29 @@ pub enum BodyError {
     Malformed(&'static str),
     /// A transfer coding other than chunked (501 for requests).
     UnsupportedCoding,
-    /// The stream ended inside the body.
+    /// The sender closed inside the body.
     Truncated,
-    /// Reading or writing failed.
-    Io(io::Error),
+    /// Reading the body failed, or stalled under [`Idle`] (`TimedOut`).
+    Read(io::Error),
+    /// Writing the body failed, or stalled under [`Idle`] (`TimedOut`).
+    Write(io::Error),
+}
+
+impl BodyError {
+    /// Whether the sender (read side) stopped sending for longer than the idle limit.
+    pub fn is_read_stall(&self) -> bool {
+        matches!(self, BodyError::Read(e) if e.kind() == io::ErrorKind::TimedOut)
+    }
+
+    /// Whether the receiver (write side) stopped taking bytes for longer than the idle limit.
+    pub fn is_write_stall(&self) -> bool {
+        matches!(self, BodyError::Write(e) if e.kind() == io::ErrorKind::TimedOut)
+    }
+
+    /// Whether the sender's bytes broke the framing rules (as opposed to a transport failure).
+    pub fn is_malformed(&self) -> bool {
+        matches!(self, BodyError::Malformed(_) | BodyError::UnsupportedCoding)
+    }
 }
 
 impl fmt::Display for BodyError {
@@ -45,20 +75,32 @@ impl fmt::Display for BodyError {
             BodyError::Malformed(why) => write!(f, "malformed body: {why}"),
             BodyError::UnsupportedCoding => f.write_str("unsupported transfer coding"),
             BodyError::Truncated => f.write_str("connection closed inside the body"),
-            BodyError::Io(e) => write!(f, "body transfer failed: {e}"),
+            BodyError::Read(e) => write!(f, "reading the body failed: {e}"),
+            BodyError::Write(e) => write!(f, "writing the body failed: {e}"),
         }
     }
 }
 
 impl std::error::Error for BodyError {}
 
-impl From<io::Error> for BodyError {
-    fn from(e: io::Error) -> Self {
-        BodyError::Io(e)
-    }
+fn read_err(e: io::Error) -> BodyError {
+    BodyError::Read(e)
 }
 
-fn length_or_chunked(h: &Headers) -> Result<Option<Framing>, BodyError> {
+fn write_err(e: io::Error) -> BodyError {
+    BodyError::Write(e)
+}
+
+/// `Content-Length` or `Transfer-Encoding` framing, `None` when neither is present.
+fn length_or_chunked(h: &Headers, version: Version) -> Result<Option<Framing>, BodyError> {
+    if FRAMING_FIELDS
+        .iter()
+        .any(|f| h.contains_token("connection", f))
+    {
+        return Err(BodyError::Malformed(
+            "connection header names a framing field",
+        ));
+    }
     let te: Vec<&str> = h.get_all("transfer-encoding").collect();
     let cl: Vec<&str> = h.get_all("content-length").collect();
     if !te.is_empty() {
@@ -68,21 +110,16 @@ fn length_or_chunked(h: &Headers) -> Result<Option<Framing>, BodyError> {
                 "both content-length and transfer-encoding",
             ));
         }
-        let last = te
-            .iter()
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .next_back()
-            .unwrap_or("");
-        return if last.eq_ignore_ascii_case("chunked") {
-            Ok(Some(Framing::Chunked))
-        } else {
-            Err(BodyError::UnsupportedCoding)
-        };
+        if version == Version::Http10 {
+            // RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+            // framing (a 1.0 hop in between would not have understood it).
+            return Err(BodyError::Malformed("transfer-encoding in http/1.0"));
+        }
+        return transfer_coding(&te).map(Some);
     }
     let mut len = None;
     for v in cl.iter().flat_map(|v| v.split(',')) {
-        let v = v.trim();
+        let v = v.trim_matches([' ', '\t']);
         if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
             return Err(BodyError::Malformed("bad content-length"));
         }
@@ -103,13 +140,39 @@ fn length_or_chunked(h: &Headers) -> Result<Option<Framing>, BodyError> {
     }))
 }
 
+/// The framing a `Transfer-Encoding` list gives: chunked, applied once and last.
+fn transfer_coding(values: &[&str]) -> Result<Framing, BodyError> {
+    let codings: Vec<&str> = values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|c| c.trim_matches([' ', '\t']))
+        .collect();
+    if codings.iter().any(|c| c.is_empty()) {
+        return Err(BodyError::Malformed("empty transfer coding"));
+    }
+    let chunked = codings
+        .iter()
+        .filter(|c| c.eq_ignore_ascii_case("chunked"))
+        .count();
+    if chunked > 1 {
+        // RFC 9112 section 6.1: a sender must not apply chunked more than once.
+        return Err(BodyError::Malformed("chunked applied more than once"));
+    }
+    match codings.last() {
+        Some(last) if last.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
+        _ => Err(BodyError::UnsupportedCoding),
+    }
+}
+
 /// The framing of a request body.
 pub fn request_framing(req: &RequestHead) -> Result<Framing, BodyError> {
-    Ok(length_or_chunked(&req.headers)?.unwrap_or(Framing::Empty))
+    Ok(length_or_chunked(&req.headers, req.version)?.unwrap_or(Framing::Empty))
 }
 
 /// The framing of a response body to a request with `method`.
 pub fn response_framing(method: &str, res: &ResponseHead) -> Result<Framing, BodyError> {
+    // Checked even when the body is empty by status: the head is refused, not half-trusted.
+    let framing = length_or_chunked(&res.headers, res.version)?;
     if method == "HEAD"
         || (100..200).contains(&res.status)
         || res.status == 204
@@ -117,7 +180,7 @@ pub fn response_framing(method: &str, res: &ResponseHead) -> Result<Framing, Bod
     {
         return Ok(Framing::Empty);
     }
-    Ok(length_or_chunked(&res.headers)?.unwrap_or(Framing::UntilClose))
+    Ok(framing.unwrap_or(Framing::UntilClose))
 }
 
 /// Copies one body from `r` to `w` under `framing`; returns the bytes copied.
@@ -129,10 +192,10 @@ where
     let n = match framing {
         Framing::Empty => 0,
         Framing::Length(n) => copy_exact(r, w, n).await?,
-        Framing::UntilClose => futures_lite::io::copy(&mut *r, &mut *w).await?,
-        Framing::Chunked => copy_chunked(r, w).await?,
+        Framing::UntilClose => copy_until_close(r, w).await?,
+        Framing::Chunked => chunked::copy_chunked(r, w).await?,
     };
-    w.flush().await?;
+    w.flush().await.map_err(write_err)?;
     Ok(n)
 }
 
@@ -143,189 +206,158 @@ where
 {
     let total = left;
     while left > 0 {
-        let buf = r.fill_buf().await?;
+        let buf = r.fill_buf().await.map_err(read_err)?;
         if buf.is_empty() {
             return Err(BodyError::Truncated);
         }
         let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        w.write_all(&buf[..n]).await?;
+        w.write_all(&buf[..n]).await.map_err(write_err)?;
         r.consume(n);
         left -= n as u64;
     }
     Ok(total)
 }
 
-/// Reads one line (up to and including LF) into `line`, at most `max` bytes.
-async fn read_line<R: AsyncBufRead + Unpin>(
-    r: &mut R,
-    line: &mut Vec<u8>,
-    max: usize,
-) -> Result<(), BodyError> {
-    line.clear();
-    loop {
-        let buf = r.fill_buf().await?;
-        if buf.is_empty() {
-            return Err(BodyError::Truncated);
-        }
-        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (buf.len(), false),
-        };
-        if line.len() + take > max {
-            return Err(BodyError::Malformed("chunk line too long"));
-        }
-        line.extend_from_slice(&buf[..take]);
-        r.consume(take);
-        if done {
-            return Ok(());
-        }
-    }
-}
-
-fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
-    let text = std::str::from_utf8(line).map_err(|_| BodyError::Malformed("chunk size"))?;
-    let hex = text.split(';').next().unwrap_or("").trim();
-    if hex.is_empty() || hex.len() > 15 {
-        return Err(BodyError::Malformed("chunk size"));
-    }
-    u64::from_str_radix(hex, 16).map_err(|_| BodyError::Malformed("chunk size"))
-}
-
-async fn copy_chunked<R, W>(r: &mut R, w: &mut W) -> Result<u64, BodyError>
+async fn copy_until_close<R, W>(r: &mut R, w: &mut W) -> Result<u64, BodyError>
 where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut line = Vec::with_capacity(64);
     let mut total = 0u64;
     loop {
-        read_line(r, &mut line, MAX_CHUNK_LINE).await?;
-        let size = chunk_size(&line)?;
-        w.write_all(&line).await?;
-        total += line.len() as u64;
-        if size == 0 {
-            break;
-        }
-        total += copy_exact(r, w, size).await?;
-        read_line(r, &mut line, MAX_CHUNK_LINE).await?;
-        if line != b"\r\n" && line != b"\n" {
-            return Err(BodyError::Malformed("chunk not followed by CRLF"));
-        }
-        w.write_all(&line).await?;
-        total += line.len() as u64;
-    }
-    // Trailer fields, then the final empty line.
-    let mut trailers = 0;
-    loop {
-        read_line(r, &mut line, MAX_CHUNK_LINE).await?;
-        trailers += line.len();
-        if trailers > MAX_TRAILERS {
-            return Err(BodyError::Malformed("trailers too large"));
-        }
-        w.write_all(&line).await?;
-        total += line.len() as u64;
-        if line == b"\r\n" || line == b"\n" {
+        let buf = r.fill_buf().await.map_err(read_err)?;
+        if buf.is_empty() {
             return Ok(total);
         }
+        let n = buf.len();
+        w.write_all(buf).await.map_err(write_err)?;
+        r.consume(n);
+        total = total.saturating_add(n as u64);
+    }
+}
+
+/// A stream whose every read and write fails with `TimedOut` after `limit` without progress.
+///
+/// Wraps one side of a body transfer, so that a peer announcing 100 bytes and sending 3 (or
+/// never reading what it asked for) cannot hold a connection and an origin forever. The limit
+/// is per operation, not per body: a slow but moving transfer is fine.
+pub struct Idle<T> {
+    inner: T,
+    limit: Duration,
+    /// Runs while an operation is pending; `armed` says whether it was set for this wait.
+    timer: Timer,
+    armed: bool,
+}
+
+impl<T> Idle<T> {
+    /// Wraps `inner` with an idle limit of `limit` per operation.
+    pub fn new(inner: T, limit: Duration) -> Self {
+        Idle {
+            inner,
+            limit,
+            timer: Timer::never(),
+            armed: false,
+        }
+    }
+
+    /// The wrapped stream.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// Called when the inner operation is pending: `Ready` with the error once `limit` passed.
+    fn poll_stall(
+        timer: &mut Timer,
+        armed: &mut bool,
+        limit: Duration,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Error> {
+        if !*armed {
+            timer.set_after(limit);
+            *armed = true;
+        }
+        match Pin::new(timer).poll(cx) {
+            Poll::Ready(_) => {
+                *armed = false;
+                let why = format!("no progress for {limit:?}");
+                Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, why))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Runs one inner poll under the limit.
+    fn run<O>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(&mut T, &mut Context<'_>) -> Poll<io::Result<O>>,
+    ) -> Poll<io::Result<O>> {
+        match op(&mut self.inner, cx) {
+            Poll::Ready(out) => {
+                self.armed = false;
+                Poll::Ready(out)
+            }
+            Poll::Pending => {
+                Self::poll_stall(&mut self.timer, &mut self.armed, self.limit, cx).map(Err)
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Idle<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .run(cx, |inner, cx| Pin::new(inner).poll_read(cx, buf))
+    }
+}
+
+impl<T: AsyncBufRead + Unpin> AsyncBufRead for Idle<T> {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let Idle {
+            inner,
+            limit,
+            timer,
+            armed,
+        } = self.get_mut();
+        match Pin::new(inner).poll_fill_buf(cx) {
+            Poll::Ready(out) => {
+                *armed = false;
+                Poll::Ready(out)
+            }
+            Poll::Pending => Self::poll_stall(timer, armed, *limit, cx).map(Err),
+        }
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        Pin::new(&mut self.get_mut().inner).consume(amt)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .run(cx, |inner, cx| Pin::new(inner).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut()
+            .run(cx, |inner, cx| Pin::new(inner).poll_flush(cx))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut()
+            .run(cx, |inner, cx| Pin::new(inner).poll_close(cx))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::http::head::parse_request;
-    use futures_lite::io::{BufReader, Cursor};
-
-    fn copy(framing: Framing, input: &[u8]) -> (Result<u64, BodyError>, Vec<u8>, Vec<u8>) {
-        smol::block_on(async {
-            let mut r = BufReader::with_capacity(3, Cursor::new(input.to_vec()));
-            let mut out = Vec::new();
-            let res = copy_body(&mut r, &mut out, framing).await;
-            let mut rest = Vec::new();
-            futures_lite::io::AsyncReadExt::read_to_end(&mut r, &mut rest)
-                .await
-                .unwrap();
-            (res, out, rest)
-        })
-    }
-
-    #[test]
-    fn chunked_is_copied_verbatim_and_stops_at_its_end() {
-        let body = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nX-Trailer: y\r\n\r\n";
-        let mut input = body.to_vec();
-        input.extend_from_slice(b"GET /next HTTP/1.1\r\n");
-        let (res, out, rest) = copy(Framing::Chunked, &input);
-        assert_eq!(res.unwrap(), body.len() as u64);
-        assert_eq!(out, body);
-        assert_eq!(
-            rest, b"GET /next HTTP/1.1\r\n",
-            "pipelined bytes stay unread"
-        );
-    }
-
-    #[test]
-    fn bad_chunks_are_refused() {
-        for bad in [
-            &b"zz\r\n"[..],
-            b"4\r\nWikiXX",
-            b"4\r\nWi",
-            b"ffffffffffffffff\r\n",
-        ] {
-            let (res, _, _) = copy(Framing::Chunked, bad);
-            assert!(res.is_err(), "{:?}", String::from_utf8_lossy(bad));
-        }
-    }
-
-    #[test]
-    fn length_copies_exactly() {
-        let (res, out, rest) = copy(Framing::Length(5), b"helloworld");
-        assert_eq!(res.unwrap(), 5);
-        assert_eq!(out, b"hello");
-        assert_eq!(rest, b"world");
-        let (res, _, _) = copy(Framing::Length(50), b"short");
-        assert!(matches!(res, Err(BodyError::Truncated)));
-    }
-
-    #[test]
-    fn framing_rules() {
-        let cases: &[(&str, Result<Framing, ()>)] = &[
-            ("GET / HTTP/1.1\r\n\r\n", Ok(Framing::Empty)),
-            (
-                "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
-                Ok(Framing::Length(3)),
-            ),
-            (
-                "POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n",
-                Ok(Framing::Length(3)),
-            ),
-            (
-                "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
-                Err(()),
-            ),
-            ("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", Err(())),
-            ("POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n", Err(())),
-            (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                Ok(Framing::Chunked),
-            ),
-            (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-                Ok(Framing::Chunked),
-            ),
-            (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-                Err(()),
-            ),
-            (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
-                Err(()),
-            ),
-        ];
-        assert!(!cases.is_empty());
-        for (raw, want) in cases {
-            let head = parse_request(raw.as_bytes()).unwrap();
-            let got = request_framing(&head).map_err(|_| ());
-            assert_eq!(&got, want, "{raw:?}");
-        }
-    }
-}
+#[path = "body_tests.rs"]
+mod tests;

@@ -650,7 +650,7 @@ fn text<'a>(b: &'a [u8], why: &'static str) -> Result<&'a str, HeadError> {
 }
 
 /// RFC 9110 section 5.6.2.
-fn is_tchar(b: u8) -> bool {
+pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

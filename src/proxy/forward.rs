@@ -5,10 +5,15 @@
 //! its client rejects HTTP/1.0 responses and reads close-delimited bodies as empty (STACK.md),
 //! both of which real clients and origins send. So heads go through our own parser and bodies
 //! through [`crate::http::body`].
+//!
+//! Every read and write of a body (and of the heads we write) runs under the idle timeout: a
+//! peer that announces a body and stalls, or stops reading, ends the exchange and the origin
+//! connection with it. The tunnel's `-R …:proxy` ports serve visitors through the same
+//! [`forward`], so a visitor cannot pin a slot that way either.
 
 use super::dial::Dialer;
 use super::server::{Conn, Next};
-use crate::http::body::{self, BodyError, Framing};
+use crate::http::body::{self, BodyError, Framing, Idle};
 use crate::http::front::{self, ReadError};
 use crate::http::head::{Headers, RequestHead, ResponseHead, Target, Version};
 use crate::net::{DialError, host_port};
@@ -29,6 +34,9 @@ pub(super) struct Origin<S> {
 
 /// Headers that describe one connection, not the message: never forwarded.
 /// `Transfer-Encoding` stays: bodies pass through with their chunking intact.
+///
+/// `Connection` may name further fields, but never a framing one: [`body::request_framing`] and
+/// [`body::response_framing`] refuse such a message before anything here is removed.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -124,9 +132,9 @@ pub(super) async fn forward<D: Dialer>(
     if head.headers.contains_token("expect", "100-continue") {
         // We answer the expectation ourselves; the origin gets the body straight away.
         head.headers.remove("expect");
-        let mut w = stream.clone();
-        if w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
-            return Next::Close("client left".into());
+        let mut w = Idle::new(stream.clone(), conn.config.idle_timeout);
+        if let Err(e) = w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await {
+            return Next::Close(format!("writing 100 continue: {e}"));
         }
     }
     strip_hop_by_hop(&mut head.headers);
@@ -152,10 +160,15 @@ pub(super) async fn forward<D: Dialer>(
     let framing = match body::response_framing(&method, &res) {
         Ok(f) => f,
         Err(e) => {
-            return Next::Close(
-                conn.reply(stream, 502, &format!("origin response: {e}"), &[])
-                    .await,
+            log::warn!(
+                "conn {} {}: origin {} sent bad framing: {e} (502)",
+                conn.id,
+                conn.peer,
+                host_port(&host, port)
             );
+            o.close().await;
+            let why = format!("origin response: {e}");
+            return Next::Close(conn.reply(stream, 502, &why, &[]).await);
         }
     };
     let keep_origin = origin_keeps_alive(&res, framing);
@@ -168,14 +181,27 @@ pub(super) async fn forward<D: Dialer>(
     }
     let mut out = Vec::with_capacity(512);
     res.write_to(&mut out);
-    let mut client_w = stream.clone();
+    let idle = conn.config.idle_timeout;
+    let mut client_w = Idle::new(stream.clone(), idle);
     let copied = async {
-        client_w.write_all(&out).await.map_err(BodyError::Io)?;
-        body::copy_body(&mut o.r, &mut client_w, framing).await
+        client_w.write_all(&out).await.map_err(BodyError::Write)?;
+        body::copy_body(&mut Idle::new(&mut o.r, idle), &mut client_w, framing).await
     };
     match copied.await {
         Ok(n) => conn.down += n + out.len() as u64,
-        Err(e) => return Next::Close(format!("response {status}: {e}")),
+        Err(e) => {
+            // The client's response has started: all that is left is to close both sides.
+            if e.is_malformed() {
+                log::warn!(
+                    "conn {} {}: origin {} sent a bad body: {e}",
+                    conn.id,
+                    conn.peer,
+                    host_port(&host, port)
+                );
+            }
+            o.close().await;
+            return Next::Close(format!("response {status}: {}", response_failure(&e)));
+        }
     }
     log::debug!(
         "conn {} {method} http://{}{} -> {status}",
@@ -227,16 +253,25 @@ async fn exchange<D: Dialer>(
                 }
             },
         };
+        let idle = conn.config.idle_timeout;
+        let mut origin_w = Idle::new(&mut o.w, idle);
         let sent = async {
-            o.w.write_all(request).await.map_err(BodyError::Io)?;
-            body::copy_body(reader, &mut o.w, framing).await
+            origin_w
+                .write_all(request)
+                .await
+                .map_err(BodyError::Write)?;
+            body::copy_body(&mut Idle::new(&mut *reader, idle), &mut origin_w, framing).await
         };
         match sent.await {
             Ok(n) => conn.up += n,
             Err(e) => {
-                return Err(conn
-                    .reply(stream, 502, &format!("sending request: {e}"), &[])
-                    .await);
+                // Whatever the origin got is not a whole request: it must not see more.
+                o.close().await;
+                let (status, why) = request_failure(&e);
+                if e.is_malformed() {
+                    log::warn!("conn {} {}: {why} ({status})", conn.id, conn.peer);
+                }
+                return Err(conn.reply(stream, status, &why, &[]).await);
             }
         }
         match read_final_response(conn, stream, &mut o).await {
@@ -247,9 +282,40 @@ async fn exchange<D: Dialer>(
                     ReadError::Timeout { .. } => (504, "origin did not answer in time".to_string()),
                     e => (502, format!("bad response from origin: {e}")),
                 };
+                o.close().await;
                 return Err(conn.reply(stream, status, &why, &[]).await);
             }
         }
+    }
+}
+
+/// The answer to a request whose head or body could not be passed on: the client's fault (400,
+/// 408) or the origin's (502, 504).
+fn request_failure(e: &BodyError) -> (u16, String) {
+    let status = match e {
+        _ if e.is_read_stall() => 408,
+        _ if e.is_write_stall() => 504,
+        BodyError::UnsupportedCoding => 501,
+        BodyError::Malformed(_) | BodyError::Truncated | BodyError::Read(_) => 400,
+        BodyError::Write(_) => 502,
+    };
+    let why = match e {
+        _ if e.is_read_stall() => format!("request body stalled: {e}"),
+        _ if e.is_write_stall() => format!("origin stopped reading the request: {e}"),
+        BodyError::Write(_) => format!("sending request: {e}"),
+        _ => format!("request body: {e}"),
+    };
+    (status, why)
+}
+
+/// Why a response could not be passed on, for the log line.
+fn response_failure(e: &BodyError) -> String {
+    if e.is_read_stall() {
+        format!("origin stalled: {e}")
+    } else if e.is_write_stall() {
+        format!("client stopped reading: {e}")
+    } else {
+        e.to_string()
     }
 }
 
@@ -337,7 +403,7 @@ async fn read_final_response<D: Dialer>(
         }
         let mut out = Vec::new();
         res.write_to(&mut out);
-        let mut w = stream.clone();
+        let mut w = Idle::new(stream.clone(), conn.config.idle_timeout);
         w.write_all(&out).await.map_err(ReadError::Io)?;
     }
 }
