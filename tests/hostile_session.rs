@@ -1,6 +1,8 @@
 //! A hostile peer speaking raw frames to a real relay session over an in-memory pipe: floods
 //! that never read, too many unaccepted streams, early data, credit before OPEN_OK.
 
+#[path = "common/own_executor.rs"]
+mod own_executor;
 #[path = "common/pipe.rs"]
 mod pipe;
 
@@ -12,36 +14,14 @@ use burrow::tunnel::frame::EARLY_DATA;
 use burrow::tunnel::session::{MAX_PENDING_STREAMS, MAX_QUEUED_CONTROL};
 use burrow::tunnel::ws::ws_config;
 use burrow::tunnel::*;
+use futures_lite::StreamExt;
 use futures_lite::io::AsyncReadExt;
-use futures_lite::{FutureExt, StreamExt};
+use own_executor::{deadline, on_own_executor};
 use pipe::{End, duplex};
 use smol::Executor;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
-
-/// Runs `f` on a fresh executor owned by this test, with a deadline.
-fn on_own_executor<F, Fut>(f: F)
-where
-    F: FnOnce(Arc<Executor<'static>>) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let ex = Arc::new(Executor::new());
-    let fut = f(ex.clone());
-    futures_lite::future::block_on(ex.run(fut.or(async {
-        smol::Timer::after(Duration::from_secs(60)).await;
-        panic!("test deadline passed")
-    })));
-}
-
-async fn deadline<T>(what: &str, f: impl Future<Output = T>) -> T {
-    f.or(async {
-        smol::Timer::after(Duration::from_secs(20)).await;
-        panic!("{what}: timed out")
-    })
-    .await
-}
 
 /// Polls `cond` every few ms until it holds (failing after a deadline).
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {

@@ -1,6 +1,8 @@
 //! Two sessions over an in-memory pipe, on an executor each test owns (never smol's global
 //! one): streams both ways, credit flow control, refusals, limits, bad input, dead peers.
 
+#[path = "common/own_executor.rs"]
+mod own_executor;
 #[path = "common/pipe.rs"]
 mod pipe;
 
@@ -12,33 +14,11 @@ use burrow::tunnel::ws::ws_config;
 use burrow::tunnel::*;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use futures_lite::{FutureExt, StreamExt};
+use own_executor::{deadline, on_own_executor};
 use pipe::{End, duplex};
 use smol::Executor;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Runs `f` on a fresh executor owned by this test, with a deadline.
-fn on_own_executor<F, Fut>(f: F)
-where
-    F: FnOnce(Arc<Executor<'static>>) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let ex = Arc::new(Executor::new());
-    let fut = f(ex.clone());
-    futures_lite::future::block_on(ex.run(fut.or(async {
-        smol::Timer::after(Duration::from_secs(30)).await;
-        panic!("test deadline passed")
-    })));
-}
-
-async fn deadline<T>(what: &str, f: impl Future<Output = T>) -> T {
-    f.or(async {
-        smol::Timer::after(Duration::from_secs(10)).await;
-        panic!("{what}: timed out")
-    })
-    .await
-}
 
 async fn ws_pair() -> (WebSocketStream<End>, WebSocketStream<End>) {
     let (a, b) = duplex(256 * 1024);
