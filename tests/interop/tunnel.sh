@@ -114,15 +114,18 @@ expect "relay: GET /healthz answers ok" "$(body "http://$MAIN/healthz")" ok "$MA
 
 names=("-R forward: curl through the relay port gets the file"
     "-R forward: 5 MiB through the relay port keeps its sha256"
-    "relay: /metrics reports the connected client (burrow_sessions 1)")
+    "relay: /metrics with the token reports the connected client (burrow_sessions 1)"
+    "relay: /metrics without the token answers 401")
 if client_bound client-rfwd "$URL" --token "$TOKEN" -R "127.0.0.1:0:127.0.0.1:$ORIGIN_PORT"; then
     RFWD=$BOUND
     RFWD_PID=$CLIENT_PID
     RFWD_LOG=$CLIENT_LOG
     expect "${names[0]}" "$(body "http://$RFWD/hello.txt")" "$HELLO" "$RFWD_LOG" "$MAIN_LOG"
     expect "${names[1]}" "$(sha_of "http://$RFWD/big.bin")" "$BIG_SHA" "$RFWD_LOG" "$MAIN_LOG"
-    sessions=$("${CURL[@]}" "http://$MAIN/metrics" 2>&1 | grep -E '^burrow_sessions ' || true)
+    sessions=$("${CURL[@]}" -H "Authorization: Bearer $TOKEN" "http://$MAIN/metrics" 2>&1 |
+        grep -E '^burrow_sessions ' || true)
     expect "${names[2]}" "$sessions" "burrow_sessions 1" "$MAIN_LOG"
+    expect "${names[3]}" "$(status "http://$MAIN/metrics")" 401 "$MAIN_LOG"
 else
     RFWD=
     fail_all "the client printed no 'bound R' line" "$CLIENT_LOG" "${names[@]}"
@@ -429,6 +432,40 @@ else
                 "closed by peer" "$DRAIN_CLIENT_LOG" "$MAIN_LOG"
         fi
     fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# A hostile client (tests/interop/flood.py, raw sockets): a valid token, then OPENs as fast as
+# the relay takes them, never reading an answer. The relay stops reading it once its answers
+# for that peer fill their queue (512 KiB), so its memory stays flat, and its refusal lines are
+# rate-limited (once 46 MB of log and 528 MB of memory).
+
+if start_relay relay-flood 127.0.0.1:0 --token "$TOKEN" --deny '*' --keepalive 60s; then
+    FLOOD_LOG=$RELAY_LOG
+    flood=$(timeout 60 python3 "$ROOT/tests/interop/flood.py" "$RELAY" "$TOKEN" "$RELAY_PID" \
+        2>&1 | tail -n 1)
+    read -r word opens _ _ rss <<<"$flood"
+    if [[ $word == sent && ${rss:-x} =~ ^[0-9]+$ ]]; then
+        if ((rss < 48 * 1024)); then
+            pass "OPEN flood without reading: relay RSS ${rss} KiB after $opens OPENs (< 48 MiB)"
+        else
+            fail "OPEN flood without reading: relay RSS stays under 48 MiB" "$flood" "$FLOOD_LOG"
+        fi
+        warns=$(grep -c 'refused stream' "$FLOOD_LOG" || true)
+        if ((warns <= 50)); then
+            pass "OPEN flood: $warns refusal lines in the relay log for $opens OPENs"
+        else
+            fail "OPEN flood: refusal lines are rate-limited" "$warns lines" "$FLOOD_LOG"
+        fi
+        expect "OPEN flood: the relay still answers /healthz" \
+            "$(body "http://$RELAY/healthz")" ok "$FLOOD_LOG"
+    else
+        fail_all "flood.py: $flood" "$FLOOD_LOG" \
+            "OPEN flood without reading: relay RSS stays under 48 MiB" \
+            "OPEN flood: refusal lines are rate-limited" "OPEN flood: the relay still answers /healthz"
+    fi
+else
+    fail "OPEN flood: the flood relay started" "" "$RELAY_LOG"
 fi
 
 # ---------------------------------------------------------------------------------------------
