@@ -446,10 +446,10 @@ if start_relay relay-flood 127.0.0.1:0 --token "$TOKEN" --deny '*' --keepalive 6
         2>&1 | tail -n 1)
     read -r word opens _ _ rss <<<"$flood"
     if [[ $word == sent && ${rss:-x} =~ ^[0-9]+$ ]]; then
-        if ((rss < 48 * 1024)); then
-            pass "OPEN flood without reading: relay RSS ${rss} KiB after $opens OPENs (< 48 MiB)"
+        if ((rss < 20 * 1024)); then
+            pass "OPEN flood without reading: relay RSS ${rss} KiB after $opens OPENs (< 20 MiB; 31 MiB before the fix)"
         else
-            fail "OPEN flood without reading: relay RSS stays under 48 MiB" "$flood" "$FLOOD_LOG"
+            fail "OPEN flood without reading: relay RSS stays under 20 MiB" "$flood" "$FLOOD_LOG"
         fi
         warns=$(grep -c 'refused stream' "$FLOOD_LOG" || true)
         if ((warns <= 50)); then
@@ -461,7 +461,7 @@ if start_relay relay-flood 127.0.0.1:0 --token "$TOKEN" --deny '*' --keepalive 6
             "$(body "http://$RELAY/healthz")" ok "$FLOOD_LOG"
     else
         fail_all "flood.py: $flood" "$FLOOD_LOG" \
-            "OPEN flood without reading: relay RSS stays under 48 MiB" \
+            "OPEN flood without reading: relay RSS stays under 20 MiB" \
             "OPEN flood: refusal lines are rate-limited" "OPEN flood: the relay still answers /healthz"
     fi
 else
