@@ -12,6 +12,7 @@ use burrow::server::{Relay, RelayConfig};
 use burrow::shutdown::Shutdown;
 use burrow::tunnel::ws::{HandshakeError, TunnelUrl, client_handshake};
 use burrow::tunnel::{BindMode, Frame, Session, SessionConfig, Side};
+use common::run_binary;
 use common::tunnel::{eventually, start_client, start_relay};
 use common::{lo, run, send_raw, start_echo, within};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,7 +20,7 @@ use smol::net::{TcpListener, TcpStream};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn url(addr: SocketAddr) -> TunnelUrl {
     format!("ws://{addr}/burrow").parse().unwrap()
@@ -208,7 +209,6 @@ fn unfinished_heads_beyond_the_pre_upgrade_share_get_503() {
 fn a_dripping_healthz_body_is_refused_and_closed_at_once() {
     run(|sp| async move {
         let relay = start_relay(&sp, RelayConfig::default()).await;
-        let start = Instant::now();
         let mut s = TcpStream::connect(relay.addr).await.unwrap();
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nx")
             .await
@@ -230,7 +230,6 @@ fn a_dripping_healthz_body_is_refused_and_closed_at_once() {
         .await;
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("HTTP/1.1 413"), "{text}");
-        assert!(start.elapsed() < Duration::from_secs(5));
     });
 }
 
@@ -313,6 +312,9 @@ fn streams_over_the_relay_wide_limit_are_refused() {
     });
 }
 
+/// The backlog std (and so smol) gives a listener.
+const LISTEN_BACKLOG: usize = 128;
+
 /// A listener that never accepts, its queue filled so that connecting to it hangs.
 async fn hanging_target() -> (SocketAddr, Vec<TcpStream>, TcpListener) {
     let l = TcpListener::bind(lo()).await.unwrap();
@@ -326,7 +328,10 @@ async fn hanging_target() -> (SocketAddr, Vec<TcpStream>, TcpListener) {
         };
         match futures_lite::FutureExt::or(probe, late).await {
             Some(s) => filled.push(s),
-            None => return (addr, filled, l),
+            // The listen backlog (128) is full: connects now hang.
+            None if filled.len() >= LISTEN_BACKLOG => return (addr, filled, l),
+            // A slow connect on a busy machine, not a full queue: keep filling.
+            None => {}
         }
     }
     panic!("the accept queue never filled");
@@ -351,13 +356,11 @@ fn opens_beyond_the_dials_in_progress_are_refused_at_once() {
             relay.metrics.streams.load(Ordering::Relaxed) == 1
         })
         .await;
-        let start = Instant::now();
         let mut b = TcpStream::connect(client.locals[0]).await.unwrap();
         b.write_all(b"early").await.unwrap();
         let mut one = [0u8; 1];
         let n = within(5, "b refused", b.read(&mut one)).await.unwrap_or(0);
         assert_eq!(n, 0);
-        assert!(start.elapsed() < Duration::from_secs(5));
         assert_eq!(relay.metrics.refusals(Refusal::TooManyDials), 1);
         assert_eq!(
             relay.metrics.streams.load(Ordering::Relaxed),
@@ -370,19 +373,17 @@ fn opens_beyond_the_dials_in_progress_are_refused_at_once() {
 
 #[test]
 fn the_cli_refuses_an_open_admin_and_zero_limits() {
-    let bin = env!("CARGO_BIN_EXE_burrow");
     let cases: [&[&str]; 3] = [
         &["--admin", "0.0.0.0:0"],
         &["--max-sessions", "0"],
         &["--max-dials", "0"],
     ];
     for extra in cases {
-        let out = std::process::Command::new(bin)
-            .args(["server", "--listen", "127.0.0.1:0", "--no-auth"])
-            .args(extra)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        let args: Vec<&str> = ["server", "--listen", "127.0.0.1:0", "--no-auth"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        let (code, err) = run_binary(&args);
+        assert_eq!(code, Some(2), "{extra:?}: {err}");
     }
 }

@@ -143,3 +143,44 @@ pub fn basic(user_pass: &str) -> String {
     let creds: burrow::proxy::auth::Credentials = user_pass.parse().unwrap();
     format!("Proxy-Authorization: {}\r\n", creds.basic_header())
 }
+
+/// Runs the binary to its end (killed after a deadline); exit code and stderr.
+pub fn run_binary(args: &[&str]) -> (Option<i32>, String) {
+    run_binary_env(args, &[])
+}
+
+/// [`run_binary`] with extra environment variables.
+pub fn run_binary_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> (Option<i32>, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_burrow"))
+        .args(args)
+        .env_remove("BURROW_PROXY_AUTH")
+        .env_remove("BURROW_TOKEN")
+        .env_remove("BURROW_THREADS")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start burrow");
+    let deadline = std::time::Instant::now() + TEST_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("burrow {args:?} did not exit within {TEST_DEADLINE:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code(), err)
+}
