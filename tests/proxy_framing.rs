@@ -267,9 +267,8 @@ fn a_stalled_response_body_closes_the_client_and_the_origin() {
         let req = format!("GET http://{origin}/ HTTP/1.1\r\n\r\n");
         let (head, mut r) = send_raw(p.addr, req.as_bytes()).await;
         assert_eq!(head.status, 200);
-        let start = Instant::now();
+        // Only the idle limit can close it, and until_closed fails after its own deadline.
         assert_eq!(until_closed(&mut r).await, b"abc");
-        assert!(start.elapsed() < Duration::from_secs(5));
         within(10, "origin closed", o).await;
     });
 }
