@@ -98,8 +98,8 @@ pub struct ServerArgs {
     pub open_admin: bool,
 }
 
-fn relay_limits() -> crate::server::limits::RelayLimits {
-    crate::server::limits::RelayLimits::default()
+fn relay_limits() -> crate::relay::limits::RelayLimits {
+    crate::relay::limits::RelayLimits::default()
 }
 
 /// The tunnel client: dials the relay and keeps one multiplexed session alive.
@@ -273,7 +273,7 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
 pub fn parse_target(args: &[String]) -> Result<(String, u16), String> {
     let usage = || "expected HOST:PORT or HOST PORT".to_string();
     match args {
-        [one] => crate::proxy::chain::split_host_port(one, 0)
+        [one] => crate::dial::split_host_port(one, 0)
             .filter(|(_, p)| *p != 0)
             .ok_or_else(usage),
         [host, port] => {

@@ -1,9 +1,9 @@
 //! `burrow connect`: one byte stream joined to a target through a CONNECT chain.
 //! With stdin/stdout this is an `ssh -o ProxyCommand`.
 
-use crate::net::DialError;
-use crate::proxy::chain::{ChainNames, Upstream};
-use crate::proxy::rules::Rules;
+use crate::dial::DialError;
+use crate::dial::chain::{ChainNames, Upstream};
+use crate::dial::rules::Rules;
 use futures_lite::FutureExt;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::io;
@@ -47,7 +47,7 @@ where
         .connect(host, port, &Rules::default(), ChainNames::ByName, timeout)
         .await
         .map_err(ConnectError::Dial)?;
-    log::debug!("connected to {}", crate::net::host_port(host, port));
+    log::debug!("connected to {}", crate::dial::host_port(host, port));
     output.write_all(&early).await.map_err(ConnectError::Io)?;
     output.flush().await.map_err(ConnectError::Io)?;
     let received = pipe(stream, input, output)

@@ -91,9 +91,9 @@ async fn serve(s: TcpStream) -> io::Result<()> {
 /// after `shutdown` drained everything.
 pub async fn run(spawner: Spawner, shutdown: crate::shutdown::Shutdown) -> io::Result<()> {
     use crate::client::{Client, ClientConfig, Event};
-    use crate::proxy::chain::{Hop, Upstream};
+    use crate::dial::chain::{Hop, Upstream};
     use crate::proxy::{Proxy, ProxyConfig};
-    use crate::server::{Relay, RelayConfig};
+    use crate::relay::{Relay, RelayConfig};
     let other = |e: &dyn std::fmt::Display| io::Error::other(e.to_string());
     let lo = SocketAddr::from(([127, 0, 0, 1], 0));
     let origin = Origin::bind(lo).await?;
@@ -102,7 +102,7 @@ pub async fn run(spawner: Spawner, shutdown: crate::shutdown::Shutdown) -> io::R
     tasks.spawn(origin.run(spawner.clone()));
 
     // Design 1: CONNECT proxies.
-    let creds: crate::proxy::auth::Credentials = "demo:burrow".parse().map_err(|e| other(&e))?;
+    let creds: crate::http::auth::Credentials = "demo:burrow".parse().map_err(|e| other(&e))?;
     let first = Proxy::bind(
         lo,
         ProxyConfig {

@@ -2,15 +2,15 @@
 
 use anyhow::{Context, Result, bail};
 use burrow::cli::{self, Args, ClientArgs, Command, ConnectArgs, ProxyArgs, ServerArgs};
+use burrow::client::spec::LocalSpec;
 use burrow::client::{Client, ClientConfig};
+use burrow::dial::chain::{ChainNames, Upstream};
 use burrow::exec::Runtime;
-use burrow::proxy::chain::{ChainNames, Upstream};
 use burrow::proxy::{Proxy, ProxyConfig};
+use burrow::relay::{Relay, RelayConfig};
 use burrow::secret::Secret;
-use burrow::server::{Relay, RelayConfig};
 use burrow::shutdown::{self, Shutdown};
 use burrow::tunnel::SessionConfig;
-use burrow::tunnel::spec::LocalSpec;
 use burrow::tunnel::ws::TunnelUrl;
 use std::process::ExitCode;
 
@@ -129,13 +129,13 @@ fn proxy_config(a: &ProxyArgs) -> Result<ProxyConfig> {
     })
 }
 
-fn parse_rules(allow: &[String], deny: &[String]) -> Result<burrow::proxy::rules::Rules> {
+fn parse_rules(allow: &[String], deny: &[String]) -> Result<burrow::dial::rules::Rules> {
     let parse = |v: &[String], flag: &str| -> Result<Vec<_>> {
         v.iter()
             .map(|r| r.parse().map_err(|e| usage(format!("--{flag}: {e}"))))
             .collect()
     };
-    Ok(burrow::proxy::rules::Rules {
+    Ok(burrow::dial::rules::Rules {
         allow: parse(allow, "allow")?,
         deny: parse(deny, "deny")?,
     })
@@ -156,8 +156,8 @@ fn session_config(keepalive: std::time::Duration, max_streams: usize) -> Result<
 }
 
 /// The relay-wide limits from the command line; each must be at least 1.
-fn relay_limits(a: &ServerArgs) -> Result<burrow::server::limits::RelayLimits> {
-    let limits = burrow::server::limits::RelayLimits {
+fn relay_limits(a: &ServerArgs) -> Result<burrow::relay::limits::RelayLimits> {
+    let limits = burrow::relay::limits::RelayLimits {
         max_connections: a.max_connections,
         max_sessions: a.max_sessions,
         max_sessions_per_token: a.max_sessions_per_token,
@@ -228,7 +228,7 @@ fn run_server(a: ServerArgs) -> Result<()> {
         drain_timeout: a.drain_timeout,
         grace: a.grace,
         connect_timeout: a.connect_timeout,
-        handshake_timeout: burrow::server::HANDSHAKE_TIMEOUT,
+        handshake_timeout: burrow::relay::HANDSHAKE_TIMEOUT,
         limits: relay_limits(&a)?,
         admin: admin_addr(&a)?,
     };
@@ -268,7 +268,7 @@ fn run_server(a: ServerArgs) -> Result<()> {
             println!("no --token given: generated one. Clients connect with:");
             println!(
                 "  burrow client {scheme}://{}/burrow --token {} -R 8000:localhost:3000",
-                burrow::net::host_port(&host, addr.port()),
+                burrow::dial::host_port(&host, addr.port()),
                 t.expose()
             );
         }
@@ -414,7 +414,7 @@ fn run_connect(a: ConnectArgs) -> Result<()> {
         let stdout = smol::Unblock::new(std::io::stdout());
         burrow::connect::join(&upstream, &host, port, a.connect_timeout, stdin, stdout)
             .await
-            .with_context(|| format!("connect {}", burrow::net::host_port(&host, port)))?;
+            .with_context(|| format!("connect {}", burrow::dial::host_port(&host, port)))?;
         Ok(())
     })
 }

@@ -2,17 +2,17 @@
 //! multiplexed session alive, reconnecting with jittered exponential backoff. Serves `-L`
 //! listeners locally and the relay's `-R` bindings from this network.
 
+use crate::bridge::{self, MuxDialer};
+use crate::client::spec::{LocalSpec, RemoteSpec};
+use crate::dial::chain::{ChainNames, Upstream};
+use crate::dial::host_port;
+use crate::dial::rules::Rules;
 use crate::exec::{Spawner, TaskSet};
+use crate::http::auth::Credentials;
 use crate::metrics::Metrics;
-use crate::net::{self, host_port};
-use crate::proxy::auth::Credentials;
-use crate::proxy::chain::{ChainNames, Upstream};
-use crate::proxy::rules::Rules;
 use crate::proxy::{ProxyConfig, serve_connection};
 use crate::secret::Secret;
 use crate::shutdown::ShutdownSignal;
-use crate::tunnel::bridge::{self, MuxDialer};
-use crate::tunnel::spec::{LocalSpec, RemoteSpec};
 use crate::tunnel::ws::{self, BoxIo, HandshakeError, TunnelUrl};
 use crate::tunnel::{
     BindMode, Frame, Incoming, OpenTarget, RefuseCode, Session, SessionConfig, Side,
@@ -31,6 +31,7 @@ mod backoff;
 mod events;
 mod policy;
 mod serve;
+pub mod spec;
 
 use events::Readiness;
 pub use events::{ClientError, Event};
@@ -90,7 +91,7 @@ impl ClientConfig {
             proxy_auth: None,
             drain_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
-            handshake_timeout: crate::server::HANDSHAKE_TIMEOUT,
+            handshake_timeout: crate::relay::HANDSHAKE_TIMEOUT,
             #[cfg(feature = "tls")]
             tls: crate::tls::ClientTlsOptions::default(),
         }
@@ -312,7 +313,7 @@ impl Client {
         stream.set_nodelay(true).ok();
         let transport = self.secure(stream).await?;
         let handshake = ws::client_handshake(transport, url, cfg.token.as_ref(), &self.session_id);
-        let ws = net::with_timeout(cfg.handshake_timeout, handshake, || {
+        let ws = crate::time::with_timeout(cfg.handshake_timeout, handshake, || {
             HandshakeError::Failed("no answer to the upgrade in time".into())
         })
         .await
@@ -342,7 +343,7 @@ impl Client {
         if let Some(tls) = &self.tls {
             use crate::tls::HandshakeFailure;
             let handshake = async { Ok(tls.connect(&self.cfg.url.host, stream).await) };
-            let done = net::with_timeout(self.cfg.handshake_timeout, handshake, || {
+            let done = crate::time::with_timeout(self.cfg.handshake_timeout, handshake, || {
                 "TLS handshake timed out".to_string()
             })
             .await

@@ -4,8 +4,8 @@
 //! instead of being cut (a cut credential once made the relay run the proxy with none).
 
 use super::ClientConfig;
+use crate::client::spec::{LocalSpec, RemoteSpec};
 use crate::tunnel::frame::MAX_TEXT;
-use crate::tunnel::spec::{LocalSpec, RemoteSpec};
 use std::net::IpAddr;
 
 impl ClientConfig {
@@ -48,7 +48,7 @@ impl ClientConfig {
                     let at = if bind.is_empty() {
                         format!("the relay's address, port {port}")
                     } else {
-                        crate::net::host_port(bind, *port)
+                        crate::dial::host_port(bind, *port)
                     };
                     return Err(format!(
                         "refusing -R …:proxy on {at}: anyone who reaches it could use this \

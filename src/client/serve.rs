@@ -49,7 +49,9 @@ pub(super) async fn serve_local(
         connect_timeout: cfg.connect_timeout,
         ..ProxyConfig::default()
     });
-    while let Some((tcp, peer)) = net::accept(&listener, &shutdown, "local listener").await {
+    while let Some((tcp, peer)) =
+        crate::listen::accept(&listener, &shutdown, "local listener").await
+    {
         let (cfg, current, spec) = (cfg.clone(), current.clone(), spec.clone());
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let proxy_cfg = proxy_cfg.clone();

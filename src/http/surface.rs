@@ -230,7 +230,7 @@ pub async fn serve_listener_as<F>(
 {
     let route = Arc::new(route);
     let conns = crate::exec::TaskSet::new(spawner);
-    while let Some((stream, peer)) = crate::net::accept(&listener, &shutdown, what).await {
+    while let Some((stream, peer)) = crate::listen::accept(&listener, &shutdown, what).await {
         if conns.len() >= MAX_SURFACE_CONNECTIONS {
             log::debug!("{what} {peer}: closed, {MAX_SURFACE_CONNECTIONS} connections open");
             continue;

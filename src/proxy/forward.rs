@@ -11,12 +11,12 @@
 //! connection with it. The tunnel's `-R …:proxy` ports serve visitors through the same
 //! [`forward`], so a visitor cannot pin a slot that way either.
 
-use super::dial::Dialer;
 use super::server::{Conn, Next};
+use crate::dial::Dialer;
+use crate::dial::{DialError, host_port};
 use crate::http::body::{self, BodyError, Framing, Idle};
 use crate::http::front::{self, ReadError};
 use crate::http::head::{Headers, RequestHead, ResponseHead, Target, Version};
-use crate::net::{DialError, host_port};
 use futures_lite::FutureExt;
 use futures_lite::io::{AsyncWrite, AsyncWriteExt, BufReader};
 use smol::net::TcpStream;

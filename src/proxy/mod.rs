@@ -1,10 +1,8 @@
-//! Design 1: the HTTP CONNECT forward proxy, its auth, target rules and upstream chain.
+//! The proxy role (design 1): an HTTP CONNECT forward proxy that also forwards absolute-form
+//! requests, with Basic auth, target rules and an upstream chain (those live in `dial` and
+//! `http`).
 
-pub mod auth;
-pub mod chain;
-pub mod dial;
 mod forward;
-pub mod rules;
 pub mod server;
 
 pub use server::{Proxy, ProxyConfig, serve_connection};

@@ -1,16 +1,16 @@
 //! `burrow proxy`: the listener, the connection front door and the CONNECT path.
 
-use super::auth::{self, Credentials};
-use super::chain::{ChainNames, Upstream};
-use super::dial::{Dialer, DirectDialer};
 use super::forward;
-use super::rules::Rules;
+use crate::dial::chain::{ChainNames, Upstream};
+use crate::dial::host_port;
+use crate::dial::rules::Rules;
+use crate::dial::{Dialer, DirectDialer};
 use crate::exec::{Spawner, TaskSet};
+use crate::http::auth::{self, Credentials};
 use crate::http::front::{self, ReadError, error_response};
 use crate::http::head::{RequestHead, Target, Version};
-use crate::net::host_port;
-use crate::relay::{self, Outcome};
 use crate::shutdown::ShutdownSignal;
+use crate::splice::{self, Outcome};
 use futures_lite::FutureExt;
 use futures_lite::io::{AsyncWriteExt, BufReader};
 use smol::net::{TcpListener, TcpStream};
@@ -98,7 +98,8 @@ impl Proxy {
         });
         let tasks = TaskSet::new(spawner);
         let ids = AtomicU64::new(1);
-        while let Some((stream, peer)) = crate::net::accept(&listener, &shutdown, "proxy").await {
+        while let Some((stream, peer)) = crate::listen::accept(&listener, &shutdown, "proxy").await
+        {
             let id = ids.fetch_add(1, Ordering::Relaxed);
             if tasks.len() >= config.max_connections {
                 log::warn!(
@@ -383,11 +384,11 @@ impl<D: Dialer> Conn<D> {
         let (mut cr, mut cw) = (stream.clone(), stream.clone());
         let (mut ur, mut uw) = (upstream.clone(), upstream);
         let idle = Some(self.config.idle_timeout);
-        let report = relay::relay(&mut cr, &mut cw, &mut ur, &mut uw, idle).await;
+        let report = splice::splice(&mut cr, &mut cw, &mut ur, &mut uw, idle).await;
         self.up += report.a_to_b;
         self.down += report.b_to_a;
         match report.outcome {
-            Outcome::Error(e) if !relay::is_hangup(&e) => format!("error: {e}"),
+            Outcome::Error(e) if !splice::is_hangup(&e) => format!("error: {e}"),
             Outcome::Error(e) => format!("closed ({e})"),
             o => o.as_str().to_string(),
         }

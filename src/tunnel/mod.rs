@@ -1,10 +1,8 @@
 //! Design 2: many TCP streams multiplexed over one WebSocket connection.
 //! The protocol is specified in `docs/PROTOCOL.md`.
 
-pub mod bridge;
 pub mod frame;
 pub mod session;
-pub mod spec;
 pub mod stream;
 pub mod ws;
 

@@ -67,7 +67,7 @@ impl FromStr for TunnelUrl {
             None => (rest, ""),
         };
         let default = if tls { 443 } else { 80 };
-        let (host, port) = crate::proxy::chain::split_host_port(hostport, default)
+        let (host, port) = crate::dial::split_host_port(hostport, default)
             .ok_or_else(|| format!("bad relay url {s:?}: bad host or port"))?;
         let path = if path.is_empty() || path == "/" {
             TUNNEL_PATH.to_string()
@@ -89,7 +89,7 @@ impl fmt::Display for TunnelUrl {
         write!(
             f,
             "{scheme}://{}{}",
-            crate::net::host_port(&self.host, self.port),
+            crate::dial::host_port(&self.host, self.port),
             self.path
         )
     }

@@ -2,7 +2,7 @@
 //!
 //! - Half-close: one side's EOF shuts down the write half of the other side; the other
 //!   direction keeps flowing until it ends too.
-//! - Idle timeout: no byte in either direction for that long ends the relay.
+//! - Idle timeout: no byte in either direction for that long ends the splice.
 //! - Memory: bytes are read into a stack buffer and written straight through. Only when the
 //!   writer cannot take them all is a heap buffer allocated, and it is freed again as soon as
 //!   the direction goes idle, so an idle connection holds no buffer at all.
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 const CHUNK: usize = 64 * 1024;
 
 std::thread_local! {
-    /// The read buffer of every relay polled on this thread. Reused rather than a fresh zeroed
+    /// The read buffer of every splice polled on this thread. Reused rather than a fresh zeroed
     /// stack array per poll: zeroing 64 KiB for each 64-byte message cost microseconds.
     static CHUNK_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; CHUNK]);
 }
@@ -37,7 +37,7 @@ enum Step {
     },
 }
 
-/// How a relay ended.
+/// How a splice ended.
 #[derive(Debug)]
 pub enum Outcome {
     /// Both directions reached EOF and were shut down.
@@ -59,7 +59,7 @@ impl Outcome {
     }
 }
 
-/// Result of [`relay`]: what happened and how many bytes moved each way.
+/// Result of [`splice`]: what happened and how many bytes moved each way.
 #[derive(Debug)]
 pub struct Report {
     /// how it ended
@@ -207,7 +207,7 @@ impl Pump {
 /// Copies `a_r → b_w` and `b_r → a_w` until both directions end, one fails, or nothing moves
 /// for `idle` (`None`: no idle limit). Each side's EOF closes the opposite writer (a TCP
 /// write shutdown), so half-closed connections work end to end.
-pub async fn relay<AR, AW, BR, BW>(
+pub async fn splice<AR, AW, BR, BW>(
     a_r: &mut AR,
     a_w: &mut AW,
     b_r: &mut BR,
@@ -242,7 +242,7 @@ where
         }
         if let (Some(idle), Some(timer)) = (idle, timer.as_mut()) {
             // The timer is re-armed only when it fires, not on every chunk: resetting it per
-            // read would wake the reactor for every chunk relayed.
+            // read would wake the reactor for every chunk copied.
             while Pin::new(&mut *timer).poll(cx).is_ready() {
                 let due = last + idle;
                 if Instant::now() >= due {
@@ -293,13 +293,13 @@ mod tests {
         }))
     }
 
-    /// client <-> [a | relay | b] <-> server
-    async fn relayed(idle: Option<Duration>) -> (TcpStream, TcpStream, smol::Task<Report>) {
+    /// client <-> [a | splice | b] <-> server
+    async fn spliced(idle: Option<Duration>) -> (TcpStream, TcpStream, smol::Task<Report>) {
         let (client, a) = pair().await;
         let (b, server) = pair().await;
         let task = smol::spawn(async move {
             let (mut ar, mut aw, mut br, mut bw) = (a.clone(), a, b.clone(), b);
-            relay(&mut ar, &mut aw, &mut br, &mut bw, idle).await
+            splice(&mut ar, &mut aw, &mut br, &mut bw, idle).await
         });
         (client, server, task)
     }
@@ -307,7 +307,7 @@ mod tests {
     #[test]
     fn half_close_keeps_other_direction_flowing() {
         deadline(async {
-            let (mut client, mut server, task) = relayed(None).await;
+            let (mut client, mut server, task) = spliced(None).await;
             client.write_all(b"request").await.unwrap();
             client.shutdown(std::net::Shutdown::Write).unwrap();
             let mut got = Vec::new();
@@ -328,9 +328,9 @@ mod tests {
     }
 
     #[test]
-    fn idle_timeout_ends_relay() {
+    fn idle_timeout_ends_splice() {
         deadline(async {
-            let (mut client, mut server, task) = relayed(Some(Duration::from_millis(200))).await;
+            let (mut client, mut server, task) = spliced(Some(Duration::from_millis(200))).await;
             client.write_all(b"x").await.unwrap();
             let mut one = [0u8; 1];
             server.read_exact(&mut one).await.unwrap();
@@ -343,9 +343,9 @@ mod tests {
     #[test]
     fn writing_to_a_vanished_peer_is_an_error_outcome() {
         deadline(async {
-            let (mut client, server, task) = relayed(None).await;
+            let (mut client, server, task) = spliced(None).await;
             drop(server);
-            // The relay passes the EOF on; our further writes meet a reset socket.
+            // The splice passes the EOF on; our further writes meet a reset socket.
             let chunk = vec![0u8; 64 * 1024];
             for _ in 0..256 {
                 if client.write_all(&chunk).await.is_err() {

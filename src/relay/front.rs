@@ -31,7 +31,7 @@ pub(super) async fn reply<S: FrontStream>(
         w.close().await
     };
     let late = || io::Error::new(io::ErrorKind::TimedOut, "peer did not take the answer");
-    if let Err(e) = crate::net::with_timeout(REPLY_WRITE, write, late).await {
+    if let Err(e) = crate::time::with_timeout(REPLY_WRITE, write, late).await {
         log::debug!("writing {status} failed: {e}");
     }
 }
@@ -86,7 +86,7 @@ async fn tls_front_door(
     deadline: Instant,
 ) {
     let left = deadline.saturating_duration_since(Instant::now());
-    let handshake = crate::net::with_timeout(left, tls.accept(stream), || {
+    let handshake = crate::time::with_timeout(left, tls.accept(stream), || {
         io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
     });
     match handshake.await {

@@ -253,7 +253,7 @@ async fn accept_visitors(
     });
     // Visitors stop being accepted once the relay drains; those in flight finish.
     while let Some((visitor, peer)) =
-        crate::net::accept(&listener, &going_away, session.label()).await
+        crate::listen::accept(&listener, &going_away, session.label()).await
     {
         let id = ctx.ids.fetch_add(1, Ordering::Relaxed);
         if visitors.len() >= MAX_VISITORS {

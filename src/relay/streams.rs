@@ -2,7 +2,7 @@
 //! then a dial from the relay's network and a splice.
 
 use super::*;
-use crate::net::host_port;
+use crate::dial::host_port;
 use limits::Permit;
 
 /// Streams the client opens: `-L` dials from the relay's network. Over

@@ -169,7 +169,7 @@ impl fmt::Display for RemoteSpec {
         match self {
             RemoteSpec::Forward {
                 host, target_port, ..
-            } => f.write_str(&crate::net::host_port(host, *target_port)),
+            } => f.write_str(&crate::dial::host_port(host, *target_port)),
             RemoteSpec::Proxy { .. } => f.write_str("proxy"),
         }
     }

@@ -1,9 +1,9 @@
 //! Upstream proxy chains: reach a target through CONNECT proxies, hop by hop.
 
-use super::auth::Credentials;
 use super::rules::{NameVerdict, Rule, Rules};
+use super::{DialError, host_port, split_host_port};
+use crate::http::auth::Credentials;
 use crate::http::front::{self, ReadError};
-use crate::net::{self, DialError, host_port};
 use futures_lite::io::{AsyncWriteExt, BufReader};
 use smol::net::TcpStream;
 use std::fmt;
@@ -71,31 +71,6 @@ impl FromStr for Hop {
     }
 }
 
-/// Splits `host[:port]` / `[v6][:port]`; `default` when no port is given.
-pub fn split_host_port(s: &str, default: u16) -> Option<(String, u16)> {
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, after) = rest.split_once(']')?;
-        match after {
-            "" => (h, None),
-            p => (h, Some(p.strip_prefix(':')?)),
-        }
-    } else {
-        match s.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => (h, Some(p)),
-            Some(_) => return None,
-            None => (s, None),
-        }
-    };
-    if host.is_empty() {
-        return None;
-    }
-    let port = match port {
-        Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0)?,
-        None => default,
-    };
-    Some((host.to_string(), port))
-}
-
 /// How targets are reached: directly, or through an ordered chain of hops.
 #[derive(Debug, Clone, Default)]
 pub struct Upstream {
@@ -155,15 +130,15 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<(TcpStream, Vec<u8>), DialError> {
         if !self.uses_chain(host, port) {
-            return Ok((net::dial(host, port, rules, timeout).await?, Vec::new()));
+            return Ok((super::dial(host, port, rules, timeout).await?, Vec::new()));
         }
         let check = check_for_chain(host, port, rules, names);
-        net::with_timeout(timeout, check, || DialError::Timeout {
+        crate::time::with_timeout(timeout, check, || DialError::Timeout {
             target: host_port(host, port),
         })
         .await?;
         let first = &self.hops[0];
-        let stream = net::dial(&first.host, first.port, &Rules::default(), timeout)
+        let stream = super::dial(&first.host, first.port, &Rules::default(), timeout)
             .await
             .map_err(|e| DialError::HopFailed {
                 hop: 1,
@@ -224,22 +199,22 @@ async fn check_for_chain(
         .trim_end_matches(']')
         .parse::<std::net::IpAddr>();
     if let Ok(ip) = literal {
-        if !net::dialable(ip) {
-            return Err(forbidden(net::UNSPECIFIED));
+        if !super::dialable(ip) {
+            return Err(forbidden(super::UNSPECIFIED));
         }
     }
     match (rules.judge_name(host, port), names) {
         (NameVerdict::Allowed, _) => Ok(()),
-        (NameVerdict::Denied, _) => Err(forbidden(net::BY_RULES)),
+        (NameVerdict::Denied, _) => Err(forbidden(super::BY_RULES)),
         (NameVerdict::NeedsAddresses, ChainNames::ByName) => Err(forbidden(NEEDS_ADDRESSES)),
         (NameVerdict::NeedsAddresses, ChainNames::Resolve) => {
             // Every address must pass: the last hop may pick any of them.
-            let addrs = net::resolve(host, port).await?;
+            let addrs = super::resolve(host, port).await?;
             let n = addrs.len();
-            if net::permitted(host, port, rules, addrs)?.len() == n {
+            if super::permitted(host, port, rules, addrs)?.len() == n {
                 Ok(())
             } else {
-                Err(forbidden(net::BY_RULES))
+                Err(forbidden(super::BY_RULES))
             }
         }
     }

@@ -4,16 +4,16 @@
 //! (`-L`, within the rules), and keeps a returning client's listeners through a grace
 //! period. Relay-wide limits (`limits.rs`) cap connections, sessions, streams and dials.
 
+use crate::bridge::{self, MuxDialer};
+use crate::dial::rules::Rules;
 use crate::exec::{Spawner, TaskSet};
 use crate::http::front::error_response;
 use crate::http::head::RequestHead;
 use crate::http::surface;
 use crate::metrics::{Metrics, Refusal};
-use crate::proxy::rules::Rules;
 use crate::proxy::{ProxyConfig, serve_connection};
 use crate::secret::Secret;
 use crate::shutdown::ShutdownSignal;
-use crate::tunnel::bridge::{self, MuxDialer};
 use crate::tunnel::ws::{self, Upgrade};
 use crate::tunnel::{
     BindMode, Frame, Incoming, OpenTarget, RefuseCode, Session, SessionConfig, Side,
@@ -178,7 +178,7 @@ impl Relay {
             conns.spawn(serve);
         }
         while let Some((stream, peer)) =
-            crate::net::accept(&self.listener, &shutdown, "relay").await
+            crate::listen::accept(&self.listener, &shutdown, "relay").await
         {
             front::admit(&ctx, &conns, stream, peer).await;
         }
@@ -230,7 +230,7 @@ async fn tunnel<S: FrontStream>(
                 return;
             };
             let mut w = stream.clone();
-            let write = crate::net::with_timeout(
+            let write = crate::time::with_timeout(
                 deadline.saturating_duration_since(Instant::now()),
                 w.write_all(&response),
                 || io::Error::new(io::ErrorKind::TimedOut, "upgrade answer not taken in time"),

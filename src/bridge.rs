@@ -1,14 +1,14 @@
 //! Where mux streams meet TCP: dialing through a session, answering a peer's OPEN with a dial
 //! of our own, and splicing a stream to a socket with one log line when it ends.
 
-use super::frame::{OpenTarget, RefuseCode};
-use super::session::{Incoming, Session};
-use super::stream::MuxStream;
+use crate::dial::Dialer;
+use crate::dial::rules::Rules;
+use crate::dial::{DialError, host_port};
 use crate::metrics::{Metrics, Refusal};
-use crate::net::{self, DialError, host_port};
-use crate::proxy::dial::Dialer;
-use crate::proxy::rules::Rules;
-use crate::relay::{self, Outcome};
+use crate::splice::{self, Outcome};
+use crate::tunnel::frame::{OpenTarget, RefuseCode};
+use crate::tunnel::session::{Incoming, Session};
+use crate::tunnel::stream::MuxStream;
 use smol::net::TcpStream;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ impl Dialer for MuxDialer {
             port,
         });
         async move {
-            let opened = net::with_timeout(self.timeout, async { Ok(open.await) }, || {
+            let opened = crate::time::with_timeout(self.timeout, async { Ok(open.await) }, || {
                 DialError::Timeout {
                     target: target.clone(),
                 }
@@ -107,7 +107,7 @@ pub async fn dial_or_refuse(
     metrics: &Metrics,
 ) -> Option<(TcpStream, Incoming)> {
     // Boxed: the dial's state is freed before the long splice starts.
-    match Box::pin(net::dial(host, port, rules, timeout)).await {
+    match Box::pin(crate::dial::dial(host, port, rules, timeout)).await {
         Ok(tcp) => Some((tcp, inc)),
         Err(e) => {
             let code = refusal_for(&e);
@@ -135,9 +135,9 @@ pub async fn splice(tcp: TcpStream, stream: MuxStream, label: &str, target: &str
     let id = stream.id();
     let (mut tr, mut tw) = (tcp.clone(), tcp);
     let (mut sr, mut sw) = (stream.clone(), stream);
-    let report = relay::relay(&mut tr, &mut tw, &mut sr, &mut sw, None).await;
+    let report = splice::splice(&mut tr, &mut tw, &mut sr, &mut sw, None).await;
     let outcome = match &report.outcome {
-        Outcome::Error(e) if relay::is_hangup(e) => format!("closed ({e})"),
+        Outcome::Error(e) if splice::is_hangup(e) => format!("closed ({e})"),
         Outcome::Error(e) => format!("error: {e}"),
         o => o.as_str().to_string(),
     };

@@ -1,9 +1,9 @@
 //! How the proxy reaches a target: the [`Dialer`] seam. The standalone proxy dials directly or
 //! through an upstream chain; the tunnel's `:proxy` modes open a mux stream instead.
 
+use super::DialError;
 use super::chain::{ChainNames, Upstream};
 use super::rules::Rules;
-use crate::net::DialError;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 use std::future::Future;
