@@ -5,10 +5,10 @@
 mod common;
 
 use burrow::client::{Client, ClientConfig, ClientError};
+use burrow::dial::chain::{ChainNames, Hop, Upstream};
+use burrow::dial::rules::Rules;
 use burrow::proxy::ProxyConfig;
-use burrow::proxy::chain::{ChainNames, Hop, Upstream};
-use burrow::proxy::rules::Rules;
-use burrow::server::RelayConfig;
+use burrow::relay::RelayConfig;
 use common::tunnel::*;
 use common::*;
 use std::net::SocketAddr;
@@ -33,7 +33,7 @@ fn chain_to(upstream: SocketAddr) -> Upstream {
 
 /// CONNECT and absolute-form GET to `host:port`; both statuses.
 async fn statuses(proxy: SocketAddr, host: &str, port: u16) -> (u16, u16) {
-    let authority = burrow::net::host_port(host, port);
+    let authority = burrow::dial::host_port(host, port);
     let connect = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
     let (c, _) = send_raw(proxy, connect.as_bytes()).await;
     let get = format!(

@@ -2,8 +2,8 @@
 
 mod common;
 
+use burrow::dial::chain::{Hop, Upstream};
 use burrow::proxy::ProxyConfig;
-use burrow::proxy::chain::{Hop, Upstream};
 use common::*;
 use futures_lite::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
@@ -301,7 +301,7 @@ fn error_statuses() {
     run(|sp| async move {
         let (origin, _o) = start_origin(&sp).await;
         let deny = ProxyConfig {
-            rules: burrow::proxy::rules::Rules {
+            rules: burrow::dial::rules::Rules {
                 allow: vec![],
                 deny: vec!["127.0.0.0/8".parse().unwrap()],
             },

@@ -6,9 +6,9 @@ mod common;
 
 use burrow::client::{ClientConfig, Event};
 use burrow::metrics::{Metrics, Refusal};
+use burrow::relay::limits::RelayLimits;
+use burrow::relay::{Relay, RelayConfig};
 use burrow::secret::Secret;
-use burrow::server::limits::RelayLimits;
-use burrow::server::{Relay, RelayConfig};
 use burrow::shutdown::Shutdown;
 use burrow::tunnel::ws::{HandshakeError, TunnelUrl, client_handshake};
 use burrow::tunnel::{BindMode, Frame, Session, SessionConfig, Side};

@@ -7,9 +7,9 @@
 mod common;
 
 use burrow::client::{ClientConfig, Event};
+use burrow::dial::chain::{Hop, Upstream};
 use burrow::proxy::ProxyConfig;
-use burrow::proxy::chain::{Hop, Upstream};
-use burrow::server::RelayConfig;
+use burrow::relay::RelayConfig;
 use burrow::tls::{ClientTls, ClientTlsOptions, ServerTls};
 use common::certs::{Ca, TempDir};
 use common::tunnel::*;

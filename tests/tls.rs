@@ -4,7 +4,7 @@
 mod common;
 
 use burrow::client::{ClientConfig, Event};
-use burrow::server::RelayConfig;
+use burrow::relay::RelayConfig;
 use burrow::tls::{ClientTlsOptions, ServerTls};
 use common::certs::{Ca, TempDir};
 use common::tunnel::*;

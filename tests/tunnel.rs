@@ -4,7 +4,7 @@ mod common;
 
 use burrow::client::{ClientConfig, Event};
 use burrow::metrics::Refusal;
-use burrow::server::RelayConfig;
+use burrow::relay::RelayConfig;
 use burrow::tunnel::SessionConfig;
 use common::tunnel::*;
 use common::*;
@@ -263,7 +263,7 @@ fn refusals_reach_the_user() {
     run(|sp| async move {
         let (echo, _e) = start_echo().await;
         let relay_cfg = RelayConfig {
-            rules: burrow::proxy::rules::Rules {
+            rules: burrow::dial::rules::Rules {
                 allow: vec![],
                 deny: vec![format!("127.0.0.1:{}", echo.port()).parse().unwrap()],
             },
@@ -592,8 +592,8 @@ fn a_407_from_a_via_hop_stops_the_client_naming_the_hop() {
         .await;
         let mut cfg = client_cfg(&relay);
         cfg.via = format!("http://{}", corp.addr)
-            .parse::<burrow::proxy::chain::Hop>()
-            .map(|h| burrow::proxy::chain::Upstream {
+            .parse::<burrow::dial::chain::Hop>()
+            .map(|h| burrow::dial::chain::Upstream {
                 hops: vec![h],
                 no_proxy: vec![],
             })

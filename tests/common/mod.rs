@@ -140,7 +140,7 @@ pub async fn read_all(r: &mut BufReader<TcpStream>) -> Vec<u8> {
 }
 
 pub fn basic(user_pass: &str) -> String {
-    let creds: burrow::proxy::auth::Credentials = user_pass.parse().unwrap();
+    let creds: burrow::http::auth::Credentials = user_pass.parse().unwrap();
     format!("Proxy-Authorization: {}\r\n", creds.basic_header())
 }
 

@@ -6,7 +6,7 @@ use super::{lo, within};
 use burrow::client::{Client, ClientConfig, ClientError, Event};
 use burrow::exec::Spawner;
 use burrow::metrics::Metrics;
-use burrow::server::{Relay, RelayConfig};
+use burrow::relay::{Relay, RelayConfig};
 use burrow::shutdown::Shutdown;
 use burrow::tunnel::ws::TunnelUrl;
 use futures_lite::FutureExt;
