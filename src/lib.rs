@@ -6,8 +6,8 @@
 //! - **WebSocket tunnel** ([`relay`], [`client`]): many TCP streams multiplexed over one
 //!   WebSocket connection between a public relay and a client inside a private network.
 //!
-//! The code is in four parts, arrows only downward: Face ([`cli`]) → Roles ([`proxy`],
-//! [`relay`], [`client`], [`connect`], [`demo`]) → Core ([`http`], [`dial`], [`tunnel`],
+//! The code is in four parts, arrows only downward: Face ([`cli`], [`demo`]) → Roles
+//! ([`relay`], [`client`], [`connect`]) → Core ([`proxy`], [`http`], [`dial`], [`tunnel`],
 //! [`splice`], [`bridge`]) → Edges ([`exec`], [`listen`], [`time`], [`shutdown`], [`metrics`],
 //! `tls`, [`secret`]). `docs/ARCHITECTURE.md` walks through them.
 //!
