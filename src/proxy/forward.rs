@@ -242,7 +242,7 @@ async fn exchange<D: Dialer>(
             None => match open(conn, host, port).await {
                 Ok(o) => o,
                 Err(e) => {
-                    let status = e.status();
+                    let status = e.refusal().http_status();
                     log::warn!(
                         "conn {} {}: {}: {e} ({status})",
                         conn.id,

@@ -8,6 +8,10 @@
 use async_tungstenite::tungstenite::Bytes;
 use std::fmt;
 
+/// The refusal codes of OPEN_REFUSED and RESET; [`crate::refusal`] owns them with their
+/// one mapping to HTTP statuses and counters.
+pub use crate::refusal::RefuseCode;
+
 /// Protocol version, sent in the handshake (`Burrow-Version`).
 pub const VERSION: u32 = 1;
 /// Largest DATA payload a sender may put in one frame.
@@ -53,52 +57,6 @@ pub enum OpenTarget {
         /// the binding's id, chosen by the client in BIND
         bind_id: u32,
     },
-}
-
-/// Why a stream was refused or reset. Each maps to an HTTP status for proxy users.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum RefuseCode {
-    /// Rules forbid the target (403).
-    Forbidden = 1,
-    /// The target refused, failed or did not resolve (502).
-    Unreachable = 2,
-    /// The target did not answer in time (504).
-    Timeout = 3,
-    /// The session has `--max-streams` open streams (503).
-    TooManyStreams = 4,
-    /// The request makes no sense here (unknown binding, no proxy mode) (400).
-    BadRequest = 5,
-    /// The session is going away (503).
-    GoingAway = 6,
-    /// Anything else (502).
-    Other = 7,
-}
-
-impl RefuseCode {
-    fn from_u8(b: u8) -> Result<RefuseCode, FrameError> {
-        Ok(match b {
-            1 => RefuseCode::Forbidden,
-            2 => RefuseCode::Unreachable,
-            3 => RefuseCode::Timeout,
-            4 => RefuseCode::TooManyStreams,
-            5 => RefuseCode::BadRequest,
-            6 => RefuseCode::GoingAway,
-            7 => RefuseCode::Other,
-            _ => return Err(FrameError::Invalid("unknown refusal code")),
-        })
-    }
-
-    /// The HTTP status a proxy answers with.
-    pub fn http_status(self) -> u16 {
-        match self {
-            RefuseCode::Forbidden => 403,
-            RefuseCode::Timeout => 504,
-            RefuseCode::TooManyStreams | RefuseCode::GoingAway => 503,
-            RefuseCode::BadRequest => 400,
-            RefuseCode::Unreachable | RefuseCode::Other => 502,
-        }
-    }
 }
 
 /// What a relay listener does with its visitors.
@@ -385,7 +343,7 @@ impl Frame {
             },
             code::OPEN_REFUSED => Frame::OpenRefused {
                 id,
-                code: RefuseCode::from_u8(r.u8()?)?,
+                code: r.refuse_code()?,
                 reason: r.text()?,
             },
             code::DATA => {
@@ -406,7 +364,7 @@ impl Frame {
             code::FIN => Frame::Fin { id },
             code::RESET => Frame::Reset {
                 id,
-                code: RefuseCode::from_u8(r.u8()?)?,
+                code: r.refuse_code()?,
                 reason: r.text()?,
             },
             code::BIND => {
@@ -481,6 +439,9 @@ impl Reader<'_> {
         let n = self.u8()? as usize;
         let b = self.take(n)?;
         String::from_utf8(b.to_vec()).map_err(|_| FrameError::Invalid("text is not utf-8"))
+    }
+    fn refuse_code(&mut self) -> Result<RefuseCode, FrameError> {
+        RefuseCode::from_u8(self.u8()?).ok_or(FrameError::Invalid("unknown refusal code"))
     }
     fn rest(&mut self) -> &[u8] {
         std::mem::take(&mut self.0)
