@@ -5,6 +5,8 @@
 //! frame = type:u8  stream_id:u32be  body
 //! ```
 
+use crate::http::auth::{Credentials, CredentialsError};
+use crate::secret::Secret;
 use async_tungstenite::tungstenite::Bytes;
 use std::fmt;
 
@@ -67,9 +69,95 @@ pub enum BindMode {
     /// The listener is an HTTP proxy whose egress is the client (OPEN Dial), optionally
     /// demanding `user:pass` from visitors.
     Proxy {
-        /// `user:pass` visitors must present, or empty for none
-        auth: String,
+        /// the credentials visitors must present, if any
+        auth: ProxyAuth,
     },
+}
+
+/// The credentials a `:proxy` BIND demands from visitors: `user:pass` on the wire, empty
+/// for none, read once at the frame decoder. A text that is not `user:pass` still decodes
+/// (the relay answers that BIND with BIND_REFUSED and keeps the session), but its
+/// [`credentials`](ProxyAuth::credentials) are an error, never "no credentials".
+/// `Debug` never shows the credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyAuth {
+    /// the text as on the wire, at most [`MAX_TEXT`] bytes (constructors check)
+    text: Secret,
+    /// what `text` says: `None` when empty
+    parsed: Result<Option<Credentials>, CredentialsError>,
+}
+
+/// `user:pass` longer than the text field of a BIND ([`MAX_TEXT`] bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthTooLong {
+    /// bytes in `user:pass`
+    pub len: usize,
+}
+
+impl fmt::Display for AuthTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "USER:PASS is {} bytes; a -R …:proxy binding carries at most {MAX_TEXT}",
+            self.len
+        )
+    }
+}
+
+impl std::error::Error for AuthTooLong {}
+
+impl ProxyAuth {
+    /// No credentials: the proxy serves any visitor.
+    pub fn open() -> ProxyAuth {
+        ProxyAuth {
+            text: Secret::new(""),
+            parsed: Ok(None),
+        }
+    }
+
+    /// Visitors must present `creds`; `Err` when they do not fit a BIND whole (cutting them
+    /// would make the relay demand other credentials than the user gave).
+    pub fn basic(creds: Credentials) -> Result<ProxyAuth, AuthTooLong> {
+        let text = format!("{}:{}", creds.user, creds.pass.expose());
+        if text.len() > MAX_TEXT {
+            return Err(AuthTooLong { len: text.len() });
+        }
+        Ok(ProxyAuth {
+            text: Secret::new(text),
+            parsed: Ok(Some(creds)),
+        })
+    }
+
+    /// Reads a BIND's text: empty is none, anything else must parse as `user:pass`.
+    pub fn from_text(text: String) -> Result<ProxyAuth, AuthTooLong> {
+        if text.len() > MAX_TEXT {
+            return Err(AuthTooLong { len: text.len() });
+        }
+        let parsed = match text.as_str() {
+            "" => Ok(None),
+            t => t.parse().map(Some),
+        };
+        Ok(ProxyAuth {
+            text: Secret::new(text),
+            parsed,
+        })
+    }
+
+    /// The credentials visitors must present (`None`: none), or why the peer's text is not
+    /// credentials (the message never contains them).
+    pub fn credentials(&self) -> Result<Option<&Credentials>, &CredentialsError> {
+        self.parsed.as_ref().map(Option::as_ref)
+    }
+}
+
+impl fmt::Debug for ProxyAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.parsed {
+            Ok(None) => f.write_str("ProxyAuth(none)"),
+            Ok(Some(_)) => f.write_str("ProxyAuth(***)"),
+            Err(e) => write!(f, "ProxyAuth(unreadable: {e})"),
+        }
+    }
 }
 
 /// One mux frame.
@@ -278,7 +366,7 @@ impl Frame {
                     BindMode::Forward => out.push(0),
                     BindMode::Proxy { auth } => {
                         out.push(1);
-                        put_text(out, auth);
+                        put_text(out, auth.text.expose());
                     }
                 }
             }
@@ -373,7 +461,10 @@ impl Frame {
                 let addr = r.text()?;
                 let mode = match r.u8()? {
                     0 => BindMode::Forward,
-                    1 => BindMode::Proxy { auth: r.text()? },
+                    1 => BindMode::Proxy {
+                        // A text field holds at most MAX_TEXT bytes: this always fits.
+                        auth: ProxyAuth::from_text(r.text()?).map_err(|_| FrameError::TooLong)?,
+                    },
                     _ => return Err(FrameError::Invalid("unknown bind mode")),
                 };
                 Frame::Bind {
@@ -449,171 +540,5 @@ impl Reader<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn all_frames() -> Vec<Frame> {
-        vec![
-            Frame::Open {
-                id: 1,
-                window: 65536,
-                target: OpenTarget::Dial {
-                    host: "example.com".into(),
-                    port: 443,
-                },
-            },
-            Frame::Open {
-                id: 2,
-                window: 1,
-                target: OpenTarget::Bound { bind_id: 7 },
-            },
-            Frame::OpenOk {
-                id: 3,
-                window: 262144,
-            },
-            Frame::OpenRefused {
-                id: 5,
-                code: RefuseCode::Forbidden,
-                reason: "target not allowed".into(),
-            },
-            Frame::Data {
-                id: 7,
-                payload: vec![1, 2, 3].into(),
-            },
-            Frame::Data {
-                id: 9,
-                payload: vec![0; MAX_DATA].into(),
-            },
-            Frame::Window {
-                id: 11,
-                increment: 4096,
-            },
-            Frame::Fin { id: 13 },
-            Frame::Reset {
-                id: 15,
-                code: RefuseCode::Timeout,
-                reason: "".into(),
-            },
-            Frame::Bind {
-                bind_id: 1,
-                addr: "0.0.0.0".into(),
-                port: 0,
-                mode: BindMode::Forward,
-            },
-            Frame::Bind {
-                bind_id: 2,
-                addr: "".into(),
-                port: 8080,
-                mode: BindMode::Proxy { auth: "u:p".into() },
-            },
-            Frame::Bound {
-                bind_id: 1,
-                addr: "127.0.0.1:40000".into(),
-            },
-            Frame::BindRefused {
-                bind_id: 2,
-                reason: "port 22 is outside --allow-ports".into(),
-            },
-            Frame::GoAway {
-                reason: "relay shutting down".into(),
-            },
-        ]
-    }
-
-    #[test]
-    fn every_frame_round_trips() {
-        let frames = all_frames();
-        assert!(frames.len() >= 14);
-        for f in frames {
-            let bytes = f.to_bytes();
-            assert!(bytes.len() <= MAX_FRAME);
-            assert_eq!(Frame::decode(&bytes), Ok(f.clone()), "{f:?}");
-            // Every strict prefix is refused, never misread.
-            for cut in 0..bytes.len() {
-                assert!(
-                    Frame::decode(&bytes[..cut]).is_err() || matches!(f, Frame::Data { .. }),
-                    "{f:?} cut at {cut}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn bad_frames_are_refused() {
-        let mut oversized = Frame::Data {
-            id: 1,
-            payload: vec![0; 10].into(),
-        }
-        .to_bytes();
-        oversized.resize(MAX_FRAME + 1, 0);
-        let cases: Vec<(Vec<u8>, FrameError)> = vec![
-            (vec![], FrameError::Truncated),
-            (vec![0x04, 0, 0, 0], FrameError::Truncated),
-            (
-                vec![0x04, 0, 0, 0, 1],
-                FrameError::Invalid("data payload size"),
-            ),
-            (vec![0x99, 0, 0, 0, 1], FrameError::UnknownType(0x99)),
-            (
-                vec![0x05, 0, 0, 0, 1, 0, 0, 0, 0],
-                FrameError::Invalid("zero window increment"),
-            ),
-            (vec![0x06, 0, 0, 0, 1, 9], FrameError::TooLong),
-            (
-                vec![0x06, 0, 0, 0, 0],
-                FrameError::Invalid("stream id 0 is for session frames only"),
-            ),
-            (
-                vec![0x13, 0, 0, 0, 5, 0],
-                FrameError::Invalid("stream id 0 is for session frames only"),
-            ),
-            (
-                vec![0x03, 0, 0, 0, 1, 1, 2, 0xff, 0xfe],
-                FrameError::Invalid("text is not utf-8"),
-            ),
-            (vec![0x03, 0, 0, 0, 1, 1, 9, b'a'], FrameError::Truncated),
-            (
-                vec![0x03, 0, 0, 0, 1, 9, 0],
-                FrameError::Invalid("unknown refusal code"),
-            ),
-            (oversized, FrameError::TooLong),
-        ];
-        for (bytes, want) in cases {
-            assert_eq!(Frame::decode(&bytes), Err(want.clone()), "{bytes:?}");
-        }
-    }
-
-    #[test]
-    fn long_texts_are_truncated_on_a_char_boundary() {
-        let reason = "é".repeat(200); // 400 bytes
-        let f = Frame::GoAway { reason };
-        let Ok(Frame::GoAway { reason }) = Frame::decode(&f.to_bytes()) else {
-            panic!()
-        };
-        assert!(reason.len() <= MAX_TEXT && reason.chars().all(|c| c == 'é'));
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
-
-        /// Whatever a peer sends, decoding never panics, and what decodes encodes back to
-        /// exactly the same bytes (one encoding per frame: nothing a peer could smuggle).
-        #[test]
-        fn decoding_arbitrary_bytes_is_total_and_exact(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
-            if let Ok(frame) = Frame::decode(&data) {
-                proptest::prop_assert_eq!(frame.to_bytes(), data);
-            }
-        }
-
-        /// Frames with a valid header survive arbitrary bodies the same way.
-        #[test]
-        fn decoding_typed_garbage_is_total_and_exact(t in 0u8..0x20, id in 0u32..8, body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
-            let mut data = vec![t];
-            data.extend_from_slice(&id.to_be_bytes());
-            data.extend_from_slice(&body);
-            if let Ok(frame) = Frame::decode(&data) {
-                proptest::prop_assert_eq!(frame.to_bytes(), data);
-            }
-        }
-    }
-}
+#[path = "frame_tests.rs"]
+mod tests;
