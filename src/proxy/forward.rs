@@ -2,7 +2,7 @@
 //! connections, with bodies passed through under their own framing.
 //!
 //! async-h1 cannot serve this path: its server closes HTTP/1.0 requests without an answer, and
-//! its client rejects HTTP/1.0 responses and reads close-delimited bodies as empty (STACK.md),
+//! its client rejects HTTP/1.0 responses and reads close-delimited bodies as empty (async-h1 2.3),
 //! both of which real clients and origins send. So heads go through our own parser and bodies
 //! through [`crate::http::body`].
 //!
