@@ -1,6 +1,7 @@
 //! What the client serves: `-L` listeners, stdio, and the streams the relay opens.
 
 use super::*;
+use crate::refusal::Refusal;
 
 pub(super) async fn run_stdio(session: &Session, host: &str, port: u16) -> Result<(), ClientError> {
     let target = OpenTarget::Dial {
@@ -112,7 +113,7 @@ pub(super) async fn serve_incoming(
             }
             _ => bridge::refuse(
                 inc,
-                RefuseCode::BadRequest,
+                Refusal::BadRequest,
                 &format!("no forward binding {bind_id}"),
                 label,
                 metrics,
@@ -126,7 +127,7 @@ pub(super) async fn serve_incoming(
             {
                 bridge::refuse(
                     inc,
-                    RefuseCode::BadRequest,
+                    Refusal::BadRequest,
                     "this client exposes no proxy (-R PORT:proxy)",
                     label,
                     metrics,

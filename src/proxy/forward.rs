@@ -2,7 +2,7 @@
 //! connections, with bodies passed through under their own framing.
 //!
 //! async-h1 cannot serve this path: its server closes HTTP/1.0 requests without an answer, and
-//! its client rejects HTTP/1.0 responses and reads close-delimited bodies as empty (STACK.md),
+//! its client rejects HTTP/1.0 responses and reads close-delimited bodies as empty (async-h1 2.3),
 //! both of which real clients and origins send. So heads go through our own parser and bodies
 //! through [`crate::http::body`].
 //!
@@ -259,7 +259,7 @@ impl<D: Dialer> Exchange<'_, D> {
         match open(self.conn, &req.host, req.port).await {
             Ok(o) => Ok(o),
             Err(e) => {
-                let status = e.status();
+                let status = e.refusal().http_status();
                 log::warn!(
                     "conn {} {}: {}: {e} ({status})",
                     self.conn.id,

@@ -219,7 +219,7 @@ impl<D: Dialer> Conn<D> {
         let (upstream, early) = match self.dialer.dial(host, port).await {
             Ok(pair) => pair,
             Err(e) => {
-                let status = e.status();
+                let status = e.refusal().http_status();
                 log::warn!(
                     "conn {} {}: CONNECT {}: {e} ({status})",
                     self.id,
