@@ -3,7 +3,8 @@
 //! Every stream ends in exactly one place: when its last handle is dropped. If both sides had
 //! sent FIN by then it just leaves the table; otherwise a RESET tells the peer.
 
-use super::frame::{Frame, MAX_DATA, RefuseCode};
+use super::frame::{Frame, RefuseCode};
+use super::session::flow::{RecvWindow, SendCredit};
 use super::session::{OpenResult, Shared};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use std::collections::VecDeque;
@@ -23,23 +24,15 @@ pub(crate) struct StreamShared {
 }
 
 pub(crate) struct StreamState {
-    /// Received payloads not yet read; `recv_off` bytes of the front one were read already.
+    /// Received payloads not yet read; `recv_off` bytes of the front one were read already
+    /// (`recv_window.buffered()` counts the bytes left in it).
     pub(crate) recv: VecDeque<async_tungstenite::tungstenite::Bytes>,
     pub(crate) recv_off: usize,
-    /// Bytes in `recv` (minus `recv_off`).
-    pub(crate) recv_len: usize,
-    /// Credit the peer still has: a DATA beyond it is a protocol violation.
-    pub(crate) recv_avail: u32,
-    /// Our current receive window size (what we grant per round).
-    pub(crate) recv_window: u32,
-    /// Bytes read by the application since the last WINDOW we sent.
-    pub(crate) unacked: u32,
-    pub(crate) last_update: Instant,
+    /// The peer's credit, what waits to be read, and what we owe back.
+    pub(crate) recv_window: RecvWindow,
     pub(crate) recv_fin: bool,
-    /// Bytes we may still send.
-    pub(crate) send_credit: u64,
-    /// Bytes sent before OPEN_OK (early data), counted against the peer's first window.
-    pub(crate) early_sent: u32,
+    /// What we may still send.
+    pub(crate) send: SendCredit,
     pub(crate) fin_sent: bool,
     /// Set once reset (by either side) or when the session died.
     pub(crate) error: Option<(io::ErrorKind, String)>,
@@ -54,20 +47,15 @@ pub(crate) struct StreamState {
 }
 
 impl StreamShared {
-    pub(crate) fn new(id: u32, recv_window: u32, send_credit: u32) -> Self {
+    pub(crate) fn new(id: u32, recv_window: u32, send: SendCredit) -> Self {
         StreamShared {
             id,
             st: Mutex::new(StreamState {
                 recv: VecDeque::new(),
                 recv_off: 0,
-                recv_len: 0,
-                recv_avail: recv_window,
-                recv_window,
-                unacked: 0,
-                last_update: Instant::now(),
+                recv_window: RecvWindow::new(recv_window, Instant::now()),
                 recv_fin: false,
-                send_credit: u64::from(send_credit),
-                early_sent: 0,
+                send,
                 fin_sent: false,
                 error: None,
                 reader: None,
@@ -166,7 +154,7 @@ impl AsyncRead for MuxStream {
     ) -> Poll<io::Result<usize>> {
         let h = &self.h;
         let mut st = h.stream.lock();
-        if st.recv_len == 0 {
+        if st.recv_window.buffered() == 0 {
             if st.recv_fin {
                 return Poll::Ready(Ok(0));
             }
@@ -190,16 +178,12 @@ impl AsyncRead for MuxStream {
                 st.recv_off += take;
             }
         }
-        st.recv_len -= n;
+        st.recv_window.consumed(n);
         if st.recv.is_empty() && st.recv.capacity() > RECV_SLOTS_KEPT {
             // A burst grew the queue: give it back. A small one stays, so steady traffic does
             // not allocate it anew for every frame (payloads are freed as they are read).
             st.recv = VecDeque::new();
         }
-        // At most the window (u32) is ever unread; saturating only to keep that local.
-        st.unacked = st
-            .unacked
-            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
         let update = h.session.window_update(&mut st);
         drop(st);
         if let Some(increment) = update {
@@ -232,25 +216,14 @@ impl AsyncWrite for MuxStream {
                 "stream already closed for writing",
             )));
         }
-        if st.send_credit == 0 {
+        if st.send.available() == 0 {
             st.writer = Some(cx.waker().clone());
             return Poll::Pending;
         }
         if !h.session.may_queue(cx) {
             return Poll::Pending;
         }
-        // n <= MAX_DATA and n <= send_credit: the conversions and the subtraction are exact.
-        let n = buf
-            .len()
-            .min(MAX_DATA)
-            .min(usize::try_from(st.send_credit).unwrap_or(MAX_DATA));
-        let sent = n as u64;
-        st.send_credit -= sent;
-        if st.opening.is_some() {
-            // Before OPEN_OK the credit is EARLY_DATA (the peer may not add to it), so this
-            // stays at most EARLY_DATA.
-            st.early_sent = st.early_sent.saturating_add(n as u32);
-        }
+        let n = st.send.take(buf.len());
         drop(st);
         h.session.send_data(h.stream.id, &buf[..n]);
         Poll::Ready(Ok(n))

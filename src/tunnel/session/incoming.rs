@@ -31,15 +31,12 @@ impl Incoming {
                 // early-data reservation for a full window.
                 Some(st) if st.pending => {
                     st.pending = false;
-                    self.shared.answered();
+                    self.shared.budget().answered();
                     let window = self.shared.take_window();
-                    // What arrived early counts against the window we grant. While pending,
-                    // the credit started at EARLY_DATA and only went down; and every window is
+                    // What arrived early counts against the window we grant. Every window is
                     // at least EARLY_DATA unless `initial_window` is configured below it, when
                     // the peer gets no credit until the early bytes are read.
-                    let early = EARLY_DATA.saturating_sub(st.recv_avail);
-                    st.recv_window = window;
-                    st.recv_avail = window.saturating_sub(early);
+                    st.recv_window.accept(window);
                     window
                 }
                 _ => 0,

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ mod credit;
 mod dispatch;
 mod driver;
 mod errors;
+pub(crate) mod flow;
 mod incoming;
 mod limits;
 mod pool;
@@ -134,14 +135,12 @@ pub(crate) struct Shared {
     waiters: Mutex<Vec<Waker>>,
     /// non-DATA frames queued for the writer (capped: the reader waits)
     control_queue: ControlQueue,
-    /// what is left of `cfg.window_budget`: the receive windows of accepted streams and the
-    /// [`EARLY_DATA`] each pending stream reserves are taken from it. Accepted streams get at
-    /// least `MIN_WINDOW` even when it is spent (so it may go below 0 by at most
-    /// `max_streams` of those); pending streams are at most [`MAX_PENDING_STREAMS`].
-    budget: AtomicI64,
-    /// streams the peer opened that are neither accepted nor refused (at most
-    /// [`MAX_PENDING_STREAMS`]; changed only with the stream's `pending` flag)
-    pending: AtomicUsize,
+    /// `cfg.window_budget`: the receive windows of accepted streams and the [`EARLY_DATA`]
+    /// each pending stream reserves are taken from it. Accepted streams get at least
+    /// `flow::MIN_WINDOW` even when it is spent (so it may go below 0 by at most
+    /// `max_streams` of those); pending streams (counted here, changed only with the stream's
+    /// `pending` flag) are at most [`MAX_PENDING_STREAMS`].
+    budget: Mutex<flow::Budget>,
     /// rate limit of the refusal WARN lines of this session
     refusal_log: LogLimit,
     incoming: (Sender<Incoming>, Receiver<Incoming>),
@@ -184,7 +183,7 @@ impl Session {
         let (close_req_tx, close_req_rx) = smol::channel::bounded(1);
         let shared = Arc::new(Shared {
             side,
-            budget: AtomicI64::new(i64::try_from(cfg.window_budget).unwrap_or(i64::MAX)),
+            budget: Mutex::new(flow::Budget::new(cfg.window_budget)),
             cfg,
             label,
             state: Mutex::new(State {
@@ -200,7 +199,6 @@ impl Session {
             queued: AtomicUsize::new(0),
             waiters: Mutex::new(Vec::new()),
             control_queue: ControlQueue::default(),
-            pending: AtomicUsize::new(0),
             refusal_log: LogLimit::default(),
             // Never full: only pending streams are in it.
             incoming: smol::channel::bounded(MAX_PENDING_STREAMS),
@@ -263,7 +261,7 @@ impl Session {
                 .checked_add(2)
                 .ok_or_else(|| OpenError::Closed("stream ids exhausted".into()))?;
             let window = sh.take_window();
-            let stream = Arc::new(StreamShared::new(id, window, EARLY_DATA));
+            let stream = Arc::new(StreamShared::new(id, window, flow::SendCredit::opening()));
             stream.lock().opening = Some(tx);
             state.streams.insert(id, stream.clone());
             // Queued under the lock: the peer must see OPENs in id order, and two tasks
@@ -344,14 +342,14 @@ impl Session {
     /// Streams the peer opened that are neither accepted nor refused yet (at most
     /// [`MAX_PENDING_STREAMS`]).
     pub fn pending_streams(&self) -> usize {
-        self.shared.pending.load(Relaxed)
+        self.shared.budget().pending()
     }
 
     /// What is left of the session's window budget (`SessionConfig::window_budget`): the
     /// receive windows of accepted streams and the early-data reservation of pending ones are
     /// taken from it. Below 0 when accepted streams hold their floor windows past it.
     pub fn window_budget_left(&self) -> i64 {
-        self.shared.budget.load(Relaxed)
+        self.shared.budget().left()
     }
 
     /// OPENs refused so far (by either side's answer from here).
@@ -399,9 +397,9 @@ impl Shared {
             let mut st = s.lock();
             if std::mem::take(&mut st.pending) {
                 // Its window is the early-data reservation.
-                self.answered();
+                self.budget().answered();
             } else {
-                self.budget.fetch_add(i64::from(st.recv_window), Relaxed);
+                self.budget().give_back(st.recv_window.window());
             }
             drop(st);
             metrics_inc(&self.metrics.streams, -1);
@@ -471,7 +469,7 @@ impl Shared {
         for (_, s) in streams {
             let mut st = s.lock();
             if std::mem::take(&mut st.pending) {
-                self.answered();
+                self.budget().answered();
             }
             if let Some(tx) = st.opening.take() {
                 let _ = tx.try_send(Err((RefuseCode::GoingAway, reason.to_string())));
