@@ -1,7 +1,10 @@
 //! Design 2: many TCP streams multiplexed over one WebSocket connection.
 //! The protocol is specified in `docs/PROTOCOL.md`.
 
+pub(crate) mod flow;
 pub mod frame;
+pub(crate) mod outbox;
+mod pool;
 pub mod session;
 pub mod stream;
 pub mod ws;

@@ -3,9 +3,10 @@
 //! Every stream ends in exactly one place: when its last handle is dropped. If both sides had
 //! sent FIN by then it just leaves the table; otherwise a RESET tells the peer.
 
+use super::flow::{RecvWindow, SendCredit};
 use super::frame::{Frame, RefuseCode};
-use super::session::flow::{RecvWindow, SendCredit};
-use super::session::{OpenResult, Shared};
+use super::outbox::Outbox;
+use event_listener::EventListener;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use std::collections::VecDeque;
 use std::io;
@@ -16,6 +17,71 @@ use std::time::Instant;
 
 /// Queue slots (not payload bytes: those are freed as read) an emptied receive queue keeps.
 const RECV_SLOTS_KEPT: usize = 4;
+
+/// The answer to an OPEN.
+pub(crate) type OpenResult = Result<(), (RefuseCode, String)>;
+
+/// Where a stream is in the OPEN exchange.
+pub(crate) enum Handshake {
+    /// We opened it; the peer's answer goes to this sender.
+    Opening(smol::channel::Sender<OpenResult>),
+    /// The peer opened it and we have not answered yet (neither OPEN_OK nor OPEN_REFUSED):
+    /// its receive window is the [`super::frame::EARLY_DATA`] it reserved of the session
+    /// budget, and it counts against the session's pending streams.
+    Pending,
+    /// Answered, either way.
+    Done,
+}
+
+/// Which directions have finished (FIN sent, FIN received).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HalfClose {
+    /// Both directions open.
+    Open,
+    /// We sent FIN; the peer may still send.
+    Sent,
+    /// The peer sent FIN; we may still send.
+    Received,
+    /// Both sent FIN.
+    Both,
+}
+
+impl HalfClose {
+    /// True once we sent FIN.
+    pub(crate) fn sent(self) -> bool {
+        matches!(self, HalfClose::Sent | HalfClose::Both)
+    }
+
+    /// True once the peer sent FIN.
+    pub(crate) fn received(self) -> bool {
+        matches!(self, HalfClose::Received | HalfClose::Both)
+    }
+
+    fn with_sent(self) -> Self {
+        if self.received() {
+            HalfClose::Both
+        } else {
+            HalfClose::Sent
+        }
+    }
+
+    fn with_received(self) -> Self {
+        if self.sent() {
+            HalfClose::Both
+        } else {
+            HalfClose::Received
+        }
+    }
+}
+
+/// What a stream needs of the session that owns it. The session implements it; the stream
+/// does not know the session's type (so the two modules do not import each other).
+pub(crate) trait Owner: Send + Sync {
+    /// The application read from `st`: the WINDOW increment it earns the peer, if any.
+    fn window_update(&self, st: &mut StreamState) -> Option<u32>;
+    /// The last handle of `stream` is gone.
+    fn dropped(&self, stream: &Arc<StreamShared>);
+}
 
 /// The state of one stream, shared by its handles and the session's reader.
 pub(crate) struct StreamShared {
@@ -30,38 +96,33 @@ pub(crate) struct StreamState {
     pub(crate) recv_off: usize,
     /// The peer's credit, what waits to be read, and what we owe back.
     pub(crate) recv_window: RecvWindow,
-    pub(crate) recv_fin: bool,
     /// What we may still send.
     pub(crate) send: SendCredit,
-    pub(crate) fin_sent: bool,
+    pub(crate) handshake: Handshake,
+    pub(crate) half_close: HalfClose,
     /// Set once reset (by either side) or when the session died.
     pub(crate) error: Option<(io::ErrorKind, String)>,
     pub(crate) reader: Option<Waker>,
     pub(crate) writer: Option<Waker>,
-    /// While opening: where the answer goes.
-    pub(crate) opening: Option<smol::channel::Sender<OpenResult>>,
-    /// The peer opened it and we have not answered yet (neither OPEN_OK nor OPEN_REFUSED):
-    /// its receive window is the [`super::frame::EARLY_DATA`] it reserved of the session
-    /// budget, and it counts against the session's pending streams.
-    pub(crate) pending: bool,
+    /// The writer's one listener while the session's outbox is full.
+    room: Option<EventListener>,
 }
 
 impl StreamShared {
-    pub(crate) fn new(id: u32, recv_window: u32, send: SendCredit) -> Self {
+    pub(crate) fn new(id: u32, recv_window: u32, send: SendCredit, handshake: Handshake) -> Self {
         StreamShared {
             id,
             st: Mutex::new(StreamState {
                 recv: VecDeque::new(),
                 recv_off: 0,
                 recv_window: RecvWindow::new(recv_window, Instant::now()),
-                recv_fin: false,
                 send,
-                fin_sent: false,
+                handshake,
+                half_close: HalfClose::Open,
                 error: None,
                 reader: None,
                 writer: None,
-                opening: None,
-                pending: false,
+                room: None,
             }),
         }
     }
@@ -89,17 +150,43 @@ impl StreamState {
         }
         self.wake_all();
     }
+
+    /// The peer sent FIN.
+    pub(crate) fn fin_received(&mut self) {
+        self.half_close = self.half_close.with_received();
+    }
+
+    /// Ends the OPEN exchange we started: where the answer goes, if we were opening.
+    pub(crate) fn take_opening(&mut self) -> Option<smol::channel::Sender<OpenResult>> {
+        match std::mem::replace(&mut self.handshake, Handshake::Done) {
+            Handshake::Opening(tx) => Some(tx),
+            other => {
+                self.handshake = other;
+                None
+            }
+        }
+    }
+
+    /// Ends a pending stream's wait for our answer; true if it was pending (once per stream).
+    pub(crate) fn take_pending(&mut self) -> bool {
+        if matches!(self.handshake, Handshake::Pending) {
+            self.handshake = Handshake::Done;
+            return true;
+        }
+        false
+    }
 }
 
 /// Shared ownership of one stream; the last drop ends the stream.
 struct Handle {
     stream: Arc<StreamShared>,
-    session: Arc<Shared>,
+    owner: Arc<dyn Owner>,
+    outbox: Arc<Outbox>,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.session.stream_dropped(&self.stream);
+        self.owner.dropped(&self.stream);
     }
 }
 
@@ -117,9 +204,17 @@ impl std::fmt::Debug for MuxStream {
 }
 
 impl MuxStream {
-    pub(crate) fn new(stream: Arc<StreamShared>, session: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        stream: Arc<StreamShared>,
+        owner: Arc<dyn Owner>,
+        outbox: Arc<Outbox>,
+    ) -> Self {
         MuxStream {
-            h: Arc::new(Handle { stream, session }),
+            h: Arc::new(Handle {
+                stream,
+                owner,
+                outbox,
+            }),
         }
     }
 
@@ -137,7 +232,7 @@ impl MuxStream {
                 format!("reset locally: {reason}"),
             );
             drop(st);
-            self.h.session.send_frame(Frame::Reset {
+            self.h.outbox.send_frame(Frame::Reset {
                 id: self.id(),
                 code,
                 reason: reason.to_string(),
@@ -155,7 +250,7 @@ impl AsyncRead for MuxStream {
         let h = &self.h;
         let mut st = h.stream.lock();
         if st.recv_window.buffered() == 0 {
-            if st.recv_fin {
+            if st.half_close.received() {
                 return Poll::Ready(Ok(0));
             }
             if let Some((kind, why)) = &st.error {
@@ -184,10 +279,10 @@ impl AsyncRead for MuxStream {
             // not allocate it anew for every frame (payloads are freed as they are read).
             st.recv = VecDeque::new();
         }
-        let update = h.session.window_update(&mut st);
+        let update = h.owner.window_update(&mut st);
         drop(st);
         if let Some(increment) = update {
-            h.session.send_frame(Frame::Window {
+            h.outbox.send_frame(Frame::Window {
                 id: h.stream.id,
                 increment,
             });
@@ -210,7 +305,7 @@ impl AsyncWrite for MuxStream {
         if let Some((kind, why)) = &st.error {
             return Poll::Ready(Err(io::Error::new(*kind, why.clone())));
         }
-        if st.fin_sent {
+        if st.half_close.sent() {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "stream already closed for writing",
@@ -220,12 +315,12 @@ impl AsyncWrite for MuxStream {
             st.writer = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        if !h.session.may_queue(cx) {
+        if !h.outbox.poll_room(&mut st.room, cx) {
             return Poll::Pending;
         }
         let n = st.send.take(buf.len());
         drop(st);
-        h.session.send_data(h.stream.id, &buf[..n]);
+        h.outbox.send_data(h.stream.id, &buf[..n]);
         Poll::Ready(Ok(n))
     }
 
@@ -237,12 +332,12 @@ impl AsyncWrite for MuxStream {
     fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let h = &self.h;
         let mut st = h.stream.lock();
-        if st.fin_sent || st.error.is_some() {
+        if st.half_close.sent() || st.error.is_some() {
             return Poll::Ready(Ok(()));
         }
-        st.fin_sent = true;
+        st.half_close = st.half_close.with_sent();
         drop(st);
-        h.session.send_frame(Frame::Fin { id: h.stream.id });
+        h.outbox.send_frame(Frame::Fin { id: h.stream.id });
         Poll::Ready(Ok(()))
     }
 }

@@ -1,8 +1,8 @@
-//! The session's side of flow control: the [`Budget`] behind its lock, what a stream's reads
-//! earn the peer, and the cap on queued DATA. The arithmetic itself is in [`super::flow`].
+//! The session's side of flow control: the [`Budget`] behind its lock, and what a stream's
+//! reads earn the peer. The arithmetic itself is in [`crate::tunnel::flow`].
 
-use super::flow::Budget;
 use super::*;
+use crate::tunnel::flow::Budget;
 
 impl Shared {
     /// The session budget. A leaf lock: taken under the state or a stream lock, never the
@@ -16,31 +16,10 @@ impl Shared {
         self.budget().take_window(self.cfg.initial_window)
     }
 
-    /// True when a writer may queue more; otherwise registers `cx` to be woken.
-    pub(crate) fn may_queue(&self, cx: &mut Context<'_>) -> bool {
-        if self.queued.load(Relaxed) < self.cfg.max_queued {
-            return true;
-        }
-        self.waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(cx.waker().clone());
-        // Re-check: the writer may have drained between the load and the push.
-        self.queued.load(Relaxed) < self.cfg.max_queued
-    }
-
-    pub(super) fn drained(&self, bytes: usize) {
-        self.queued.fetch_sub(bytes, Relaxed);
-        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
-        for w in waiters {
-            w.wake();
-        }
-    }
-
     /// Decides whether the application's reads earn the peer a WINDOW (see
-    /// [`super::flow::RecvWindow::update`]); none once the stream is finished or failed.
+    /// [`crate::tunnel::flow::RecvWindow::update`]); none once the stream is finished or failed.
     pub(crate) fn window_update(&self, st: &mut StreamState) -> Option<u32> {
-        if st.recv_fin || st.error.is_some() {
+        if st.half_close.received() || st.error.is_some() {
             return None;
         }
         let srtt = match self.srtt_us.load(Relaxed) {

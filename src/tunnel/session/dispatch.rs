@@ -1,7 +1,7 @@
 //! Frames from the peer: checks (ids, windows, order) and their effect on the stream table.
 
-use super::flow::FlowError;
 use super::*;
+use crate::tunnel::flow::FlowError;
 
 impl Shared {
     /// True when `id` has the peer's parity.
@@ -37,7 +37,7 @@ impl Shared {
                     return Ok(());
                 };
                 let mut st = s.lock();
-                let Some(tx) = st.opening.take() else {
+                let Some(tx) = st.take_opening() else {
                     return Err(format!("OPEN_OK for stream {id} that is not opening"));
                 };
                 if window < EARLY_DATA {
@@ -65,7 +65,7 @@ impl Shared {
                 };
                 let mut st = s.lock();
                 st.fail(io::ErrorKind::ConnectionRefused, reason.clone());
-                match st.opening.take() {
+                match st.take_opening() {
                     Some(tx) => {
                         let _ = tx.try_send(Err((code, reason)));
                         Ok(())
@@ -78,7 +78,7 @@ impl Shared {
                     return Ok(());
                 };
                 let mut st = s.lock();
-                if st.recv_fin {
+                if st.half_close.received() {
                     return Err(format!("DATA after FIN on stream {id}"));
                 }
                 let n = payload.len();
@@ -123,7 +123,7 @@ impl Shared {
                     return Ok(());
                 };
                 let mut st = s.lock();
-                st.recv_fin = true;
+                st.fin_received();
                 st.wake_all();
                 Ok(())
             }
@@ -132,7 +132,7 @@ impl Shared {
                     return Ok(());
                 };
                 let mut st = s.lock();
-                if let Some(tx) = st.opening.take() {
+                if let Some(tx) = st.take_opening() {
                     let _ = tx.try_send(Err((RefuseCode::Other, reason.clone())));
                 }
                 st.fail(
@@ -229,14 +229,14 @@ impl Shared {
                 id,
                 reserved,
                 flow::SendCredit::granted(window),
+                Handshake::Pending,
             ));
-            stream.lock().pending = true;
             state.streams.insert(id, stream.clone());
             stream
         };
         self.stream_opened();
         let incoming = Incoming {
-            stream: Some(MuxStream::new(stream, self.clone())),
+            stream: Some(self.stream_handle(stream)),
             target,
             shared: self.clone(),
         };

@@ -82,9 +82,9 @@ where
     loop {
         // Too many answers wait for a peer that does not read them: stop reading it until the
         // writer got them out, so what it sends waits in its own buffers, not in ours.
-        if shared.control_queue.bytes() >= MAX_QUEUED_CONTROL {
-            let queued = shared.control_queue.bytes();
-            if shared.control_queue.first_pause() {
+        if shared.out.control.bytes() >= MAX_QUEUED_CONTROL {
+            let queued = shared.out.control.bytes();
+            if shared.out.control.first_pause() {
                 log::warn!(
                     "session {}: peer does not read our answers ({queued} bytes queued); \
                      not reading it until they are sent",
@@ -97,7 +97,8 @@ where
                 );
             }
             shared
-                .control_queue
+                .out
+                .control
                 .room(|| shared.lock_state().closed.is_some())
                 .await;
         }
@@ -171,7 +172,7 @@ where
                     } else {
                         control += ControlQueue::cost(f.len());
                     }
-                    Message::Binary(shared.pool.message_bytes(f))
+                    Message::Binary(shared.out.pool().message_bytes(f))
                 }
                 Out::Ping(p) => Message::Ping(Bytes::from(p)),
                 Out::Close(why) => {
@@ -192,8 +193,8 @@ where
         if let Err(e) = flush(tx).await {
             return fail(e);
         }
-        shared.drained(bytes);
-        shared.control_queue.sent(control);
+        shared.out.drained(bytes);
+        shared.out.control.sent(control);
     }
 }
 
@@ -248,9 +249,7 @@ async fn keepalive_loop(shared: &Arc<Shared>) -> CloseReason {
     let ping = || {
         let now = shared.start.elapsed().as_micros() as u64;
         // A closed writer means the session is ending anyway.
-        let _ = shared
-            .out_tx
-            .try_send(Out::Ping(now.to_be_bytes().to_vec()));
+        let _ = shared.out.send(Out::Ping(now.to_be_bytes().to_vec()));
     };
     // One ping at once: its pong measures the round trip that window growth is judged by.
     ping();

@@ -7,8 +7,12 @@
 //! closed and every stream fails.
 
 use crate::metrics::{Metrics, Refusal};
+use crate::tunnel::flow;
 use crate::tunnel::frame::{EARLY_DATA, Frame, FrameError, OpenTarget, RefuseCode};
-use crate::tunnel::stream::{MuxStream, StreamShared, StreamState};
+use crate::tunnel::outbox::{Out, Outbox};
+use crate::tunnel::stream::{
+    HalfClose, Handshake, MuxStream, OpenResult, Owner, StreamShared, StreamState,
+};
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -21,25 +25,22 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 mod credit;
 mod dispatch;
 mod driver;
 mod errors;
-pub(crate) mod flow;
 mod incoming;
 mod limits;
-mod pool;
 
+use crate::tunnel::outbox::ControlQueue;
+pub use crate::tunnel::outbox::MAX_QUEUED_CONTROL;
 pub use errors::{CloseReason, OpenError};
 pub use incoming::Incoming;
-pub use limits::MAX_QUEUED_CONTROL;
-use limits::{ControlQueue, LogLimit};
-use pool::BufPool;
+use limits::LogLimit;
 
 /// Limits and timings of one session.
 #[derive(Debug, Clone)]
@@ -99,16 +100,6 @@ pub enum Side {
     Relay,
 }
 
-/// The answer to an OPEN.
-pub(crate) type OpenResult = Result<(), (RefuseCode, String)>;
-
-/// What the writer sends.
-enum Out {
-    Frame(Vec<u8>),
-    Ping(Vec<u8>),
-    Close(String),
-}
-
 struct State {
     next_id: u32,
     /// highest id the peer has opened (peer ids only grow)
@@ -128,13 +119,8 @@ pub(crate) struct Shared {
     /// for log lines: the session id or peer
     label: String,
     state: Mutex<State>,
-    out_tx: Sender<Out>,
-    pool: Arc<BufPool>,
-    /// DATA payload bytes queued for the writer (capped by `cfg.max_queued`; writers wait)
-    queued: AtomicUsize,
-    waiters: Mutex<Vec<Waker>>,
-    /// non-DATA frames queued for the writer (capped: the reader waits)
-    control_queue: ControlQueue,
+    /// the writer's queue, shared with every stream
+    out: Arc<Outbox>,
     /// `cfg.window_budget`: the receive windows of accepted streams and the [`EARLY_DATA`]
     /// each pending stream reserves are taken from it. Accepted streams get at least
     /// `flow::MIN_WINDOW` even when it is spent (so it may go below 0 by at most
@@ -178,7 +164,7 @@ impl Session {
         label: String,
         metrics: Arc<Metrics>,
     ) -> (Session, Driver) {
-        let (out_tx, out_rx) = smol::channel::unbounded();
+        let (out, out_rx) = Outbox::new(cfg.max_queued, metrics.clone());
         let (closed_tx, closed_rx) = smol::channel::bounded(1);
         let (close_req_tx, close_req_rx) = smol::channel::bounded(1);
         let shared = Arc::new(Shared {
@@ -194,11 +180,7 @@ impl Session {
                 going_away: false,
                 closed: None,
             }),
-            out_tx,
-            pool: BufPool::new(),
-            queued: AtomicUsize::new(0),
-            waiters: Mutex::new(Vec::new()),
-            control_queue: ControlQueue::default(),
+            out,
             refusal_log: LogLimit::default(),
             // Never full: only pending streams are in it.
             incoming: smol::channel::bounded(MAX_PENDING_STREAMS),
@@ -261,8 +243,12 @@ impl Session {
                 .checked_add(2)
                 .ok_or_else(|| OpenError::Closed("stream ids exhausted".into()))?;
             let window = sh.take_window();
-            let stream = Arc::new(StreamShared::new(id, window, flow::SendCredit::opening()));
-            stream.lock().opening = Some(tx);
+            let stream = Arc::new(StreamShared::new(
+                id,
+                window,
+                flow::SendCredit::opening(),
+                Handshake::Opening(tx),
+            ));
             state.streams.insert(id, stream.clone());
             // Queued under the lock: the peer must see OPENs in id order, and two tasks
             // opening at once on different threads would otherwise race.
@@ -270,7 +256,7 @@ impl Session {
             stream
         };
         sh.stream_opened();
-        Ok((MuxStream::new(stream, sh.clone()), rx))
+        Ok((sh.stream_handle(stream), rx))
     }
 
     /// The next stream the peer opened; `None` once the session is closed.
@@ -299,7 +285,7 @@ impl Session {
     /// Ends the session: a WebSocket close frame, then every stream fails.
     pub fn close(&self, reason: &str) {
         // Ignored: a closed writer means the session is already over.
-        let _ = self.shared.out_tx.try_send(Out::Close(reason.to_string()));
+        let _ = self.shared.out.send(Out::Close(reason.to_string()));
         let sender = self
             .shared
             .close_requested
@@ -336,7 +322,7 @@ impl Session {
     /// Bytes (frame bytes plus a fixed overhead each) of non-DATA frames waiting for the
     /// writer; the reader stops reading the peer while it is at [`MAX_QUEUED_CONTROL`].
     pub fn queued_control_bytes(&self) -> usize {
-        self.shared.control_queue.bytes()
+        self.shared.out.control.bytes()
     }
 
     /// Streams the peer opened that are neither accepted nor refused yet (at most
@@ -395,7 +381,7 @@ impl Shared {
         let removed = self.lock_state().streams.remove(&id);
         if let Some(s) = &removed {
             let mut st = s.lock();
-            if std::mem::take(&mut st.pending) {
+            if st.take_pending() {
                 // Its window is the early-data reservation.
                 self.budget().answered();
             } else {
@@ -412,46 +398,14 @@ impl Shared {
         self.refusal_log.warn(label, line);
     }
 
-    /// The last handle of a stream is gone: it leaves the table, with a RESET unless both
-    /// directions had finished.
-    pub(crate) fn stream_dropped(&self, stream: &Arc<StreamShared>) {
-        if self.forget(stream.id).is_none() {
-            return;
-        }
-        let st = stream.lock();
-        let clean = st.fin_sent && st.recv_fin;
-        if !clean && st.error.is_none() {
-            drop(st);
-            self.send_frame(Frame::Reset {
-                id: stream.id,
-                code: RefuseCode::Other,
-                reason: "stream dropped".into(),
-            });
-        }
+    /// A handle on `stream` for the application.
+    fn stream_handle(self: &Arc<Self>, stream: Arc<StreamShared>) -> MuxStream {
+        MuxStream::new(stream, self.clone(), self.out.clone())
     }
 
     /// Queues a non-DATA frame; the reader stops reading the peer while too many wait.
     pub(crate) fn send_frame(&self, frame: Frame) {
-        let bytes = frame.to_bytes();
-        let cost = ControlQueue::cost(bytes.len());
-        // Counted before it is queued: the writer may flush it before `try_send` returns.
-        self.control_queue.queued(cost);
-        if self.out_tx.try_send(Out::Frame(bytes)).is_err() {
-            // A closed writer means the session is over; streams learn it from their state.
-            self.control_queue.sent(cost);
-        }
-    }
-
-    pub(crate) fn send_data(&self, id: u32, payload: &[u8]) {
-        let mut out = self.pool.take(super::frame::HEADER + payload.len());
-        out.push(0x04);
-        out.extend_from_slice(&id.to_be_bytes());
-        out.extend_from_slice(payload);
-        self.queued.fetch_add(payload.len(), Relaxed);
-        self.metrics
-            .bytes_out
-            .fetch_add(payload.len() as u64, Relaxed);
-        let _ = self.out_tx.try_send(Out::Frame(out));
+        self.out.send_frame(frame);
     }
 
     /// Marks the session closed: every stream fails, every waiter wakes.
@@ -468,10 +422,10 @@ impl Shared {
         metrics_inc(&self.metrics.sessions, -1);
         for (_, s) in streams {
             let mut st = s.lock();
-            if std::mem::take(&mut st.pending) {
+            if st.take_pending() {
                 self.budget().answered();
             }
-            if let Some(tx) = st.opening.take() {
+            if let Some(tx) = st.take_opening() {
                 let _ = tx.try_send(Err((RefuseCode::GoingAway, reason.to_string())));
             }
             st.fail(
@@ -479,10 +433,9 @@ impl Shared {
                 format!("session ended: {reason}"),
             );
         }
-        self.out_tx.close();
+        self.out.close();
         self.incoming.0.close();
         self.control.0.close();
-        self.control_queue.wake();
         self.refusal_log.flush(&self.label);
         drop(
             self.closed_tx
@@ -490,6 +443,29 @@ impl Shared {
                 .unwrap_or_else(|e| e.into_inner())
                 .take(),
         );
-        self.drained(0);
+    }
+}
+
+impl Owner for Shared {
+    fn window_update(&self, st: &mut StreamState) -> Option<u32> {
+        self.window_update(st)
+    }
+
+    /// The last handle of a stream is gone: it leaves the table, with a RESET unless both
+    /// directions had finished.
+    fn dropped(&self, stream: &Arc<StreamShared>) {
+        if self.forget(stream.id).is_none() {
+            return;
+        }
+        let st = stream.lock();
+        let clean = st.half_close == HalfClose::Both;
+        if !clean && st.error.is_none() {
+            drop(st);
+            self.send_frame(Frame::Reset {
+                id: stream.id,
+                code: RefuseCode::Other,
+                reason: "stream dropped".into(),
+            });
+        }
     }
 }
