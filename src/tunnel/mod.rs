@@ -7,8 +7,10 @@ pub(crate) mod outbox;
 mod pool;
 pub mod session;
 pub mod stream;
+pub mod watch;
 pub mod ws;
 
 pub use frame::{BindMode, Frame, OpenTarget, RefuseCode};
 pub use session::{CloseReason, Driver, Incoming, OpenError, Session, SessionConfig, Side};
 pub use stream::MuxStream;
+pub use watch::Watch;

@@ -232,6 +232,7 @@ impl Shared {
                 Handshake::Pending,
             ));
             state.streams.insert(id, stream.clone());
+            self.open_streams.set(state.streams.len());
             stream
         };
         self.stream_opened();

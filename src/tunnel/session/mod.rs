@@ -13,6 +13,7 @@ use crate::tunnel::outbox::{Out, Outbox};
 use crate::tunnel::stream::{
     HalfClose, Handshake, MuxStream, OpenResult, Owner, StreamShared, StreamState,
 };
+use crate::tunnel::watch::Watch;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -119,6 +120,8 @@ pub(crate) struct Shared {
     /// for log lines: the session id or peer
     label: String,
     state: Mutex<State>,
+    /// `state.streams.len()`, watched (set under the state lock whenever the table changes)
+    open_streams: Watch<usize>,
     /// the writer's queue, shared with every stream
     out: Arc<Outbox>,
     /// `cfg.window_budget`: the receive windows of accepted streams and the [`EARLY_DATA`]
@@ -181,6 +184,7 @@ impl Session {
                 closed: None,
             }),
             out,
+            open_streams: Watch::new(0),
             refusal_log: LogLimit::default(),
             // Never full: only pending streams are in it.
             incoming: smol::channel::bounded(MAX_PENDING_STREAMS),
@@ -250,6 +254,7 @@ impl Session {
                 Handshake::Opening(tx),
             ));
             state.streams.insert(id, stream.clone());
+            sh.open_streams.set(state.streams.len());
             // Queued under the lock: the peer must see OPENs in id order, and two tasks
             // opening at once on different threads would otherwise race.
             sh.send_frame(Frame::Open { id, window, target });
@@ -307,16 +312,18 @@ impl Session {
         self.shared.lock_state().closed.clone()
     }
 
-    /// Resolves once no stream is open (checked every 50 ms; for drains, not hot paths).
+    /// Resolves once no stream is open (woken as streams leave the table, never by a
+    /// timer). Cancel-safe.
     pub async fn streams_done(&self) {
-        while self.stream_count() > 0 {
-            smol::Timer::after(Duration::from_millis(50)).await;
-        }
+        self.shared
+            .open_streams
+            .wait_for(|n| (*n == 0).then_some(()))
+            .await
     }
 
     /// Streams open now.
     pub fn stream_count(&self) -> usize {
-        self.shared.lock_state().streams.len()
+        self.shared.open_streams.get()
     }
 
     /// Bytes (frame bytes plus a fixed overhead each) of non-DATA frames waiting for the
@@ -378,7 +385,13 @@ impl Shared {
 
     /// Removes a stream from the table without telling the peer; returns it if present.
     fn forget(&self, id: u32) -> Option<Arc<StreamShared>> {
-        let removed = self.lock_state().streams.remove(&id);
+        let removed = {
+            let mut state = self.lock_state();
+            let removed = state.streams.remove(&id);
+            // Set under the state lock, so the watched count follows the table in order.
+            self.open_streams.set(state.streams.len());
+            removed
+        };
         if let Some(s) = &removed {
             let mut st = s.lock();
             if st.take_pending() {
@@ -416,6 +429,7 @@ impl Shared {
                 return;
             }
             state.closed = Some(reason.to_string());
+            self.open_streams.set(0);
             std::mem::take(&mut state.streams)
         };
         metrics_inc(&self.metrics.streams, -(streams.len() as i64));
