@@ -459,7 +459,7 @@ fn close_ends_the_session_even_when_the_path_is_stuck() {
         let _raw = WebSocketStream::from_raw_socket(a, Role::Client, Some(ws_config())).await;
         let r = WebSocketStream::from_raw_socket(b, Role::Server, Some(ws_config())).await;
         let (relay, end) = relay_over(&ex, r, SessionConfig::default());
-        relay.send_control(Frame::GoAway {
+        relay.send_session_frame(Frame::GoAway {
             reason: "x".repeat(200),
         });
         relay.close("shutting down");

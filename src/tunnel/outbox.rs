@@ -22,7 +22,7 @@ use std::task::Context;
 /// in its own send buffer; a peer that never reads then goes silent to us and keepalive ends the
 /// session. 512 KiB is about 5,000 refusals, or 10,000 OPENs of our own, far above what a
 /// reading peer ever has waiting (a few hundred WINDOWs).
-pub const MAX_QUEUED_CONTROL: usize = 512 * 1024;
+pub const MAX_QUEUED_NON_DATA: usize = 512 * 1024;
 
 /// What one queued frame costs besides its bytes: its allocation and its queue slot.
 const FRAME_OVERHEAD: usize = 64;
@@ -47,7 +47,7 @@ pub(crate) struct Outbox {
     /// notified when the writer drained DATA (or the session closed)
     data_room: Event,
     /// non-DATA frames queued for the writer (capped: the reader waits)
-    pub(crate) control: ControlQueue,
+    pub(crate) non_data: NonDataQueue,
     metrics: Arc<Metrics>,
 }
 
@@ -61,7 +61,7 @@ impl Outbox {
             queued: AtomicUsize::new(0),
             max_queued,
             data_room: Event::new(),
-            control: ControlQueue::default(),
+            non_data: NonDataQueue::default(),
             metrics,
         };
         (Arc::new(outbox), rx)
@@ -70,12 +70,12 @@ impl Outbox {
     /// Queues a non-DATA frame; the reader stops reading the peer while too many wait.
     pub(crate) fn send_frame(&self, frame: Frame) {
         let bytes = frame.to_bytes();
-        let cost = ControlQueue::cost(bytes.len());
+        let cost = NonDataQueue::cost(bytes.len());
         // Counted before it is queued: the writer may flush it before `try_send` returns.
-        self.control.queued(cost);
+        self.non_data.queued(cost);
         if self.tx.try_send(Out::Frame(bytes)).is_err() {
             // A closed writer means the session is over; streams learn it from their state.
-            self.control.sent(cost);
+            self.non_data.sent(cost);
         }
     }
 
@@ -134,35 +134,35 @@ impl Outbox {
     /// The session is over: nothing more is queued, and every waiter wakes.
     pub(crate) fn close(&self) {
         self.tx.close();
-        self.control.wake();
+        self.non_data.wake();
         self.drained(0);
     }
 }
 
-/// Bytes of control frames queued for the writer, and the reader waiting for room.
+/// Bytes of non-DATA frames queued for the writer, and the reader waiting for room.
 ///
-/// Invariant: `bytes` is the cost of the control frames in the writer's queue or in the batch
+/// Invariant: `bytes` is the cost of the non-DATA frames in the writer's queue or in the batch
 /// it is writing; it is added when a frame is queued and subtracted once it was flushed.
 #[derive(Default)]
-pub(crate) struct ControlQueue {
+pub(crate) struct NonDataQueue {
     bytes: AtomicUsize,
     room: Event,
     /// set at the first pause: that one is logged as a WARN, later ones at debug level
     paused_once: AtomicBool,
 }
 
-impl ControlQueue {
-    /// The cost of a control frame of `len` bytes.
+impl NonDataQueue {
+    /// The cost of a non-DATA frame of `len` bytes.
     pub(crate) fn cost(len: usize) -> usize {
         len.saturating_add(FRAME_OVERHEAD)
     }
 
-    /// A control frame of cost `cost` was queued.
+    /// A non-DATA frame of cost `cost` was queued.
     fn queued(&self, cost: usize) {
         self.bytes.fetch_add(cost, Relaxed);
     }
 
-    /// The writer flushed control frames of total cost `cost`: wakes a waiting reader.
+    /// The writer flushed non-DATA frames of total cost `cost`: wakes a waiting reader.
     pub(crate) fn sent(&self, cost: usize) {
         if cost > 0 {
             self.bytes.fetch_sub(cost, Relaxed);
@@ -180,22 +180,22 @@ impl ControlQueue {
         !self.paused_once.swap(true, Relaxed)
     }
 
-    /// Cost of the control frames waiting now.
+    /// Cost of the non-DATA frames waiting now.
     pub(crate) fn bytes(&self) -> usize {
         self.bytes.load(Relaxed)
     }
 
-    /// Resolves once the queue is below [`MAX_QUEUED_CONTROL`] (at once if it is, or if
-    /// `closed` says the session is over). Woken by [`ControlQueue::sent`], never by a timer.
+    /// Resolves once the queue is below [`MAX_QUEUED_NON_DATA`] (at once if it is, or if
+    /// `closed` says the session is over). Woken by [`NonDataQueue::sent`], never by a timer.
     /// Cancel-safe.
     pub(crate) async fn room(&self, closed: impl Fn() -> bool) {
         loop {
-            if self.bytes() < MAX_QUEUED_CONTROL || closed() {
+            if self.bytes() < MAX_QUEUED_NON_DATA || closed() {
                 return;
             }
             let listener = self.room.listen();
             // Re-check: the writer may have drained between the load and the listen.
-            if self.bytes() < MAX_QUEUED_CONTROL || closed() {
+            if self.bytes() < MAX_QUEUED_NON_DATA || closed() {
                 return;
             }
             listener.await;

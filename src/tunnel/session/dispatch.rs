@@ -144,16 +144,16 @@ impl Shared {
             Frame::GoAway { ref reason } => {
                 log::info!("session {}: peer is going away: {reason}", self.label);
                 self.lock_state().peer_going_away = true;
-                self.to_control(frame)
+                self.to_role(frame)
             }
-            other => self.to_control(other),
+            other => self.to_role(other),
         }
     }
 
     /// Hands a session frame to the role. The queue is bounded: a peer that sends session
     /// frames faster than they are handled is breaking the protocol, not queueing work.
-    fn to_control(&self, frame: Frame) -> Result<(), String> {
-        match self.control.0.try_send(frame) {
+    fn to_role(&self, frame: Frame) -> Result<(), String> {
+        match self.session_frames.0.try_send(frame) {
             Err(smol::channel::TrySendError::Full(_)) => {
                 Err("too many session frames in flight".to_string())
             }

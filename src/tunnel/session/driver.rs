@@ -82,9 +82,9 @@ where
     loop {
         // Too many answers wait for a peer that does not read them: stop reading it until the
         // writer got them out, so what it sends waits in its own buffers, not in ours.
-        if shared.out.control.bytes() >= MAX_QUEUED_CONTROL {
-            let queued = shared.out.control.bytes();
-            if shared.out.control.first_pause() {
+        if shared.out.non_data.bytes() >= MAX_QUEUED_NON_DATA {
+            let queued = shared.out.non_data.bytes();
+            if shared.out.non_data.first_pause() {
                 log::warn!(
                     "session {}: peer does not read our answers ({queued} bytes queued); \
                      not reading it until they are sent",
@@ -98,7 +98,7 @@ where
             }
             shared
                 .out
-                .control
+                .non_data
                 .room(|| shared.lock_state().closed.is_some())
                 .await;
         }
@@ -161,7 +161,7 @@ where
         };
         let mut next = Some(first);
         let mut bytes = 0;
-        let mut control = 0;
+        let mut non_data = 0;
         let mut batch = 0;
         while let Some(item) = next.take() {
             let msg = match item {
@@ -170,7 +170,7 @@ where
                     if f.first() == Some(&0x04) {
                         bytes += f.len().saturating_sub(crate::tunnel::frame::HEADER);
                     } else {
-                        control += ControlQueue::cost(f.len());
+                        non_data += NonDataQueue::cost(f.len());
                     }
                     Message::Binary(shared.out.pool().message_bytes(f))
                 }
@@ -194,7 +194,7 @@ where
             return fail(e);
         }
         shared.out.drained(bytes);
-        shared.out.control.sent(control);
+        shared.out.non_data.sent(non_data);
     }
 }
 

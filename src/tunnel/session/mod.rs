@@ -1,6 +1,6 @@
 //! The multiplexed session: stream table, credit windows, keepalive, go-away.
 //!
-//! A [`Session`] is the handle roles use (open, accept, control frames); its [`Driver`] is
+//! A [`Session`] is the handle roles use (open, accept, session frames); its [`Driver`] is
 //! the one future that moves bytes: it reads WebSocket messages and dispatches frames, writes
 //! queued frames (batched: feed, then one flush), and pings every keepalive interval. The role
 //! runs the driver in a task it owns; when the driver ends or is dropped, the session is
@@ -37,8 +37,8 @@ mod errors;
 mod incoming;
 mod limits;
 
-use crate::tunnel::outbox::ControlQueue;
-pub use crate::tunnel::outbox::MAX_QUEUED_CONTROL;
+pub use crate::tunnel::outbox::MAX_QUEUED_NON_DATA;
+use crate::tunnel::outbox::NonDataQueue;
 pub use errors::{CloseReason, OpenError};
 pub use incoming::Incoming;
 use limits::LogLimit;
@@ -62,7 +62,7 @@ pub struct SessionConfig {
 
 /// Session frames (BIND, GO_AWAY, ...) waiting for the role (well above the 64 bindings a
 /// session may hold); more is a protocol error.
-const CONTROL_QUEUE: usize = 256;
+const MAX_QUEUED_SESSION_FRAMES: usize = 256;
 /// Streams the peer opened that we have neither accepted nor refused yet (waiting in the
 /// accept queue, or with the role deciding, e.g. dialing); more OPENs are refused with
 /// TooManyStreams. Each may carry [`EARLY_DATA`] before it is accepted, so this caps what
@@ -133,7 +133,8 @@ pub(crate) struct Shared {
     /// rate limit of the refusal WARN lines of this session
     refusal_log: LogLimit,
     incoming: (Sender<Incoming>, Receiver<Incoming>),
-    control: (Sender<Frame>, Receiver<Frame>),
+    /// session frames from the peer, waiting for the role
+    session_frames: (Sender<Frame>, Receiver<Frame>),
     closed_tx: Mutex<Option<Sender<()>>>,
     closed_rx: Receiver<()>,
     /// Closed by [`Session::close`]: the driver ends shortly after even if the writer is
@@ -188,7 +189,7 @@ impl Session {
             refusal_log: LogLimit::default(),
             // Never full: only pending streams are in it.
             incoming: smol::channel::bounded(MAX_PENDING_STREAMS),
-            control: smol::channel::bounded(CONTROL_QUEUE),
+            session_frames: smol::channel::bounded(MAX_QUEUED_SESSION_FRAMES),
             closed_tx: Mutex::new(Some(closed_tx)),
             close_requested: (Mutex::new(Some(close_req_tx)), close_req_rx),
             closed_rx,
@@ -269,14 +270,26 @@ impl Session {
         self.shared.incoming.1.recv().await.ok()
     }
 
-    /// The next session frame (BIND, BOUND, BIND_REFUSED, GO_AWAY) from the peer.
-    pub async fn control(&self) -> Option<Frame> {
-        self.shared.control.1.recv().await.ok()
+    /// The next session frame (BIND, BOUND, BIND_REFUSED, GO_AWAY) from the peer; `None`
+    /// once the session is closed.
+    pub async fn session_frame(&self) -> Option<Frame> {
+        self.shared.session_frames.1.recv().await.ok()
     }
 
-    /// Sends a session frame.
-    pub fn send_control(&self, frame: Frame) {
+    /// Sends a session frame (BIND, BOUND, BIND_REFUSED, GO_AWAY).
+    pub fn send_session_frame(&self, frame: Frame) {
         self.shared.send_frame(frame);
+    }
+
+    /// The old name of [`Session::session_frame`], kept until the roles call the new one.
+    pub async fn control(&self) -> Option<Frame> {
+        self.session_frame().await
+    }
+
+    /// The old name of [`Session::send_session_frame`], kept until the roles call the new
+    /// one.
+    pub fn send_control(&self, frame: Frame) {
+        self.send_session_frame(frame);
     }
 
     /// Sends GO_AWAY: the peer opens nothing new, and we accept nothing new.
@@ -327,9 +340,9 @@ impl Session {
     }
 
     /// Bytes (frame bytes plus a fixed overhead each) of non-DATA frames waiting for the
-    /// writer; the reader stops reading the peer while it is at [`MAX_QUEUED_CONTROL`].
-    pub fn queued_control_bytes(&self) -> usize {
-        self.shared.out.control.bytes()
+    /// writer; the reader stops reading the peer while it is at [`MAX_QUEUED_NON_DATA`].
+    pub fn queued_non_data_bytes(&self) -> usize {
+        self.shared.out.non_data.bytes()
     }
 
     /// Streams the peer opened that are neither accepted nor refused yet (at most
@@ -449,7 +462,7 @@ impl Shared {
         }
         self.out.close();
         self.incoming.0.close();
-        self.control.0.close();
+        self.session_frames.0.close();
         self.refusal_log.flush(&self.label);
         drop(
             self.closed_tx
