@@ -341,3 +341,44 @@ impl AsyncWrite for MuxStream {
         Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_close_in_either_order_ends_both() {
+        let cases = [
+            (HalfClose::Open, false, false),
+            (HalfClose::Open.with_sent(), true, false),
+            (HalfClose::Open.with_received(), false, true),
+            (HalfClose::Open.with_sent().with_received(), true, true),
+            (HalfClose::Open.with_received().with_sent(), true, true),
+            (HalfClose::Open.with_sent().with_sent(), true, false),
+        ];
+        for (state, sent, received) in cases {
+            assert_eq!(
+                (state.sent(), state.received()),
+                (sent, received),
+                "{state:?}"
+            );
+        }
+        assert_eq!(HalfClose::Sent.with_received(), HalfClose::Both);
+    }
+
+    #[test]
+    fn an_open_exchange_ends_once() {
+        let (tx, _rx) = smol::channel::bounded(1);
+        let s = StreamShared::new(1, 10, SendCredit::opening(), Handshake::Opening(tx));
+        let mut st = s.lock();
+        assert!(!st.take_pending());
+        assert!(st.take_opening().is_some());
+        assert!(st.take_opening().is_none());
+        let s = StreamShared::new(2, 10, SendCredit::granted(10), Handshake::Pending);
+        let mut st = s.lock();
+        assert!(st.take_opening().is_none());
+        assert!(st.take_pending());
+        // Once per stream: the budget's reservation comes back exactly once.
+        assert!(!st.take_pending());
+    }
+}
