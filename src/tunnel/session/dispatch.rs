@@ -194,32 +194,20 @@ impl Shared {
                 refuse(RefuseCode::GoingAway, "going away");
                 return Ok(());
             }
-            if state.streams.len() >= self.cfg.max_streams {
-                drop(state);
-                self.metrics.refused(Refusal::TooManyStreams);
-                self.warn_refusal(
-                    &self.label,
-                    format_args!("refused stream {id}: too many streams (--max-streams)"),
-                );
-                refuse(
-                    RefuseCode::TooManyStreams,
-                    "too many streams (--max-streams)",
-                );
-                return Ok(());
-            }
             // Only this task adds pending streams, so the count cannot pass the cap between
             // this check and `reserve_early`.
-            if self.budget().pending() >= MAX_PENDING_STREAMS {
+            let full = if state.streams.len() >= self.cfg.max_streams {
+                Some("too many streams (--max-streams)")
+            } else if self.budget().pending() >= MAX_PENDING_STREAMS {
+                Some("too many streams waiting to be accepted")
+            } else {
+                None
+            };
+            if let Some(why) = full {
                 drop(state);
                 self.metrics.refused(Refusal::TooManyStreams);
-                self.warn_refusal(
-                    &self.label,
-                    format_args!("refused stream {id}: too many streams waiting to be accepted"),
-                );
-                refuse(
-                    RefuseCode::TooManyStreams,
-                    "too many streams waiting to be accepted",
-                );
+                self.warn_refusal(&self.label, format_args!("refused stream {id}: {why}"));
+                refuse(Refusal::TooManyStreams.wire_code(), why);
                 return Ok(());
             }
             // Until we answer, only early data may arrive: the stream's window is the

@@ -6,7 +6,8 @@
 //! runs the driver in a task it owns; when the driver ends or is dropped, the session is
 //! closed and every stream fails.
 
-use crate::metrics::{Metrics, Refusal};
+use crate::metrics::Metrics;
+use crate::refusal::Refusal;
 use crate::tunnel::flow;
 use crate::tunnel::frame::{EARLY_DATA, Frame, FrameError, OpenTarget, RefuseCode};
 use crate::tunnel::outbox::{Out, Outbox};
