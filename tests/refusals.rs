@@ -7,17 +7,13 @@ mod common;
 
 use burrow::client::{ClientConfig, Event};
 use burrow::dial::rules::Rules;
-use burrow::metrics::Metrics;
 use burrow::refusal::{Refusal, RefuseCode};
 use burrow::relay::RelayConfig;
 use burrow::tunnel::frame::ProxyAuth;
-use burrow::tunnel::ws::{TunnelUrl, client_handshake};
-use burrow::tunnel::{BindMode, Frame, Session, SessionConfig, Side};
-use common::tunnel::{start_client, start_relay};
+use burrow::tunnel::{BindMode, Frame};
+use common::tunnel::{raw_session, start_client, start_relay};
 use common::{closed_port, connect_via, run, start_echo, within};
-use smol::net::TcpStream;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 /// The HTTP status a proxy answered each far-end code with before issue 8
 /// (`RefuseCode::http_status`, through `DialError::Tunnel { status }`).
@@ -30,27 +26,6 @@ const BEFORE: [(RefuseCode, u16); 7] = [
     (RefuseCode::GoingAway, 503),
     (RefuseCode::Other, 502),
 ];
-
-/// A hand-made client session (no `Client`), so that the test decides every refusal.
-async fn raw_session(relay: SocketAddr, id: &str) -> (Session, smol::Task<()>) {
-    let url: TunnelUrl = format!("ws://{relay}/burrow").parse().unwrap();
-    let tcp = within(10, "connect", TcpStream::connect(relay))
-        .await
-        .unwrap();
-    let ws = within(10, "handshake", client_handshake(tcp, &url, None, id))
-        .await
-        .unwrap();
-    let (session, driver) = Session::new(
-        Side::Client,
-        SessionConfig::default(),
-        id.into(),
-        Arc::new(Metrics::default()),
-    );
-    let task = smol::spawn(async move {
-        driver.run(ws).await;
-    });
-    (session, task)
-}
 
 #[test]
 fn a_far_end_refusal_is_the_same_status_at_a_remote_proxy() {

@@ -5,28 +5,22 @@
 mod common;
 
 use burrow::client::{ClientConfig, Event};
-use burrow::metrics::Metrics;
 use burrow::refusal::Refusal;
 use burrow::relay::limits::RelayLimits;
 use burrow::relay::{Relay, RelayConfig};
 use burrow::secret::Secret;
 use burrow::shutdown::Shutdown;
 use burrow::tunnel::frame::ProxyAuth;
-use burrow::tunnel::ws::{HandshakeError, TunnelUrl, client_handshake};
-use burrow::tunnel::{BindMode, Frame, Session, SessionConfig, Side};
+use burrow::tunnel::ws::{HandshakeError, client_handshake};
+use burrow::tunnel::{BindMode, Frame, Session};
 use common::run_binary;
-use common::tunnel::{eventually, start_client, start_relay};
+use common::tunnel::{eventually, raw_session, start_client, start_relay};
 use common::{lo, run, send_raw, start_echo, within};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-fn url(addr: SocketAddr) -> TunnelUrl {
-    format!("ws://{addr}/burrow").parse().unwrap()
-}
 
 fn limits(f: impl FnOnce(&mut RelayLimits)) -> RelayConfig {
     let mut cfg = RelayConfig::default();
@@ -47,28 +41,6 @@ async fn get(addr: SocketAddr, path: &str, extra: &str) -> String {
         .await
         .unwrap();
     String::from_utf8(out).unwrap()
-}
-
-/// A hand-made client session (no `Client`): for frames a real client would not send.
-async fn raw_session(relay: SocketAddr, id: &str) -> (Session, smol::Task<()>) {
-    let tcp = TcpStream::connect(relay).await.unwrap();
-    let ws = within(
-        10,
-        "handshake",
-        client_handshake(tcp, &url(relay), None, id),
-    )
-    .await
-    .unwrap();
-    let (session, driver) = Session::new(
-        Side::Client,
-        SessionConfig::default(),
-        id.into(),
-        Arc::new(Metrics::default()),
-    );
-    let task = smol::spawn(async move {
-        driver.run(ws).await;
-    });
-    (session, task)
 }
 
 async fn bind_answer(session: &Session, mode: BindMode) -> Frame {

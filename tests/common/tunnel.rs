@@ -8,7 +8,8 @@ use burrow::exec::Spawner;
 use burrow::metrics::Metrics;
 use burrow::relay::{Relay, RelayConfig};
 use burrow::shutdown::Shutdown;
-use burrow::tunnel::ws::TunnelUrl;
+use burrow::tunnel::ws::{TunnelUrl, client_handshake};
+use burrow::tunnel::{Session, SessionConfig, Side};
 use futures_lite::FutureExt;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use smol::channel::Receiver;
@@ -219,4 +220,26 @@ pub async fn forward_to(sp: &Spawner, target: SocketAddr) -> (RunningRelay, Runn
     let client = start_client(sp, cfg).await;
     client.wait("connected", |e| *e == Event::Connected).await;
     (relay, client)
+}
+
+/// A hand-made client session (no `Client`) on the relay at `relay`: for frames and refusals a
+/// real client would not send. The task runs the session's driver.
+pub async fn raw_session(relay: SocketAddr, id: &str) -> (Session, smol::Task<()>) {
+    let url: TunnelUrl = format!("ws://{relay}/burrow").parse().unwrap();
+    let tcp = within(10, "connect", TcpStream::connect(relay))
+        .await
+        .unwrap();
+    let ws = within(10, "handshake", client_handshake(tcp, &url, None, id))
+        .await
+        .unwrap();
+    let (session, driver) = Session::new(
+        Side::Client,
+        SessionConfig::default(),
+        id.into(),
+        Arc::new(Metrics::default()),
+    );
+    let task = smol::spawn(async move {
+        driver.run(ws).await;
+    });
+    (session, task)
 }
