@@ -208,7 +208,7 @@ fn run_connect(a: ConnectArgs) -> Result<()> {
     smol::block_on(async {
         let stdin = smol::Unblock::new(std::io::stdin());
         let stdout = smol::Unblock::new(std::io::stdout());
-        burrow::connect::join(&upstream, &host, port, a.connect_timeout, stdin, stdout)
+        burrow::connect::run(&upstream, &host, port, a.connect_timeout, stdin, stdout)
             .await
             .with_context(|| format!("connect {}", burrow::dial::host_port(&host, port)))?;
         Ok(())

@@ -7,7 +7,7 @@
 //!   writer cannot take them all is a heap buffer allocated, and it is freed again as soon as
 //!   the direction goes idle, so an idle connection holds no buffer at all.
 
-use futures_lite::io::{AsyncRead, AsyncWrite};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -271,6 +271,44 @@ pub fn is_hangup(e: &io::Error) -> bool {
             | io::ErrorKind::UnexpectedEof
             | io::ErrorKind::NotConnected
     )
+}
+
+/// Splices a stream to a separate input and output (stdin/stdout): copies `input → stream`
+/// and `stream → output`, flushing `output` after every chunk. Ends when the stream's far side closes
+/// (after passing input's EOF on as a write shutdown, so a half-closed exchange completes).
+/// Returns the bytes received from the stream.
+pub async fn splice_stdio<S, I, O>(stream: S, mut input: I, mut output: O) -> io::Result<u64>
+where
+    S: AsyncRead + AsyncWrite + Clone + Unpin,
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+{
+    let mut w = stream.clone();
+    let up = async {
+        futures_lite::io::copy(&mut input, &mut w).await?;
+        // Our side is done sending; the target may still answer.
+        w.close().await?;
+        std::future::pending::<io::Result<u64>>().await
+    };
+    let down = async {
+        // Flush after every chunk: stdout is line-buffered, and ssh's binary packets have no
+        // newline to push them out.
+        let mut r = stream.clone();
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut n = 0u64;
+        loop {
+            let k = r.read(&mut buf).await?;
+            if k == 0 {
+                break;
+            }
+            output.write_all(&buf[..k]).await?;
+            output.flush().await?;
+            n += k as u64;
+        }
+        Ok(n)
+    };
+    use futures_lite::FutureExt;
+    down.or(up).await
 }
 
 #[cfg(test)]

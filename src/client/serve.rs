@@ -13,7 +13,7 @@ pub(super) async fn run_stdio(session: &Session, host: &str, port: u16) -> Resul
         .map_err(|e| ClientError::Stdio(e.to_string()))?;
     let stdin = smol::Unblock::new(std::io::stdin());
     let stdout = smol::Unblock::new(std::io::stdout());
-    crate::connect::pipe(stream, stdin, stdout)
+    crate::splice::splice_stdio(stream, stdin, stdout)
         .await
         .map(|_| ())
         .map_err(|e| ClientError::Stdio(format!("stdio stream failed: {e}")))

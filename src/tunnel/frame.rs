@@ -9,10 +9,11 @@ use async_tungstenite::tungstenite::Bytes;
 use std::fmt;
 
 /// The credentials a `:proxy` BIND carries.
-pub use super::proxy_auth::{AuthTooLong, ProxyAuth};
+mod proxy_auth;
 /// The refusal codes of OPEN_REFUSED and RESET; [`crate::refusal`] owns them with their
 /// one mapping to HTTP statuses and counters.
 pub use crate::refusal::RefuseCode;
+pub use proxy_auth::{AuthTooLong, ProxyAuth};
 
 /// Protocol version, sent in the handshake (`Burrow-Version`).
 pub const VERSION: u32 = 1;

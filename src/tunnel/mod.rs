@@ -5,7 +5,6 @@ pub(crate) mod flow;
 pub mod frame;
 pub(crate) mod outbox;
 mod pool;
-mod proxy_auth;
 pub mod session;
 pub mod stream;
 pub mod watch;

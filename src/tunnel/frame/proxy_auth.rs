@@ -1,7 +1,7 @@
 //! The credentials a `-R …:proxy` binding demands, as its BIND frame carries them: typed
 //! once at the frame decoder, checked to fit the frame's text field, never shown.
 
-use super::frame::MAX_TEXT;
+use super::MAX_TEXT;
 use crate::http::auth::{Credentials, CredentialsError};
 use crate::secret::Secret;
 use std::fmt;
