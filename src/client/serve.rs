@@ -1,6 +1,8 @@
 //! What the client serves: `-L` listeners, stdio, and the streams the relay opens.
 
 use super::*;
+use crate::http::front;
+use crate::listen::{self, AcceptLoop, Drain};
 
 pub(super) async fn run_stdio(session: &Session, host: &str, port: u16) -> Result<(), ClientError> {
     let target = OpenTarget::Dial {
@@ -32,6 +34,11 @@ async fn wait_session(current: &Mutex<Option<Session>>, timeout: Duration) -> Op
     }
 }
 
+/// Connections one `-L` listener serves at once; more are refused (503 on a proxy port,
+/// a close on a forward). The same bound as a relay's `-R` listener: each holds a stream of
+/// the one session.
+const MAX_LOCAL_CONNECTIONS: usize = 4096;
+
 /// Accepts at one `-L` listener until shutdown; each connection goes through the session.
 pub(super) async fn serve_local(
     spec: LocalSpec,
@@ -41,7 +48,6 @@ pub(super) async fn serve_local(
     spawner: Spawner,
     shutdown: ShutdownSignal,
 ) {
-    let conns = TaskSet::new(spawner);
     let ids = AtomicU64::new(1);
     let proxy_cfg = Arc::new(ProxyConfig {
         // `-L …:proxy` visitors present the same --proxy-auth as `-R …:proxy` ones.
@@ -49,14 +55,18 @@ pub(super) async fn serve_local(
         connect_timeout: cfg.connect_timeout,
         ..ProxyConfig::default()
     });
-    while let Some((tcp, peer)) =
-        crate::listen::accept(&listener, &shutdown, "local listener").await
-    {
+    let accept_loop = AcceptLoop {
+        what: "local listener",
+        limit: MAX_LOCAL_CONNECTIONS,
+        // Connections in flight finish within the session's drain.
+        drain: Drain::Owner,
+    };
+    let admit = |tcp, peer| {
         let (cfg, current, spec) = (cfg.clone(), current.clone(), spec.clone());
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let proxy_cfg = proxy_cfg.clone();
         let shutdown = shutdown.clone();
-        conns.spawn(async move {
+        Ok(async move {
             let Some(session) = wait_session(&current, cfg.connect_timeout).await else {
                 log::warn!("local {peer}: no session to the relay; closing");
                 return;
@@ -79,11 +89,24 @@ pub(super) async fn serve_local(
                 }
                 LocalSpec::Stdio { .. } => {}
             }
-        });
-    }
-    drop(listener);
-    // Connections in flight finish within the session's drain.
-    conns.wait_empty().await;
+        })
+    };
+    let over_limit = |tcp, peer, _open| {
+        log::warn!("local {peer}: refused: {MAX_LOCAL_CONNECTIONS} connections open");
+        match &spec {
+            LocalSpec::Proxy { .. } => listen::Refusal::answer(front::refuse(
+                tcp,
+                503,
+                "too many connections",
+                &[],
+                front::REFUSAL_AT_ACCEPT,
+            )),
+            _ => listen::Refusal::Close,
+        }
+    };
+    accept_loop
+        .run(listener, spawner, &shutdown, admit, over_limit)
+        .await;
 }
 
 /// Streams the relay opens: `-R` visitors, and requests of `-R …:proxy` visitors.

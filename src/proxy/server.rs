@@ -5,13 +5,13 @@ use crate::dial::chain::{ChainNames, Upstream};
 use crate::dial::host_port;
 use crate::dial::rules::Rules;
 use crate::dial::{Dialer, DirectDialer};
-use crate::exec::{Spawner, TaskSet};
+use crate::exec::Spawner;
 use crate::http::auth::{self, Credentials};
-use crate::http::front::{self, ReadError, error_response};
+use crate::http::front::{self, REFUSAL_AT_ACCEPT, REFUSAL_WRITE, ReadError};
 use crate::http::head::{RequestHead, Target, Version};
+use crate::listen::{AcceptLoop, Drain, Refusal};
 use crate::shutdown::ShutdownSignal;
 use crate::splice::{self, Outcome};
-use futures_lite::FutureExt;
 use futures_lite::io::{AsyncWriteExt, BufReader};
 use smol::net::{TcpListener, TcpStream};
 use std::io;
@@ -24,8 +24,6 @@ use std::time::{Duration, Instant};
 /// starts. Small: CONNECT heads are a few hundred bytes, and a thousand connections arriving at
 /// once should not leave a thousand 8 KiB holes in the heap.
 const READ_BUF: usize = 2 * 1024;
-/// How long a refusal at the accept loop (503) may take to write: it must never stall accepting.
-const REFUSAL_WRITE: Duration = Duration::from_millis(200);
 
 /// Everything `burrow proxy` is configured with.
 #[derive(Debug, Clone)]
@@ -96,49 +94,35 @@ impl Proxy {
             names: config.names,
             timeout: config.connect_timeout,
         });
-        let tasks = TaskSet::new(spawner);
         let ids = AtomicU64::new(1);
-        while let Some((stream, peer)) = crate::listen::accept(&listener, &shutdown, "proxy").await
-        {
+        let accept_loop = AcceptLoop {
+            what: "proxy",
+            limit: config.max_connections,
+            drain: Drain::Within(config.drain_timeout),
+        };
+        let admit = |stream, peer| {
             let id = ids.fetch_add(1, Ordering::Relaxed);
-            if tasks.len() >= config.max_connections {
-                log::warn!(
-                    "conn {id} {peer}: refused, {} connections open (503)",
-                    tasks.len()
-                );
-                refuse(stream, 503, "too many connections").await;
-                continue;
-            }
-            tasks.spawn(serve_connection(
+            let (config, dialer) = (config.clone(), dialer.clone());
+            Ok(serve_connection(
                 stream,
                 peer,
                 id,
-                config.clone(),
-                dialer.clone(),
+                config,
+                dialer,
                 shutdown.clone(),
-            ));
-        }
-        drop(listener);
-        if !tasks.is_empty() {
-            log::info!("proxy draining {} connections", tasks.len());
-        }
-        let cancelled = tasks.drain(config.drain_timeout, &shutdown).await;
-        if cancelled > 0 {
-            log::warn!("proxy drain ended: cancelled {cancelled} connections");
-        }
+            ))
+        };
+        let over_limit = |stream, peer, open| {
+            let id = ids.fetch_add(1, Ordering::Relaxed);
+            log::warn!("conn {id} {peer}: refused, {open} connections open (503)");
+            let refusal =
+                front::refuse(stream, 503, "too many connections", &[], REFUSAL_AT_ACCEPT);
+            Refusal::answer(refusal)
+        };
+        accept_loop
+            .run(listener, spawner, &shutdown, admit, over_limit)
+            .await;
     }
-}
-
-/// Writes a short error response without letting a slow peer hold us up.
-pub(crate) async fn refuse(mut stream: TcpStream, status: u16, reason: &str) {
-    let resp = error_response(status, reason, &[]);
-    let write = async { stream.write_all(&resp).await.ok() };
-    let late = async {
-        smol::Timer::after(REFUSAL_WRITE).await;
-        None
-    };
-    // Ignored: the peer is being turned away; if it cannot take 200 bytes, so be it.
-    let _ = write.or(late).await;
 }
 
 /// Serves one proxy client connection (CONNECT or absolute-form requests) until it ends,
@@ -323,12 +307,11 @@ impl<D: Dialer> Conn<D> {
         why: &str,
         extra: &[(&str, &str)],
     ) -> String {
-        let mut w = stream.clone();
-        if let Err(e) = w.write_all(&error_response(status, why, extra)).await {
+        // Bounded, and closed so the client reads the answer, not a reset.
+        let refusal = front::refuse(stream.clone(), status, why, extra, REFUSAL_WRITE);
+        if let Err(e) = refusal.await {
             log::debug!("conn {}: writing {status} failed: {e}", self.id);
         }
-        // Make sure the client reads the answer, not a reset: stop sending, then close.
-        stream.shutdown(std::net::Shutdown::Write).ok();
         format!("{status} {why}")
     }
 

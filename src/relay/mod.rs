@@ -7,9 +7,9 @@
 use crate::bridge::{self, MuxDialer};
 use crate::dial::rules::Rules;
 use crate::exec::{Spawner, TaskSet};
-use crate::http::front::error_response;
 use crate::http::head::RequestHead;
 use crate::http::surface;
+use crate::listen::{self, AcceptLoop, Drain};
 use crate::metrics::{Metrics, Refusal};
 use crate::proxy::{ProxyConfig, serve_connection};
 use crate::secret::Secret;
@@ -170,24 +170,28 @@ impl Relay {
             shutdown: shutdown.clone(),
             ids: AtomicU64::new(1),
         });
-        let conns = TaskSet::new(spawner.clone());
-        if let Some(admin) = self.admin {
-            let route = surface::standard_route(ctx.metrics.clone(), None);
-            let serve =
-                surface::serve_listener_as("admin", admin, route, spawner, shutdown.clone());
-            conns.spawn(serve);
-        }
-        while let Some((stream, peer)) =
-            crate::listen::accept(&self.listener, &shutdown, "relay").await
-        {
-            front::admit(&ctx, &conns, stream, peer).await;
-        }
-        drop(self.listener);
-        log::info!("relay draining {} connections", conns.len());
-        let cancelled = conns.drain(ctx.cfg.drain_timeout, &shutdown).await;
-        if cancelled > 0 {
-            log::warn!("relay drain ended: cancelled {cancelled} connections");
-        }
+        let admin = async {
+            if let Some(admin) = self.admin {
+                let route = surface::standard_route(ctx.metrics.clone(), None);
+                let sd = shutdown.clone();
+                surface::serve_listener_as("admin", admin, route, spawner.clone(), sd).await;
+            }
+        };
+        let accept_loop = AcceptLoop {
+            what: "relay",
+            // Each connection task holds a `--max-connections` slot, so the limiter (in
+            // `admit`) refuses first; this is the same bound, kept for the loop's sake.
+            limit: ctx.cfg.limits.max_connections,
+            drain: Drain::Within(ctx.cfg.drain_timeout),
+        };
+        let public = accept_loop.run(
+            self.listener,
+            spawner.clone(),
+            &shutdown,
+            |stream, peer| front::admit(&ctx, stream, peer),
+            |stream, peer, open| front::over_limit(&ctx, stream, peer, open),
+        );
+        futures_lite::future::zip(admin, public).await;
     }
 }
 
