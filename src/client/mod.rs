@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod backoff;
+mod current;
 mod events;
 mod policy;
 mod serve;
@@ -37,6 +38,7 @@ use events::Readiness;
 pub use events::{ClientError, Event};
 
 use backoff::Jitter;
+use current::CurrentSession;
 use serve::{run_stdio, serve_incoming, serve_local};
 
 /// How long the close handshake may take when the client ends a session.
@@ -110,7 +112,7 @@ pub struct Client {
     metrics: Arc<Metrics>,
     session_id: String,
     events: (Sender<Event>, Receiver<Event>),
-    current: Arc<Mutex<Option<Session>>>,
+    current: Arc<CurrentSession>,
     /// ports the relay gave each binding, asked for again after a reconnect
     bound_ports: Arc<Mutex<HashMap<u32, u16>>>,
     listeners: Vec<(LocalSpec, TcpListener)>,
@@ -165,7 +167,7 @@ impl Client {
             metrics: Arc::new(Metrics::default()),
             session_id: ws::random_id(),
             events,
-            current: Arc::new(Mutex::new(None)),
+            current: Arc::new(CurrentSession::new()),
             bound_ports: Arc::new(Mutex::new(HashMap::new())),
             listeners,
             readiness: Arc::new(Readiness::new(remotes)),
@@ -243,11 +245,11 @@ impl Client {
                 Some(Ok((session, driver, ws))) => {
                     self.readiness.set_connected(true);
                     self.emit(Event::Connected);
-                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
+                    self.current.set(Some(session.clone()));
                     let end = self
                         .serve_session(&session, driver, ws, &spawner, &shutdown, stdio.as_ref())
                         .await;
-                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    self.current.set(None);
                     self.readiness.set_connected(false);
                     match end {
                         SessionEnd::Stdio(result) => return result,

@@ -20,20 +20,6 @@ pub(super) async fn run_stdio(session: &Session, host: &str, port: u16) -> Resul
         .map_err(|e| ClientError::Stdio(format!("stdio stream failed: {e}")))
 }
 
-/// Waits (bounded) for a live session.
-async fn wait_session(current: &Mutex<Option<Session>>, timeout: Duration) -> Option<Session> {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(s) = current.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            return Some(s);
-        }
-        if Instant::now() >= end {
-            return None;
-        }
-        smol::Timer::after(Duration::from_millis(50)).await;
-    }
-}
-
 /// Connections one `-L` listener serves at once; more are refused (503 on a proxy port,
 /// a close on a forward). The same bound as a relay's `-R` listener: each holds a stream of
 /// the one session.
@@ -44,7 +30,7 @@ pub(super) async fn serve_local(
     spec: LocalSpec,
     listener: TcpListener,
     cfg: Arc<ClientConfig>,
-    current: Arc<Mutex<Option<Session>>>,
+    current: Arc<CurrentSession>,
     spawner: Spawner,
     shutdown: ShutdownSignal,
 ) {
@@ -67,7 +53,7 @@ pub(super) async fn serve_local(
         let proxy_cfg = proxy_cfg.clone();
         let shutdown = shutdown.clone();
         Ok(async move {
-            let Some(session) = wait_session(&current, cfg.connect_timeout).await else {
+            let Some(session) = current.wait(cfg.connect_timeout).await else {
                 log::warn!("local {peer}: no session to the relay; closing");
                 return;
             };
