@@ -32,6 +32,7 @@ mod current;
 mod events;
 mod policy;
 mod serve;
+mod session;
 pub mod spec;
 
 use events::Readiness;
@@ -359,115 +360,6 @@ impl Client {
         Err(AttemptError::Fatal(
             "wss:// needs TLS, and this build has none (the `tls` feature is off)".into(),
         ))
-    }
-
-    async fn serve_session(
-        &self,
-        session: &Session,
-        driver: crate::tunnel::Driver,
-        ws: WebSocketStream<BoxIo>,
-        spawner: &Spawner,
-        shutdown: &ShutdownSignal,
-        stdio: Option<&(String, u16)>,
-    ) -> SessionEnd {
-        let streams = TaskSet::new(spawner.clone());
-        for (i, r) in self.cfg.remotes.iter().enumerate() {
-            let bind_id = i as u32 + 1;
-            let remembered = self
-                .bound_ports
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&bind_id)
-                .copied();
-            let (bind, port, mode) = match r {
-                RemoteSpec::Forward { bind, port, .. } => (bind, *port, BindMode::Forward),
-                RemoteSpec::Proxy { bind, port } => {
-                    // Checked to fit by `Client::bind`; should it not, the binding is skipped
-                    // rather than sent with cut (unparseable) credentials.
-                    let Ok(auth) = self.cfg.bind_auth() else {
-                        continue;
-                    };
-                    (bind, *port, BindMode::Proxy { auth })
-                }
-            };
-            session.send_control(Frame::Bind {
-                bind_id,
-                addr: bind.clone(),
-                port: remembered.unwrap_or(port),
-                mode,
-            });
-        }
-        let mut drive = std::pin::pin!(driver.run(ws));
-        let control = async {
-            while let Some(frame) = session.control().await {
-                match frame {
-                    Frame::Bound { bind_id, addr } => {
-                        if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse().ok()) {
-                            self.bound_ports
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert(bind_id, port);
-                        }
-                        let target = self.remote_target(bind_id);
-                        self.readiness
-                            .bound
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(bind_id);
-                        self.emit(Event::Bound { addr, target });
-                    }
-                    Frame::BindRefused { bind_id, reason } => {
-                        let target = self.remote_target(bind_id);
-                        self.emit(Event::BindRefused { target, reason });
-                    }
-                    _ => {}
-                }
-            }
-            std::future::pending().await
-        };
-        let incoming = async {
-            while let Some(inc) = session.accept().await {
-                let cfg = self.cfg.clone();
-                let metrics = self.metrics.clone();
-                let label = session.label().to_string();
-                streams.spawn(async move { serve_incoming(&cfg, inc, &label, &metrics).await });
-            }
-            std::future::pending().await
-        };
-        let drain = async {
-            shutdown.draining().await;
-            session.go_away("client shutting down");
-            let settled = session.streams_done();
-            let _ = settled
-                .or(async {
-                    smol::Timer::after(self.cfg.drain_timeout).await;
-                })
-                .or(shutdown.aborted())
-                .await;
-            session.close("client shutting down");
-            SessionEnd::Drained
-        };
-        let stdio_job = async {
-            match stdio {
-                Some((host, port)) => SessionEnd::Stdio(run_stdio(session, host, *port).await),
-                None => std::future::pending().await,
-            }
-        };
-        let lost = async { SessionEnd::Lost(drive.as_mut().await.to_string()) };
-        let end = lost.or(control).or(incoming).or(drain).or(stdio_job).await;
-        if !matches!(end, SessionEnd::Lost(_)) {
-            // We are the ones ending it: let the driver send the close frame (bounded).
-            session.close("client done");
-            let _ = drive
-                .as_mut()
-                .or(async {
-                    smol::Timer::after(CLOSE_WAIT).await;
-                    crate::tunnel::CloseReason::Local("close timed out".into())
-                })
-                .await;
-        }
-        drop(streams);
-        end
     }
 
     fn remote_target(&self, bind_id: u32) -> String {
