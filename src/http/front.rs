@@ -2,7 +2,6 @@
 //! short error responses every front door sends.
 
 use super::head::{self, HeadBuf, HeadError, RequestHead, ResponseHead};
-use futures_lite::FutureExt;
 use futures_lite::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use std::fmt;
 use std::future::Future;
@@ -84,11 +83,9 @@ pub async fn read_head_bytes<R: AsyncBufRead + Unpin>(
             }
         }
     };
-    let partial_flag = async {
-        smol::Timer::after(timeout).await;
-        Err(ReadError::Timeout { partial: false })
-    };
-    match read.or(partial_flag).await {
+    // `partial` is only known once the race is over (the read holds the buffer till then).
+    let timed_out = || ReadError::Timeout { partial: false };
+    match crate::time::with_timeout(timeout, read, timed_out).await {
         Err(ReadError::Timeout { .. }) => Err(ReadError::Timeout {
             partial: !hb.buffered().is_empty(),
         }),

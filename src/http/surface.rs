@@ -194,14 +194,14 @@ where
         shutdown.draining().await;
         Ok(())
     };
-    let late = async {
-        smol::Timer::at(deadline).await;
-        Err(io::Error::new(
+    let late = || {
+        io::Error::new(
             io::ErrorKind::TimedOut,
             "request not answered within its deadline",
-        ))
+        )
     };
-    answer.or(ended).or(late).await
+    let left = deadline.saturating_duration_since(Instant::now());
+    crate::time::with_timeout(left, answer.or(ended), late).await
 }
 
 /// A listener that serves only the surface (the client's `--status`).
