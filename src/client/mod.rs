@@ -101,10 +101,36 @@ impl ClientConfig {
     }
 }
 
-/// A failed connection attempt.
+/// A failed connection attempt, classified in one place: fatal when retrying cannot help
+/// (the user has to fix something: credentials, token, certificate, version), otherwise
+/// retried with backoff. Each layer's error says which it is (`is_fatal`, `is_hop_auth`).
 enum AttemptError {
     Fatal(String),
     Retry(String),
+}
+
+impl AttemptError {
+    fn classify(why: impl std::fmt::Display, fatal: bool) -> Self {
+        match fatal {
+            true => AttemptError::Fatal(why.to_string()),
+            false => AttemptError::Retry(why.to_string()),
+        }
+    }
+}
+
+impl From<HandshakeError> for AttemptError {
+    fn from(e: HandshakeError) -> Self {
+        let fatal = e.is_fatal();
+        AttemptError::classify(e, fatal)
+    }
+}
+
+#[cfg(feature = "tls")]
+impl From<crate::tls::HandshakeFailure> for AttemptError {
+    fn from(e: crate::tls::HandshakeFailure) -> Self {
+        let fatal = e.is_fatal();
+        AttemptError::classify(e, fatal)
+    }
 }
 
 /// The tunnel client.
@@ -298,14 +324,12 @@ impl Client {
         {
             Ok(pair) => pair,
             Err(e) if e.is_hop_auth() => {
-                return Err(AttemptError::Fatal(format!(
-                    "{e} (check the credentials in --via)"
-                )));
+                let why = format!("{e} (check the credentials in --via)");
+                return Err(AttemptError::classify(why, true));
             }
             Err(e) => {
-                return Err(AttemptError::Retry(format!(
-                    "cannot reach relay {url}: {e}"
-                )));
+                let why = format!("cannot reach relay {url}: {e}");
+                return Err(AttemptError::classify(why, false));
             }
         };
         if !early.is_empty() {
@@ -319,14 +343,7 @@ impl Client {
         let ws = crate::time::with_timeout(cfg.handshake_timeout, handshake, || {
             HandshakeError::Failed("no answer to the upgrade in time".into())
         })
-        .await
-        .map_err(|e| {
-            if e.is_fatal() {
-                AttemptError::Fatal(e.to_string())
-            } else {
-                AttemptError::Retry(e.to_string())
-            }
-        })?;
+        .await?;
         let label = format!("{}@{url}", &self.session_id[..8]);
         let (session, driver) = Session::new(
             Side::Client,
@@ -345,17 +362,12 @@ impl Client {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             use crate::tls::HandshakeFailure;
-            let handshake = async { Ok(tls.connect(&self.cfg.url.host, stream).await) };
-            let done = crate::time::with_timeout(self.cfg.handshake_timeout, handshake, || {
-                "TLS handshake timed out".to_string()
+            let handshake = tls.connect(&self.cfg.url.host, stream);
+            let s = crate::time::with_timeout(self.cfg.handshake_timeout, handshake, || {
+                HandshakeFailure::Failed("TLS handshake timed out".into())
             })
-            .await
-            .map_err(AttemptError::Retry)?;
-            return match done {
-                Ok(s) => Ok(Box::new(s)),
-                Err(HandshakeFailure::Fatal(why)) => Err(AttemptError::Fatal(why)),
-                Err(HandshakeFailure::Retry(why)) => Err(AttemptError::Retry(why)),
-            };
+            .await?;
+            return Ok(Box::new(s));
         }
         Err(AttemptError::Fatal(
             "wss:// needs TLS, and this build has none (the `tls` feature is off)".into(),
