@@ -22,14 +22,8 @@ pub async fn accept(
     shutdown: &ShutdownSignal,
     what: &str,
 ) -> Option<(TcpStream, SocketAddr)> {
-    use futures_lite::FutureExt;
     loop {
-        let accepted = async { Some(listener.accept().await) }
-            .or(async {
-                shutdown.draining().await;
-                None
-            })
-            .await?;
+        let accepted = crate::time::unless(shutdown.draining(), listener.accept()).await?;
         match accepted {
             Ok((stream, peer)) => {
                 stream.set_nodelay(true).ok();

@@ -233,17 +233,7 @@ impl Client {
     /// Runs until shutdown (then drains) or a fatal error. With `-L stdio:…`, runs until
     /// that one stream ends.
     pub async fn run(self, spawner: Spawner, shutdown: ShutdownSignal) -> Result<(), ClientError> {
-        let tasks = TaskSet::new(spawner.clone());
-        for (spec, listener) in &self.listeners {
-            tasks.spawn(serve_local(
-                spec.clone(),
-                listener.clone(),
-                self.cfg.clone(),
-                self.current.clone(),
-                spawner.clone(),
-                shutdown.clone(),
-            ));
-        }
+        let _locals = self.spawn_locals(&spawner, &shutdown);
         let stdio = self.cfg.locals.iter().find_map(|s| match s {
             LocalSpec::Stdio { host, port } => Some((host.clone(), *port)),
             _ => None,
@@ -256,29 +246,20 @@ impl Client {
             }
             self.emit(Event::Connecting);
             let started = Instant::now();
-            let attempt_result = async { Some(self.connect_once().await) }
-                .or(async {
-                    shutdown.draining().await;
-                    None
-                })
-                .await;
+            let Some(attempt_result) =
+                crate::time::unless(shutdown.draining(), self.connect_once()).await
+            else {
+                return Ok(());
+            };
             match attempt_result {
-                None => return Ok(()),
-                Some(Err(AttemptError::Fatal(why))) => {
+                Err(AttemptError::Fatal(why)) => {
                     self.emit(Event::Lost(why.clone()));
                     return Err(ClientError::Fatal(why));
                 }
-                Some(Err(AttemptError::Retry(why))) => self.emit(Event::Lost(why)),
-                Some(Ok((session, driver, ws))) => {
-                    self.readiness.set_connected(true);
-                    self.emit(Event::Connected);
-                    self.current.set(Some(session.clone()));
-                    let end = self
-                        .serve_session(&session, driver, ws, &spawner, &shutdown, stdio.as_ref())
-                        .await;
-                    self.current.set(None);
-                    self.readiness.set_connected(false);
-                    match end {
+                Err(AttemptError::Retry(why)) => self.emit(Event::Lost(why)),
+                Ok((session, driver, ws)) => {
+                    let io = (driver, ws);
+                    match self.live(&session, io, &spawner, &shutdown, &stdio).await {
                         SessionEnd::Stdio(result) => return result,
                         SessionEnd::Drained => return Ok(()),
                         SessionEnd::Lost(why) => self.emit(Event::Lost(why)),
@@ -291,19 +272,51 @@ impl Client {
             let delay = rng.backoff(attempt, self.cfg.max_backoff);
             attempt = attempt.saturating_add(1);
             self.emit(Event::Retrying(delay));
-            let waited = async {
-                smol::Timer::after(delay).await;
-                true
-            }
-            .or(async {
-                shutdown.draining().await;
-                false
-            })
-            .await;
-            if !waited {
+            let pause = smol::Timer::after(delay);
+            if crate::time::unless(shutdown.draining(), pause)
+                .await
+                .is_none()
+            {
                 return Ok(());
             }
         }
+    }
+
+    /// The `-L` listeners, each on its own task (cancelled when the set is dropped).
+    fn spawn_locals(&self, spawner: &Spawner, shutdown: &ShutdownSignal) -> TaskSet {
+        let tasks = TaskSet::new(spawner.clone());
+        for (spec, listener) in &self.listeners {
+            tasks.spawn(serve_local(
+                spec.clone(),
+                listener.clone(),
+                self.cfg.clone(),
+                self.current.clone(),
+                spawner.clone(),
+                shutdown.clone(),
+            ));
+        }
+        tasks
+    }
+
+    /// A session that is up: it is the current one (ready, `-L` connections use it) while
+    /// it is served.
+    async fn live(
+        &self,
+        session: &Session,
+        (driver, ws): (crate::tunnel::Driver, WebSocketStream<BoxIo>),
+        spawner: &Spawner,
+        shutdown: &ShutdownSignal,
+        stdio: &Option<(String, u16)>,
+    ) -> SessionEnd {
+        self.readiness.set_connected(true);
+        self.emit(Event::Connected);
+        self.current.set(Some(session.clone()));
+        let end = self
+            .serve_session(session, driver, ws, spawner, shutdown, stdio.as_ref())
+            .await;
+        self.current.set(None);
+        self.readiness.set_connected(false);
+        end
     }
 
     async fn connect_once(
