@@ -35,11 +35,17 @@ pub(super) async fn serve_local(
     shutdown: ShutdownSignal,
 ) {
     let ids = AtomicU64::new(1);
-    let proxy_cfg = Arc::new(ProxyConfig {
-        // `-L …:proxy` visitors present the same --proxy-auth as `-R …:proxy` ones.
-        auth: cfg.proxy_auth.clone(),
-        connect_timeout: cfg.connect_timeout,
-        ..ProxyConfig::default()
+    let local = Arc::new(Local {
+        proxy_cfg: Arc::new(ProxyConfig {
+            // `-L …:proxy` visitors present the same --proxy-auth as `-R …:proxy` ones.
+            auth: cfg.proxy_auth.clone(),
+            connect_timeout: cfg.connect_timeout,
+            ..ProxyConfig::default()
+        }),
+        spec,
+        cfg,
+        current,
+        shutdown: shutdown.clone(),
     });
     let accept_loop = AcceptLoop {
         what: "local listener",
@@ -48,38 +54,12 @@ pub(super) async fn serve_local(
         drain: Drain::Owner,
     };
     let admit = |tcp, peer| {
-        let (cfg, current, spec) = (cfg.clone(), current.clone(), spec.clone());
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        let proxy_cfg = proxy_cfg.clone();
-        let shutdown = shutdown.clone();
-        Ok(async move {
-            let Some(session) = current.wait(cfg.connect_timeout).await else {
-                log::warn!("local {peer}: no session to the relay; closing");
-                return;
-            };
-            match spec {
-                LocalSpec::Forward { host, port, .. } => {
-                    let target = host_port(&host, port);
-                    // Early data: the first bytes ride along with the OPEN.
-                    match session.open_early(OpenTarget::Dial { host, port }) {
-                        Ok(stream) => bridge::splice(tcp, stream, session.label(), &target).await,
-                        Err(e) => log::warn!("local {peer} -> {target}: {e}"),
-                    }
-                }
-                LocalSpec::Proxy { .. } => {
-                    let dialer = Arc::new(MuxDialer {
-                        session,
-                        timeout: cfg.connect_timeout,
-                    });
-                    serve_connection(tcp, peer, id, proxy_cfg, dialer, shutdown).await;
-                }
-                LocalSpec::Stdio { .. } => {}
-            }
-        })
+        Ok(local.clone().serve(tcp, peer, id))
     };
     let over_limit = |tcp, peer, _open| {
         log::warn!("local {peer}: refused: {MAX_LOCAL_CONNECTIONS} connections open");
-        match &spec {
+        match &local.spec {
             LocalSpec::Proxy { .. } => listen::Refusal::answer(front::refuse(
                 tcp,
                 503,
@@ -93,6 +73,50 @@ pub(super) async fn serve_local(
     accept_loop
         .run(listener, spawner, &shutdown, admit, over_limit)
         .await;
+}
+
+/// What every connection of one `-L` listener shares.
+struct Local {
+    spec: LocalSpec,
+    cfg: Arc<ClientConfig>,
+    current: Arc<CurrentSession>,
+    /// the proxy a `-L …:proxy` listener serves its clients with
+    proxy_cfg: Arc<ProxyConfig>,
+    shutdown: ShutdownSignal,
+}
+
+impl Local {
+    /// One local connection, carried through the current session (waiting, bounded, for
+    /// one to come up): as a stream to the `-L` target, or as a proxy client.
+    async fn serve(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, id: u64) {
+        let Some(session) = self.current.wait(self.cfg.connect_timeout).await else {
+            log::warn!("local {peer}: no session to the relay; closing");
+            return;
+        };
+        match &self.spec {
+            LocalSpec::Forward { host, port, .. } => {
+                let target = host_port(host, *port);
+                let open = OpenTarget::Dial {
+                    host: host.clone(),
+                    port: *port,
+                };
+                // Early data: the first bytes ride along with the OPEN.
+                match session.open_early(open) {
+                    Ok(stream) => bridge::splice(tcp, stream, session.label(), &target).await,
+                    Err(e) => log::warn!("local {peer} -> {target}: {e}"),
+                }
+            }
+            LocalSpec::Proxy { .. } => {
+                let dialer = Arc::new(MuxDialer {
+                    session,
+                    timeout: self.cfg.connect_timeout,
+                });
+                let (cfg, sd) = (self.proxy_cfg.clone(), self.shutdown.clone());
+                serve_connection(tcp, peer, id, cfg, dialer, sd).await;
+            }
+            LocalSpec::Stdio { .. } => {}
+        }
+    }
 }
 
 /// Streams the relay opens: `-R` visitors, and requests of `-R …:proxy` visitors.

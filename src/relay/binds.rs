@@ -89,23 +89,7 @@ pub(super) async fn control_loop(
         else {
             continue;
         };
-        let bound = binds.live.lock().unwrap_or_else(|e| e.into_inner()).len();
-        let result = if bound >= MAX_BINDS {
-            Err((
-                Refusal::Forbidden,
-                format!("too many bindings on one session (at most {MAX_BINDS})"),
-            ))
-        } else {
-            match proxy_config(ctx, &mode) {
-                // Checked before binding: a bad BIND leaves no listener behind.
-                Ok(proxy_cfg) => bind(ctx, session_id, &addr, port, binds)
-                    .await
-                    .map(|l| (l, proxy_cfg))
-                    .map_err(|why| (Refusal::Forbidden, why)),
-                Err(why) => Err((Refusal::BadRequest, why)),
-            }
-        };
-        match result {
+        match admit_bind(ctx, session_id, binds, &addr, port, &mode).await {
             Ok((listener, proxy_cfg)) => {
                 let local = listener
                     .local_addr()
@@ -146,6 +130,29 @@ pub(super) async fn control_loop(
     }
     // Session closed: let the driver's result end the race.
     std::future::pending::<()>().await
+}
+
+/// A listener for one BIND, within `MAX_BINDS`, with the proxy it serves (if `:proxy`), or
+/// why not (and how the refusal is counted).
+async fn admit_bind(
+    ctx: &Ctx,
+    session_id: &str,
+    binds: &SessionBinds,
+    addr: &str,
+    port: u16,
+    mode: &BindMode,
+) -> Result<(Arc<TcpListener>, Option<Arc<ProxyConfig>>), (Refusal, String)> {
+    let bound = binds.live.lock().unwrap_or_else(|e| e.into_inner()).len();
+    if bound >= MAX_BINDS {
+        let why = format!("too many bindings on one session (at most {MAX_BINDS})");
+        return Err((Refusal::Forbidden, why));
+    }
+    // Checked before binding: a bad BIND leaves no listener behind.
+    let proxy_cfg = proxy_config(ctx, mode).map_err(|why| (Refusal::BadRequest, why))?;
+    let listener = bind(ctx, session_id, addr, port, binds)
+        .await
+        .map_err(|why| (Refusal::Forbidden, why))?;
+    Ok((listener, proxy_cfg))
 }
 
 fn describe(mode: &BindMode) -> &'static str {

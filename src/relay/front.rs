@@ -152,22 +152,23 @@ async fn front_door<S: FrontStream>(
     }
     if path == "/metrics" {
         if let Err((status, why)) = metrics_access(&ctx, &head) {
-            if status == 401 {
-                ctx.metrics.refused(Refusal::Auth);
-                if let Some(n) = ctx.limits.logs.auth.hit() {
-                    log::warn!("relay {peer}: /metrics refused: {why} (401){}", left_out(n));
-                }
-            }
-            let challenge: &[(&str, &str)] = if status == 401 {
-                &[("WWW-Authenticate", "Bearer")]
-            } else {
-                &[]
-            };
-            return reply(&stream, status, why, challenge).await;
+            return refuse_metrics(&ctx, &stream, peer, status, why).await;
         }
     }
+    let route = public_route(&ctx);
+    // Only the head goes on: the surface answers one request and reads no body.
+    let served = surface::serve_after_head(stream, &head, raw, route, deadline, &ctx.shutdown);
+    if let Err(e) = served.await {
+        log::debug!("relay {peer}: http surface: {e}");
+    }
+    drop(permit);
+}
+
+/// The surface of the public port: the standard routes, and a 400 on the tunnel path
+/// without an upgrade.
+fn public_route(ctx: &Ctx) -> impl Fn(&str, &str) -> surface::Answer + use<> {
     let standard = surface::standard_route(ctx.metrics.clone(), None);
-    let route = move |method: &str, path: &str| -> surface::Answer {
+    move |method: &str, path: &str| -> surface::Answer {
         if path == TUNNEL_PATH {
             return (
                 400,
@@ -176,13 +177,27 @@ async fn front_door<S: FrontStream>(
             );
         }
         standard(method, path)
-    };
-    // Only the head goes on: the surface answers one request and reads no body.
-    let served = surface::serve_after_head(stream, &head, raw, route, deadline, &ctx.shutdown);
-    if let Err(e) = served.await {
-        log::debug!("relay {peer}: http surface: {e}");
     }
-    drop(permit);
+}
+
+/// Answers a `/metrics` request that may not read it (a 401 is counted and logged, rate
+/// limited, as a token refusal).
+async fn refuse_metrics<S: FrontStream>(
+    ctx: &Ctx,
+    stream: &S,
+    peer: SocketAddr,
+    status: u16,
+    why: &str,
+) {
+    let mut challenge: &[(&str, &str)] = &[];
+    if status == 401 {
+        ctx.metrics.refused(Refusal::Auth);
+        if let Some(n) = ctx.limits.logs.auth.hit() {
+            log::warn!("relay {peer}: /metrics refused: {why} (401){}", left_out(n));
+        }
+        challenge = &[("WWW-Authenticate", "Bearer")];
+    }
+    reply(stream, status, why, challenge).await
 }
 
 /// Who may read `/metrics` on the public port: the token holder (`Authorization: Bearer`,
