@@ -4,9 +4,10 @@
 use crate::dial::Dialer;
 use crate::dial::rules::Rules;
 use crate::dial::{DialError, host_port};
-use crate::metrics::{Metrics, Refusal};
+use crate::metrics::Metrics;
+use crate::refusal::Refusal;
 use crate::splice::{self, Outcome};
-use crate::tunnel::frame::{OpenTarget, RefuseCode};
+use crate::tunnel::frame::OpenTarget;
 use crate::tunnel::session::{Incoming, Session};
 use crate::tunnel::stream::MuxStream;
 use smol::net::TcpStream;
@@ -46,35 +47,12 @@ impl Dialer for MuxDialer {
                 Ok(s) => Ok((s, Vec::new())),
                 Err(e) => Err(DialError::Tunnel {
                     target,
-                    status: e.code().http_status(),
+                    refusal: e.refusal(),
                     reason: e.to_string(),
                 }),
             }
         }
     }
-}
-
-/// The refusal code that tells the peer why our dial failed.
-pub fn refusal_for(e: &DialError) -> RefuseCode {
-    match e {
-        DialError::Forbidden { .. } => RefuseCode::Forbidden,
-        DialError::Timeout { .. } | DialError::HopFailed { timeout: true, .. } => {
-            RefuseCode::Timeout
-        }
-        DialError::Tunnel { status: 403, .. } => RefuseCode::Forbidden,
-        DialError::Tunnel { status: 504, .. } => RefuseCode::Timeout,
-        _ => RefuseCode::Unreachable,
-    }
-}
-
-fn count_refusal(metrics: &Metrics, code: RefuseCode) {
-    metrics.refused(match code {
-        RefuseCode::Forbidden => Refusal::Forbidden,
-        RefuseCode::Timeout => Refusal::Timeout,
-        RefuseCode::TooManyStreams => Refusal::TooManyStreams,
-        RefuseCode::BadRequest => Refusal::BadRequest,
-        _ => Refusal::Unreachable,
-    });
 }
 
 /// Answers a peer's OPEN by dialing `host:port` (under `rules`), then splices until done.
@@ -110,23 +88,24 @@ pub async fn dial_or_refuse(
     match Box::pin(crate::dial::dial(host, port, rules, timeout)).await {
         Ok(tcp) => Some((tcp, inc)),
         Err(e) => {
-            let code = refusal_for(&e);
-            count_refusal(metrics, code);
+            let why = e.refusal();
+            metrics.refused(why);
             let id = inc.id();
             let target = host_port(host, port);
             inc.warn_refusal(label, format_args!("refused stream {id} to {target}: {e}"));
-            inc.refuse(code, &e.to_string());
+            inc.refuse(why.wire_code(), &e.to_string());
             None
         }
     }
 }
 
-/// Refuses an OPEN, counting it (and logging it, rate-limited per session).
-pub fn refuse(inc: Incoming, code: RefuseCode, why: &str, label: &str, metrics: &Metrics) {
-    count_refusal(metrics, code);
+/// Refuses an OPEN with `refusal`'s wire code, counting it (and logging it, rate-limited
+/// per session).
+pub fn refuse(inc: Incoming, refusal: Refusal, why: &str, label: &str, metrics: &Metrics) {
+    metrics.refused(refusal);
     let id = inc.id();
     inc.warn_refusal(label, format_args!("refused stream {id}: {why}"));
-    inc.refuse(code, why);
+    inc.refuse(refusal.wire_code(), why);
 }
 
 /// Copies between a socket and a stream (half-close both ways) and logs the outcome.

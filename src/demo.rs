@@ -1,8 +1,14 @@
 //! Pieces of `burrow demo` that tests reuse: a tiny origin HTTP server.
 
+use crate::client::{Client, ClientConfig, Event};
+use crate::dial::chain::{Hop, Upstream};
 use crate::exec::{Spawner, TaskSet};
+use crate::http::auth::Credentials;
 use crate::http::front;
 use crate::http::head::Target;
+use crate::proxy::{Proxy, ProxyConfig};
+use crate::relay::{Relay, RelayConfig};
+use crate::secret::Secret;
 use futures_lite::io::{AsyncWriteExt, BufReader};
 use smol::net::{TcpListener, TcpStream};
 use std::io;
@@ -90,19 +96,66 @@ async fn serve(s: TcpStream) -> io::Result<()> {
 /// and a local proxy whose egress is the relay (`-L …:proxy`). Prints what to try; returns
 /// after `shutdown` drained everything.
 pub async fn run(spawner: Spawner, shutdown: crate::shutdown::Shutdown) -> io::Result<()> {
-    use crate::client::{Client, ClientConfig, Event};
-    use crate::dial::chain::{Hop, Upstream};
-    use crate::proxy::{Proxy, ProxyConfig};
-    use crate::relay::{Relay, RelayConfig};
-    let other = |e: &dyn std::fmt::Display| io::Error::other(e.to_string());
     let lo = SocketAddr::from(([127, 0, 0, 1], 0));
     let origin = Origin::bind(lo).await?;
     let o = origin.local_addr()?;
     let tasks = TaskSet::new(spawner.clone());
     tasks.spawn(origin.run(spawner.clone()));
+    let (first, second) = proxies(lo).await?;
+    let (relay, client, token) = tunnel(lo, o).await?;
+    let addrs = Addrs {
+        origin: o,
+        proxy: first.local_addr()?,
+        chained: second.local_addr()?,
+        relay: relay.local_addr()?,
+        local_proxy: client.local_addrs()[0],
+    };
+    let events = client.events();
+    let signal = shutdown.signal();
+    let announce = async {
+        let (exposed, egress) = bound_ports(&events).await?;
+        print_guide(&addrs, exposed, egress, &token);
+        // Later state changes are few (reconnects); the run below decides when we are done.
+        std::future::pending::<io::Result<()>>().await
+    };
+    let everything = async {
+        let ((_, _), (_, client_result)) = futures_lite::future::zip(
+            futures_lite::future::zip(
+                first.run(spawner.clone(), signal.clone()),
+                second.run(spawner.clone(), signal.clone()),
+            ),
+            futures_lite::future::zip(
+                relay.run(spawner.clone(), signal.clone()),
+                client.run(spawner.clone(), signal.clone()),
+            ),
+        )
+        .await;
+        client_result.map_err(|e| other(&e))
+    };
+    use futures_lite::FutureExt;
+    async { announce.await.and(Ok(None)) }
+        .or(async { everything.await.map(Some) })
+        .await?;
+    drop(tasks);
+    Ok(())
+}
 
-    // Design 1: CONNECT proxies.
-    let creds: crate::http::auth::Credentials = "demo:burrow".parse().map_err(|e| other(&e))?;
+/// Where the demo's parts listen.
+struct Addrs {
+    origin: SocketAddr,
+    proxy: SocketAddr,
+    chained: SocketAddr,
+    relay: SocketAddr,
+    local_proxy: SocketAddr,
+}
+
+fn other(e: &dyn std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Design 1: a proxy with Basic auth, and a second one chained through it.
+async fn proxies(lo: SocketAddr) -> io::Result<(Proxy, Proxy)> {
+    let creds: Credentials = "demo:burrow".parse().map_err(|e| other(&e))?;
     let first = Proxy::bind(
         lo,
         ProxyConfig {
@@ -124,11 +177,14 @@ pub async fn run(spawner: Spawner, shutdown: crate::shutdown::Shutdown) -> io::R
         },
         ..ProxyConfig::default()
     };
-    let second = Proxy::bind(lo, chained).await?;
-    let p2 = second.local_addr()?;
+    Ok((first, Proxy::bind(lo, chained).await?))
+}
 
-    // Design 2: relay and tunnel client.
-    let token = crate::secret::Secret::new(crate::tunnel::ws::random_id());
+/// Design 2: a relay, and a client that exposes the origin (`-R`), offers a proxy into its
+/// network (`-R …:proxy`) and a local proxy whose egress is the relay (`-L …:proxy`). The
+/// token comes back so that /metrics can be tried: it is the demo's own loopback relay.
+async fn tunnel(lo: SocketAddr, origin: SocketAddr) -> io::Result<(Relay, Client, Secret)> {
+    let token = Secret::new(crate::tunnel::ws::random_id());
     let relay = Relay::bind(
         lo,
         RelayConfig {
@@ -138,39 +194,46 @@ pub async fn run(spawner: Spawner, shutdown: crate::shutdown::Shutdown) -> io::R
     )
     .await?;
     let r = relay.local_addr()?;
-    let url = format!("ws://{r}/burrow")
-        .parse()
-        .map_err(|e: String| other(&e))?;
-    let mut cfg = ClientConfig::new(url);
-    // The demo's own loopback relay: its token is shown so that /metrics can be tried.
-    let shown_token = token.clone();
-    cfg.token = Some(token);
+    fn parse<T: std::str::FromStr<Err = String>>(s: &str) -> io::Result<T> {
+        s.parse().map_err(|e: String| other(&e))
+    }
+    let mut cfg = ClientConfig::new(parse(&format!("ws://{r}/burrow"))?);
+    cfg.token = Some(token.clone());
     cfg.remotes = vec![
-        format!("127.0.0.1:0:{o}")
-            .parse()
-            .map_err(|e: String| other(&e))?,
-        "127.0.0.1:0:proxy".parse().map_err(|e: String| other(&e))?,
+        parse(&format!("127.0.0.1:0:{origin}"))?,
+        parse("127.0.0.1:0:proxy")?,
     ];
-    cfg.locals = vec!["127.0.0.1:0:proxy".parse().map_err(|e: String| other(&e))?];
+    cfg.locals = vec![parse("127.0.0.1:0:proxy")?];
     let client = Client::bind(cfg).await.map_err(|e| other(&e))?;
-    let local_proxy = client.local_addrs()[0];
-    let events = client.events();
-    let signal = shutdown.signal();
-    let relay_task = relay.run(spawner.clone(), signal.clone());
-    let client_task = client.run(spawner.clone(), signal.clone());
-    let announce = async {
-        let mut bound = Vec::new();
-        while bound.len() < 2 {
-            match events.recv().await {
-                Ok(Event::Bound { addr, .. }) => bound.push(addr),
-                Ok(Event::BindRefused { reason, .. }) => return Err(other(&reason)),
-                Ok(_) => {}
-                Err(e) => return Err(other(&e)),
-            }
+    Ok((relay, client, token))
+}
+
+/// Waits for the client's two `-R` ports: the exposed origin, then the proxy.
+async fn bound_ports(events: &smol::channel::Receiver<Event>) -> io::Result<(String, String)> {
+    let mut bound = Vec::new();
+    while bound.len() < 2 {
+        match events.recv().await {
+            Ok(Event::Bound { addr, .. }) => bound.push(addr),
+            Ok(Event::BindRefused { reason, .. }) => return Err(other(&reason)),
+            Ok(_) => {}
+            Err(e) => return Err(other(&e)),
         }
-        let (exposed, egress) = (&bound[0], &bound[1]);
-        println!(
-            "burrow demo on loopback (Ctrl-C drains and exits):
+    }
+    let egress = bound.pop().unwrap_or_default();
+    let exposed = bound.pop().unwrap_or_default();
+    Ok((exposed, egress))
+}
+
+fn print_guide(a: &Addrs, exposed: String, egress: String, token: &Secret) {
+    let Addrs {
+        origin: o,
+        proxy: p1,
+        chained: p2,
+        relay: r,
+        local_proxy,
+    } = a;
+    println!(
+        "burrow demo on loopback (Ctrl-C drains and exits):
 
   origin            http://{o}/   (a small web app)
 
@@ -188,26 +251,6 @@ design 2, WebSocket tunnel (relay ws://{r}/burrow, one client session):
   relay health (public):                   curl http://{r}/healthz
   relay metrics (behind the relay token):  curl -H 'Authorization: Bearer {t}' http://{r}/metrics
 ",
-            t = shown_token.expose()
-        );
-        // Later state changes are few (reconnects); the run below decides when we are done.
-        std::future::pending::<io::Result<()>>().await
-    };
-    let everything = async {
-        let ((_, _), (_, client_result)) = futures_lite::future::zip(
-            futures_lite::future::zip(
-                first.run(spawner.clone(), signal.clone()),
-                second.run(spawner.clone(), signal.clone()),
-            ),
-            futures_lite::future::zip(relay_task, client_task),
-        )
-        .await;
-        client_result.map_err(|e| other(&e))
-    };
-    use futures_lite::FutureExt;
-    async { announce.await.and(Ok(None)) }
-        .or(async { everything.await.map(Some) })
-        .await?;
-    drop(tasks);
-    Ok(())
+        t = token.expose()
+    );
 }

@@ -6,10 +6,10 @@
 //! - **WebSocket tunnel** ([`relay`], [`client`]): many TCP streams multiplexed over one
 //!   WebSocket connection between a public relay and a client inside a private network.
 //!
-//! The code is in four parts, arrows only downward: Face ([`cli`]) → Roles ([`proxy`],
-//! [`relay`], [`client`], [`connect`], [`demo`]) → Core ([`http`], [`dial`], [`tunnel`],
+//! The code is in four parts, arrows only downward: Face ([`cli`], [`demo`]) → Roles
+//! ([`relay`], [`client`], [`connect`]) → Core ([`proxy`], [`http`], [`dial`], [`tunnel`],
 //! [`splice`], [`bridge`]) → Edges ([`exec`], [`listen`], [`time`], [`shutdown`], [`metrics`],
-//! `tls`, [`secret`]). `docs/ARCHITECTURE.md` walks through them.
+//! [`refusal`], `tls`, [`secret`]). `docs/ARCHITECTURE.md` walks through them.
 //!
 //! The protocol code is written against futures-io streams and spawns only through an
 //! [`exec::Spawner`] it is given; smol appears where bytes meet the OS.
@@ -27,6 +27,7 @@ pub mod http;
 pub mod listen;
 pub mod metrics;
 pub mod proxy;
+pub mod refusal;
 pub mod relay;
 pub mod secret;
 pub mod shutdown;

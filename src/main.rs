@@ -1,40 +1,25 @@
 //! The `burrow` binary: maps the command line onto the library's roles.
 
 use anyhow::{Context, Result, bail};
-use burrow::cli::{self, Args, ClientArgs, Command, ConnectArgs, ProxyArgs, ServerArgs};
+use burrow::cli::{
+    self, Args, ClientArgs, Command, ConnectArgs, ProxyArgs, ServerArgs, Usage, configs, usage,
+};
+use burrow::client::Client;
 use burrow::client::spec::LocalSpec;
-use burrow::client::{Client, ClientConfig};
-use burrow::dial::chain::{ChainNames, Upstream};
+use burrow::dial::chain::Upstream;
 use burrow::exec::Runtime;
-use burrow::proxy::{Proxy, ProxyConfig};
-use burrow::relay::{Relay, RelayConfig};
+use burrow::proxy::Proxy;
+use burrow::relay::Relay;
 use burrow::secret::Secret;
 use burrow::shutdown::{self, Shutdown};
-use burrow::tunnel::SessionConfig;
-use burrow::tunnel::ws::TunnelUrl;
 use std::process::ExitCode;
-
-/// A bad command line or configuration: exit code 2.
-#[derive(Debug)]
-struct Usage(String);
-
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for Usage {}
-
-fn usage(msg: impl Into<String>) -> anyhow::Error {
-    Usage(msg.into()).into()
-}
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
         .init();
     let args: Args = argh::from_env();
-    if let Err(e) = check_env() {
+    if let Err(e) = configs::check_env() {
         eprintln!("burrow: {e:#}");
         return ExitCode::from(2);
     }
@@ -58,25 +43,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Environment variables burrow reads, checked before any role starts: a value that is set
-/// but unusable is an error, never "unset" (a secret that is not valid UTF-8 would otherwise
-/// turn auth off).
-fn check_env() -> Result<()> {
-    for name in ["BURROW_PROXY_AUTH", "BURROW_TOKEN", "BURROW_THREADS"] {
-        if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(name) {
-            bail!(usage(format!("{name} is set but is not valid UTF-8")));
-        }
-    }
-    if let Ok(v) = std::env::var("BURROW_THREADS") {
-        v.parse::<usize>().map_err(|_| {
-            usage(format!(
-                "BURROW_THREADS={v:?}: expected a number of worker threads"
-            ))
-        })?;
-    }
-    Ok(())
-}
-
 /// The executor: the calling thread plus `BURROW_THREADS` workers. By default none on two
 /// cores or fewer (measured: one thread halves the round-trip latency there, since no wake-up
 /// crosses threads, and leaves a core to the kernel's network stack), then one per two cores
@@ -90,122 +56,10 @@ fn runtime() -> Runtime {
     Runtime::new(workers)
 }
 
-/// Turns `--upstream`/`--auth`/rules flags into a [`ProxyConfig`].
-fn proxy_config(a: &ProxyArgs) -> Result<ProxyConfig> {
-    let auth = match a
-        .auth
-        .clone()
-        .or_else(|| std::env::var("BURROW_PROXY_AUTH").ok())
-    {
-        Some(s) => Some(s.parse().map_err(|e| usage(format!("--auth: {e}")))?),
-        None => None,
-    };
-    let rules = parse_rules(&a.allow, &a.deny)?;
-    if !a.listen.ip().is_loopback() && auth.is_none() && rules.allow.is_empty() && !a.open {
-        bail!(usage(format!(
-            "refusing to run an open proxy on {}: add --auth or --allow, or --open if you mean it",
-            a.listen
-        )));
-    }
-    let upstream =
-        Upstream::from_args(&a.upstream).map_err(|e| usage(format!("--upstream: {e}")))?;
-    if a.max_connections == 0 {
-        bail!(usage("--max-connections must be at least 1"));
-    }
-    Ok(ProxyConfig {
-        upstream,
-        auth,
-        rules,
-        names: if a.resolve_names {
-            ChainNames::Resolve
-        } else {
-            ChainNames::ByName
-        },
-        connect_timeout: a.connect_timeout,
-        idle_timeout: a.idle_timeout,
-        head_timeout: a.head_timeout,
-        max_connections: a.max_connections,
-        drain_timeout: a.drain_timeout,
-    })
-}
-
-fn parse_rules(allow: &[String], deny: &[String]) -> Result<burrow::dial::rules::Rules> {
-    let parse = |v: &[String], flag: &str| -> Result<Vec<_>> {
-        v.iter()
-            .map(|r| r.parse().map_err(|e| usage(format!("--{flag}: {e}"))))
-            .collect()
-    };
-    Ok(burrow::dial::rules::Rules {
-        allow: parse(allow, "allow")?,
-        deny: parse(deny, "deny")?,
-    })
-}
-
-fn session_config(keepalive: std::time::Duration, max_streams: usize) -> Result<SessionConfig> {
-    if keepalive.is_zero() {
-        bail!(usage("--keepalive must be more than 0"));
-    }
-    if max_streams == 0 {
-        bail!(usage("--max-streams must be at least 1"));
-    }
-    Ok(SessionConfig {
-        keepalive,
-        max_streams,
-        ..SessionConfig::default()
-    })
-}
-
-/// The relay-wide limits from the command line; each must be at least 1.
-fn relay_limits(a: &ServerArgs) -> Result<burrow::relay::limits::RelayLimits> {
-    let limits = burrow::relay::limits::RelayLimits {
-        max_connections: a.max_connections,
-        max_sessions: a.max_sessions,
-        max_sessions_per_token: a.max_sessions_per_token,
-        max_streams_total: a.max_streams_total,
-        max_dials: a.max_dials,
-    };
-    for (flag, v) in [
-        ("--max-connections", limits.max_connections),
-        ("--max-sessions", limits.max_sessions),
-        ("--max-sessions-per-token", limits.max_sessions_per_token),
-        ("--max-streams-total", limits.max_streams_total),
-        ("--max-dials", limits.max_dials),
-    ] {
-        if v == 0 {
-            bail!(usage(format!("{flag} must be at least 1")));
-        }
-    }
-    Ok(limits)
-}
-
-/// `--admin` serves /metrics without a token: loopback only, unless `--open-admin`.
-fn admin_addr(a: &ServerArgs) -> Result<Option<std::net::SocketAddr>> {
-    match a.admin {
-        Some(addr) if !addr.ip().is_loopback() && !a.open_admin => bail!(usage(format!(
-            "--admin {addr} would serve /metrics without a token beyond this host: use a \
-             loopback address, or add --open-admin if you mean it"
-        ))),
-        other => Ok(other),
-    }
-}
-
 fn run_server(a: ServerArgs) -> Result<()> {
-    let token = match (
-        a.token
-            .clone()
-            .or_else(|| std::env::var("BURROW_TOKEN").ok()),
-        a.no_auth,
-    ) {
-        (Some(_), true) => bail!(usage("--token and --no-auth contradict each other")),
-        (Some(t), false) if t.is_empty() => bail!(usage("the token is empty")),
-        (Some(t), false) => Some(Secret::new(t)),
-        (None, true) => None,
-        (None, false) => Some(Secret::new(burrow::tunnel::ws::random_id())),
-    };
-    // A generated token is shown once, on stdout (never in the log), with the command to use it.
-    let generated = (a.token.is_none() && !a.no_auth && std::env::var("BURROW_TOKEN").is_err())
-        .then(|| token.clone())
-        .flatten();
+    let (token, generated) = configs::relay_token(&a)?;
+    #[allow(unused_mut)]
+    let mut cfg = configs::relay_config(&a, token)?;
     #[cfg(feature = "tls")]
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(std::sync::Arc::new(
@@ -214,41 +68,21 @@ fn run_server(a: ServerArgs) -> Result<()> {
         (None, None) => None,
         _ => bail!(usage("--tls-cert and --tls-key go together")),
     };
+    #[cfg(feature = "tls")]
+    {
+        cfg.tls = tls.clone();
+    }
     #[cfg(not(feature = "tls"))]
     if a.tls_cert.is_some() || a.tls_key.is_some() {
         bail!(usage("this build has no TLS (the `tls` feature is off)"));
     }
-    let cfg = RelayConfig {
-        #[cfg(feature = "tls")]
-        tls: tls.clone(),
-        token,
-        allow_ports: a.allow_ports,
-        rules: parse_rules(&a.allow, &a.deny)?,
-        session: session_config(a.keepalive, a.max_streams)?,
-        drain_timeout: a.drain_timeout,
-        grace: a.grace,
-        connect_timeout: a.connect_timeout,
-        handshake_timeout: burrow::relay::HANDSHAKE_TIMEOUT,
-        limits: relay_limits(&a)?,
-        admin: admin_addr(&a)?,
-    };
     let rt = runtime();
     let sd = Shutdown::new();
     let _signals = rt.spawner().spawn_boxed(Box::pin(watch(sd.clone())));
     #[cfg(feature = "tls")]
-    let _reloads = tls.map(|tls| {
-        rt.spawner().spawn_boxed(Box::pin(async move {
-            let reload = || match tls.reload() {
-                Ok(()) => log::info!("SIGHUP: TLS certificate reloaded"),
-                Err(e) => log::error!("SIGHUP: keeping the old TLS certificate: {e}"),
-            };
-            if let Err(e) = shutdown::watch_hangups(reload).await {
-                log::error!("cannot watch SIGHUP: {e}");
-            }
-        }))
-    });
+    let _reloads = tls.map(|tls| rt.spawner().spawn_boxed(Box::pin(reload_on_hangup(tls))));
     let (spawner, signal, listen) = (rt.spawner(), sd.signal(), a.listen);
-    let tls_on = a.tls_cert.is_some();
+    let scheme = if a.tls_cert.is_some() { "wss" } else { "ws" };
     rt.block_on(async move {
         let relay = Relay::bind(listen, cfg)
             .await
@@ -259,18 +93,7 @@ fn run_server(a: ServerArgs) -> Result<()> {
             log::info!("relay admin (/healthz, /metrics) on {admin}");
         }
         if let Some(t) = generated {
-            let scheme = if tls_on { "wss" } else { "ws" };
-            let host = if addr.ip().is_unspecified() {
-                "RELAY_HOST".to_string()
-            } else {
-                addr.ip().to_string()
-            };
-            println!("no --token given: generated one. Clients connect with:");
-            println!(
-                "  burrow client {scheme}://{}/burrow --token {} -R 8000:localhost:3000",
-                burrow::dial::host_port(&host, addr.port()),
-                t.expose()
-            );
+            print_client_command(scheme, addr, &t);
         }
         relay.run(spawner, signal).await;
         log::info!("relay stopped");
@@ -278,63 +101,35 @@ fn run_server(a: ServerArgs) -> Result<()> {
     })
 }
 
-fn run_client(a: ClientArgs) -> Result<()> {
-    let url: TunnelUrl = a.url.parse().map_err(usage)?;
-    let mut cfg = ClientConfig::new(url);
-    cfg.token = a
-        .token
-        .clone()
-        .or_else(|| std::env::var("BURROW_TOKEN").ok())
-        .map(Secret::new);
-    cfg.via = Upstream::from_args(&a.via).map_err(|e| usage(format!("--via: {e}")))?;
-    cfg.locals = a
-        .local
-        .iter()
-        .map(|s| s.parse())
-        .collect::<Result<_, String>>()
-        .map_err(usage)?;
-    cfg.remotes = a
-        .remote
-        .iter()
-        .map(|s| s.parse())
-        .collect::<Result<_, String>>()
-        .map_err(usage)?;
-    if cfg.locals.is_empty() && cfg.remotes.is_empty() {
-        bail!(usage("nothing to do: give at least one -L or -R"));
-    }
-    if cfg
-        .locals
-        .iter()
-        .filter(|l| matches!(l, LocalSpec::Stdio { .. }))
-        .count()
-        > 1
-    {
-        bail!(usage("only one -L stdio:… per client"));
-    }
-    cfg.rules = parse_rules(&a.allow, &a.deny)?;
-    let proxy_auth = a
-        .proxy_auth
-        .clone()
-        .or_else(|| std::env::var("BURROW_PROXY_AUTH").ok());
-    cfg.proxy_auth = match proxy_auth {
-        Some(s) => Some(s.parse().map_err(|e| usage(format!("--proxy-auth: {e}")))?),
-        None => None,
+/// A generated token is shown once, on stdout (never in the log), with the command to use it.
+fn print_client_command(scheme: &str, addr: std::net::SocketAddr, token: &Secret) {
+    let host = if addr.ip().is_unspecified() {
+        "RELAY_HOST".to_string()
+    } else {
+        addr.ip().to_string()
     };
-    cfg.check_exposure(a.open).map_err(usage)?;
-    cfg.session = session_config(a.keepalive, a.max_streams)?;
-    cfg.connect_timeout = a.connect_timeout;
-    cfg.drain_timeout = a.drain_timeout;
-    #[cfg(feature = "tls")]
-    {
-        cfg.tls = burrow::tls::ClientTlsOptions {
-            ca: a.ca.clone(),
-            insecure: a.insecure,
-        };
+    println!("no --token given: generated one. Clients connect with:");
+    println!(
+        "  burrow client {scheme}://{}/burrow --token {} -R 8000:localhost:3000",
+        burrow::dial::host_port(&host, addr.port()),
+        token.expose()
+    );
+}
+
+/// SIGHUP reloads the relay's certificate; a bad one keeps the old.
+#[cfg(feature = "tls")]
+async fn reload_on_hangup(tls: std::sync::Arc<burrow::tls::ServerTls>) {
+    let reload = || match tls.reload() {
+        Ok(()) => log::info!("SIGHUP: TLS certificate reloaded"),
+        Err(e) => log::error!("SIGHUP: keeping the old TLS certificate: {e}"),
+    };
+    if let Err(e) = shutdown::watch_hangups(reload).await {
+        log::error!("cannot watch SIGHUP: {e}");
     }
-    #[cfg(not(feature = "tls"))]
-    if a.ca.is_some() || a.insecure {
-        bail!(usage("this build has no TLS (the `tls` feature is off)"));
-    }
+}
+
+fn run_client(a: ClientArgs) -> Result<()> {
+    let cfg = configs::client_config(&a)?;
     let status = a.status;
     let stdio = cfg
         .locals
@@ -348,23 +143,7 @@ fn run_client(a: ClientArgs) -> Result<()> {
         let client = Client::bind(cfg).await?;
         let events = client.events();
         let _status = match status {
-            Some(addr) => {
-                let listener = smol::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("--status: cannot listen on {addr}"))?;
-                log::info!("status on http://{}/readyz", listener.local_addr()?);
-                let route = burrow::http::surface::standard_route(
-                    client.metrics(),
-                    Some(client.readiness()),
-                );
-                let serve = burrow::http::surface::serve_listener(
-                    listener,
-                    route,
-                    spawner.clone(),
-                    signal.clone(),
-                );
-                Some(spawner.spawn_boxed(Box::pin(serve)))
-            }
+            Some(addr) => Some(serve_status(addr, &client, &spawner, &signal).await?),
             None => None,
         };
         // State lines go to stderr when stdout carries the stdio stream.
@@ -382,8 +161,25 @@ fn run_client(a: ClientArgs) -> Result<()> {
     })
 }
 
+/// `--status ADDR`: /healthz, /readyz and /metrics of the client, on a task of its own.
+async fn serve_status(
+    addr: std::net::SocketAddr,
+    client: &Client,
+    spawner: &burrow::exec::Spawner,
+    signal: &burrow::shutdown::ShutdownSignal,
+) -> Result<burrow::exec::TaskGuard> {
+    let listener = smol::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--status: cannot listen on {addr}"))?;
+    log::info!("status on http://{}/readyz", listener.local_addr()?);
+    let route = burrow::http::surface::standard_route(client.metrics(), Some(client.readiness()));
+    let serve =
+        burrow::http::surface::serve_listener(listener, route, spawner.clone(), signal.clone());
+    Ok(spawner.spawn_boxed(Box::pin(serve)))
+}
+
 fn run_proxy(a: ProxyArgs) -> Result<()> {
-    let config = proxy_config(&a)?;
+    let config = configs::proxy_config(&a)?;
     let rt = runtime();
     let sd = Shutdown::new();
     let _signals = rt.spawner().spawn_boxed(Box::pin(watch(sd.clone())));

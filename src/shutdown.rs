@@ -92,7 +92,8 @@ impl ShutdownSignal {
 
 /// Turns SIGINT/SIGTERM into `shutdown`: the first starts the drain, the second exits the
 /// process at once with status 130. Runs forever; the binary spawns it for its whole life
-/// (dropping `Signals` would leave the signals ignored, see STACK.md).
+/// (dropping async-signal's `Signals` does not restore the default action: a later Ctrl-C
+/// would be ignored).
 pub async fn watch_signals(shutdown: Shutdown) -> std::io::Result<()> {
     use async_signal::{Signal, Signals};
     use futures_lite::StreamExt;

@@ -5,11 +5,13 @@
 mod common;
 
 use burrow::client::{ClientConfig, Event};
-use burrow::metrics::{Metrics, Refusal};
+use burrow::metrics::Metrics;
+use burrow::refusal::Refusal;
 use burrow::relay::limits::RelayLimits;
 use burrow::relay::{Relay, RelayConfig};
 use burrow::secret::Secret;
 use burrow::shutdown::Shutdown;
+use burrow::tunnel::frame::ProxyAuth;
 use burrow::tunnel::ws::{HandshakeError, TunnelUrl, client_handshake};
 use burrow::tunnel::{BindMode, Frame, Session, SessionConfig, Side};
 use common::run_binary;
@@ -87,7 +89,10 @@ fn a_bind_whose_proxy_credentials_do_not_parse_is_refused() {
         let relay = start_relay(&sp, RelayConfig::default()).await;
         let (session, _driver) = raw_session(relay.addr, "bad-auth").await;
         let auth = "no-colon-here".to_string();
-        match bind_answer(&session, BindMode::Proxy { auth: auth.clone() }).await {
+        let mode = BindMode::Proxy {
+            auth: ProxyAuth::from_text(auth.clone()).unwrap(),
+        };
+        match bind_answer(&session, mode).await {
             Frame::BindRefused { bind_id, reason } => {
                 assert_eq!(bind_id, 7);
                 assert!(reason.contains("bad proxy credentials"), "{reason}");
@@ -98,7 +103,7 @@ fn a_bind_whose_proxy_credentials_do_not_parse_is_refused() {
         assert_eq!(relay.metrics.refusals(Refusal::BadRequest), 1);
         // Good credentials still bind.
         let good = BindMode::Proxy {
-            auth: "user:pass".into(),
+            auth: ProxyAuth::from_text("user:pass".into()).unwrap(),
         };
         assert!(matches!(
             bind_answer(&session, good).await,

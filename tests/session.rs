@@ -187,7 +187,7 @@ fn refusals_and_stream_limits() {
         match p.client.open(dial("forbidden")).await {
             Err(OpenError::Refused { code, reason }) => {
                 assert_eq!(code, RefuseCode::Forbidden);
-                assert_eq!(code.http_status(), 403);
+                assert_eq!(burrow::refusal::Refusal::from(code).http_status(), 403);
                 assert_eq!(reason, "target not allowed here");
             }
             other => panic!("expected a refusal, got {other:?}"),

@@ -3,7 +3,7 @@
 mod common;
 
 use burrow::client::{ClientConfig, Event};
-use burrow::metrics::Refusal;
+use burrow::refusal::Refusal;
 use burrow::relay::RelayConfig;
 use burrow::tunnel::SessionConfig;
 use common::tunnel::*;

@@ -14,9 +14,7 @@ use crate::proxy::{ProxyConfig, serve_connection};
 use crate::secret::Secret;
 use crate::shutdown::ShutdownSignal;
 use crate::tunnel::ws::{self, BoxIo, HandshakeError, TunnelUrl};
-use crate::tunnel::{
-    BindMode, Frame, Incoming, OpenTarget, RefuseCode, Session, SessionConfig, Side,
-};
+use crate::tunnel::{BindMode, Frame, Incoming, OpenTarget, Session, SessionConfig, Side};
 use async_tungstenite::WebSocketStream;
 use futures_lite::FutureExt;
 use smol::channel::{Receiver, Sender};

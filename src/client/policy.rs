@@ -5,24 +5,17 @@
 
 use super::ClientConfig;
 use crate::client::spec::{LocalSpec, RemoteSpec};
-use crate::tunnel::frame::MAX_TEXT;
+use crate::tunnel::frame::ProxyAuth;
 use std::net::IpAddr;
 
 impl ClientConfig {
-    /// The `user:pass` text a `-R …:proxy` BIND carries (empty: no credentials). `Err` when
-    /// it does not fit the frame's text field.
-    pub fn bind_auth(&self) -> Result<String, String> {
+    /// The credentials a `-R …:proxy` BIND carries ([`ProxyAuth::open`] without
+    /// `--proxy-auth`). `Err` when they do not fit the frame's text field.
+    pub fn bind_auth(&self) -> Result<ProxyAuth, String> {
         let Some(c) = &self.proxy_auth else {
-            return Ok(String::new());
+            return Ok(ProxyAuth::open());
         };
-        let text = format!("{}:{}", c.user, c.pass.expose());
-        if text.len() > MAX_TEXT {
-            return Err(format!(
-                "--proxy-auth: USER:PASS is {} bytes; a -R …:proxy binding carries at most {MAX_TEXT}",
-                text.len()
-            ));
-        }
-        Ok(text)
+        ProxyAuth::basic(c.clone()).map_err(|e| format!("--proxy-auth: {e}"))
     }
 
     /// Refuses `:proxy` modes that would serve anyone who can reach them, unless `open`:
@@ -74,6 +67,7 @@ impl ClientConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tunnel::frame::MAX_TEXT;
     use crate::tunnel::ws::TunnelUrl;
 
     fn cfg(locals: &[&str], remotes: &[&str]) -> ClientConfig {
@@ -124,7 +118,7 @@ mod tests {
     fn credentials_that_do_not_fit_a_bind_are_refused() {
         let mut c = cfg(&[], &["127.0.0.1:0:proxy"]);
         c.proxy_auth = Some(format!("u:{}", "p".repeat(MAX_TEXT - 2)).parse().unwrap());
-        assert_eq!(c.bind_auth().unwrap().len(), MAX_TEXT);
+        assert!(c.bind_auth().unwrap().credentials().unwrap().is_some());
         assert!(c.check_exposure(false).is_ok());
         c.proxy_auth = Some(format!("u:{}", "p".repeat(MAX_TEXT - 1)).parse().unwrap());
         let err = c.check_exposure(true).unwrap_err();

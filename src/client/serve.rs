@@ -3,6 +3,7 @@
 use super::*;
 use crate::http::front;
 use crate::listen::{self, AcceptLoop, Drain};
+use crate::refusal::Refusal;
 
 pub(super) async fn run_stdio(session: &Session, host: &str, port: u16) -> Result<(), ClientError> {
     let target = OpenTarget::Dial {
@@ -145,7 +146,7 @@ pub(super) async fn serve_incoming(
             }
             _ => bridge::refuse(
                 inc,
-                RefuseCode::BadRequest,
+                Refusal::BadRequest,
                 &format!("no forward binding {bind_id}"),
                 label,
                 metrics,
@@ -159,7 +160,7 @@ pub(super) async fn serve_incoming(
             {
                 bridge::refuse(
                     inc,
-                    RefuseCode::BadRequest,
+                    Refusal::BadRequest,
                     "this client exposes no proxy (-R PORT:proxy)",
                     label,
                     metrics,

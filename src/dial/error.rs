@@ -1,5 +1,6 @@
 //! Why a dial failed.
 
+use crate::refusal::Refusal;
 use std::fmt;
 use std::io;
 
@@ -43,12 +44,12 @@ pub enum DialError {
         /// its reason phrase
         reason: String,
     },
-    /// The far end of a tunnel refused the stream (status from the refusal code).
+    /// The far end of a tunnel refused the stream (answered as the far end's refusal).
     Tunnel {
         /// `host:port`
         target: String,
-        /// the refusal's HTTP status
-        status: u16,
+        /// the far end's refusal, from its OPEN_REFUSED code
+        refusal: Refusal,
         /// the peer's reason
         reason: String,
     },
@@ -66,14 +67,19 @@ pub enum DialError {
 }
 
 impl DialError {
-    /// The HTTP status a proxy answers this with.
-    pub fn status(&self) -> u16 {
+    /// Why, as a refusal: what a proxy answers (its HTTP status), what an OPEN for this
+    /// dial is refused with (its wire code), and which counter counts it.
+    pub fn refusal(&self) -> Refusal {
         match self {
-            DialError::Forbidden { .. } => 403,
-            DialError::Timeout { .. } => 504,
-            DialError::HopFailed { timeout: true, .. } => 504,
-            DialError::Tunnel { status, .. } => *status,
-            _ => 502,
+            DialError::Forbidden { .. } => Refusal::Forbidden,
+            DialError::Timeout { .. } | DialError::HopFailed { timeout: true, .. } => {
+                Refusal::Timeout
+            }
+            DialError::Tunnel { refusal, .. } => *refusal,
+            DialError::Resolve { .. }
+            | DialError::Connect { .. }
+            | DialError::HopRefused { .. }
+            | DialError::HopFailed { timeout: false, .. } => Refusal::Unreachable,
         }
     }
 

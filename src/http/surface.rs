@@ -1,8 +1,8 @@
 //! The relay's small local HTTP surface (`/healthz`, `/metrics`, 404, 405), served with
 //! async-h1 once the front door has read a head that is not a tunnel upgrade.
 //!
-//! async-h1 cannot read HTTP/1.0 requests (STACK.md); those get the same answer from a few lines
-//! of our own, so every client gets a response.
+//! async-h1 (2.3) closes every HTTP/1.0 request without a response; those get the same answer
+//! from a few lines of our own, so every client gets a response.
 
 use crate::http::front;
 use crate::http::head::{RequestHead, Target, Version};
@@ -86,7 +86,7 @@ pub fn path_of(head: &RequestHead) -> &str {
 }
 
 /// The answer a surface gives before routing, if any: HTTP/1.1 without `Host` is a 400
-/// (async-h1 would close such a request without a word, STACK.md), and a request with a
+/// (async-h1 would close such a request without a word), and a request with a
 /// body is a 413: a surface never reads bodies (a dripped body would hold the connection).
 pub fn precheck(head: &RequestHead) -> Option<(u16, &'static str)> {
     if head.version == Version::Http11 && head.headers.get("host").is_none() {

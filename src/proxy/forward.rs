@@ -2,7 +2,7 @@
 //! connections, with bodies passed through under their own framing.
 //!
 //! async-h1 cannot serve this path: its server closes HTTP/1.0 requests without an answer, and
-//! its client rejects HTTP/1.0 responses and reads close-delimited bodies as empty (STACK.md),
+//! its client rejects HTTP/1.0 responses and reads close-delimited bodies as empty (async-h1 2.3),
 //! both of which real clients and origins send. So heads go through our own parser and bodies
 //! through [`crate::http::body`].
 //!
@@ -11,7 +11,7 @@
 //! connection with it. The tunnel's `-R …:proxy` ports serve visitors through the same
 //! [`forward`], so a visitor cannot pin a slot that way either.
 
-use super::server::{Conn, Next};
+use super::conn::{Conn, Next};
 use crate::dial::Dialer;
 use crate::dial::{DialError, host_port};
 use crate::http::body::{self, BodyError, Framing, Idle};
@@ -78,14 +78,6 @@ fn origin_keeps_alive(res: &ResponseHead, framing: Framing) -> bool {
         && !res.headers.contains_token("connection", "close")
 }
 
-/// The parts of an absolute-form target.
-pub(super) struct Url {
-    pub(super) scheme: String,
-    pub(super) host: String,
-    pub(super) port: u16,
-    pub(super) path: String,
-}
-
 impl<S: AsyncWrite + Unpin> Origin<S> {
     /// Ends our side politely (a FIN, which a mux stream passes on) before letting go.
     pub(super) async fn close(mut self) {
@@ -94,198 +86,261 @@ impl<S: AsyncWrite + Unpin> Origin<S> {
     }
 }
 
+/// A request rewritten for the origin, ready to send.
+struct Outgoing {
+    host: String,
+    port: u16,
+    method: String,
+    path: String,
+    /// the head as the origin gets it
+    head: Vec<u8>,
+    /// how the request body is framed
+    framing: Framing,
+    /// the client asked to keep its connection open
+    keep_client: bool,
+}
+
+/// One absolute-form request on a client connection.
+struct Exchange<'a, D: Dialer> {
+    conn: &'a mut Conn<D>,
+    stream: &'a TcpStream,
+    reader: &'a mut BufReader<TcpStream>,
+}
+
 /// Serves one absolute-form request and, while the connection stays alive, reads the next.
 pub(super) async fn forward<D: Dialer>(
     conn: &mut Conn<D>,
-    mut head: RequestHead,
-    url: Url,
+    head: RequestHead,
     stream: &TcpStream,
     reader: &mut BufReader<TcpStream>,
     origin: &mut Option<Origin<D::Stream>>,
 ) -> Next {
-    if let Err(outcome) = conn.authorize(stream, &head).await {
-        return Next::Close(outcome);
-    }
-    let Url {
-        scheme,
-        host,
-        port,
-        path,
-    } = url;
-    if scheme != "http" {
-        let why = "only http:// URLs are forwarded; use CONNECT for https";
-        return Next::Close(conn.reply(stream, 501, why, &[]).await);
-    }
-    let framing = match body::request_framing(&head) {
-        Ok(f) => f,
-        Err(e) => {
-            let status = if matches!(e, BodyError::UnsupportedCoding) {
-                501
-            } else {
-                400
-            };
-            return Next::Close(conn.reply(stream, status, &e.to_string(), &[]).await);
-        }
+    let mut ex = Exchange {
+        conn,
+        stream,
+        reader,
     };
-    let keep_client = client_keeps_alive(&head);
-    let method = head.method.clone();
-    if head.headers.contains_token("expect", "100-continue") {
-        // We answer the expectation ourselves; the origin gets the body straight away.
-        head.headers.remove("expect");
-        let mut w = Idle::new(stream.clone(), conn.config.idle_timeout);
-        if let Err(e) = w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await {
-            return Next::Close(format!("writing 100 continue: {e}"));
-        }
-    }
-    strip_hop_by_hop(&mut head.headers);
-    head.headers.set("Host", authority(&host, port));
-    head.target = Target::Origin(path);
-    let mut request = Vec::with_capacity(512);
-    head.write_to(&mut request);
-
+    let req = match ex.prepare(head).await {
+        Ok(req) => req,
+        Err(outcome) => return Next::Close(outcome),
+    };
     // A kept connection to the same origin is reused; one to another origin is closed.
     let kept = match origin.take() {
-        Some(o) if o.host == host && o.port == port => Some(o),
+        Some(o) if o.host == req.host && o.port == req.port => Some(o),
         Some(o) => {
             o.close().await;
             None
         }
         None => None,
     };
-    let (res, mut o) =
-        match exchange(conn, stream, reader, kept, &host, port, &request, framing).await {
-            Ok(pair) => pair,
-            Err(outcome) => return Next::Close(outcome),
-        };
-    let framing = match body::response_framing(&method, &res) {
-        Ok(f) => f,
-        Err(e) => {
-            log::warn!(
-                "conn {} {}: origin {} sent bad framing: {e} (502)",
-                conn.id,
-                conn.peer,
-                host_port(&host, port)
-            );
-            o.close().await;
-            let why = format!("origin response: {e}");
-            return Next::Close(conn.reply(stream, 502, &why, &[]).await);
-        }
+    let (res, o) = match ex.send(kept, &req).await {
+        Ok(pair) => pair,
+        Err(outcome) => return Next::Close(outcome),
     };
-    let keep_origin = origin_keeps_alive(&res, framing);
-    let keep = keep_client && framing != Framing::UntilClose && !conn.shutdown.is_draining();
-    let status = res.status;
-    let mut res = res;
-    strip_hop_by_hop(&mut res.headers);
-    if !keep {
-        res.headers.set("Connection", "close");
+    ex.respond(req, res, o, origin).await
+}
+
+impl<D: Dialer> Exchange<'_, D> {
+    /// Sends an error response and returns the log outcome.
+    async fn reply(&mut self, status: u16, why: &str) -> String {
+        self.conn.reply(self.stream, status, why, &[]).await
     }
-    let mut out = Vec::with_capacity(512);
-    res.write_to(&mut out);
-    let idle = conn.config.idle_timeout;
-    let mut client_w = Idle::new(stream.clone(), idle);
-    let copied = async {
-        client_w.write_all(&out).await.map_err(BodyError::Write)?;
-        body::copy_body(&mut Idle::new(&mut o.r, idle), &mut client_w, framing).await
-    };
-    match copied.await {
-        Ok(n) => conn.down += n + out.len() as u64,
-        Err(e) => {
+
+    /// Checks the request and rewrites it for the origin: auth, scheme, body framing,
+    /// `Expect`, hop-by-hop headers, `Host`, origin-form target. `Err` carries the outcome
+    /// after the client was answered.
+    async fn prepare(&mut self, mut head: RequestHead) -> Result<Outgoing, String> {
+        self.conn.authorize(self.stream, &head).await?;
+        let target = std::mem::replace(&mut head.target, Target::Asterisk);
+        let Target::Absolute {
+            scheme,
+            host,
+            port,
+            path,
+        } = target
+        else {
+            return Err(self.reply(400, "not an absolute URL").await);
+        };
+        if scheme != "http" {
+            let why = "only http:// URLs are forwarded; use CONNECT for https";
+            return Err(self.reply(501, why).await);
+        }
+        let framing = match body::request_framing(&head) {
+            Ok(f) => f,
+            Err(e) => {
+                let status = if matches!(e, BodyError::UnsupportedCoding) {
+                    501
+                } else {
+                    400
+                };
+                return Err(self.reply(status, &e.to_string()).await);
+            }
+        };
+        let keep_client = client_keeps_alive(&head);
+        if head.headers.contains_token("expect", "100-continue") {
+            // We answer the expectation ourselves; the origin gets the body straight away.
+            head.headers.remove("expect");
+            let mut w = Idle::new(self.stream.clone(), self.conn.config.idle_timeout);
+            if let Err(e) = w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await {
+                return Err(format!("writing 100 continue: {e}"));
+            }
+        }
+        strip_hop_by_hop(&mut head.headers);
+        head.headers.set("Host", authority(&host, port));
+        head.target = Target::Origin(path.clone());
+        let mut bytes = Vec::with_capacity(512);
+        head.write_to(&mut bytes);
+        Ok(Outgoing {
+            host,
+            port,
+            method: head.method,
+            path,
+            head: bytes,
+            framing,
+            keep_client,
+        })
+    }
+
+    /// Sends the request (head and body) and reads the origin's final response head. A reused
+    /// connection that the origin had already closed is retried once on a fresh one, but only
+    /// when no body was consumed. `Err` carries the outcome after the client was answered.
+    async fn send(
+        &mut self,
+        mut kept: Option<Origin<D::Stream>>,
+        req: &Outgoing,
+    ) -> Result<(ResponseHead, Origin<D::Stream>), String> {
+        loop {
+            let reused = kept.is_some();
+            let mut o = match kept.take() {
+                Some(o) => o,
+                None => self.open(req).await?,
+            };
+            let idle = self.conn.config.idle_timeout;
+            let mut origin_w = Idle::new(&mut o.w, idle);
+            let reader = &mut *self.reader;
+            let sent = async {
+                origin_w
+                    .write_all(&req.head)
+                    .await
+                    .map_err(BodyError::Write)?;
+                body::copy_body(&mut Idle::new(reader, idle), &mut origin_w, req.framing).await
+            };
+            match sent.await {
+                Ok(n) => self.conn.up += n,
+                Err(e) => {
+                    // Whatever the origin got is not a whole request: it must not see more.
+                    o.close().await;
+                    let (status, why) = request_failure(&e);
+                    if e.is_malformed() {
+                        log::warn!("conn {} {}: {why} ({status})", self.conn.id, self.conn.peer);
+                    }
+                    return Err(self.reply(status, &why).await);
+                }
+            }
+            match read_final_response(self.conn, self.stream, &mut o).await {
+                Ok(res) => return Ok((res, o)),
+                Err(ReadError::Closed) if reused && req.framing == Framing::Empty => continue,
+                Err(e) => {
+                    let (status, why) = match e {
+                        ReadError::Timeout { .. } => {
+                            (504, "origin did not answer in time".to_string())
+                        }
+                        e => (502, format!("bad response from origin: {e}")),
+                    };
+                    o.close().await;
+                    return Err(self.reply(status, &why).await);
+                }
+            }
+        }
+    }
+
+    /// Dials the origin. `Err` carries the outcome after the client was answered.
+    async fn open(&mut self, req: &Outgoing) -> Result<Origin<D::Stream>, String> {
+        match open(self.conn, &req.host, req.port).await {
+            Ok(o) => Ok(o),
+            Err(e) => {
+                let status = e.refusal().http_status();
+                log::warn!(
+                    "conn {} {}: {}: {e} ({status})",
+                    self.conn.id,
+                    self.conn.peer,
+                    host_port(&req.host, req.port)
+                );
+                Err(self.reply(status, &e.to_string()).await)
+            }
+        }
+    }
+
+    /// Passes the origin's response to the client, keeps the origin connection when both sides
+    /// allow it, and waits for the client's next request.
+    async fn respond(
+        mut self,
+        req: Outgoing,
+        mut res: ResponseHead,
+        mut o: Origin<D::Stream>,
+        origin: &mut Option<Origin<D::Stream>>,
+    ) -> Next {
+        let target = host_port(&req.host, req.port);
+        let framing = match body::response_framing(&req.method, &res) {
+            Ok(f) => f,
+            Err(e) => {
+                let (id, peer) = (self.conn.id, self.conn.peer);
+                log::warn!("conn {id} {peer}: origin {target} sent bad framing: {e} (502)");
+                o.close().await;
+                return Next::Close(self.reply(502, &format!("origin response: {e}")).await);
+            }
+        };
+        let keep_origin = origin_keeps_alive(&res, framing);
+        let keep =
+            req.keep_client && framing != Framing::UntilClose && !self.conn.shutdown.is_draining();
+        let status = res.status;
+        strip_hop_by_hop(&mut res.headers);
+        if !keep {
+            res.headers.set("Connection", "close");
+        }
+        if let Err(e) = self.copy_response(&res, &mut o, framing).await {
             // The client's response has started: all that is left is to close both sides.
             if e.is_malformed() {
-                log::warn!(
-                    "conn {} {}: origin {} sent a bad body: {e}",
-                    conn.id,
-                    conn.peer,
-                    host_port(&host, port)
-                );
+                let (id, peer) = (self.conn.id, self.conn.peer);
+                log::warn!("conn {id} {peer}: origin {target} sent a bad body: {e}");
             }
             o.close().await;
             return Next::Close(format!("response {status}: {}", response_failure(&e)));
         }
+        log::debug!(
+            "conn {} {} http://{}{} -> {status}",
+            self.conn.id,
+            req.method,
+            authority(&req.host, req.port),
+            req.path
+        );
+        if keep_origin {
+            *origin = Some(o);
+        } else {
+            o.close().await;
+        }
+        if !keep {
+            self.stream.shutdown(std::net::Shutdown::Write).ok();
+            return Next::Close(format!("{status}"));
+        }
+        next_request(self.conn, self.stream, self.reader, status).await
     }
-    log::debug!(
-        "conn {} {method} http://{}{} -> {status}",
-        conn.id,
-        authority(&host, port),
-        path_of(&head)
-    );
-    if keep_origin {
-        *origin = Some(o);
-    } else {
-        o.close().await;
-    }
-    if !keep {
-        stream.shutdown(std::net::Shutdown::Write).ok();
-        return Next::Close(format!("{status}"));
-    }
-    next_request(conn, stream, reader, status).await
-}
 
-/// Sends the request (head and body) and reads the origin's final response head. A reused
-/// connection that the origin had already closed is retried once on a fresh one, but only
-/// when no body was consumed. `Err` carries the outcome after the client was answered.
-#[allow(clippy::too_many_arguments)]
-async fn exchange<D: Dialer>(
-    conn: &mut Conn<D>,
-    stream: &TcpStream,
-    reader: &mut BufReader<TcpStream>,
-    mut kept: Option<Origin<D::Stream>>,
-    host: &str,
-    port: u16,
-    request: &[u8],
-    framing: Framing,
-) -> Result<(ResponseHead, Origin<D::Stream>), String> {
-    loop {
-        let reused = kept.is_some();
-        let mut o = match kept.take() {
-            Some(o) => o,
-            None => match open(conn, host, port).await {
-                Ok(o) => o,
-                Err(e) => {
-                    let status = e.status();
-                    log::warn!(
-                        "conn {} {}: {}: {e} ({status})",
-                        conn.id,
-                        conn.peer,
-                        host_port(host, port)
-                    );
-                    return Err(conn.reply(stream, status, &e.to_string(), &[]).await);
-                }
-            },
-        };
-        let idle = conn.config.idle_timeout;
-        let mut origin_w = Idle::new(&mut o.w, idle);
-        let sent = async {
-            origin_w
-                .write_all(request)
-                .await
-                .map_err(BodyError::Write)?;
-            body::copy_body(&mut Idle::new(&mut *reader, idle), &mut origin_w, framing).await
-        };
-        match sent.await {
-            Ok(n) => conn.up += n,
-            Err(e) => {
-                // Whatever the origin got is not a whole request: it must not see more.
-                o.close().await;
-                let (status, why) = request_failure(&e);
-                if e.is_malformed() {
-                    log::warn!("conn {} {}: {why} ({status})", conn.id, conn.peer);
-                }
-                return Err(conn.reply(stream, status, &why, &[]).await);
-            }
-        }
-        match read_final_response(conn, stream, &mut o).await {
-            Ok(res) => return Ok((res, o)),
-            Err(ReadError::Closed) if reused && framing == Framing::Empty => continue,
-            Err(e) => {
-                let (status, why) = match e {
-                    ReadError::Timeout { .. } => (504, "origin did not answer in time".to_string()),
-                    e => (502, format!("bad response from origin: {e}")),
-                };
-                o.close().await;
-                return Err(conn.reply(stream, status, &why, &[]).await);
-            }
-        }
+    /// Writes the response head and copies its body to the client.
+    async fn copy_response(
+        &mut self,
+        res: &ResponseHead,
+        o: &mut Origin<D::Stream>,
+        framing: Framing,
+    ) -> Result<(), BodyError> {
+        let mut out = Vec::with_capacity(512);
+        res.write_to(&mut out);
+        let idle = self.conn.config.idle_timeout;
+        let mut client_w = Idle::new(self.stream.clone(), idle);
+        client_w.write_all(&out).await.map_err(BodyError::Write)?;
+        let n = body::copy_body(&mut Idle::new(&mut o.r, idle), &mut client_w, framing).await?;
+        self.conn.down += n + out.len() as u64;
+        Ok(())
     }
 }
 
@@ -341,13 +396,6 @@ async fn next_request<D: Dialer>(
             Next::Close(format!("{last}"))
         }
         Some(Err(e)) => Next::Close(conn.head_error(stream, e).await),
-    }
-}
-
-fn path_of(head: &RequestHead) -> &str {
-    match &head.target {
-        Target::Origin(p) => p,
-        _ => "",
     }
 }
 

@@ -1,8 +1,16 @@
-//! The proxy role (design 1): an HTTP CONNECT forward proxy that also forwards absolute-form
-//! requests, with Basic auth, target rules and an upstream chain (those live in `dial` and
-//! `http`).
+//! The proxy door (design 1): one HTTP proxy client connection, `CONNECT` and absolute-form
+//! requests, reaching targets through any [`Dialer`](crate::dial::Dialer). `burrow proxy` is
+//! [`Proxy`]: this door on a listener with a direct dialer; the relay and the client open the
+//! same door on their `:proxy` ports with a dialer that goes through the tunnel. Basic auth,
+//! target rules and the upstream chain live in `http` and `dial`.
+//!
+//! Files, arrows downward: `server` (listener, front door, CONNECT) → `forward` (absolute-form
+//! requests) → `conn` (one client connection's shared state and replies) → `config`.
 
+mod config;
+mod conn;
 mod forward;
 pub mod server;
 
-pub use server::{Proxy, ProxyConfig, serve_connection};
+pub use config::ProxyConfig;
+pub use server::{Proxy, serve_connection};

@@ -1,13 +1,12 @@
 //! `burrow proxy`: the listener, the connection front door and the CONNECT path.
 
+use super::config::ProxyConfig;
+use super::conn::{Conn, Next};
 use super::forward;
-use crate::dial::chain::{ChainNames, Upstream};
 use crate::dial::host_port;
-use crate::dial::rules::Rules;
 use crate::dial::{Dialer, DirectDialer};
 use crate::exec::Spawner;
-use crate::http::auth::{self, Credentials};
-use crate::http::front::{self, REFUSAL_AT_ACCEPT, REFUSAL_WRITE, ReadError};
+use crate::http::front::{self, REFUSAL_AT_ACCEPT};
 use crate::http::head::{RequestHead, Target, Version};
 use crate::listen::{AcceptLoop, Drain, Refusal};
 use crate::shutdown::ShutdownSignal;
@@ -18,51 +17,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Read buffer for request heads and forwarded request bodies; dropped once a CONNECT tunnel
 /// starts. Small: CONNECT heads are a few hundred bytes, and a thousand connections arriving at
 /// once should not leave a thousand 8 KiB holes in the heap.
 const READ_BUF: usize = 2 * 1024;
-
-/// Everything `burrow proxy` is configured with.
-#[derive(Debug, Clone)]
-pub struct ProxyConfig {
-    /// how targets are reached
-    pub upstream: Upstream,
-    /// required client credentials (`--auth`), if any
-    pub auth: Option<Credentials>,
-    /// target rules
-    pub rules: Rules,
-    /// how the rules treat names an upstream chain resolves (`--resolve-names`)
-    pub names: ChainNames,
-    /// limit for reaching a target (or the whole chain)
-    pub connect_timeout: Duration,
-    /// a tunnel or keep-alive connection with no traffic for this long is closed
-    pub idle_timeout: Duration,
-    /// the whole request head must arrive within this
-    pub head_timeout: Duration,
-    /// connections served at once; more get 503
-    pub max_connections: usize,
-    /// how long open connections may finish after shutdown begins
-    pub drain_timeout: Duration,
-}
-
-impl Default for ProxyConfig {
-    fn default() -> Self {
-        ProxyConfig {
-            upstream: Upstream::default(),
-            auth: None,
-            rules: Rules::default(),
-            names: ChainNames::ByName,
-            connect_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
-            head_timeout: Duration::from_secs(10),
-            max_connections: 4096,
-            drain_timeout: Duration::from_secs(10),
-        }
-    }
-}
 
 /// A bound proxy, ready to [`run`](Proxy::run).
 pub struct Proxy {
@@ -147,33 +107,12 @@ pub async fn serve_connection<D: Dialer>(
     conn.serve(stream).await
 }
 
-/// One client connection.
-pub(super) struct Conn<D> {
-    pub(super) id: u64,
-    pub(super) peer: SocketAddr,
-    pub(super) config: Arc<ProxyConfig>,
-    pub(super) dialer: Arc<D>,
-    pub(super) shutdown: ShutdownSignal,
-    /// bytes client → target/origin
-    pub(super) up: u64,
-    /// bytes target/origin → client
-    pub(super) down: u64,
-}
-
 /// How the setup of a connection ended.
 enum Setup<S> {
     /// Answered (or failed) and done: the outcome for the log line.
     Done(String),
     /// A CONNECT tunnel is established and its handshake written: relay it.
     Tunnel(S),
-}
-
-/// What a request handler asks the connection loop to do next.
-pub(super) enum Next {
-    /// Done: close the connection with this outcome for the log line.
-    Close(String),
-    /// A further request arrived on a keep-alive connection.
-    Request(RequestHead),
 }
 
 impl<D: Dialer> Conn<D> {
@@ -226,28 +165,10 @@ impl<D: Dialer> Conn<D> {
                     }
                     return self.connect(&head, &host, port, stream, reader).await;
                 }
-                Target::Absolute {
-                    scheme,
-                    host,
-                    port,
-                    path,
-                } => {
+                Target::Absolute { host, port, .. } => {
                     *target = host_port(&host, port);
-                    let url = forward::Url {
-                        scheme,
-                        host,
-                        port,
-                        path,
-                    };
-                    Box::pin(forward::forward(
-                        self,
-                        head,
-                        url,
-                        stream,
-                        &mut reader,
-                        &mut origin,
-                    ))
-                    .await
+                    let forwarded = forward::forward(self, head, stream, &mut reader, &mut origin);
+                    Box::pin(forwarded).await
                 }
                 _ => {
                     let why = "not a proxy request (expected CONNECT or an absolute URL)";
@@ -263,56 +184,6 @@ impl<D: Dialer> Conn<D> {
             o.close().await;
         }
         Setup::Done(outcome)
-    }
-
-    /// Answers an unreadable head (or nothing, when the peer just left).
-    pub(super) async fn head_error(&mut self, stream: &TcpStream, e: ReadError) -> String {
-        match e.status() {
-            Some(status) => {
-                log::warn!("conn {} {}: {e} ({status})", self.id, self.peer);
-                self.reply(stream, status, &e.to_string(), &[]).await
-            }
-            None => format!("{e}"),
-        }
-    }
-
-    /// Checks `Proxy-Authorization` when auth is on. `Err` carries the 407 outcome.
-    pub(super) async fn authorize(
-        &mut self,
-        stream: &TcpStream,
-        head: &RequestHead,
-    ) -> Result<(), String> {
-        let Some(creds) = &self.config.auth else {
-            return Ok(());
-        };
-        let header = head.headers.get("proxy-authorization");
-        if creds.matches_header(header) {
-            return Ok(());
-        }
-        let why = if header.is_some() {
-            "wrong credentials"
-        } else {
-            "credentials required"
-        };
-        log::warn!("conn {} {}: {why} (407)", self.id, self.peer);
-        let challenge = [("Proxy-Authenticate", auth::challenge())];
-        Err(self.reply(stream, 407, why, &challenge).await)
-    }
-
-    /// Sends an error response and returns the log outcome.
-    pub(super) async fn reply(
-        &mut self,
-        stream: &TcpStream,
-        status: u16,
-        why: &str,
-        extra: &[(&str, &str)],
-    ) -> String {
-        // Bounded, and closed so the client reads the answer, not a reset.
-        let refusal = front::refuse(stream.clone(), status, why, extra, REFUSAL_WRITE);
-        if let Err(e) = refusal.await {
-            log::debug!("conn {}: writing {status} failed: {e}", self.id);
-        }
-        format!("{status} {why}")
     }
 
     /// Dials the CONNECT target and writes the handshake: the `200`, then the bytes that came
@@ -332,7 +203,7 @@ impl<D: Dialer> Conn<D> {
         let (upstream, early) = match self.dialer.dial(host, port).await {
             Ok(pair) => pair,
             Err(e) => {
-                let status = e.status();
+                let status = e.refusal().http_status();
                 log::warn!(
                     "conn {} {}: CONNECT {}: {e} ({status})",
                     self.id,

@@ -169,14 +169,10 @@ fn proxy_config(ctx: &Ctx, mode: &BindMode) -> Result<Option<Arc<ProxyConfig>>, 
     let BindMode::Proxy { auth } = mode else {
         return Ok(None);
     };
-    let auth = if auth.is_empty() {
-        None
-    } else {
-        let creds = auth
-            .parse()
-            .map_err(|e| format!("bad proxy credentials: {e}"))?;
-        Some(creds)
-    };
+    let auth = auth
+        .credentials()
+        .map_err(|e| format!("bad proxy credentials: {e}"))?
+        .cloned();
     Ok(Some(Arc::new(ProxyConfig {
         auth,
         connect_timeout: ctx.cfg.connect_timeout,

@@ -15,9 +15,7 @@ use crate::proxy::{ProxyConfig, serve_connection};
 use crate::secret::Secret;
 use crate::shutdown::ShutdownSignal;
 use crate::tunnel::ws::{self, Upgrade};
-use crate::tunnel::{
-    BindMode, Frame, Incoming, OpenTarget, RefuseCode, Session, SessionConfig, Side,
-};
+use crate::tunnel::{BindMode, Frame, Incoming, OpenTarget, Session, SessionConfig, Side};
 use futures_lite::FutureExt;
 use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::dial::host_port;
+use crate::refusal::Refusal;
 use limits::Permit;
 
 /// Streams the client opens: `-L` dials from the relay's network. Over
@@ -21,7 +22,7 @@ pub(super) async fn incoming_loop(ctx: &Arc<Ctx>, session: &Session, tasks: &Tas
             if let Some(n) = ctx.limits.logs.streams.hit() {
                 log::warn!("session {label}: refused stream: {why}{}", left_out(n));
             }
-            inc.refuse(RefuseCode::TooManyStreams, &why);
+            inc.refuse(Refusal::TooManyStreams.wire_code(), &why);
             continue;
         }
         match inc.target.clone() {
@@ -39,7 +40,7 @@ pub(super) async fn incoming_loop(ctx: &Arc<Ctx>, session: &Session, tasks: &Tas
                             left_out(n)
                         );
                     }
-                    inc.refuse(RefuseCode::TooManyStreams, &why);
+                    inc.refuse(Refusal::TooManyDials.wire_code(), &why);
                     continue;
                 };
                 let ctx = ctx.clone();
@@ -49,7 +50,7 @@ pub(super) async fn incoming_loop(ctx: &Arc<Ctx>, session: &Session, tasks: &Tas
             OpenTarget::Bound { .. } => {
                 bridge::refuse(
                     inc,
-                    RefuseCode::BadRequest,
+                    Refusal::BadRequest,
                     "a relay has no bindings to open",
                     label,
                     &ctx.metrics,

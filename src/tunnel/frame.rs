@@ -8,6 +8,12 @@
 use async_tungstenite::tungstenite::Bytes;
 use std::fmt;
 
+/// The credentials a `:proxy` BIND carries.
+pub use super::proxy_auth::{AuthTooLong, ProxyAuth};
+/// The refusal codes of OPEN_REFUSED and RESET; [`crate::refusal`] owns them with their
+/// one mapping to HTTP statuses and counters.
+pub use crate::refusal::RefuseCode;
+
 /// Protocol version, sent in the handshake (`Burrow-Version`).
 pub const VERSION: u32 = 1;
 /// Largest DATA payload a sender may put in one frame.
@@ -55,52 +61,6 @@ pub enum OpenTarget {
     },
 }
 
-/// Why a stream was refused or reset. Each maps to an HTTP status for proxy users.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum RefuseCode {
-    /// Rules forbid the target (403).
-    Forbidden = 1,
-    /// The target refused, failed or did not resolve (502).
-    Unreachable = 2,
-    /// The target did not answer in time (504).
-    Timeout = 3,
-    /// The session has `--max-streams` open streams (503).
-    TooManyStreams = 4,
-    /// The request makes no sense here (unknown binding, no proxy mode) (400).
-    BadRequest = 5,
-    /// The session is going away (503).
-    GoingAway = 6,
-    /// Anything else (502).
-    Other = 7,
-}
-
-impl RefuseCode {
-    fn from_u8(b: u8) -> Result<RefuseCode, FrameError> {
-        Ok(match b {
-            1 => RefuseCode::Forbidden,
-            2 => RefuseCode::Unreachable,
-            3 => RefuseCode::Timeout,
-            4 => RefuseCode::TooManyStreams,
-            5 => RefuseCode::BadRequest,
-            6 => RefuseCode::GoingAway,
-            7 => RefuseCode::Other,
-            _ => return Err(FrameError::Invalid("unknown refusal code")),
-        })
-    }
-
-    /// The HTTP status a proxy answers with.
-    pub fn http_status(self) -> u16 {
-        match self {
-            RefuseCode::Forbidden => 403,
-            RefuseCode::Timeout => 504,
-            RefuseCode::TooManyStreams | RefuseCode::GoingAway => 503,
-            RefuseCode::BadRequest => 400,
-            RefuseCode::Unreachable | RefuseCode::Other => 502,
-        }
-    }
-}
-
 /// What a relay listener does with its visitors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindMode {
@@ -109,8 +69,8 @@ pub enum BindMode {
     /// The listener is an HTTP proxy whose egress is the client (OPEN Dial), optionally
     /// demanding `user:pass` from visitors.
     Proxy {
-        /// `user:pass` visitors must present, or empty for none
-        auth: String,
+        /// the credentials visitors must present, if any
+        auth: ProxyAuth,
     },
 }
 
@@ -320,7 +280,7 @@ impl Frame {
                     BindMode::Forward => out.push(0),
                     BindMode::Proxy { auth } => {
                         out.push(1);
-                        put_text(out, auth);
+                        put_text(out, auth.wire_text());
                     }
                 }
             }
@@ -385,7 +345,7 @@ impl Frame {
             },
             code::OPEN_REFUSED => Frame::OpenRefused {
                 id,
-                code: RefuseCode::from_u8(r.u8()?)?,
+                code: r.refuse_code()?,
                 reason: r.text()?,
             },
             code::DATA => {
@@ -406,7 +366,7 @@ impl Frame {
             code::FIN => Frame::Fin { id },
             code::RESET => Frame::Reset {
                 id,
-                code: RefuseCode::from_u8(r.u8()?)?,
+                code: r.refuse_code()?,
                 reason: r.text()?,
             },
             code::BIND => {
@@ -415,7 +375,10 @@ impl Frame {
                 let addr = r.text()?;
                 let mode = match r.u8()? {
                     0 => BindMode::Forward,
-                    1 => BindMode::Proxy { auth: r.text()? },
+                    1 => BindMode::Proxy {
+                        // A text field holds at most MAX_TEXT bytes: this always fits.
+                        auth: ProxyAuth::from_text(r.text()?).map_err(|_| FrameError::TooLong)?,
+                    },
                     _ => return Err(FrameError::Invalid("unknown bind mode")),
                 };
                 Frame::Bind {
@@ -482,177 +445,14 @@ impl Reader<'_> {
         let b = self.take(n)?;
         String::from_utf8(b.to_vec()).map_err(|_| FrameError::Invalid("text is not utf-8"))
     }
+    fn refuse_code(&mut self) -> Result<RefuseCode, FrameError> {
+        RefuseCode::from_u8(self.u8()?).ok_or(FrameError::Invalid("unknown refusal code"))
+    }
     fn rest(&mut self) -> &[u8] {
         std::mem::take(&mut self.0)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn all_frames() -> Vec<Frame> {
-        vec![
-            Frame::Open {
-                id: 1,
-                window: 65536,
-                target: OpenTarget::Dial {
-                    host: "example.com".into(),
-                    port: 443,
-                },
-            },
-            Frame::Open {
-                id: 2,
-                window: 1,
-                target: OpenTarget::Bound { bind_id: 7 },
-            },
-            Frame::OpenOk {
-                id: 3,
-                window: 262144,
-            },
-            Frame::OpenRefused {
-                id: 5,
-                code: RefuseCode::Forbidden,
-                reason: "target not allowed".into(),
-            },
-            Frame::Data {
-                id: 7,
-                payload: vec![1, 2, 3].into(),
-            },
-            Frame::Data {
-                id: 9,
-                payload: vec![0; MAX_DATA].into(),
-            },
-            Frame::Window {
-                id: 11,
-                increment: 4096,
-            },
-            Frame::Fin { id: 13 },
-            Frame::Reset {
-                id: 15,
-                code: RefuseCode::Timeout,
-                reason: "".into(),
-            },
-            Frame::Bind {
-                bind_id: 1,
-                addr: "0.0.0.0".into(),
-                port: 0,
-                mode: BindMode::Forward,
-            },
-            Frame::Bind {
-                bind_id: 2,
-                addr: "".into(),
-                port: 8080,
-                mode: BindMode::Proxy { auth: "u:p".into() },
-            },
-            Frame::Bound {
-                bind_id: 1,
-                addr: "127.0.0.1:40000".into(),
-            },
-            Frame::BindRefused {
-                bind_id: 2,
-                reason: "port 22 is outside --allow-ports".into(),
-            },
-            Frame::GoAway {
-                reason: "relay shutting down".into(),
-            },
-        ]
-    }
-
-    #[test]
-    fn every_frame_round_trips() {
-        let frames = all_frames();
-        assert!(frames.len() >= 14);
-        for f in frames {
-            let bytes = f.to_bytes();
-            assert!(bytes.len() <= MAX_FRAME);
-            assert_eq!(Frame::decode(&bytes), Ok(f.clone()), "{f:?}");
-            // Every strict prefix is refused, never misread.
-            for cut in 0..bytes.len() {
-                assert!(
-                    Frame::decode(&bytes[..cut]).is_err() || matches!(f, Frame::Data { .. }),
-                    "{f:?} cut at {cut}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn bad_frames_are_refused() {
-        let mut oversized = Frame::Data {
-            id: 1,
-            payload: vec![0; 10].into(),
-        }
-        .to_bytes();
-        oversized.resize(MAX_FRAME + 1, 0);
-        let cases: Vec<(Vec<u8>, FrameError)> = vec![
-            (vec![], FrameError::Truncated),
-            (vec![0x04, 0, 0, 0], FrameError::Truncated),
-            (
-                vec![0x04, 0, 0, 0, 1],
-                FrameError::Invalid("data payload size"),
-            ),
-            (vec![0x99, 0, 0, 0, 1], FrameError::UnknownType(0x99)),
-            (
-                vec![0x05, 0, 0, 0, 1, 0, 0, 0, 0],
-                FrameError::Invalid("zero window increment"),
-            ),
-            (vec![0x06, 0, 0, 0, 1, 9], FrameError::TooLong),
-            (
-                vec![0x06, 0, 0, 0, 0],
-                FrameError::Invalid("stream id 0 is for session frames only"),
-            ),
-            (
-                vec![0x13, 0, 0, 0, 5, 0],
-                FrameError::Invalid("stream id 0 is for session frames only"),
-            ),
-            (
-                vec![0x03, 0, 0, 0, 1, 1, 2, 0xff, 0xfe],
-                FrameError::Invalid("text is not utf-8"),
-            ),
-            (vec![0x03, 0, 0, 0, 1, 1, 9, b'a'], FrameError::Truncated),
-            (
-                vec![0x03, 0, 0, 0, 1, 9, 0],
-                FrameError::Invalid("unknown refusal code"),
-            ),
-            (oversized, FrameError::TooLong),
-        ];
-        for (bytes, want) in cases {
-            assert_eq!(Frame::decode(&bytes), Err(want.clone()), "{bytes:?}");
-        }
-    }
-
-    #[test]
-    fn long_texts_are_truncated_on_a_char_boundary() {
-        let reason = "é".repeat(200); // 400 bytes
-        let f = Frame::GoAway { reason };
-        let Ok(Frame::GoAway { reason }) = Frame::decode(&f.to_bytes()) else {
-            panic!()
-        };
-        assert!(reason.len() <= MAX_TEXT && reason.chars().all(|c| c == 'é'));
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
-
-        /// Whatever a peer sends, decoding never panics, and what decodes encodes back to
-        /// exactly the same bytes (one encoding per frame: nothing a peer could smuggle).
-        #[test]
-        fn decoding_arbitrary_bytes_is_total_and_exact(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
-            if let Ok(frame) = Frame::decode(&data) {
-                proptest::prop_assert_eq!(frame.to_bytes(), data);
-            }
-        }
-
-        /// Frames with a valid header survive arbitrary bodies the same way.
-        #[test]
-        fn decoding_typed_garbage_is_total_and_exact(t in 0u8..0x20, id in 0u32..8, body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
-            let mut data = vec![t];
-            data.extend_from_slice(&id.to_be_bytes());
-            data.extend_from_slice(&body);
-            if let Ok(frame) = Frame::decode(&data) {
-                proptest::prop_assert_eq!(frame.to_bytes(), data);
-            }
-        }
-    }
-}
+#[path = "frame_tests.rs"]
+mod tests;

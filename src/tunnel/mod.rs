@@ -2,6 +2,7 @@
 //! The protocol is specified in `docs/PROTOCOL.md`.
 
 pub mod frame;
+mod proxy_auth;
 pub mod session;
 pub mod stream;
 pub mod ws;

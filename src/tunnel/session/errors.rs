@@ -1,6 +1,6 @@
 //! How opening a stream fails, and how a session ends.
 
-use crate::tunnel::frame::RefuseCode;
+use crate::refusal::{Refusal, RefuseCode};
 use std::fmt;
 
 /// Why a stream could not be opened.
@@ -8,7 +8,7 @@ use std::fmt;
 pub enum OpenError {
     /// The peer refused it.
     Refused {
-        /// why
+        /// why, as the peer's OPEN_REFUSED carried it
         code: RefuseCode,
         /// the peer's reason
         reason: String,
@@ -20,12 +20,12 @@ pub enum OpenError {
 }
 
 impl OpenError {
-    /// The refusal code to report onwards.
-    pub fn code(&self) -> RefuseCode {
+    /// Why, to report onwards: the peer's refusal as it sent it, or ours.
+    pub fn refusal(&self) -> Refusal {
         match self {
-            OpenError::Refused { code, .. } => *code,
-            OpenError::TooManyStreams => RefuseCode::TooManyStreams,
-            OpenError::Closed(_) => RefuseCode::GoingAway,
+            OpenError::Refused { code, .. } => Refusal::from(*code),
+            OpenError::TooManyStreams => Refusal::TooManyStreams,
+            OpenError::Closed(_) => Refusal::GoingAway,
         }
     }
 }

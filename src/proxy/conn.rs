@@ -1,0 +1,87 @@
+//! One proxy client connection: what every request handler on it shares (identity, config,
+//! dialer, byte counts) and the answers it gives on its own (auth challenge, error replies).
+
+use super::config::ProxyConfig;
+use crate::dial::Dialer;
+use crate::http::auth;
+use crate::http::front::{ReadError, error_response};
+use crate::http::head::RequestHead;
+use crate::shutdown::ShutdownSignal;
+use futures_lite::io::AsyncWriteExt;
+use smol::net::TcpStream;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// One client connection.
+pub(super) struct Conn<D> {
+    pub(super) id: u64,
+    pub(super) peer: SocketAddr,
+    pub(super) config: Arc<ProxyConfig>,
+    pub(super) dialer: Arc<D>,
+    pub(super) shutdown: ShutdownSignal,
+    /// bytes client → target/origin
+    pub(super) up: u64,
+    /// bytes target/origin → client
+    pub(super) down: u64,
+}
+
+/// What a request handler asks the connection loop to do next.
+pub(super) enum Next {
+    /// Done: close the connection with this outcome for the log line.
+    Close(String),
+    /// A further request arrived on a keep-alive connection.
+    Request(RequestHead),
+}
+
+impl<D: Dialer> Conn<D> {
+    /// Answers an unreadable head (or nothing, when the peer just left).
+    pub(super) async fn head_error(&mut self, stream: &TcpStream, e: ReadError) -> String {
+        match e.status() {
+            Some(status) => {
+                log::warn!("conn {} {}: {e} ({status})", self.id, self.peer);
+                self.reply(stream, status, &e.to_string(), &[]).await
+            }
+            None => format!("{e}"),
+        }
+    }
+
+    /// Checks `Proxy-Authorization` when auth is on. `Err` carries the 407 outcome.
+    pub(super) async fn authorize(
+        &mut self,
+        stream: &TcpStream,
+        head: &RequestHead,
+    ) -> Result<(), String> {
+        let Some(creds) = &self.config.auth else {
+            return Ok(());
+        };
+        let header = head.headers.get("proxy-authorization");
+        if creds.matches_header(header) {
+            return Ok(());
+        }
+        let why = if header.is_some() {
+            "wrong credentials"
+        } else {
+            "credentials required"
+        };
+        log::warn!("conn {} {}: {why} (407)", self.id, self.peer);
+        let challenge = [("Proxy-Authenticate", auth::challenge())];
+        Err(self.reply(stream, 407, why, &challenge).await)
+    }
+
+    /// Sends an error response and returns the log outcome.
+    pub(super) async fn reply(
+        &mut self,
+        stream: &TcpStream,
+        status: u16,
+        why: &str,
+        extra: &[(&str, &str)],
+    ) -> String {
+        let mut w = stream.clone();
+        if let Err(e) = w.write_all(&error_response(status, why, extra)).await {
+            log::debug!("conn {}: writing {status} failed: {e}", self.id);
+        }
+        // Make sure the client reads the answer, not a reset: stop sending, then close.
+        stream.shutdown(std::net::Shutdown::Write).ok();
+        format!("{status} {why}")
+    }
+}

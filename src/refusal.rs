@@ -1,0 +1,267 @@
+//! Why something was refused: one vocabulary for the whole crate, with one mapping to the
+//! HTTP status a proxy or the relay answers, to the code an OPEN_REFUSED or RESET frame
+//! carries ([`RefuseCode`], the wire byte of `docs/PROTOCOL.md`), and to the `reason` label
+//! of the `burrow_refusals_total` counter.
+//!
+//! This module imports nothing of the crate: the frame codec (Core) and the counters
+//! (`metrics`, an Edge) both use it without an arrow pointing up.
+
+/// Why a request, a stream, a binding or a connection was refused.
+///
+/// Some refusals never cross the tunnel (a wrong token, the relay's connection and session
+/// caps): their [`wire_code`](Refusal::wire_code) is the nearest code, for the rare path
+/// that must put them in a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// Wrong or missing token or credentials (401).
+    Auth,
+    /// Target rules, `--allow-ports`, or an address that is never dialed (403).
+    Forbidden,
+    /// The target refused, failed or did not resolve (502).
+    Unreachable,
+    /// The target did not answer in time (504).
+    Timeout,
+    /// `--max-streams` (per session) or the relay's `--max-streams-total` reached (503).
+    TooManyStreams,
+    /// The request makes no sense here: malformed, unknown binding, no proxy mode (400).
+    BadRequest,
+    /// The session is going away (503).
+    GoingAway,
+    /// Anything else the far end did not explain (502).
+    Other,
+    /// The relay's `--max-connections` (or its pre-upgrade share) reached (503).
+    TooManyConnections,
+    /// The relay's `--max-sessions` or `--max-sessions-per-token` reached (503).
+    TooManySessions,
+    /// The relay's `--max-dials` reached (503).
+    TooManyDials,
+}
+
+/// Why a stream was refused or reset, as the byte an OPEN_REFUSED or RESET frame carries.
+/// [`Refusal::from`] reads it; [`Refusal::wire_code`] writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RefuseCode {
+    /// Rules forbid the target.
+    Forbidden = 1,
+    /// The target refused, failed or did not resolve.
+    Unreachable = 2,
+    /// The target did not answer in time.
+    Timeout = 3,
+    /// Too many streams (on the session or the relay), or too many dials in progress.
+    TooManyStreams = 4,
+    /// The request makes no sense here (unknown binding, no proxy mode).
+    BadRequest = 5,
+    /// The session is going away.
+    GoingAway = 6,
+    /// Anything else.
+    Other = 7,
+}
+
+impl RefuseCode {
+    /// The code for a wire byte; `None` for a byte no version of the protocol defines.
+    pub fn from_u8(b: u8) -> Option<RefuseCode> {
+        Some(match b {
+            1 => RefuseCode::Forbidden,
+            2 => RefuseCode::Unreachable,
+            3 => RefuseCode::Timeout,
+            4 => RefuseCode::TooManyStreams,
+            5 => RefuseCode::BadRequest,
+            6 => RefuseCode::GoingAway,
+            7 => RefuseCode::Other,
+            _ => return None,
+        })
+    }
+}
+
+impl From<RefuseCode> for Refusal {
+    /// The far end's refusal, as ours: every wire code has a refusal of the same name.
+    fn from(code: RefuseCode) -> Refusal {
+        match code {
+            RefuseCode::Forbidden => Refusal::Forbidden,
+            RefuseCode::Unreachable => Refusal::Unreachable,
+            RefuseCode::Timeout => Refusal::Timeout,
+            RefuseCode::TooManyStreams => Refusal::TooManyStreams,
+            RefuseCode::BadRequest => Refusal::BadRequest,
+            RefuseCode::GoingAway => Refusal::GoingAway,
+            RefuseCode::Other => Refusal::Other,
+        }
+    }
+}
+
+impl Refusal {
+    /// Every refusal, for tables and tests.
+    pub const ALL: [Refusal; 11] = [
+        Refusal::Auth,
+        Refusal::Forbidden,
+        Refusal::Unreachable,
+        Refusal::Timeout,
+        Refusal::TooManyStreams,
+        Refusal::BadRequest,
+        Refusal::GoingAway,
+        Refusal::Other,
+        Refusal::TooManyConnections,
+        Refusal::TooManySessions,
+        Refusal::TooManyDials,
+    ];
+
+    /// The `reason` labels of `burrow_refusals_total`, in exposition order. Scripts and
+    /// dashboards read these strings: they do not change.
+    pub const LABELS: [&'static str; 9] = [
+        "auth",
+        "forbidden",
+        "unreachable",
+        "timeout",
+        "too_many_streams",
+        "bad_request",
+        "too_many_connections",
+        "too_many_sessions",
+        "too_many_dials",
+    ];
+
+    /// The HTTP status a proxy (or the relay's front door) answers this refusal with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Refusal::Auth => 401,
+            Refusal::Forbidden => 403,
+            Refusal::BadRequest => 400,
+            Refusal::Timeout => 504,
+            Refusal::Unreachable | Refusal::Other => 502,
+            Refusal::TooManyStreams
+            | Refusal::GoingAway
+            | Refusal::TooManyConnections
+            | Refusal::TooManySessions
+            | Refusal::TooManyDials => 503,
+        }
+    }
+
+    /// The code an OPEN_REFUSED or RESET carries for this refusal. The relay's own caps are
+    /// "too many streams" to the far end (it only needs to know to back off); a refusal for
+    /// credentials never refuses a stream (the session was authenticated), so it is
+    /// "forbidden" should it ever.
+    pub fn wire_code(self) -> RefuseCode {
+        match self {
+            Refusal::Auth | Refusal::Forbidden => RefuseCode::Forbidden,
+            Refusal::Unreachable => RefuseCode::Unreachable,
+            Refusal::Timeout => RefuseCode::Timeout,
+            Refusal::TooManyStreams
+            | Refusal::TooManyConnections
+            | Refusal::TooManySessions
+            | Refusal::TooManyDials => RefuseCode::TooManyStreams,
+            Refusal::BadRequest => RefuseCode::BadRequest,
+            Refusal::GoingAway => RefuseCode::GoingAway,
+            Refusal::Other => RefuseCode::Other,
+        }
+    }
+
+    /// Which `burrow_refusals_total` counter (an index into [`Refusal::LABELS`]) counts this
+    /// refusal. "Going away" and "other" are the far end failing to reach a target, as far
+    /// as an operator can tell: they count as unreachable (the label set is fixed).
+    pub fn counter(self) -> usize {
+        match self {
+            Refusal::Auth => 0,
+            Refusal::Forbidden => 1,
+            Refusal::Unreachable | Refusal::GoingAway | Refusal::Other => 2,
+            Refusal::Timeout => 3,
+            Refusal::TooManyStreams => 4,
+            Refusal::BadRequest => 5,
+            Refusal::TooManyConnections => 6,
+            Refusal::TooManySessions => 7,
+            Refusal::TooManyDials => 8,
+        }
+    }
+
+    /// The `reason` label of the counter that counts this refusal.
+    pub fn label(self) -> &'static str {
+        Refusal::LABELS[self.counter()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one mapping, pinned: refusal → (wire code, HTTP status, metrics label). These are
+    /// the values every path used before the three vocabularies became one.
+    #[test]
+    fn every_refusal_has_one_wire_code_status_and_label() {
+        use RefuseCode as C;
+        let table: [(Refusal, RefuseCode, u8, u16, &str); 11] = [
+            (Refusal::Auth, C::Forbidden, 1, 401, "auth"),
+            (Refusal::Forbidden, C::Forbidden, 1, 403, "forbidden"),
+            (Refusal::Unreachable, C::Unreachable, 2, 502, "unreachable"),
+            (Refusal::Timeout, C::Timeout, 3, 504, "timeout"),
+            (
+                Refusal::TooManyStreams,
+                C::TooManyStreams,
+                4,
+                503,
+                "too_many_streams",
+            ),
+            (Refusal::BadRequest, C::BadRequest, 5, 400, "bad_request"),
+            (Refusal::GoingAway, C::GoingAway, 6, 503, "unreachable"),
+            (Refusal::Other, C::Other, 7, 502, "unreachable"),
+            (
+                Refusal::TooManyConnections,
+                C::TooManyStreams,
+                4,
+                503,
+                "too_many_connections",
+            ),
+            (
+                Refusal::TooManySessions,
+                C::TooManyStreams,
+                4,
+                503,
+                "too_many_sessions",
+            ),
+            (
+                Refusal::TooManyDials,
+                C::TooManyStreams,
+                4,
+                503,
+                "too_many_dials",
+            ),
+        ];
+        assert_eq!(table.len(), Refusal::ALL.len());
+        for (i, (r, code, byte, status, label)) in table.into_iter().enumerate() {
+            assert_eq!(r, Refusal::ALL[i], "the table follows ALL");
+            assert_eq!(r.wire_code(), code, "{r:?}");
+            assert_eq!(r.wire_code() as u8, byte, "{r:?}");
+            assert_eq!(r.http_status(), status, "{r:?}");
+            assert_eq!(r.label(), label, "{r:?}");
+        }
+    }
+
+    /// What the far end refuses with becomes the same HTTP status here as it had there (but
+    /// for credentials, which never refuse a stream), and every wire byte reads back.
+    #[test]
+    fn a_wire_code_keeps_its_meaning_across_the_tunnel() {
+        for r in Refusal::ALL {
+            let far = Refusal::from(r.wire_code());
+            assert_eq!(far.wire_code(), r.wire_code(), "{r:?}");
+            if r != Refusal::Auth {
+                assert_eq!(far.http_status(), r.http_status(), "{r:?}");
+            }
+        }
+        let mut codes = 0;
+        for b in 0..=u8::MAX {
+            if let Some(code) = RefuseCode::from_u8(b) {
+                assert_eq!(code as u8, b);
+                assert_eq!(Refusal::from(code).wire_code(), code);
+                codes += 1;
+            }
+        }
+        assert_eq!(codes, 7);
+    }
+
+    #[test]
+    fn every_label_counts_something() {
+        for (i, label) in Refusal::LABELS.iter().enumerate() {
+            assert!(
+                Refusal::ALL.iter().any(|r| r.counter() == i),
+                "{label} is never counted"
+            );
+        }
+    }
+}
