@@ -11,7 +11,7 @@ use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::Role;
 use burrow::metrics::Metrics;
 use burrow::tunnel::frame::EARLY_DATA;
-use burrow::tunnel::session::{MAX_PENDING_STREAMS, MAX_QUEUED_CONTROL};
+use burrow::tunnel::session::{MAX_PENDING_STREAMS, MAX_QUEUED_NON_DATA};
 use burrow::tunnel::ws::ws_config;
 use burrow::tunnel::*;
 use futures_lite::StreamExt;
@@ -122,18 +122,18 @@ fn an_open_flood_that_never_reads_keeps_the_queue_bounded_and_the_peer_is_cut_of
         // silent, and keepalive declares it dead).
         let mut peak = 0;
         until("session end", || {
-            peak = peak.max(relay.queued_control_bytes());
+            peak = peak.max(relay.queued_non_data_bytes());
             relay.close_reason().is_some()
         })
         .await;
         // One answer past the cap at most (the read that crossed it), and the flood did fill it.
         let slack = 256;
         assert!(
-            peak <= MAX_QUEUED_CONTROL + slack,
-            "{peak} bytes of control frames queued (cap {MAX_QUEUED_CONTROL})"
+            peak <= MAX_QUEUED_NON_DATA + slack,
+            "{peak} bytes of non-DATA frames queued (cap {MAX_QUEUED_NON_DATA})"
         );
         assert!(
-            peak >= MAX_QUEUED_CONTROL - slack,
+            peak >= MAX_QUEUED_NON_DATA - slack,
             "the flood never reached the cap: peak {peak}"
         );
         assert!(
@@ -143,7 +143,7 @@ fn an_open_flood_that_never_reads_keeps_the_queue_bounded_and_the_peer_is_cut_of
         assert_eq!(deadline("driver", end).await, CloseReason::PeerDead);
         assert!(relay.refused_count() > 1000, "{}", relay.refused_count());
         eprintln!(
-            "peak control queue {peak} bytes, {} OPENs sent of {FLOOD}",
+            "peak non-DATA queue {peak} bytes, {} OPENs sent of {FLOOD}",
             sent.load(Relaxed)
         );
     });

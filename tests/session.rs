@@ -459,7 +459,7 @@ fn close_ends_the_session_even_when_the_path_is_stuck() {
         let _raw = WebSocketStream::from_raw_socket(a, Role::Client, Some(ws_config())).await;
         let r = WebSocketStream::from_raw_socket(b, Role::Server, Some(ws_config())).await;
         let (relay, end) = relay_over(&ex, r, SessionConfig::default());
-        relay.send_control(Frame::GoAway {
+        relay.send_session_frame(Frame::GoAway {
             reason: "x".repeat(200),
         });
         relay.close("shutting down");
@@ -467,5 +467,51 @@ fn close_ends_the_session_even_when_the_path_is_stuck() {
             CloseReason::Transport(why) => assert!(why.contains("could not be sent"), "{why}"),
             other => panic!("{other:?}"),
         }
+    });
+}
+
+/// Counts wake-ups (to see who wakes a future, and when).
+#[derive(Default)]
+struct WakeCount(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn streams_done_is_woken_by_the_last_stream_leaving_not_by_a_timer() {
+    on_own_executor(|ex| async move {
+        let p = sessions(&ex, SessionConfig::default()).await;
+        let _echo = echo_all(&ex, p.relay.clone());
+        let a = deadline("open", p.client.open(dial("a")))
+            .await
+            .expect("open");
+        let b = deadline("open", p.client.open(dial("b")))
+            .await
+            .expect("open");
+        let count = Arc::new(WakeCount::default());
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut done = Box::pin(p.client.streams_done());
+        assert!(done.as_mut().poll(&mut cx).is_pending());
+        drop(a);
+        assert_eq!(p.client.stream_count(), 1);
+        assert!(
+            done.as_mut().poll(&mut cx).is_pending(),
+            "one stream is left"
+        );
+        let before = count.0.load(std::sync::atomic::Ordering::SeqCst);
+        // The last stream leaves: the waiter is woken right then, by the table change.
+        drop(b);
+        assert_eq!(p.client.stream_count(), 0);
+        let after = count.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            after > before,
+            "streams_done not woken when the last stream left"
+        );
+        assert!(done.as_mut().poll(&mut cx).is_ready());
+        drop(p.client_end);
     });
 }

@@ -1,12 +1,17 @@
 //! Design 2: many TCP streams multiplexed over one WebSocket connection.
 //! The protocol is specified in `docs/PROTOCOL.md`.
 
+pub(crate) mod flow;
 pub mod frame;
+pub(crate) mod outbox;
+mod pool;
 mod proxy_auth;
 pub mod session;
 pub mod stream;
+pub mod watch;
 pub mod ws;
 
 pub use frame::{BindMode, Frame, OpenTarget, RefuseCode};
 pub use session::{CloseReason, Driver, Incoming, OpenError, Session, SessionConfig, Side};
 pub use stream::MuxStream;
+pub use watch::Watch;

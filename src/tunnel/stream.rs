@@ -3,8 +3,10 @@
 //! Every stream ends in exactly one place: when its last handle is dropped. If both sides had
 //! sent FIN by then it just leaves the table; otherwise a RESET tells the peer.
 
-use super::frame::{Frame, MAX_DATA, RefuseCode};
-use super::session::{OpenResult, Shared};
+use super::flow::{RecvWindow, SendCredit};
+use super::frame::{Frame, RefuseCode};
+use super::outbox::Outbox;
+use event_listener::EventListener;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use std::collections::VecDeque;
 use std::io;
@@ -16,6 +18,71 @@ use std::time::Instant;
 /// Queue slots (not payload bytes: those are freed as read) an emptied receive queue keeps.
 const RECV_SLOTS_KEPT: usize = 4;
 
+/// The answer to an OPEN.
+pub(crate) type OpenResult = Result<(), (RefuseCode, String)>;
+
+/// Where a stream is in the OPEN exchange.
+pub(crate) enum Handshake {
+    /// We opened it; the peer's answer goes to this sender.
+    Opening(smol::channel::Sender<OpenResult>),
+    /// The peer opened it and we have not answered yet (neither OPEN_OK nor OPEN_REFUSED):
+    /// its receive window is the [`super::frame::EARLY_DATA`] it reserved of the session
+    /// budget, and it counts against the session's pending streams.
+    Pending,
+    /// Answered, either way.
+    Done,
+}
+
+/// Which directions have finished (FIN sent, FIN received).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HalfClose {
+    /// Both directions open.
+    Open,
+    /// We sent FIN; the peer may still send.
+    Sent,
+    /// The peer sent FIN; we may still send.
+    Received,
+    /// Both sent FIN.
+    Both,
+}
+
+impl HalfClose {
+    /// True once we sent FIN.
+    pub(crate) fn sent(self) -> bool {
+        matches!(self, HalfClose::Sent | HalfClose::Both)
+    }
+
+    /// True once the peer sent FIN.
+    pub(crate) fn received(self) -> bool {
+        matches!(self, HalfClose::Received | HalfClose::Both)
+    }
+
+    fn with_sent(self) -> Self {
+        if self.received() {
+            HalfClose::Both
+        } else {
+            HalfClose::Sent
+        }
+    }
+
+    fn with_received(self) -> Self {
+        if self.sent() {
+            HalfClose::Both
+        } else {
+            HalfClose::Received
+        }
+    }
+}
+
+/// What a stream needs of the session that owns it. The session implements it; the stream
+/// does not know the session's type (so the two modules do not import each other).
+pub(crate) trait Owner: Send + Sync {
+    /// The application read from `st`: the WINDOW increment it earns the peer, if any.
+    fn window_update(&self, st: &mut StreamState) -> Option<u32>;
+    /// The last handle of `stream` is gone.
+    fn dropped(&self, stream: &Arc<StreamShared>);
+}
+
 /// The state of one stream, shared by its handles and the session's reader.
 pub(crate) struct StreamShared {
     pub(crate) id: u32,
@@ -23,57 +90,39 @@ pub(crate) struct StreamShared {
 }
 
 pub(crate) struct StreamState {
-    /// Received payloads not yet read; `recv_off` bytes of the front one were read already.
+    /// Received payloads not yet read; `recv_off` bytes of the front one were read already
+    /// (`recv_window.buffered()` counts the bytes left in it).
     pub(crate) recv: VecDeque<async_tungstenite::tungstenite::Bytes>,
     pub(crate) recv_off: usize,
-    /// Bytes in `recv` (minus `recv_off`).
-    pub(crate) recv_len: usize,
-    /// Credit the peer still has: a DATA beyond it is a protocol violation.
-    pub(crate) recv_avail: u32,
-    /// Our current receive window size (what we grant per round).
-    pub(crate) recv_window: u32,
-    /// Bytes read by the application since the last WINDOW we sent.
-    pub(crate) unacked: u32,
-    pub(crate) last_update: Instant,
-    pub(crate) recv_fin: bool,
-    /// Bytes we may still send.
-    pub(crate) send_credit: u64,
-    /// Bytes sent before OPEN_OK (early data), counted against the peer's first window.
-    pub(crate) early_sent: u32,
-    pub(crate) fin_sent: bool,
+    /// The peer's credit, what waits to be read, and what we owe back.
+    pub(crate) recv_window: RecvWindow,
+    /// What we may still send.
+    pub(crate) send: SendCredit,
+    pub(crate) handshake: Handshake,
+    pub(crate) half_close: HalfClose,
     /// Set once reset (by either side) or when the session died.
     pub(crate) error: Option<(io::ErrorKind, String)>,
     pub(crate) reader: Option<Waker>,
     pub(crate) writer: Option<Waker>,
-    /// While opening: where the answer goes.
-    pub(crate) opening: Option<smol::channel::Sender<OpenResult>>,
-    /// The peer opened it and we have not answered yet (neither OPEN_OK nor OPEN_REFUSED):
-    /// its receive window is the [`super::frame::EARLY_DATA`] it reserved of the session
-    /// budget, and it counts against the session's pending streams.
-    pub(crate) pending: bool,
+    /// The writer's one listener while the session's outbox is full.
+    room: Option<EventListener>,
 }
 
 impl StreamShared {
-    pub(crate) fn new(id: u32, recv_window: u32, send_credit: u32) -> Self {
+    pub(crate) fn new(id: u32, recv_window: u32, send: SendCredit, handshake: Handshake) -> Self {
         StreamShared {
             id,
             st: Mutex::new(StreamState {
                 recv: VecDeque::new(),
                 recv_off: 0,
-                recv_len: 0,
-                recv_avail: recv_window,
-                recv_window,
-                unacked: 0,
-                last_update: Instant::now(),
-                recv_fin: false,
-                send_credit: u64::from(send_credit),
-                early_sent: 0,
-                fin_sent: false,
+                recv_window: RecvWindow::new(recv_window, Instant::now()),
+                send,
+                handshake,
+                half_close: HalfClose::Open,
                 error: None,
                 reader: None,
                 writer: None,
-                opening: None,
-                pending: false,
+                room: None,
             }),
         }
     }
@@ -101,17 +150,43 @@ impl StreamState {
         }
         self.wake_all();
     }
+
+    /// The peer sent FIN.
+    pub(crate) fn fin_received(&mut self) {
+        self.half_close = self.half_close.with_received();
+    }
+
+    /// Ends the OPEN exchange we started: where the answer goes, if we were opening.
+    pub(crate) fn take_opening(&mut self) -> Option<smol::channel::Sender<OpenResult>> {
+        match std::mem::replace(&mut self.handshake, Handshake::Done) {
+            Handshake::Opening(tx) => Some(tx),
+            other => {
+                self.handshake = other;
+                None
+            }
+        }
+    }
+
+    /// Ends a pending stream's wait for our answer; true if it was pending (once per stream).
+    pub(crate) fn take_pending(&mut self) -> bool {
+        if matches!(self.handshake, Handshake::Pending) {
+            self.handshake = Handshake::Done;
+            return true;
+        }
+        false
+    }
 }
 
 /// Shared ownership of one stream; the last drop ends the stream.
 struct Handle {
     stream: Arc<StreamShared>,
-    session: Arc<Shared>,
+    owner: Arc<dyn Owner>,
+    outbox: Arc<Outbox>,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.session.stream_dropped(&self.stream);
+        self.owner.dropped(&self.stream);
     }
 }
 
@@ -129,9 +204,17 @@ impl std::fmt::Debug for MuxStream {
 }
 
 impl MuxStream {
-    pub(crate) fn new(stream: Arc<StreamShared>, session: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        stream: Arc<StreamShared>,
+        owner: Arc<dyn Owner>,
+        outbox: Arc<Outbox>,
+    ) -> Self {
         MuxStream {
-            h: Arc::new(Handle { stream, session }),
+            h: Arc::new(Handle {
+                stream,
+                owner,
+                outbox,
+            }),
         }
     }
 
@@ -149,7 +232,7 @@ impl MuxStream {
                 format!("reset locally: {reason}"),
             );
             drop(st);
-            self.h.session.send_frame(Frame::Reset {
+            self.h.outbox.send_frame(Frame::Reset {
                 id: self.id(),
                 code,
                 reason: reason.to_string(),
@@ -166,8 +249,8 @@ impl AsyncRead for MuxStream {
     ) -> Poll<io::Result<usize>> {
         let h = &self.h;
         let mut st = h.stream.lock();
-        if st.recv_len == 0 {
-            if st.recv_fin {
+        if st.recv_window.buffered() == 0 {
+            if st.half_close.received() {
                 return Poll::Ready(Ok(0));
             }
             if let Some((kind, why)) = &st.error {
@@ -190,20 +273,16 @@ impl AsyncRead for MuxStream {
                 st.recv_off += take;
             }
         }
-        st.recv_len -= n;
+        st.recv_window.consumed(n);
         if st.recv.is_empty() && st.recv.capacity() > RECV_SLOTS_KEPT {
             // A burst grew the queue: give it back. A small one stays, so steady traffic does
             // not allocate it anew for every frame (payloads are freed as they are read).
             st.recv = VecDeque::new();
         }
-        // At most the window (u32) is ever unread; saturating only to keep that local.
-        st.unacked = st
-            .unacked
-            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
-        let update = h.session.window_update(&mut st);
+        let update = h.owner.window_update(&mut st);
         drop(st);
         if let Some(increment) = update {
-            h.session.send_frame(Frame::Window {
+            h.outbox.send_frame(Frame::Window {
                 id: h.stream.id,
                 increment,
             });
@@ -226,33 +305,22 @@ impl AsyncWrite for MuxStream {
         if let Some((kind, why)) = &st.error {
             return Poll::Ready(Err(io::Error::new(*kind, why.clone())));
         }
-        if st.fin_sent {
+        if st.half_close.sent() {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "stream already closed for writing",
             )));
         }
-        if st.send_credit == 0 {
+        if st.send.available() == 0 {
             st.writer = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        if !h.session.may_queue(cx) {
+        if !h.outbox.poll_room(&mut st.room, cx) {
             return Poll::Pending;
         }
-        // n <= MAX_DATA and n <= send_credit: the conversions and the subtraction are exact.
-        let n = buf
-            .len()
-            .min(MAX_DATA)
-            .min(usize::try_from(st.send_credit).unwrap_or(MAX_DATA));
-        let sent = n as u64;
-        st.send_credit -= sent;
-        if st.opening.is_some() {
-            // Before OPEN_OK the credit is EARLY_DATA (the peer may not add to it), so this
-            // stays at most EARLY_DATA.
-            st.early_sent = st.early_sent.saturating_add(n as u32);
-        }
+        let n = st.send.take(buf.len());
         drop(st);
-        h.session.send_data(h.stream.id, &buf[..n]);
+        h.outbox.send_data(h.stream.id, &buf[..n]);
         Poll::Ready(Ok(n))
     }
 
@@ -264,12 +332,53 @@ impl AsyncWrite for MuxStream {
     fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let h = &self.h;
         let mut st = h.stream.lock();
-        if st.fin_sent || st.error.is_some() {
+        if st.half_close.sent() || st.error.is_some() {
             return Poll::Ready(Ok(()));
         }
-        st.fin_sent = true;
+        st.half_close = st.half_close.with_sent();
         drop(st);
-        h.session.send_frame(Frame::Fin { id: h.stream.id });
+        h.outbox.send_frame(Frame::Fin { id: h.stream.id });
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_close_in_either_order_ends_both() {
+        let cases = [
+            (HalfClose::Open, false, false),
+            (HalfClose::Open.with_sent(), true, false),
+            (HalfClose::Open.with_received(), false, true),
+            (HalfClose::Open.with_sent().with_received(), true, true),
+            (HalfClose::Open.with_received().with_sent(), true, true),
+            (HalfClose::Open.with_sent().with_sent(), true, false),
+        ];
+        for (state, sent, received) in cases {
+            assert_eq!(
+                (state.sent(), state.received()),
+                (sent, received),
+                "{state:?}"
+            );
+        }
+        assert_eq!(HalfClose::Sent.with_received(), HalfClose::Both);
+    }
+
+    #[test]
+    fn an_open_exchange_ends_once() {
+        let (tx, _rx) = smol::channel::bounded(1);
+        let s = StreamShared::new(1, 10, SendCredit::opening(), Handshake::Opening(tx));
+        let mut st = s.lock();
+        assert!(!st.take_pending());
+        assert!(st.take_opening().is_some());
+        assert!(st.take_opening().is_none());
+        let s = StreamShared::new(2, 10, SendCredit::granted(10), Handshake::Pending);
+        let mut st = s.lock();
+        assert!(st.take_opening().is_none());
+        assert!(st.take_pending());
+        // Once per stream: the budget's reservation comes back exactly once.
+        assert!(!st.take_pending());
     }
 }

@@ -1,6 +1,7 @@
 //! Frames from the peer: checks (ids, windows, order) and their effect on the stream table.
 
 use super::*;
+use crate::tunnel::flow::FlowError;
 
 impl Shared {
     /// True when `id` has the peer's parity.
@@ -36,7 +37,7 @@ impl Shared {
                     return Ok(());
                 };
                 let mut st = s.lock();
-                let Some(tx) = st.opening.take() else {
+                let Some(tx) = st.take_opening() else {
                     return Err(format!("OPEN_OK for stream {id} that is not opening"));
                 };
                 if window < EARLY_DATA {
@@ -46,12 +47,11 @@ impl Shared {
                 }
                 // The window counts what was already sent early (at most EARLY_DATA, since no
                 // WINDOW may arrive before OPEN_OK; checked all the same).
-                let Some(credit) = window.checked_sub(st.early_sent) else {
+                if st.send.open_ok(window).is_err() {
                     return Err(format!(
                         "OPEN_OK for stream {id} with a window below the early data sent"
                     ));
-                };
-                st.send_credit = u64::from(credit);
+                }
                 if let Some(w) = st.writer.take() {
                     w.wake();
                 }
@@ -65,7 +65,7 @@ impl Shared {
                 };
                 let mut st = s.lock();
                 st.fail(io::ErrorKind::ConnectionRefused, reason.clone());
-                match st.opening.take() {
+                match st.take_opening() {
                     Some(tx) => {
                         let _ = tx.try_send(Err((code, reason)));
                         Ok(())
@@ -78,23 +78,20 @@ impl Shared {
                     return Ok(());
                 };
                 let mut st = s.lock();
-                if st.recv_fin {
+                if st.half_close.received() {
                     return Err(format!("DATA after FIN on stream {id}"));
                 }
                 let n = payload.len();
-                let left = u32::try_from(n)
-                    .ok()
-                    .and_then(|n| st.recv_avail.checked_sub(n));
-                let Some(left) = left else {
-                    return Err(format!("DATA past the window on stream {id}"));
-                };
                 if st.error.is_some() {
-                    // We reset it; the peer has not seen that yet.
+                    // We reset it; the peer has not seen that yet. Its credit still counts.
+                    if st.recv_window.avail() < u32::try_from(n).unwrap_or(u32::MAX) {
+                        return Err(format!("DATA past the window on stream {id}"));
+                    }
                     return Ok(());
                 }
-                st.recv_avail = left;
-                // At most the window (a u32) is ever buffered.
-                st.recv_len = st.recv_len.saturating_add(n);
+                if st.recv_window.received(n).is_err() {
+                    return Err(format!("DATA past the window on stream {id}"));
+                }
                 st.recv.push_back(payload);
                 self.metrics.bytes_in.fetch_add(n as u64, Relaxed);
                 if let Some(w) = st.reader.take() {
@@ -107,20 +104,15 @@ impl Shared {
                     return Ok(());
                 };
                 let mut st = s.lock();
-                if st.opening.is_some() {
-                    // Before OPEN_OK our credit is the early data; the peer's window arrives
-                    // with OPEN_OK, which counts what was sent early. Credit granted before it
-                    // would let early data exceed that window.
-                    return Err(format!("WINDOW on stream {id} that is still opening"));
+                // Before OPEN_OK our credit is the early data; the peer's window arrives with
+                // OPEN_OK, which counts what was sent early.
+                match st.send.grant(increment) {
+                    Ok(()) => {}
+                    Err(FlowError::WindowWhileOpening) => {
+                        return Err(format!("WINDOW on stream {id} that is still opening"));
+                    }
+                    Err(_) => return Err(format!("window overflow on stream {id}")),
                 }
-                let credit = st
-                    .send_credit
-                    .checked_add(u64::from(increment))
-                    .filter(|c| *c <= u64::from(u32::MAX));
-                let Some(credit) = credit else {
-                    return Err(format!("window overflow on stream {id}"));
-                };
-                st.send_credit = credit;
                 if let Some(w) = st.writer.take() {
                     w.wake();
                 }
@@ -131,7 +123,7 @@ impl Shared {
                     return Ok(());
                 };
                 let mut st = s.lock();
-                st.recv_fin = true;
+                st.fin_received();
                 st.wake_all();
                 Ok(())
             }
@@ -140,7 +132,7 @@ impl Shared {
                     return Ok(());
                 };
                 let mut st = s.lock();
-                if let Some(tx) = st.opening.take() {
+                if let Some(tx) = st.take_opening() {
                     let _ = tx.try_send(Err((RefuseCode::Other, reason.clone())));
                 }
                 st.fail(
@@ -152,16 +144,16 @@ impl Shared {
             Frame::GoAway { ref reason } => {
                 log::info!("session {}: peer is going away: {reason}", self.label);
                 self.lock_state().peer_going_away = true;
-                self.to_control(frame)
+                self.to_role(frame)
             }
-            other => self.to_control(other),
+            other => self.to_role(other),
         }
     }
 
     /// Hands a session frame to the role. The queue is bounded: a peer that sends session
     /// frames faster than they are handled is breaking the protocol, not queueing work.
-    fn to_control(&self, frame: Frame) -> Result<(), String> {
-        match self.control.0.try_send(frame) {
+    fn to_role(&self, frame: Frame) -> Result<(), String> {
+        match self.session_frames.0.try_send(frame) {
             Err(smol::channel::TrySendError::Full(_)) => {
                 Err("too many session frames in flight".to_string())
             }
@@ -202,44 +194,38 @@ impl Shared {
                 refuse(RefuseCode::GoingAway, "going away");
                 return Ok(());
             }
-            if state.streams.len() >= self.cfg.max_streams {
-                drop(state);
-                self.metrics.refused(Refusal::TooManyStreams);
-                self.warn_refusal(
-                    &self.label,
-                    format_args!("refused stream {id}: too many streams (--max-streams)"),
-                );
-                refuse(
-                    RefuseCode::TooManyStreams,
-                    "too many streams (--max-streams)",
-                );
-                return Ok(());
-            }
             // Only this task adds pending streams, so the count cannot pass the cap between
             // this check and `reserve_early`.
-            if self.pending.load(Relaxed) >= MAX_PENDING_STREAMS {
+            let full = if state.streams.len() >= self.cfg.max_streams {
+                Some("too many streams (--max-streams)")
+            } else if self.budget().pending() >= MAX_PENDING_STREAMS {
+                Some("too many streams waiting to be accepted")
+            } else {
+                None
+            };
+            if let Some(why) = full {
                 drop(state);
                 self.metrics.refused(Refusal::TooManyStreams);
-                self.warn_refusal(
-                    &self.label,
-                    format_args!("refused stream {id}: too many streams waiting to be accepted"),
-                );
-                refuse(
-                    RefuseCode::TooManyStreams,
-                    "too many streams waiting to be accepted",
-                );
+                self.warn_refusal(&self.label, format_args!("refused stream {id}: {why}"));
+                refuse(Refusal::TooManyStreams.wire_code(), why);
                 return Ok(());
             }
             // Until we answer, only early data may arrive: the stream's window is the
             // EARLY_DATA it reserves of the session budget; accepting it takes a full window.
-            let stream = Arc::new(StreamShared::new(id, self.reserve_early(), window));
-            stream.lock().pending = true;
+            let reserved = self.budget().reserve_early();
+            let stream = Arc::new(StreamShared::new(
+                id,
+                reserved,
+                flow::SendCredit::granted(window),
+                Handshake::Pending,
+            ));
             state.streams.insert(id, stream.clone());
+            self.open_streams.set(state.streams.len());
             stream
         };
         self.stream_opened();
         let incoming = Incoming {
-            stream: Some(MuxStream::new(stream, self.clone())),
+            stream: Some(self.stream_handle(stream)),
             target,
             shared: self.clone(),
         };

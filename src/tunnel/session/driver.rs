@@ -82,9 +82,9 @@ where
     loop {
         // Too many answers wait for a peer that does not read them: stop reading it until the
         // writer got them out, so what it sends waits in its own buffers, not in ours.
-        if shared.control_queue.bytes() >= MAX_QUEUED_CONTROL {
-            let queued = shared.control_queue.bytes();
-            if shared.control_queue.first_pause() {
+        if shared.out.non_data.bytes() >= MAX_QUEUED_NON_DATA {
+            let queued = shared.out.non_data.bytes();
+            if shared.out.non_data.first_pause() {
                 log::warn!(
                     "session {}: peer does not read our answers ({queued} bytes queued); \
                      not reading it until they are sent",
@@ -97,7 +97,8 @@ where
                 );
             }
             shared
-                .control_queue
+                .out
+                .non_data
                 .room(|| shared.lock_state().closed.is_some())
                 .await;
         }
@@ -160,7 +161,7 @@ where
         };
         let mut next = Some(first);
         let mut bytes = 0;
-        let mut control = 0;
+        let mut non_data = 0;
         let mut batch = 0;
         while let Some(item) = next.take() {
             let msg = match item {
@@ -169,9 +170,9 @@ where
                     if f.first() == Some(&0x04) {
                         bytes += f.len().saturating_sub(crate::tunnel::frame::HEADER);
                     } else {
-                        control += ControlQueue::cost(f.len());
+                        non_data += NonDataQueue::cost(f.len());
                     }
-                    Message::Binary(shared.pool.message_bytes(f))
+                    Message::Binary(shared.out.pool().message_bytes(f))
                 }
                 Out::Ping(p) => Message::Ping(Bytes::from(p)),
                 Out::Close(why) => {
@@ -192,8 +193,8 @@ where
         if let Err(e) = flush(tx).await {
             return fail(e);
         }
-        shared.drained(bytes);
-        shared.control_queue.sent(control);
+        shared.out.drained(bytes);
+        shared.out.non_data.sent(non_data);
     }
 }
 
@@ -248,9 +249,7 @@ async fn keepalive_loop(shared: &Arc<Shared>) -> CloseReason {
     let ping = || {
         let now = shared.start.elapsed().as_micros() as u64;
         // A closed writer means the session is ending anyway.
-        let _ = shared
-            .out_tx
-            .try_send(Out::Ping(now.to_be_bytes().to_vec()));
+        let _ = shared.out.send(Out::Ping(now.to_be_bytes().to_vec()));
     };
     // One ping at once: its pong measures the round trip that window growth is judged by.
     ping();

@@ -23,27 +23,24 @@ impl Incoming {
             .stream
             .take()
             .expect("an Incoming holds its stream until accepted");
-        let window = {
-            let sh = self.shared.stream_shared(stream.id());
-            let mut st = sh.as_ref().map(|s| s.lock());
-            match st.as_deref_mut() {
+        let window = match self.shared.stream_shared(stream.id()) {
+            Some(sh) => {
+                let mut st = sh.lock();
                 // Still pending (not reset by the peer, session not closed): trade the
                 // early-data reservation for a full window.
-                Some(st) if st.pending => {
-                    st.pending = false;
-                    self.shared.answered();
+                if st.take_pending() {
+                    self.shared.budget().answered();
                     let window = self.shared.take_window();
-                    // What arrived early counts against the window we grant. While pending,
-                    // the credit started at EARLY_DATA and only went down; and every window is
+                    // What arrived early counts against the window we grant. Every window is
                     // at least EARLY_DATA unless `initial_window` is configured below it, when
                     // the peer gets no credit until the early bytes are read.
-                    let early = EARLY_DATA.saturating_sub(st.recv_avail);
-                    st.recv_window = window;
-                    st.recv_avail = window.saturating_sub(early);
+                    st.recv_window.accept(window);
                     window
+                } else {
+                    0
                 }
-                _ => 0,
             }
+            None => 0,
         };
         if window > 0 {
             self.shared.send_frame(Frame::OpenOk {

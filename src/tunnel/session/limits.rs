@@ -1,102 +1,16 @@
-//! What a peer can make one session hold or log, capped: control frames waiting for the
-//! writer (the reader stops reading the peer while they are over the cap), and repeated
-//! refusal log lines (a few per interval, then one line with the count).
+//! What a peer can make one session log, capped: repeated refusal log lines (a few per
+//! interval, then one line with the count). The caps on queued frames are in
+//! [`crate::tunnel::outbox`].
 
 use std::fmt;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
-
-/// Bytes of non-DATA frames (each costed with [`FRAME_OVERHEAD`]) that may wait for the
-/// writer. Most are answers to the peer (OPEN_REFUSED, OPEN_OK, RESET, WINDOW): a peer that
-/// keeps asking and never reads would otherwise make us queue without end. Over the cap the
-/// reader stops reading the peer until the writer is below it again, so the peer's frames wait
-/// in its own send buffer; a peer that never reads then goes silent to us and keepalive ends the
-/// session. 512 KiB is about 5,000 refusals, or 10,000 OPENs of our own, far above what a
-/// reading peer ever has waiting (a few hundred WINDOWs).
-pub const MAX_QUEUED_CONTROL: usize = 512 * 1024;
-
-/// What one queued frame costs besides its bytes: its allocation and its queue slot.
-pub(super) const FRAME_OVERHEAD: usize = 64;
 
 /// Refusal lines logged per session and interval; the rest are counted, then summed up in one.
 const REFUSAL_LOG_BURST: u32 = 5;
 /// The interval [`REFUSAL_LOG_BURST`] applies to: an attack floods the log with at most one
 /// summary line per session per interval.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Bytes of control frames queued for the writer, and the reader waiting for room.
-///
-/// Invariant: `bytes` is the cost of the control frames in the writer's queue or in the batch
-/// it is writing; it is added when a frame is queued and subtracted once it was flushed.
-#[derive(Default)]
-pub(super) struct ControlQueue {
-    bytes: AtomicUsize,
-    waiters: Mutex<Vec<Waker>>,
-    /// set at the first pause: that one is logged as a WARN, later ones at debug level
-    paused_once: AtomicBool,
-}
-
-impl ControlQueue {
-    /// The cost of a control frame of `len` bytes.
-    pub(super) fn cost(len: usize) -> usize {
-        len.saturating_add(FRAME_OVERHEAD)
-    }
-
-    /// A control frame of cost `cost` was queued.
-    pub(super) fn queued(&self, cost: usize) {
-        self.bytes.fetch_add(cost, Relaxed);
-    }
-
-    /// The writer flushed control frames of total cost `cost`: wakes a waiting reader.
-    pub(super) fn sent(&self, cost: usize) {
-        if cost > 0 {
-            self.bytes.fetch_sub(cost, Relaxed);
-        }
-        self.wake();
-    }
-
-    /// Wakes every waiter (the session is closing, or there is room).
-    pub(super) fn wake(&self) {
-        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
-        for w in waiters {
-            w.wake();
-        }
-    }
-
-    /// True the first time the reader pauses on this queue (to log it once per session).
-    pub(super) fn first_pause(&self) -> bool {
-        !self.paused_once.swap(true, Relaxed)
-    }
-
-    /// Cost of the control frames waiting now.
-    pub(super) fn bytes(&self) -> usize {
-        self.bytes.load(Relaxed)
-    }
-
-    /// Resolves once the queue is below [`MAX_QUEUED_CONTROL`] (at once if it is, or if
-    /// `closed` says the session is over). Woken by [`ControlQueue::sent`], never by a timer.
-    /// Cancel-safe.
-    pub(super) async fn room(&self, closed: impl Fn() -> bool) {
-        std::future::poll_fn(|cx| {
-            if self.bytes() < MAX_QUEUED_CONTROL || closed() {
-                return Poll::Ready(());
-            }
-            self.waiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(cx.waker().clone());
-            // Re-check: the writer may have drained between the load and the push.
-            if self.bytes() < MAX_QUEUED_CONTROL || closed() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
-    }
-}
 
 /// Rate limit for one kind of repeated log line of a session.
 #[derive(Default)]

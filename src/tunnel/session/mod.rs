@@ -1,14 +1,20 @@
 //! The multiplexed session: stream table, credit windows, keepalive, go-away.
 //!
-//! A [`Session`] is the handle roles use (open, accept, control frames); its [`Driver`] is
+//! A [`Session`] is the handle roles use (open, accept, session frames); its [`Driver`] is
 //! the one future that moves bytes: it reads WebSocket messages and dispatches frames, writes
 //! queued frames (batched: feed, then one flush), and pings every keepalive interval. The role
 //! runs the driver in a task it owns; when the driver ends or is dropped, the session is
 //! closed and every stream fails.
 
-use crate::metrics::{Metrics, Refusal};
+use crate::metrics::Metrics;
+use crate::refusal::Refusal;
+use crate::tunnel::flow;
 use crate::tunnel::frame::{EARLY_DATA, Frame, FrameError, OpenTarget, RefuseCode};
-use crate::tunnel::stream::{MuxStream, StreamShared, StreamState};
+use crate::tunnel::outbox::{Out, Outbox};
+use crate::tunnel::stream::{
+    HalfClose, Handshake, MuxStream, OpenResult, Owner, StreamShared, StreamState,
+};
+use crate::tunnel::watch::Watch;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -21,9 +27,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 mod credit;
@@ -32,13 +37,14 @@ mod driver;
 mod errors;
 mod incoming;
 mod limits;
-mod pool;
+mod table;
 
+pub use crate::tunnel::outbox::MAX_QUEUED_NON_DATA;
+use crate::tunnel::outbox::NonDataQueue;
 pub use errors::{CloseReason, OpenError};
 pub use incoming::Incoming;
-pub use limits::MAX_QUEUED_CONTROL;
-use limits::{ControlQueue, LogLimit};
-use pool::BufPool;
+use limits::LogLimit;
+use table::metrics_inc;
 
 /// Limits and timings of one session.
 #[derive(Debug, Clone)]
@@ -59,7 +65,7 @@ pub struct SessionConfig {
 
 /// Session frames (BIND, GO_AWAY, ...) waiting for the role (well above the 64 bindings a
 /// session may hold); more is a protocol error.
-const CONTROL_QUEUE: usize = 256;
+const MAX_QUEUED_SESSION_FRAMES: usize = 256;
 /// Streams the peer opened that we have neither accepted nor refused yet (waiting in the
 /// accept queue, or with the role deciding, e.g. dialing); more OPENs are refused with
 /// TooManyStreams. Each may carry [`EARLY_DATA`] before it is accepted, so this caps what
@@ -98,16 +104,6 @@ pub enum Side {
     Relay,
 }
 
-/// The answer to an OPEN.
-pub(crate) type OpenResult = Result<(), (RefuseCode, String)>;
-
-/// What the writer sends.
-enum Out {
-    Frame(Vec<u8>),
-    Ping(Vec<u8>),
-    Close(String),
-}
-
 struct State {
     next_id: u32,
     /// highest id the peer has opened (peer ids only grow)
@@ -127,25 +123,21 @@ pub(crate) struct Shared {
     /// for log lines: the session id or peer
     label: String,
     state: Mutex<State>,
-    out_tx: Sender<Out>,
-    pool: Arc<BufPool>,
-    /// DATA payload bytes queued for the writer (capped by `cfg.max_queued`; writers wait)
-    queued: AtomicUsize,
-    waiters: Mutex<Vec<Waker>>,
-    /// non-DATA frames queued for the writer (capped: the reader waits)
-    control_queue: ControlQueue,
-    /// what is left of `cfg.window_budget`: the receive windows of accepted streams and the
-    /// [`EARLY_DATA`] each pending stream reserves are taken from it. Accepted streams get at
-    /// least `MIN_WINDOW` even when it is spent (so it may go below 0 by at most
-    /// `max_streams` of those); pending streams are at most [`MAX_PENDING_STREAMS`].
-    budget: AtomicI64,
-    /// streams the peer opened that are neither accepted nor refused (at most
-    /// [`MAX_PENDING_STREAMS`]; changed only with the stream's `pending` flag)
-    pending: AtomicUsize,
+    /// `state.streams.len()`, watched (set under the state lock whenever the table changes)
+    open_streams: Watch<usize>,
+    /// the writer's queue, shared with every stream
+    out: Arc<Outbox>,
+    /// `cfg.window_budget`: the receive windows of accepted streams and the [`EARLY_DATA`]
+    /// each pending stream reserves are taken from it. Accepted streams get at least
+    /// `flow::MIN_WINDOW` even when it is spent (so it may go below 0 by at most
+    /// `max_streams` of those); pending streams (counted here, changed only with the stream's
+    /// `pending` flag) are at most [`MAX_PENDING_STREAMS`].
+    budget: Mutex<flow::Budget>,
     /// rate limit of the refusal WARN lines of this session
     refusal_log: LogLimit,
     incoming: (Sender<Incoming>, Receiver<Incoming>),
-    control: (Sender<Frame>, Receiver<Frame>),
+    /// session frames from the peer, waiting for the role
+    session_frames: (Sender<Frame>, Receiver<Frame>),
     closed_tx: Mutex<Option<Sender<()>>>,
     closed_rx: Receiver<()>,
     /// Closed by [`Session::close`]: the driver ends shortly after even if the writer is
@@ -179,12 +171,12 @@ impl Session {
         label: String,
         metrics: Arc<Metrics>,
     ) -> (Session, Driver) {
-        let (out_tx, out_rx) = smol::channel::unbounded();
+        let (out, out_rx) = Outbox::new(cfg.max_queued, metrics.clone());
         let (closed_tx, closed_rx) = smol::channel::bounded(1);
         let (close_req_tx, close_req_rx) = smol::channel::bounded(1);
         let shared = Arc::new(Shared {
             side,
-            budget: AtomicI64::new(i64::try_from(cfg.window_budget).unwrap_or(i64::MAX)),
+            budget: Mutex::new(flow::Budget::new(cfg.window_budget)),
             cfg,
             label,
             state: Mutex::new(State {
@@ -195,16 +187,12 @@ impl Session {
                 going_away: false,
                 closed: None,
             }),
-            out_tx,
-            pool: BufPool::new(),
-            queued: AtomicUsize::new(0),
-            waiters: Mutex::new(Vec::new()),
-            control_queue: ControlQueue::default(),
-            pending: AtomicUsize::new(0),
+            out,
+            open_streams: Watch::new(0),
             refusal_log: LogLimit::default(),
             // Never full: only pending streams are in it.
             incoming: smol::channel::bounded(MAX_PENDING_STREAMS),
-            control: smol::channel::bounded(CONTROL_QUEUE),
+            session_frames: smol::channel::bounded(MAX_QUEUED_SESSION_FRAMES),
             closed_tx: Mutex::new(Some(closed_tx)),
             close_requested: (Mutex::new(Some(close_req_tx)), close_req_rx),
             closed_rx,
@@ -263,16 +251,21 @@ impl Session {
                 .checked_add(2)
                 .ok_or_else(|| OpenError::Closed("stream ids exhausted".into()))?;
             let window = sh.take_window();
-            let stream = Arc::new(StreamShared::new(id, window, EARLY_DATA));
-            stream.lock().opening = Some(tx);
+            let stream = Arc::new(StreamShared::new(
+                id,
+                window,
+                flow::SendCredit::opening(),
+                Handshake::Opening(tx),
+            ));
             state.streams.insert(id, stream.clone());
+            sh.open_streams.set(state.streams.len());
             // Queued under the lock: the peer must see OPENs in id order, and two tasks
             // opening at once on different threads would otherwise race.
             sh.send_frame(Frame::Open { id, window, target });
             stream
         };
         sh.stream_opened();
-        Ok((MuxStream::new(stream, sh.clone()), rx))
+        Ok((sh.stream_handle(stream), rx))
     }
 
     /// The next stream the peer opened; `None` once the session is closed.
@@ -280,14 +273,26 @@ impl Session {
         self.shared.incoming.1.recv().await.ok()
     }
 
-    /// The next session frame (BIND, BOUND, BIND_REFUSED, GO_AWAY) from the peer.
-    pub async fn control(&self) -> Option<Frame> {
-        self.shared.control.1.recv().await.ok()
+    /// The next session frame (BIND, BOUND, BIND_REFUSED, GO_AWAY) from the peer; `None`
+    /// once the session is closed.
+    pub async fn session_frame(&self) -> Option<Frame> {
+        self.shared.session_frames.1.recv().await.ok()
     }
 
-    /// Sends a session frame.
-    pub fn send_control(&self, frame: Frame) {
+    /// Sends a session frame (BIND, BOUND, BIND_REFUSED, GO_AWAY).
+    pub fn send_session_frame(&self, frame: Frame) {
         self.shared.send_frame(frame);
+    }
+
+    /// The old name of [`Session::session_frame`], kept until the roles call the new one.
+    pub async fn control(&self) -> Option<Frame> {
+        self.session_frame().await
+    }
+
+    /// The old name of [`Session::send_session_frame`], kept until the roles call the new
+    /// one.
+    pub fn send_control(&self, frame: Frame) {
+        self.send_session_frame(frame);
     }
 
     /// Sends GO_AWAY: the peer opens nothing new, and we accept nothing new.
@@ -301,7 +306,7 @@ impl Session {
     /// Ends the session: a WebSocket close frame, then every stream fails.
     pub fn close(&self, reason: &str) {
         // Ignored: a closed writer means the session is already over.
-        let _ = self.shared.out_tx.try_send(Out::Close(reason.to_string()));
+        let _ = self.shared.out.send(Out::Close(reason.to_string()));
         let sender = self
             .shared
             .close_requested
@@ -323,35 +328,37 @@ impl Session {
         self.shared.lock_state().closed.clone()
     }
 
-    /// Resolves once no stream is open (checked every 50 ms; for drains, not hot paths).
+    /// Resolves once no stream is open (woken as streams leave the table, never by a
+    /// timer). Cancel-safe.
     pub async fn streams_done(&self) {
-        while self.stream_count() > 0 {
-            smol::Timer::after(Duration::from_millis(50)).await;
-        }
+        self.shared
+            .open_streams
+            .wait_for(|n| (*n == 0).then_some(()))
+            .await
     }
 
     /// Streams open now.
     pub fn stream_count(&self) -> usize {
-        self.shared.lock_state().streams.len()
+        self.shared.open_streams.get()
     }
 
     /// Bytes (frame bytes plus a fixed overhead each) of non-DATA frames waiting for the
-    /// writer; the reader stops reading the peer while it is at [`MAX_QUEUED_CONTROL`].
-    pub fn queued_control_bytes(&self) -> usize {
-        self.shared.control_queue.bytes()
+    /// writer; the reader stops reading the peer while it is at [`MAX_QUEUED_NON_DATA`].
+    pub fn queued_non_data_bytes(&self) -> usize {
+        self.shared.out.non_data.bytes()
     }
 
     /// Streams the peer opened that are neither accepted nor refused yet (at most
     /// [`MAX_PENDING_STREAMS`]).
     pub fn pending_streams(&self) -> usize {
-        self.shared.pending.load(Relaxed)
+        self.shared.budget().pending()
     }
 
     /// What is left of the session's window budget (`SessionConfig::window_budget`): the
     /// receive windows of accepted streams and the early-data reservation of pending ones are
     /// taken from it. Below 0 when accepted streams hold their floor windows past it.
     pub fn window_budget_left(&self) -> i64 {
-        self.shared.budget.load(Relaxed)
+        self.shared.budget().left()
     }
 
     /// OPENs refused so far (by either side's answer from here).
@@ -367,131 +374,5 @@ impl Session {
     /// The label used in log lines.
     pub fn label(&self) -> &str {
         &self.shared.label
-    }
-}
-
-fn metrics_inc(g: &AtomicU64, by: i64) {
-    if by >= 0 {
-        g.fetch_add(by as u64, Relaxed);
-    } else {
-        g.fetch_sub(by.unsigned_abs(), Relaxed);
-    }
-}
-
-impl Shared {
-    fn lock_state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn stream_shared(&self, id: u32) -> Option<Arc<StreamShared>> {
-        self.lock_state().streams.get(&id).cloned()
-    }
-
-    fn stream_opened(&self) {
-        metrics_inc(&self.metrics.streams, 1);
-        self.metrics.streams_total.fetch_add(1, Relaxed);
-    }
-
-    /// Removes a stream from the table without telling the peer; returns it if present.
-    fn forget(&self, id: u32) -> Option<Arc<StreamShared>> {
-        let removed = self.lock_state().streams.remove(&id);
-        if let Some(s) = &removed {
-            let mut st = s.lock();
-            if std::mem::take(&mut st.pending) {
-                // Its window is the early-data reservation.
-                self.answered();
-            } else {
-                self.budget.fetch_add(i64::from(st.recv_window), Relaxed);
-            }
-            drop(st);
-            metrics_inc(&self.metrics.streams, -1);
-        }
-        removed
-    }
-
-    /// Logs a refused stream as a WARN, rate-limited per session.
-    pub(crate) fn warn_refusal(&self, label: &str, line: fmt::Arguments<'_>) {
-        self.refusal_log.warn(label, line);
-    }
-
-    /// The last handle of a stream is gone: it leaves the table, with a RESET unless both
-    /// directions had finished.
-    pub(crate) fn stream_dropped(&self, stream: &Arc<StreamShared>) {
-        if self.forget(stream.id).is_none() {
-            return;
-        }
-        let st = stream.lock();
-        let clean = st.fin_sent && st.recv_fin;
-        if !clean && st.error.is_none() {
-            drop(st);
-            self.send_frame(Frame::Reset {
-                id: stream.id,
-                code: RefuseCode::Other,
-                reason: "stream dropped".into(),
-            });
-        }
-    }
-
-    /// Queues a non-DATA frame; the reader stops reading the peer while too many wait.
-    pub(crate) fn send_frame(&self, frame: Frame) {
-        let bytes = frame.to_bytes();
-        let cost = ControlQueue::cost(bytes.len());
-        // Counted before it is queued: the writer may flush it before `try_send` returns.
-        self.control_queue.queued(cost);
-        if self.out_tx.try_send(Out::Frame(bytes)).is_err() {
-            // A closed writer means the session is over; streams learn it from their state.
-            self.control_queue.sent(cost);
-        }
-    }
-
-    pub(crate) fn send_data(&self, id: u32, payload: &[u8]) {
-        let mut out = self.pool.take(super::frame::HEADER + payload.len());
-        out.push(0x04);
-        out.extend_from_slice(&id.to_be_bytes());
-        out.extend_from_slice(payload);
-        self.queued.fetch_add(payload.len(), Relaxed);
-        self.metrics
-            .bytes_out
-            .fetch_add(payload.len() as u64, Relaxed);
-        let _ = self.out_tx.try_send(Out::Frame(out));
-    }
-
-    /// Marks the session closed: every stream fails, every waiter wakes.
-    fn close(&self, reason: &CloseReason) {
-        let streams = {
-            let mut state = self.lock_state();
-            if state.closed.is_some() {
-                return;
-            }
-            state.closed = Some(reason.to_string());
-            std::mem::take(&mut state.streams)
-        };
-        metrics_inc(&self.metrics.streams, -(streams.len() as i64));
-        metrics_inc(&self.metrics.sessions, -1);
-        for (_, s) in streams {
-            let mut st = s.lock();
-            if std::mem::take(&mut st.pending) {
-                self.answered();
-            }
-            if let Some(tx) = st.opening.take() {
-                let _ = tx.try_send(Err((RefuseCode::GoingAway, reason.to_string())));
-            }
-            st.fail(
-                io::ErrorKind::ConnectionAborted,
-                format!("session ended: {reason}"),
-            );
-        }
-        self.out_tx.close();
-        self.incoming.0.close();
-        self.control.0.close();
-        self.control_queue.wake();
-        self.refusal_log.flush(&self.label);
-        drop(
-            self.closed_tx
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
-        );
-        self.drained(0);
     }
 }
