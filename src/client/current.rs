@@ -1,69 +1,27 @@
 //! The client's current session as a watched value: `-L` connections that arrive while the
 //! client is (re)connecting wait for it, and are woken the moment it is up.
 
-use crate::tunnel::Session;
-use smol::channel::{Receiver, Sender};
-use std::sync::Mutex;
+use crate::tunnel::{Session, Watch};
 use std::time::Duration;
 
 /// The session the client is serving now, if any. Setting it wakes every waiter at once.
-pub(super) struct CurrentSession {
-    inner: Mutex<Inner>,
-}
-
-struct Inner {
-    session: Option<Session>,
-    /// Dropped (closing its channel, which wakes every receiver) whenever `session` changes;
-    /// replaced by a fresh pair for the waiters after that.
-    changed: Sender<()>,
-    /// the receiving end of `changed`, cloned by each waiter
-    watch: Receiver<()>,
-}
+pub(super) struct CurrentSession(Watch<Option<Session>>);
 
 impl CurrentSession {
     /// No session yet.
     pub(super) fn new() -> Self {
-        let (changed, watch) = smol::channel::bounded(1);
-        CurrentSession {
-            inner: Mutex::new(Inner {
-                session: None,
-                changed,
-                watch,
-            }),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding this lock leaves two plain fields; still usable.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        CurrentSession(Watch::new(None))
     }
 
     /// Sets (or, with `None`, clears) the current session and wakes every waiter.
     pub(super) fn set(&self, session: Option<Session>) {
-        let (changed, watch) = smol::channel::bounded(1);
-        let mut inner = self.lock();
-        inner.session = session;
-        inner.watch = watch;
-        // Dropping the old sender closes the channel the waiters hold.
-        drop(std::mem::replace(&mut inner.changed, changed));
+        self.0.set(session);
     }
 
     /// The current session, waiting at most `timeout` for one to come up. Cancel-safe.
     pub(super) async fn wait(&self, timeout: Duration) -> Option<Session> {
-        let waited = async {
-            loop {
-                let watch = {
-                    let inner = self.lock();
-                    if let Some(s) = &inner.session {
-                        return Ok(s.clone());
-                    }
-                    inner.watch.clone()
-                };
-                // Only a close ends this (nothing is ever sent): the value changed.
-                let _ = watch.recv().await;
-            }
-        };
-        crate::time::with_timeout(timeout, waited, || ()).await.ok()
+        let up = async { Ok(self.0.wait_for(|s| s.clone()).await) };
+        crate::time::with_timeout(timeout, up, || ()).await.ok()
     }
 }
 
