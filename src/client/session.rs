@@ -63,7 +63,7 @@ impl Client {
                     (bind, *port, BindMode::Proxy { auth })
                 }
             };
-            session.send_control(Frame::Bind {
+            session.send_session_frame(Frame::Bind {
                 bind_id,
                 addr: bind.clone(),
                 port: remembered.unwrap_or(port),
@@ -75,7 +75,7 @@ impl Client {
     /// The relay's answers to the bindings (BOUND, BIND_REFUSED): remembered, reported,
     /// counted for readiness. Never ends by itself.
     async fn watch_binds(&self, session: &Session) -> SessionEnd {
-        while let Some(frame) = session.control().await {
+        while let Some(frame) = session.session_frame().await {
             match frame {
                 Frame::Bound { bind_id, addr } => {
                     if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse().ok()) {

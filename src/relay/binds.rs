@@ -67,7 +67,9 @@ pub(super) fn hold_for_grace(ctx: &Arc<Ctx>, session_id: String, listeners: Vec<
     });
 }
 
-pub(super) async fn control_loop(
+/// The client's session frames: BINDs answered (BOUND with a listener, or BIND_REFUSED),
+/// GO_AWAY starting this session's drain. Never ends by itself.
+pub(super) async fn session_frames_loop(
     ctx: &Arc<Ctx>,
     session: &Session,
     session_id: &str,
@@ -75,7 +77,7 @@ pub(super) async fn control_loop(
     binds: &SessionBinds,
     session_sd: &crate::shutdown::Shutdown,
 ) {
-    while let Some(frame) = session.control().await {
+    while let Some(frame) = session.session_frame().await {
         if let Frame::GoAway { .. } = frame {
             session_sd.drain();
             continue;
@@ -100,7 +102,7 @@ pub(super) async fn control_loop(
                     session.label(),
                     describe(&mode)
                 );
-                session.send_control(Frame::Bound {
+                session.send_session_frame(Frame::Bound {
                     bind_id,
                     addr: local,
                 });
@@ -121,7 +123,7 @@ pub(super) async fn control_loop(
             Err((kind, why)) => {
                 ctx.metrics.refused(kind);
                 log::warn!("session {}: bind refused: {why}", session.label());
-                session.send_control(Frame::BindRefused {
+                session.send_session_frame(Frame::BindRefused {
                     bind_id,
                     reason: why,
                 });

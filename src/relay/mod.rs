@@ -32,7 +32,7 @@ pub mod limits;
 mod session;
 mod streams;
 
-use binds::{Registry, SessionBinds, control_loop, hold_for_grace};
+use binds::{Registry, SessionBinds, hold_for_grace, session_frames_loop};
 use front::{FrontStream, reply};
 use limits::{ConnPermit, Limiter, RelayLimits, left_out};
 use session::tunnel;

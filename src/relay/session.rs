@@ -199,10 +199,10 @@ async fn serve<S: FrontStream>(
     let drive = async {
         driver.run(ws).await;
     };
-    let control = control_loop(ctx, session, session_id, &tasks, &state, &session_sd);
+    let frames = session_frames_loop(ctx, session, session_id, &tasks, &state, &session_sd);
     let incoming = incoming_loop(ctx, session, &tasks);
     let drain = drain_session(ctx, session, &session_sd);
-    drive.or(control).or(incoming).or(drain).await;
+    drive.or(frames).or(incoming).or(drain).await;
     drop(tasks);
     std::mem::take(&mut *state.live.lock().unwrap_or_else(|e| e.into_inner()))
 }
