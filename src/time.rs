@@ -18,3 +18,19 @@ pub async fn with_timeout<T, E>(
         None => Err(on_timeout()),
     }
 }
+
+/// Runs `fut` unless `stop` resolves first, which gives `None` (for a shutdown racing an
+/// operation or a pause). `fut` is polled first, so a result that is ready wins. Cancel-safe
+/// when `fut` is.
+pub async fn unless<T>(
+    stop: impl std::future::Future<Output = ()>,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    use futures_lite::FutureExt;
+    async { Some(fut.await) }
+        .or(async {
+            stop.await;
+            None
+        })
+        .await
+}

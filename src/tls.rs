@@ -176,7 +176,7 @@ impl ClientTls {
         stream: S,
     ) -> Result<futures_rustls::client::TlsStream<S>, HandshakeFailure> {
         let name = ServerName::try_from(host.to_string()).map_err(|_| {
-            HandshakeFailure::Fatal(format!("{host:?} is not a valid TLS server name"))
+            HandshakeFailure::Rejected(format!("{host:?} is not a valid TLS server name"))
         })?;
         self.connector
             .connect(name, stream)
@@ -185,21 +185,39 @@ impl ClientTls {
     }
 }
 
-/// A failed client handshake: a certificate problem is fatal (retrying will not fix it).
+/// A failed client handshake.
 #[derive(Debug)]
 pub enum HandshakeFailure {
-    /// The certificate was refused; the message names the cause.
-    Fatal(String),
-    /// The connection failed during the handshake.
-    Retry(String),
+    /// The relay's name or certificate was refused; the message names the cause. Retrying
+    /// will not help.
+    Rejected(String),
+    /// The connection failed during the handshake (or did not finish in time).
+    Failed(String),
 }
+
+impl HandshakeFailure {
+    /// True when retrying cannot succeed (stop instead of looping).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, HandshakeFailure::Rejected(_))
+    }
+}
+
+impl std::fmt::Display for HandshakeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandshakeFailure::Rejected(why) | HandshakeFailure::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeFailure {}
 
 fn classify(host: &str, e: io::Error) -> HandshakeFailure {
     let Some(tls) = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     else {
-        return HandshakeFailure::Retry(format!("TLS handshake failed: {e}"));
+        return HandshakeFailure::Failed(format!("TLS handshake failed: {e}"));
     };
     let why = match tls {
         rustls::Error::InvalidCertificate(c) => match c {
@@ -213,9 +231,9 @@ fn classify(host: &str, e: io::Error) -> HandshakeFailure {
             }
             other => format!("the relay's certificate was refused: {other:?}"),
         },
-        other => return HandshakeFailure::Retry(format!("TLS handshake failed: {other}")),
+        other => return HandshakeFailure::Failed(format!("TLS handshake failed: {other}")),
     };
-    HandshakeFailure::Fatal(format!("TLS: {why}"))
+    HandshakeFailure::Rejected(format!("TLS: {why}"))
 }
 
 /// `--insecure`: accepts any certificate (signatures are still checked for the handshake).

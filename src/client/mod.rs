@@ -25,16 +25,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod attempt;
 mod backoff;
+mod current;
 mod events;
 mod policy;
 mod serve;
+mod session;
 pub mod spec;
 
 use events::Readiness;
 pub use events::{ClientError, Event};
 
+use attempt::AttemptError;
 use backoff::Jitter;
+use current::CurrentSession;
 use serve::{run_stdio, serve_incoming, serve_local};
 
 /// How long the close handshake may take when the client ends a session.
@@ -96,19 +101,13 @@ impl ClientConfig {
     }
 }
 
-/// A failed connection attempt.
-enum AttemptError {
-    Fatal(String),
-    Retry(String),
-}
-
 /// The tunnel client.
 pub struct Client {
     cfg: Arc<ClientConfig>,
     metrics: Arc<Metrics>,
     session_id: String,
     events: (Sender<Event>, Receiver<Event>),
-    current: Arc<Mutex<Option<Session>>>,
+    current: Arc<CurrentSession>,
     /// ports the relay gave each binding, asked for again after a reconnect
     bound_ports: Arc<Mutex<HashMap<u32, u16>>>,
     listeners: Vec<(LocalSpec, TcpListener)>,
@@ -163,7 +162,7 @@ impl Client {
             metrics: Arc::new(Metrics::default()),
             session_id: ws::random_id(),
             events,
-            current: Arc::new(Mutex::new(None)),
+            current: Arc::new(CurrentSession::new()),
             bound_ports: Arc::new(Mutex::new(HashMap::new())),
             listeners,
             readiness: Arc::new(Readiness::new(remotes)),
@@ -202,17 +201,7 @@ impl Client {
     /// Runs until shutdown (then drains) or a fatal error. With `-L stdio:…`, runs until
     /// that one stream ends.
     pub async fn run(self, spawner: Spawner, shutdown: ShutdownSignal) -> Result<(), ClientError> {
-        let tasks = TaskSet::new(spawner.clone());
-        for (spec, listener) in &self.listeners {
-            tasks.spawn(serve_local(
-                spec.clone(),
-                listener.clone(),
-                self.cfg.clone(),
-                self.current.clone(),
-                spawner.clone(),
-                shutdown.clone(),
-            ));
-        }
+        let _locals = self.spawn_locals(&spawner, &shutdown);
         let stdio = self.cfg.locals.iter().find_map(|s| match s {
             LocalSpec::Stdio { host, port } => Some((host.clone(), *port)),
             _ => None,
@@ -225,29 +214,20 @@ impl Client {
             }
             self.emit(Event::Connecting);
             let started = Instant::now();
-            let attempt_result = async { Some(self.connect_once().await) }
-                .or(async {
-                    shutdown.draining().await;
-                    None
-                })
-                .await;
+            let Some(attempt_result) =
+                crate::time::unless(shutdown.draining(), self.connect_once()).await
+            else {
+                return Ok(());
+            };
             match attempt_result {
-                None => return Ok(()),
-                Some(Err(AttemptError::Fatal(why))) => {
+                Err(AttemptError::Fatal(why)) => {
                     self.emit(Event::Lost(why.clone()));
                     return Err(ClientError::Fatal(why));
                 }
-                Some(Err(AttemptError::Retry(why))) => self.emit(Event::Lost(why)),
-                Some(Ok((session, driver, ws))) => {
-                    self.readiness.set_connected(true);
-                    self.emit(Event::Connected);
-                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
-                    let end = self
-                        .serve_session(&session, driver, ws, &spawner, &shutdown, stdio.as_ref())
-                        .await;
-                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    self.readiness.set_connected(false);
-                    match end {
+                Err(AttemptError::Retry(why)) => self.emit(Event::Lost(why)),
+                Ok((session, driver, ws)) => {
+                    let io = (driver, ws);
+                    match self.live(&session, io, &spawner, &shutdown, &stdio).await {
                         SessionEnd::Stdio(result) => return result,
                         SessionEnd::Drained => return Ok(()),
                         SessionEnd::Lost(why) => self.emit(Event::Lost(why)),
@@ -260,209 +240,50 @@ impl Client {
             let delay = rng.backoff(attempt, self.cfg.max_backoff);
             attempt = attempt.saturating_add(1);
             self.emit(Event::Retrying(delay));
-            let waited = async {
-                smol::Timer::after(delay).await;
-                true
-            }
-            .or(async {
-                shutdown.draining().await;
-                false
-            })
-            .await;
-            if !waited {
+            let pause = smol::Timer::after(delay);
+            if crate::time::unless(shutdown.draining(), pause)
+                .await
+                .is_none()
+            {
                 return Ok(());
             }
         }
     }
 
-    async fn connect_once(
-        &self,
-    ) -> Result<(Session, crate::tunnel::Driver, WebSocketStream<BoxIo>), AttemptError> {
-        let cfg = &self.cfg;
-        let url = &cfg.url;
-        let (stream, early) = match cfg
-            .via
-            .connect(
-                &url.host,
-                url.port,
-                &Rules::default(),
-                ChainNames::ByName,
-                cfg.connect_timeout,
-            )
-            .await
-        {
-            Ok(pair) => pair,
-            Err(e) if e.is_hop_auth() => {
-                return Err(AttemptError::Fatal(format!(
-                    "{e} (check the credentials in --via)"
-                )));
-            }
-            Err(e) => {
-                return Err(AttemptError::Retry(format!(
-                    "cannot reach relay {url}: {e}"
-                )));
-            }
-        };
-        if !early.is_empty() {
-            return Err(AttemptError::Retry(
-                "relay spoke before the handshake".into(),
+    /// The `-L` listeners, each on its own task (cancelled when the set is dropped).
+    fn spawn_locals(&self, spawner: &Spawner, shutdown: &ShutdownSignal) -> TaskSet {
+        let tasks = TaskSet::new(spawner.clone());
+        for (spec, listener) in &self.listeners {
+            tasks.spawn(serve_local(
+                spec.clone(),
+                listener.clone(),
+                self.cfg.clone(),
+                self.current.clone(),
+                spawner.clone(),
+                shutdown.clone(),
             ));
         }
-        stream.set_nodelay(true).ok();
-        let transport = self.secure(stream).await?;
-        let handshake = ws::client_handshake(transport, url, cfg.token.as_ref(), &self.session_id);
-        let ws = crate::time::with_timeout(cfg.handshake_timeout, handshake, || {
-            HandshakeError::Failed("no answer to the upgrade in time".into())
-        })
-        .await
-        .map_err(|e| {
-            if e.is_fatal() {
-                AttemptError::Fatal(e.to_string())
-            } else {
-                AttemptError::Retry(e.to_string())
-            }
-        })?;
-        let label = format!("{}@{url}", &self.session_id[..8]);
-        let (session, driver) = Session::new(
-            Side::Client,
-            cfg.session.clone(),
-            label,
-            self.metrics.clone(),
-        );
-        Ok((session, driver, ws))
+        tasks
     }
 
-    /// TLS on top of the connection for `wss://` (bounded by the handshake timeout).
-    async fn secure(&self, stream: TcpStream) -> Result<BoxIo, AttemptError> {
-        if !self.cfg.url.tls {
-            return Ok(Box::new(stream));
-        }
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &self.tls {
-            use crate::tls::HandshakeFailure;
-            let handshake = async { Ok(tls.connect(&self.cfg.url.host, stream).await) };
-            let done = crate::time::with_timeout(self.cfg.handshake_timeout, handshake, || {
-                "TLS handshake timed out".to_string()
-            })
-            .await
-            .map_err(AttemptError::Retry)?;
-            return match done {
-                Ok(s) => Ok(Box::new(s)),
-                Err(HandshakeFailure::Fatal(why)) => Err(AttemptError::Fatal(why)),
-                Err(HandshakeFailure::Retry(why)) => Err(AttemptError::Retry(why)),
-            };
-        }
-        Err(AttemptError::Fatal(
-            "wss:// needs TLS, and this build has none (the `tls` feature is off)".into(),
-        ))
-    }
-
-    async fn serve_session(
+    /// A session that is up: it is the current one (ready, `-L` connections use it) while
+    /// it is served.
+    async fn live(
         &self,
         session: &Session,
-        driver: crate::tunnel::Driver,
-        ws: WebSocketStream<BoxIo>,
+        (driver, ws): (crate::tunnel::Driver, WebSocketStream<BoxIo>),
         spawner: &Spawner,
         shutdown: &ShutdownSignal,
-        stdio: Option<&(String, u16)>,
+        stdio: &Option<(String, u16)>,
     ) -> SessionEnd {
-        let streams = TaskSet::new(spawner.clone());
-        for (i, r) in self.cfg.remotes.iter().enumerate() {
-            let bind_id = i as u32 + 1;
-            let remembered = self
-                .bound_ports
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&bind_id)
-                .copied();
-            let (bind, port, mode) = match r {
-                RemoteSpec::Forward { bind, port, .. } => (bind, *port, BindMode::Forward),
-                RemoteSpec::Proxy { bind, port } => {
-                    // Checked to fit by `Client::bind`; should it not, the binding is skipped
-                    // rather than sent with cut (unparseable) credentials.
-                    let Ok(auth) = self.cfg.bind_auth() else {
-                        continue;
-                    };
-                    (bind, *port, BindMode::Proxy { auth })
-                }
-            };
-            session.send_control(Frame::Bind {
-                bind_id,
-                addr: bind.clone(),
-                port: remembered.unwrap_or(port),
-                mode,
-            });
-        }
-        let mut drive = std::pin::pin!(driver.run(ws));
-        let control = async {
-            while let Some(frame) = session.control().await {
-                match frame {
-                    Frame::Bound { bind_id, addr } => {
-                        if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse().ok()) {
-                            self.bound_ports
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert(bind_id, port);
-                        }
-                        let target = self.remote_target(bind_id);
-                        self.readiness
-                            .bound
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(bind_id);
-                        self.emit(Event::Bound { addr, target });
-                    }
-                    Frame::BindRefused { bind_id, reason } => {
-                        let target = self.remote_target(bind_id);
-                        self.emit(Event::BindRefused { target, reason });
-                    }
-                    _ => {}
-                }
-            }
-            std::future::pending().await
-        };
-        let incoming = async {
-            while let Some(inc) = session.accept().await {
-                let cfg = self.cfg.clone();
-                let metrics = self.metrics.clone();
-                let label = session.label().to_string();
-                streams.spawn(async move { serve_incoming(&cfg, inc, &label, &metrics).await });
-            }
-            std::future::pending().await
-        };
-        let drain = async {
-            shutdown.draining().await;
-            session.go_away("client shutting down");
-            let settled = session.streams_done();
-            let _ = settled
-                .or(async {
-                    smol::Timer::after(self.cfg.drain_timeout).await;
-                })
-                .or(shutdown.aborted())
-                .await;
-            session.close("client shutting down");
-            SessionEnd::Drained
-        };
-        let stdio_job = async {
-            match stdio {
-                Some((host, port)) => SessionEnd::Stdio(run_stdio(session, host, *port).await),
-                None => std::future::pending().await,
-            }
-        };
-        let lost = async { SessionEnd::Lost(drive.as_mut().await.to_string()) };
-        let end = lost.or(control).or(incoming).or(drain).or(stdio_job).await;
-        if !matches!(end, SessionEnd::Lost(_)) {
-            // We are the ones ending it: let the driver send the close frame (bounded).
-            session.close("client done");
-            let _ = drive
-                .as_mut()
-                .or(async {
-                    smol::Timer::after(CLOSE_WAIT).await;
-                    crate::tunnel::CloseReason::Local("close timed out".into())
-                })
-                .await;
-        }
-        drop(streams);
+        self.readiness.set_connected(true);
+        self.emit(Event::Connected);
+        self.current.set(Some(session.clone()));
+        let end = self
+            .serve_session(session, driver, ws, spawner, shutdown, stdio.as_ref())
+            .await;
+        self.current.set(None);
+        self.readiness.set_connected(false);
         end
     }
 

@@ -1,6 +1,8 @@
 //! What the client serves: `-L` listeners, stdio, and the streams the relay opens.
 
 use super::*;
+use crate::http::front;
+use crate::listen::{self, AcceptLoop, Drain};
 use crate::refusal::Refusal;
 
 pub(super) async fn run_stdio(session: &Session, host: &str, port: u16) -> Result<(), ClientError> {
@@ -19,72 +21,103 @@ pub(super) async fn run_stdio(session: &Session, host: &str, port: u16) -> Resul
         .map_err(|e| ClientError::Stdio(format!("stdio stream failed: {e}")))
 }
 
-/// Waits (bounded) for a live session.
-async fn wait_session(current: &Mutex<Option<Session>>, timeout: Duration) -> Option<Session> {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(s) = current.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            return Some(s);
-        }
-        if Instant::now() >= end {
-            return None;
-        }
-        smol::Timer::after(Duration::from_millis(50)).await;
-    }
-}
+/// Connections one `-L` listener serves at once; more are refused (503 on a proxy port,
+/// a close on a forward). The same bound as a relay's `-R` listener: each holds a stream of
+/// the one session.
+const MAX_LOCAL_CONNECTIONS: usize = 4096;
 
 /// Accepts at one `-L` listener until shutdown; each connection goes through the session.
 pub(super) async fn serve_local(
     spec: LocalSpec,
     listener: TcpListener,
     cfg: Arc<ClientConfig>,
-    current: Arc<Mutex<Option<Session>>>,
+    current: Arc<CurrentSession>,
     spawner: Spawner,
     shutdown: ShutdownSignal,
 ) {
-    let conns = TaskSet::new(spawner);
     let ids = AtomicU64::new(1);
-    let proxy_cfg = Arc::new(ProxyConfig {
-        // `-L …:proxy` visitors present the same --proxy-auth as `-R …:proxy` ones.
-        auth: cfg.proxy_auth.clone(),
-        connect_timeout: cfg.connect_timeout,
-        ..ProxyConfig::default()
+    let local = Arc::new(Local {
+        proxy_cfg: Arc::new(ProxyConfig {
+            // `-L …:proxy` visitors present the same --proxy-auth as `-R …:proxy` ones.
+            auth: cfg.proxy_auth.clone(),
+            connect_timeout: cfg.connect_timeout,
+            ..ProxyConfig::default()
+        }),
+        spec,
+        cfg,
+        current,
+        shutdown: shutdown.clone(),
     });
-    while let Some((tcp, peer)) =
-        crate::listen::accept(&listener, &shutdown, "local listener").await
-    {
-        let (cfg, current, spec) = (cfg.clone(), current.clone(), spec.clone());
+    let accept_loop = AcceptLoop {
+        what: "local listener",
+        limit: MAX_LOCAL_CONNECTIONS,
+        // Connections in flight finish within the session's drain.
+        drain: Drain::Owner,
+    };
+    let admit = |tcp, peer| {
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        let proxy_cfg = proxy_cfg.clone();
-        let shutdown = shutdown.clone();
-        conns.spawn(async move {
-            let Some(session) = wait_session(&current, cfg.connect_timeout).await else {
-                log::warn!("local {peer}: no session to the relay; closing");
-                return;
-            };
-            match spec {
-                LocalSpec::Forward { host, port, .. } => {
-                    let target = host_port(&host, port);
-                    // Early data: the first bytes ride along with the OPEN.
-                    match session.open_early(OpenTarget::Dial { host, port }) {
-                        Ok(stream) => bridge::splice(tcp, stream, session.label(), &target).await,
-                        Err(e) => log::warn!("local {peer} -> {target}: {e}"),
-                    }
+        Ok(local.clone().serve(tcp, peer, id))
+    };
+    let over_limit = |tcp, peer, _open| {
+        log::warn!("local {peer}: refused: {MAX_LOCAL_CONNECTIONS} connections open");
+        match &local.spec {
+            LocalSpec::Proxy { .. } => listen::Refusal::answer(front::refuse(
+                tcp,
+                503,
+                "too many connections",
+                &[],
+                front::REFUSAL_AT_ACCEPT,
+            )),
+            _ => listen::Refusal::Close,
+        }
+    };
+    accept_loop
+        .run(listener, spawner, &shutdown, admit, over_limit)
+        .await;
+}
+
+/// What every connection of one `-L` listener shares.
+struct Local {
+    spec: LocalSpec,
+    cfg: Arc<ClientConfig>,
+    current: Arc<CurrentSession>,
+    /// the proxy a `-L …:proxy` listener serves its clients with
+    proxy_cfg: Arc<ProxyConfig>,
+    shutdown: ShutdownSignal,
+}
+
+impl Local {
+    /// One local connection, carried through the current session (waiting, bounded, for
+    /// one to come up): as a stream to the `-L` target, or as a proxy client.
+    async fn serve(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, id: u64) {
+        let Some(session) = self.current.wait(self.cfg.connect_timeout).await else {
+            log::warn!("local {peer}: no session to the relay; closing");
+            return;
+        };
+        match &self.spec {
+            LocalSpec::Forward { host, port, .. } => {
+                let target = host_port(host, *port);
+                let open = OpenTarget::Dial {
+                    host: host.clone(),
+                    port: *port,
+                };
+                // Early data: the first bytes ride along with the OPEN.
+                match session.open_early(open) {
+                    Ok(stream) => bridge::splice(tcp, stream, session.label(), &target).await,
+                    Err(e) => log::warn!("local {peer} -> {target}: {e}"),
                 }
-                LocalSpec::Proxy { .. } => {
-                    let dialer = Arc::new(MuxDialer {
-                        session,
-                        timeout: cfg.connect_timeout,
-                    });
-                    serve_connection(tcp, peer, id, proxy_cfg, dialer, shutdown).await;
-                }
-                LocalSpec::Stdio { .. } => {}
             }
-        });
+            LocalSpec::Proxy { .. } => {
+                let dialer = Arc::new(MuxDialer {
+                    session,
+                    timeout: self.cfg.connect_timeout,
+                });
+                let (cfg, sd) = (self.proxy_cfg.clone(), self.shutdown.clone());
+                serve_connection(tcp, peer, id, cfg, dialer, sd).await;
+            }
+            LocalSpec::Stdio { .. } => {}
+        }
     }
-    drop(listener);
-    // Connections in flight finish within the session's drain.
-    conns.wait_empty().await;
 }
 
 /// Streams the relay opens: `-R` visitors, and requests of `-R …:proxy` visitors.

@@ -2,9 +2,9 @@
 //! short error responses every front door sends.
 
 use super::head::{self, HeadBuf, HeadError, RequestHead, ResponseHead};
-use futures_lite::FutureExt;
-use futures_lite::io::{AsyncBufRead, AsyncBufReadExt};
+use futures_lite::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
@@ -83,11 +83,9 @@ pub async fn read_head_bytes<R: AsyncBufRead + Unpin>(
             }
         }
     };
-    let partial_flag = async {
-        smol::Timer::after(timeout).await;
-        Err(ReadError::Timeout { partial: false })
-    };
-    match read.or(partial_flag).await {
+    // `partial` is only known once the race is over (the read holds the buffer till then).
+    let timed_out = || ReadError::Timeout { partial: false };
+    match crate::time::with_timeout(timeout, read, timed_out).await {
         Err(ReadError::Timeout { .. }) => Err(ReadError::Timeout {
             partial: !hb.buffered().is_empty(),
         }),
@@ -149,4 +147,59 @@ pub fn error_response(status: u16, reason: &str, extra: &[(&str, &str)]) -> Vec<
         body.len()
     ));
     out.into_bytes()
+}
+
+/// How long a refusal at an accept loop may take to write: accepting waits for it, so it must
+/// never stall (a peer that does not take 200 bytes at once is not waited for).
+pub const REFUSAL_AT_ACCEPT: Duration = Duration::from_millis(200);
+
+/// How long a refusal on a connection's own task may take to write: long enough for a slow
+/// but honest peer, short enough that one that does not read frees its slot soon.
+pub const REFUSAL_WRITE: Duration = Duration::from_secs(2);
+
+/// Why a refusal did not reach the peer.
+#[derive(Debug)]
+pub enum RefuseError {
+    /// The peer did not take the answer within the deadline.
+    Late,
+    /// The socket failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for RefuseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RefuseError::Late => f.write_str("peer did not take the answer in time"),
+            RefuseError::Io(e) => write!(f, "writing the answer failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RefuseError {}
+
+/// The one way every front door turns a peer away: writes [`error_response`] (`status`, the
+/// one-line `reason`, `extra` headers) within `within`, flushes, then closes the write side
+/// (a TCP write shutdown, or TLS close_notify) so the peer reads the answer rather than a
+/// reset. The response is built before the returned future is, so the future owns nothing
+/// but `stream`.
+pub fn refuse<S>(
+    mut stream: S,
+    status: u16,
+    reason: &str,
+    extra: &[(&str, &str)],
+    within: Duration,
+) -> impl Future<Output = Result<(), RefuseError>> + Send + use<S>
+where
+    S: AsyncWrite + Unpin + Send,
+{
+    let answer = error_response(status, reason, extra);
+    async move {
+        let write = async {
+            stream.write_all(&answer).await?;
+            stream.flush().await?;
+            stream.close().await
+        };
+        let write = async { write.await.map_err(RefuseError::Io) };
+        crate::time::with_timeout(within, write, || RefuseError::Late).await
+    }
 }

@@ -4,6 +4,7 @@
 //! async-h1 (2.3) closes every HTTP/1.0 request without a response; those get the same answer
 //! from a few lines of our own, so every client gets a response.
 
+use crate::http::front;
 use crate::http::head::{RequestHead, Target, Version};
 use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use http_types::{Response, StatusCode};
@@ -183,10 +184,9 @@ where
     use futures_lite::FutureExt;
     let answer = async {
         if let Some((status, why)) = precheck(head) {
-            let mut w = stream.clone();
-            w.write_all(&crate::http::front::error_response(status, why, &[]))
-                .await?;
-            return w.close().await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let refusal = front::refuse(stream.clone(), status, why, &[], left);
+            return refusal.await.map_err(io::Error::other);
         }
         serve(stream.clone(), head, raw_head, route).await
     };
@@ -194,14 +194,14 @@ where
         shutdown.draining().await;
         Ok(())
     };
-    let late = async {
-        smol::Timer::at(deadline).await;
-        Err(io::Error::new(
+    let late = || {
+        io::Error::new(
             io::ErrorKind::TimedOut,
             "request not answered within its deadline",
-        ))
+        )
     };
-    answer.or(ended).or(late).await
+    let left = deadline.saturating_duration_since(Instant::now());
+    crate::time::with_timeout(left, answer.or(ended), late).await
 }
 
 /// A listener that serves only the surface (the client's `--status`).
@@ -229,41 +229,59 @@ pub async fn serve_listener_as<F>(
     F: Fn(&str, &str) -> Answer + Send + Sync + 'static,
 {
     let route = Arc::new(route);
-    let conns = crate::exec::TaskSet::new(spawner);
-    while let Some((stream, peer)) = crate::listen::accept(&listener, &shutdown, what).await {
-        if conns.len() >= MAX_SURFACE_CONNECTIONS {
-            log::debug!("{what} {peer}: closed, {MAX_SURFACE_CONNECTIONS} connections open");
-            continue;
-        }
+    let accept_loop = crate::listen::AcceptLoop {
+        what,
+        limit: MAX_SURFACE_CONNECTIONS,
+        // Each request ends on the drain by itself (or at its deadline).
+        drain: crate::listen::Drain::Cancel,
+    };
+    let admit = |stream, peer| {
         let (route, shutdown) = (route.clone(), shutdown.clone());
-        conns.spawn(async move {
-            let deadline = Instant::now() + REQUEST_DEADLINE;
-            let mut reader = futures_lite::io::BufReader::with_capacity(2048, stream.clone());
-            let raw = match crate::http::front::read_head_bytes(&mut reader, REQUEST_DEADLINE).await
-            {
-                Ok(raw) => raw,
-                Err(e) => {
-                    log::debug!("{what} {peer}: {e}");
-                    return;
-                }
-            };
-            drop(reader);
-            let head = match crate::http::head::parse_request(&raw) {
-                Ok(h) => h,
-                Err(e) => {
-                    let mut w = stream;
-                    let answer =
-                        crate::http::front::error_response(e.status(), &e.to_string(), &[]);
-                    if let Err(e) = w.write_all(&answer).await {
-                        log::debug!("{what} {peer}: {e}");
-                    }
-                    return;
-                }
-            };
-            let route = |m: &str, p: &str| route(m, p);
-            if let Err(e) = serve_after_head(stream, &head, raw, route, deadline, &shutdown).await {
+        Ok(async move { serve_one(what, stream, peer, route, &shutdown).await })
+    };
+    let over_limit = |_stream, peer, _open| {
+        log::debug!("{what} {peer}: closed, {MAX_SURFACE_CONNECTIONS} connections open");
+        crate::listen::Refusal::Close
+    };
+    accept_loop
+        .run(listener, spawner, &shutdown, admit, over_limit)
+        .await;
+}
+
+/// One connection of a surface-only listener: one head, one answer, within
+/// [`REQUEST_DEADLINE`].
+async fn serve_one<F>(
+    what: &str,
+    stream: smol::net::TcpStream,
+    peer: std::net::SocketAddr,
+    route: Arc<F>,
+    shutdown: &crate::shutdown::ShutdownSignal,
+) where
+    F: Fn(&str, &str) -> Answer,
+{
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut reader = futures_lite::io::BufReader::with_capacity(2048, stream.clone());
+    let raw = match crate::http::front::read_head_bytes(&mut reader, REQUEST_DEADLINE).await {
+        Ok(raw) => raw,
+        Err(e) => {
+            log::debug!("{what} {peer}: {e}");
+            return;
+        }
+    };
+    drop(reader);
+    let head = match crate::http::head::parse_request(&raw) {
+        Ok(h) => h,
+        Err(e) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let refusal = front::refuse(stream, e.status(), &e.to_string(), &[], left);
+            if let Err(e) = refusal.await {
                 log::debug!("{what} {peer}: {e}");
             }
-        });
+            return;
+        }
+    };
+    let route = |m: &str, p: &str| route(m, p);
+    if let Err(e) = serve_after_head(stream, &head, raw, route, deadline, shutdown).await {
+        log::debug!("{what} {peer}: {e}");
     }
 }

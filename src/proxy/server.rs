@@ -5,26 +5,24 @@ use super::conn::{Conn, Next};
 use super::forward;
 use crate::dial::host_port;
 use crate::dial::{Dialer, DirectDialer};
-use crate::exec::{Spawner, TaskSet};
-use crate::http::front::{self, error_response};
+use crate::exec::Spawner;
+use crate::http::front::{self, REFUSAL_AT_ACCEPT};
 use crate::http::head::{RequestHead, Target, Version};
+use crate::listen::{AcceptLoop, Drain, Refusal};
 use crate::shutdown::ShutdownSignal;
 use crate::splice::{self, Outcome};
-use futures_lite::FutureExt;
 use futures_lite::io::{AsyncWriteExt, BufReader};
 use smol::net::{TcpListener, TcpStream};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Read buffer for request heads and forwarded request bodies; dropped once a CONNECT tunnel
 /// starts. Small: CONNECT heads are a few hundred bytes, and a thousand connections arriving at
 /// once should not leave a thousand 8 KiB holes in the heap.
 const READ_BUF: usize = 2 * 1024;
-/// How long a refusal at the accept loop (503) may take to write: it must never stall accepting.
-const REFUSAL_WRITE: Duration = Duration::from_millis(200);
 
 /// A bound proxy, ready to [`run`](Proxy::run).
 pub struct Proxy {
@@ -56,49 +54,35 @@ impl Proxy {
             names: config.names,
             timeout: config.connect_timeout,
         });
-        let tasks = TaskSet::new(spawner);
         let ids = AtomicU64::new(1);
-        while let Some((stream, peer)) = crate::listen::accept(&listener, &shutdown, "proxy").await
-        {
+        let accept_loop = AcceptLoop {
+            what: "proxy",
+            limit: config.max_connections,
+            drain: Drain::Within(config.drain_timeout),
+        };
+        let admit = |stream, peer| {
             let id = ids.fetch_add(1, Ordering::Relaxed);
-            if tasks.len() >= config.max_connections {
-                log::warn!(
-                    "conn {id} {peer}: refused, {} connections open (503)",
-                    tasks.len()
-                );
-                refuse(stream, 503, "too many connections").await;
-                continue;
-            }
-            tasks.spawn(serve_connection(
+            let (config, dialer) = (config.clone(), dialer.clone());
+            Ok(serve_connection(
                 stream,
                 peer,
                 id,
-                config.clone(),
-                dialer.clone(),
+                config,
+                dialer,
                 shutdown.clone(),
-            ));
-        }
-        drop(listener);
-        if !tasks.is_empty() {
-            log::info!("proxy draining {} connections", tasks.len());
-        }
-        let cancelled = tasks.drain(config.drain_timeout, &shutdown).await;
-        if cancelled > 0 {
-            log::warn!("proxy drain ended: cancelled {cancelled} connections");
-        }
+            ))
+        };
+        let over_limit = |stream, peer, open| {
+            let id = ids.fetch_add(1, Ordering::Relaxed);
+            log::warn!("conn {id} {peer}: refused, {open} connections open (503)");
+            let refusal =
+                front::refuse(stream, 503, "too many connections", &[], REFUSAL_AT_ACCEPT);
+            Refusal::answer(refusal)
+        };
+        accept_loop
+            .run(listener, spawner, &shutdown, admit, over_limit)
+            .await;
     }
-}
-
-/// Writes a short error response without letting a slow peer hold us up.
-pub(crate) async fn refuse(mut stream: TcpStream, status: u16, reason: &str) {
-    let resp = error_response(status, reason, &[]);
-    let write = async { stream.write_all(&resp).await.ok() };
-    let late = async {
-        smol::Timer::after(REFUSAL_WRITE).await;
-        None
-    };
-    // Ignored: the peer is being turned away; if it cannot take 200 bytes, so be it.
-    let _ = write.or(late).await;
 }
 
 /// Serves one proxy client connection (CONNECT or absolute-form requests) until it ends,

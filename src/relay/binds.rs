@@ -2,6 +2,8 @@
 //! the client, and holding a vanished client's listeners through the grace period.
 
 use super::*;
+use crate::http::front;
+use crate::listen::{AcceptLoop, Drain};
 
 /// Public listeners one client session may hold.
 const MAX_BINDS: usize = 64;
@@ -65,7 +67,9 @@ pub(super) fn hold_for_grace(ctx: &Arc<Ctx>, session_id: String, listeners: Vec<
     });
 }
 
-pub(super) async fn control_loop(
+/// The client's session frames: BINDs answered (BOUND with a listener, or BIND_REFUSED),
+/// GO_AWAY starting this session's drain. Never ends by itself.
+pub(super) async fn session_frames_loop(
     ctx: &Arc<Ctx>,
     session: &Session,
     session_id: &str,
@@ -73,7 +77,7 @@ pub(super) async fn control_loop(
     binds: &SessionBinds,
     session_sd: &crate::shutdown::Shutdown,
 ) {
-    while let Some(frame) = session.control().await {
+    while let Some(frame) = session.session_frame().await {
         if let Frame::GoAway { .. } = frame {
             session_sd.drain();
             continue;
@@ -87,23 +91,7 @@ pub(super) async fn control_loop(
         else {
             continue;
         };
-        let bound = binds.live.lock().unwrap_or_else(|e| e.into_inner()).len();
-        let result = if bound >= MAX_BINDS {
-            Err((
-                Refusal::Forbidden,
-                format!("too many bindings on one session (at most {MAX_BINDS})"),
-            ))
-        } else {
-            match proxy_config(ctx, &mode) {
-                // Checked before binding: a bad BIND leaves no listener behind.
-                Ok(proxy_cfg) => bind(ctx, session_id, &addr, port, binds)
-                    .await
-                    .map(|l| (l, proxy_cfg))
-                    .map_err(|why| (Refusal::Forbidden, why)),
-                Err(why) => Err((Refusal::BadRequest, why)),
-            }
-        };
-        match result {
+        match admit_bind(ctx, session_id, binds, &addr, port, &mode).await {
             Ok((listener, proxy_cfg)) => {
                 let local = listener
                     .local_addr()
@@ -114,7 +102,7 @@ pub(super) async fn control_loop(
                     session.label(),
                     describe(&mode)
                 );
-                session.send_control(Frame::Bound {
+                session.send_session_frame(Frame::Bound {
                     bind_id,
                     addr: local,
                 });
@@ -135,7 +123,7 @@ pub(super) async fn control_loop(
             Err((kind, why)) => {
                 ctx.metrics.refused(kind);
                 log::warn!("session {}: bind refused: {why}", session.label());
-                session.send_control(Frame::BindRefused {
+                session.send_session_frame(Frame::BindRefused {
                     bind_id,
                     reason: why,
                 });
@@ -144,6 +132,29 @@ pub(super) async fn control_loop(
     }
     // Session closed: let the driver's result end the race.
     std::future::pending::<()>().await
+}
+
+/// A listener for one BIND, within `MAX_BINDS`, with the proxy it serves (if `:proxy`), or
+/// why not (and how the refusal is counted).
+async fn admit_bind(
+    ctx: &Ctx,
+    session_id: &str,
+    binds: &SessionBinds,
+    addr: &str,
+    port: u16,
+    mode: &BindMode,
+) -> Result<(Arc<TcpListener>, Option<Arc<ProxyConfig>>), (Refusal, String)> {
+    let bound = binds.live.lock().unwrap_or_else(|e| e.into_inner()).len();
+    if bound >= MAX_BINDS {
+        let why = format!("too many bindings on one session (at most {MAX_BINDS})");
+        return Err((Refusal::Forbidden, why));
+    }
+    // Checked before binding: a bad BIND leaves no listener behind.
+    let proxy_cfg = proxy_config(ctx, mode).map_err(|why| (Refusal::BadRequest, why))?;
+    let listener = bind(ctx, session_id, addr, port, binds)
+        .await
+        .map_err(|why| (Refusal::Forbidden, why))?;
+    Ok((listener, proxy_cfg))
 }
 
 fn describe(mode: &BindMode) -> &'static str {
@@ -242,57 +253,89 @@ async fn accept_visitors(
     proxy_cfg: Option<Arc<ProxyConfig>>,
     going_away: crate::shutdown::ShutdownSignal,
 ) {
-    let visitors = TaskSet::new(ctx.spawner.clone());
-    let dialer = Arc::new(MuxDialer {
-        session: session.clone(),
-        timeout: ctx.cfg.connect_timeout,
+    let label = session.label().to_string();
+    let binding = Arc::new(Binding {
+        dialer: Arc::new(MuxDialer {
+            session: session.clone(),
+            timeout: ctx.cfg.connect_timeout,
+        }),
+        session,
+        bind_id,
+        proxy_cfg,
+        going_away: going_away.clone(),
     });
-    // Visitors stop being accepted once the relay drains; those in flight finish.
-    while let Some((visitor, peer)) =
-        crate::listen::accept(&listener, &going_away, session.label()).await
-    {
+    let accept_loop = AcceptLoop {
+        what: &label,
+        limit: MAX_VISITORS,
+        // In-flight visitors finish within the session's drain (which cancels them at its
+        // deadline).
+        drain: Drain::Owner,
+    };
+    let admit = |visitor: TcpStream, peer: SocketAddr| {
         let id = ctx.ids.fetch_add(1, Ordering::Relaxed);
-        if visitors.len() >= MAX_VISITORS {
-            log::warn!(
-                "session {}: visitor {peer} refused: {MAX_VISITORS} already connected (503)",
-                session.label()
-            );
-            crate::proxy::server::refuse(visitor, 503, "too many connections").await;
-            continue;
-        }
-        if !super::streams::may_open(&ctx, session.label(), peer) {
+        if !super::streams::may_open(&ctx, &label, peer) {
             // A proxy visitor can read why; a forwarded one only sees the close.
-            if proxy_cfg.is_some() {
-                crate::proxy::server::refuse(visitor, 503, "relay busy: too many streams").await;
-            }
-            continue;
-        }
-        match &proxy_cfg {
-            Some(cfg) => {
-                visitors.spawn(serve_connection(
+            return Err(match binding.proxy_cfg {
+                Some(_) => listen::Refusal::answer(front::refuse(
                     visitor,
-                    peer,
-                    id,
-                    cfg.clone(),
-                    dialer.clone(),
-                    going_away.clone(),
-                ));
+                    503,
+                    "relay busy: too many streams",
+                    &[],
+                    front::REFUSAL_AT_ACCEPT,
+                )),
+                None => listen::Refusal::Close,
+            });
+        }
+        Ok(binding.clone().serve(visitor, peer, id))
+    };
+    let over_limit = |visitor, peer, _open| {
+        ctx.ids.fetch_add(1, Ordering::Relaxed);
+        log::warn!(
+            "session {label}: visitor {peer} refused: {MAX_VISITORS} already connected (503)"
+        );
+        listen::Refusal::answer(front::refuse(
+            visitor,
+            503,
+            "too many connections",
+            &[],
+            front::REFUSAL_AT_ACCEPT,
+        ))
+    };
+    // Visitors stop being accepted once the relay drains; those in flight finish.
+    let spawner = ctx.spawner.clone();
+    accept_loop
+        .run(listener, spawner, &going_away, admit, over_limit)
+        .await;
+}
+
+/// What every visitor of one binding shares.
+struct Binding {
+    session: Session,
+    bind_id: u32,
+    /// the proxy a `:proxy` binding serves visitors with; `None` for a plain forward
+    proxy_cfg: Option<Arc<ProxyConfig>>,
+    dialer: Arc<MuxDialer>,
+    /// the session's drain
+    going_away: crate::shutdown::ShutdownSignal,
+}
+
+impl Binding {
+    /// One visitor: served as a proxy client (`:proxy`), or carried to the client as a
+    /// stream of its own.
+    async fn serve(self: Arc<Self>, visitor: TcpStream, peer: SocketAddr, id: u64) {
+        let label = self.session.label();
+        match &self.proxy_cfg {
+            Some(cfg) => {
+                let (cfg, dialer, sd) = (cfg.clone(), self.dialer.clone(), self.going_away.clone());
+                serve_connection(visitor, peer, id, cfg, dialer, sd).await
             }
-            None => {
-                let session = session.clone();
-                visitors.spawn(async move {
-                    // Early data: the visitor's first bytes ride along with the OPEN.
-                    match session.open_early(OpenTarget::Bound { bind_id }) {
-                        Ok(stream) => {
-                            bridge::splice(visitor, stream, session.label(), &peer.to_string())
-                                .await
-                        }
-                        Err(e) => log::warn!("session {}: visitor {peer}: {e}", session.label()),
-                    }
-                });
-            }
+            // Early data: the visitor's first bytes ride along with the OPEN.
+            None => match self.session.open_early(OpenTarget::Bound {
+                bind_id: self.bind_id,
+            }) {
+                Ok(stream) => bridge::splice(visitor, stream, label, &peer.to_string()).await,
+                Err(e) => log::warn!("session {label}: visitor {peer}: {e}"),
+            },
         }
     }
-    // In-flight visitors finish within the session's drain (which cancels them at its deadline).
-    visitors.wait_empty().await;
 }

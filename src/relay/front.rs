@@ -3,76 +3,95 @@
 //! (`/healthz` for anyone, `/metrics` for the token holder only).
 
 use super::*;
-use crate::http::front::read_head_bytes;
+use crate::exec::BoxFuture;
+use crate::http::front::{self, read_head_bytes};
 use crate::tunnel::ws::TUNNEL_PATH;
 use futures_lite::io::BufReader;
-
-/// How long a short refusal (503, 401, ...) may take to write: a peer that does not read
-/// 200 bytes is not waited for.
-const REPLY_WRITE: Duration = Duration::from_secs(2);
 
 /// What the front door can serve: TCP, or TLS behind a shared handle.
 pub trait FrontStream: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static {}
 impl<S: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static> FrontStream for S {}
 
-/// Writes a short `Connection: close` answer (bounded in time), then stops sending.
+/// Turns the peer away with a short `Connection: close` answer (bounded in time).
 pub(super) async fn reply<S: FrontStream>(
     stream: &S,
     status: u16,
     why: &str,
     extra: &[(&str, &str)],
 ) {
-    let mut w = stream.clone();
-    let answer = error_response(status, why, extra);
-    let write = async {
-        w.write_all(&answer).await?;
-        // Stop sending (a TCP write shutdown, or TLS close_notify) so the answer is read,
-        // not reset.
-        w.close().await
-    };
-    let late = || io::Error::new(io::ErrorKind::TimedOut, "peer did not take the answer");
-    if let Err(e) = crate::time::with_timeout(REPLY_WRITE, write, late).await {
-        log::debug!("writing {status} failed: {e}");
+    let refusal = front::refuse(stream.clone(), status, why, extra, front::REFUSAL_WRITE);
+    if let Err(e) = refusal.await {
+        log::debug!("relay: {status} not delivered: {e}");
     }
 }
 
 /// A new connection at the public port: admitted under `--max-connections` (and the
 /// pre-upgrade share) and served on its own task, or refused with 503 right here.
-pub(super) async fn admit(ctx: &Arc<Ctx>, conns: &TaskSet, stream: TcpStream, peer: SocketAddr) {
+pub(super) fn admit(
+    ctx: &Arc<Ctx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Result<BoxFuture, listen::Refusal> {
     // One deadline for everything before a tunnel: TLS, head, and a surface answer.
     let deadline = Instant::now() + ctx.cfg.handshake_timeout;
     let permit = match ctx.limits.admit_conn() {
         Ok(p) => p,
-        Err(why) => {
-            ctx.metrics.refused(Refusal::TooManyConnections);
-            if let Some(n) = ctx.limits.logs.conns.hit() {
-                log::warn!(
-                    "relay {peer}: connection refused: {why} (503){}",
-                    left_out(n)
-                );
-            }
-            #[cfg(feature = "tls")]
-            if ctx.cfg.tls.is_some() {
-                // No TLS handshake for a connection we cannot serve: just close it.
-                return;
-            }
-            crate::proxy::server::refuse(stream, 503, "relay busy: too many connections").await;
-            return;
-        }
+        Err(why) => return Err(refuse_conn(ctx, stream, peer, &why)),
     };
     #[cfg(feature = "tls")]
     if let Some(tls) = ctx.cfg.tls.clone() {
-        conns.spawn(tls_front_door(
-            ctx.clone(),
-            tls,
-            stream,
-            peer,
-            permit,
-            deadline,
-        ));
-        return;
+        let ctx = ctx.clone();
+        return Ok(Box::pin(tls_front_door(
+            ctx, tls, stream, peer, permit, deadline,
+        )));
     }
-    conns.spawn(front_door(ctx.clone(), stream, peer, permit, deadline));
+    Ok(Box::pin(front_door(
+        ctx.clone(),
+        stream,
+        peer,
+        permit,
+        deadline,
+    )))
+}
+
+/// A connection beyond the accept loop's own bound (the same `--max-connections`): refused
+/// as the limiter refuses it.
+pub(super) fn over_limit(
+    ctx: &Ctx,
+    stream: TcpStream,
+    peer: SocketAddr,
+    open: usize,
+) -> listen::Refusal {
+    let why = limits::ConnRefusal::All(open);
+    refuse_conn(ctx, stream, peer, &why)
+}
+
+/// Counts, logs (rate-limited) and answers a connection refused at the front door: 503, or
+/// with TLS just a close (no TLS handshake for a connection we cannot serve).
+fn refuse_conn(
+    ctx: &Ctx,
+    stream: TcpStream,
+    peer: SocketAddr,
+    why: &limits::ConnRefusal,
+) -> listen::Refusal {
+    ctx.metrics.refused(Refusal::TooManyConnections);
+    if let Some(n) = ctx.limits.logs.conns.hit() {
+        log::warn!(
+            "relay {peer}: connection refused: {why} (503){}",
+            left_out(n)
+        );
+    }
+    #[cfg(feature = "tls")]
+    if ctx.cfg.tls.is_some() {
+        return listen::Refusal::Close;
+    }
+    listen::Refusal::answer(front::refuse(
+        stream,
+        503,
+        "relay busy: too many connections",
+        &[],
+        front::REFUSAL_AT_ACCEPT,
+    ))
 }
 
 /// The TLS handshake (bounded), then the front door over the encrypted stream.
@@ -133,22 +152,23 @@ async fn front_door<S: FrontStream>(
     }
     if path == "/metrics" {
         if let Err((status, why)) = metrics_access(&ctx, &head) {
-            if status == 401 {
-                ctx.metrics.refused(Refusal::Auth);
-                if let Some(n) = ctx.limits.logs.auth.hit() {
-                    log::warn!("relay {peer}: /metrics refused: {why} (401){}", left_out(n));
-                }
-            }
-            let challenge: &[(&str, &str)] = if status == 401 {
-                &[("WWW-Authenticate", "Bearer")]
-            } else {
-                &[]
-            };
-            return reply(&stream, status, why, challenge).await;
+            return refuse_metrics(&ctx, &stream, peer, status, why).await;
         }
     }
+    let route = public_route(&ctx);
+    // Only the head goes on: the surface answers one request and reads no body.
+    let served = surface::serve_after_head(stream, &head, raw, route, deadline, &ctx.shutdown);
+    if let Err(e) = served.await {
+        log::debug!("relay {peer}: http surface: {e}");
+    }
+    drop(permit);
+}
+
+/// The surface of the public port: the standard routes, and a 400 on the tunnel path
+/// without an upgrade.
+fn public_route(ctx: &Ctx) -> impl Fn(&str, &str) -> surface::Answer + use<> {
     let standard = surface::standard_route(ctx.metrics.clone(), None);
-    let route = move |method: &str, path: &str| -> surface::Answer {
+    move |method: &str, path: &str| -> surface::Answer {
         if path == TUNNEL_PATH {
             return (
                 400,
@@ -157,13 +177,27 @@ async fn front_door<S: FrontStream>(
             );
         }
         standard(method, path)
-    };
-    // Only the head goes on: the surface answers one request and reads no body.
-    let served = surface::serve_after_head(stream, &head, raw, route, deadline, &ctx.shutdown);
-    if let Err(e) = served.await {
-        log::debug!("relay {peer}: http surface: {e}");
     }
-    drop(permit);
+}
+
+/// Answers a `/metrics` request that may not read it (a 401 is counted and logged, rate
+/// limited, as a token refusal).
+async fn refuse_metrics<S: FrontStream>(
+    ctx: &Ctx,
+    stream: &S,
+    peer: SocketAddr,
+    status: u16,
+    why: &str,
+) {
+    let mut challenge: &[(&str, &str)] = &[];
+    if status == 401 {
+        ctx.metrics.refused(Refusal::Auth);
+        if let Some(n) = ctx.limits.logs.auth.hit() {
+            log::warn!("relay {peer}: /metrics refused: {why} (401){}", left_out(n));
+        }
+        challenge = &[("WWW-Authenticate", "Bearer")];
+    }
+    reply(stream, status, why, challenge).await
 }
 
 /// Who may read `/metrics` on the public port: the token holder (`Authorization: Bearer`,

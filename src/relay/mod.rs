@@ -7,9 +7,9 @@
 use crate::bridge::{self, MuxDialer};
 use crate::dial::rules::Rules;
 use crate::exec::{Spawner, TaskSet};
-use crate::http::front::error_response;
 use crate::http::head::RequestHead;
 use crate::http::surface;
+use crate::listen::{self, AcceptLoop, Drain};
 use crate::metrics::{Metrics, Refusal};
 use crate::proxy::{ProxyConfig, serve_connection};
 use crate::secret::Secret;
@@ -29,15 +29,14 @@ use std::time::{Duration, Instant};
 mod binds;
 mod front;
 pub mod limits;
+mod session;
 mod streams;
 
-use binds::{Registry, SessionBinds, control_loop, hold_for_grace};
+use binds::{Registry, SessionBinds, hold_for_grace, session_frames_loop};
 use front::{FrontStream, reply};
 use limits::{ConnPermit, Limiter, RelayLimits, left_out};
+use session::tunnel;
 use streams::incoming_loop;
-
-/// How long a returning client waits for its stale earlier session to wind down.
-const REPLACE_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a websocket handshake (TLS and head included) may take, by default.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -168,197 +167,27 @@ impl Relay {
             shutdown: shutdown.clone(),
             ids: AtomicU64::new(1),
         });
-        let conns = TaskSet::new(spawner.clone());
-        if let Some(admin) = self.admin {
-            let route = surface::standard_route(ctx.metrics.clone(), None);
-            let serve =
-                surface::serve_listener_as("admin", admin, route, spawner, shutdown.clone());
-            conns.spawn(serve);
-        }
-        while let Some((stream, peer)) =
-            crate::listen::accept(&self.listener, &shutdown, "relay").await
-        {
-            front::admit(&ctx, &conns, stream, peer).await;
-        }
-        drop(self.listener);
-        log::info!("relay draining {} connections", conns.len());
-        let cancelled = conns.drain(ctx.cfg.drain_timeout, &shutdown).await;
-        if cancelled > 0 {
-            log::warn!("relay drain ended: cancelled {cancelled} connections");
-        }
-    }
-}
-
-/// The tunnel upgrade: token and version checks, the session limits, then the session's
-/// life. `conn` (this connection's slot) is held until the session ends.
-async fn tunnel<S: FrontStream>(
-    ctx: Arc<Ctx>,
-    stream: S,
-    peer: SocketAddr,
-    head: RequestHead,
-    leftover: Vec<u8>,
-    mut conn: ConnPermit,
-    deadline: Instant,
-) {
-    let (session_id, _session_permit) = match ws::check_upgrade(&head, ctx.cfg.token.as_ref()) {
-        Upgrade::Refuse(status, why) => {
-            if status == 401 {
-                ctx.metrics.refused(Refusal::Auth);
-            } else {
-                ctx.metrics.refused(Refusal::BadRequest);
+        let admin = async {
+            if let Some(admin) = self.admin {
+                let route = surface::standard_route(ctx.metrics.clone(), None);
+                let sd = shutdown.clone();
+                surface::serve_listener_as("admin", admin, route, spawner.clone(), sd).await;
             }
-            if let Some(n) = ctx.limits.logs.auth.hit() {
-                log::warn!(
-                    "relay {peer}: tunnel refused: {why} ({status}){}",
-                    left_out(n)
-                );
-            }
-            let challenge: &[(&str, &str)] = if status == 401 {
-                &[("WWW-Authenticate", "Bearer")]
-            } else {
-                &[]
-            };
-            return reply(&stream, status, &why, challenge).await;
-        }
-        Upgrade::Accept {
-            response,
-            session_id,
-        } => {
-            let Some(permit) = admit_session(&ctx, &stream, peer, &session_id).await else {
-                return;
-            };
-            let mut w = stream.clone();
-            let write = crate::time::with_timeout(
-                deadline.saturating_duration_since(Instant::now()),
-                w.write_all(&response),
-                || io::Error::new(io::ErrorKind::TimedOut, "upgrade answer not taken in time"),
-            );
-            if let Err(e) = write.await {
-                log::debug!("relay {peer}: upgrade write failed: {e}");
-                return;
-            }
-            conn.upgraded();
-            (session_id, permit)
-        }
-    };
-    let ws = ws::server_stream(stream, leftover).await;
-    let label = format!("{}@{peer}", &session_id[..session_id.len().min(8)]);
-    let (session, driver) = Session::new(
-        Side::Relay,
-        ctx.cfg.session.clone(),
-        label.clone(),
-        ctx.metrics.clone(),
-    );
-    // Dropped when this session has wound down: a successor with the same id waits for it.
-    let (_wound_down, wound_down_rx) = smol::channel::bounded::<()>(1);
-    let previous = ctx
-        .registry
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .live
-        .insert(session_id.clone(), (session.clone(), wound_down_rx));
-    if let Some((old, old_done)) = previous {
-        // The client came back before this relay noticed its old connection die (a dead
-        // path often looks alive from this side). The old session is stale: end it, and take
-        // its listeners over once it has handed them to the grace registry.
-        log::info!("session {label}: replaces the same client's earlier connection");
-        old.close("replaced by a newer connection of the same client");
-        let _ = old_done
-            .recv()
-            .or(async {
-                smol::Timer::after(REPLACE_WAIT).await;
-                Ok(())
-            })
-            .await;
-    }
-    let reclaimed = ctx
-        .registry
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .held
-        .remove(&session_id)
-        .map(|(_, ls)| ls)
-        .unwrap_or_default();
-    if !reclaimed.is_empty() {
-        ctx.metrics.reconnects.fetch_add(1, Ordering::Relaxed);
-        log::info!(
-            "session {label}: resumed, {} listeners handed back",
-            reclaimed.len()
+        };
+        let accept_loop = AcceptLoop {
+            what: "relay",
+            // Each connection task holds a `--max-connections` slot, so the limiter (in
+            // `admit`) refuses first; this is the same bound, kept for the loop's sake.
+            limit: ctx.cfg.limits.max_connections,
+            drain: Drain::Within(ctx.cfg.drain_timeout),
+        };
+        let public = accept_loop.run(
+            self.listener,
+            spawner.clone(),
+            &shutdown,
+            |stream, peer| front::admit(&ctx, stream, peer),
+            |stream, peer, open| front::over_limit(&ctx, stream, peer, open),
         );
-    } else {
-        log::info!("session {label}: connected");
+        futures_lite::future::zip(admin, public).await;
     }
-    let tasks = TaskSet::new(ctx.spawner.clone());
-    let state = SessionBinds {
-        reclaimed: Mutex::new(reclaimed),
-        live: Mutex::new(Vec::new()),
-    };
-    let drive = async {
-        driver.run(ws).await;
-    };
-    // This session's own drain: the relay's, or the client's GO_AWAY. Visitors' idle
-    // keep-alive connections close on it, so a client's shutdown is not held up by them.
-    let session_sd = crate::shutdown::Shutdown::new();
-    let control = control_loop(&ctx, &session, &session_id, &tasks, &state, &session_sd);
-    let incoming = incoming_loop(&ctx, &session, &tasks);
-    let drain = drain_session(&ctx, &session, &session_sd);
-    drive.or(control).or(incoming).or(drain).await;
-    drop(tasks);
-    // Keep this client's listeners for its return.
-    let listeners = std::mem::take(&mut *state.live.lock().unwrap_or_else(|e| e.into_inner()));
-    {
-        let mut reg = ctx.registry.lock().unwrap_or_else(|e| e.into_inner());
-        if reg
-            .live
-            .get(&session_id)
-            .is_some_and(|(s, _)| s.same(&session))
-        {
-            reg.live.remove(&session_id);
-        }
-    }
-    if !listeners.is_empty() && !ctx.shutdown.is_draining() {
-        hold_for_grace(&ctx, session_id, listeners);
-    }
-}
-
-/// Admits a session under `--max-sessions` and `--max-sessions-per-token`, or answers 503
-/// (the client retries with backoff). With a token the count is per token (one token today,
-/// so it is a second total); with `--no-auth` it is per client address.
-async fn admit_session<S: FrontStream>(
-    ctx: &Ctx,
-    stream: &S,
-    peer: SocketAddr,
-    session_id: &str,
-) -> Option<limits::SessionPermit> {
-    let key = match &ctx.cfg.token {
-        Some(_) => "token".to_string(),
-        None => peer.ip().to_string(),
-    };
-    let replacing = ctx
-        .registry
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .live
-        .contains_key(session_id);
-    match ctx.limits.sessions.admit(&key, replacing) {
-        Ok(p) => Some(p),
-        Err(why) => {
-            ctx.metrics.refused(Refusal::TooManySessions);
-            if let Some(n) = ctx.limits.logs.sessions.hit() {
-                log::warn!("relay {peer}: tunnel refused: {why} (503){}", left_out(n));
-            }
-            reply(stream, 503, &why.to_string(), &[]).await;
-            None
-        }
-    }
-}
-
-/// On drain: go-away, then close the session once its streams are done.
-async fn drain_session(ctx: &Ctx, session: &Session, session_sd: &crate::shutdown::Shutdown) {
-    ctx.shutdown.draining().await;
-    session_sd.drain();
-    session.go_away("relay shutting down");
-    session.streams_done().await;
-    session.close("relay shutting down");
-    std::future::pending::<()>().await
 }

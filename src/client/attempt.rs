@@ -1,0 +1,110 @@
+//! One attempt to reach the relay: through the `--via` proxies, TLS for `wss://`, the
+//! WebSocket upgrade, each bounded; and the one place a failure is classified as fatal or
+//! worth a retry.
+
+use super::*;
+
+/// A failed connection attempt, classified in one place: fatal when retrying cannot help
+/// (the user has to fix something: credentials, token, certificate, version), otherwise
+/// retried with backoff. Each layer's error says which it is (`is_fatal`, `is_hop_auth`).
+pub(super) enum AttemptError {
+    /// Stop: the client exits with this error.
+    Fatal(String),
+    /// Try again after the backoff.
+    Retry(String),
+}
+
+impl AttemptError {
+    fn classify(why: impl std::fmt::Display, fatal: bool) -> Self {
+        match fatal {
+            true => AttemptError::Fatal(why.to_string()),
+            false => AttemptError::Retry(why.to_string()),
+        }
+    }
+}
+
+impl From<HandshakeError> for AttemptError {
+    fn from(e: HandshakeError) -> Self {
+        let fatal = e.is_fatal();
+        AttemptError::classify(e, fatal)
+    }
+}
+
+#[cfg(feature = "tls")]
+impl From<crate::tls::HandshakeFailure> for AttemptError {
+    fn from(e: crate::tls::HandshakeFailure) -> Self {
+        let fatal = e.is_fatal();
+        AttemptError::classify(e, fatal)
+    }
+}
+
+impl Client {
+    /// Connects, secures and upgrades; the session is not running yet.
+    pub(super) async fn connect_once(
+        &self,
+    ) -> Result<(Session, crate::tunnel::Driver, WebSocketStream<BoxIo>), AttemptError> {
+        let cfg = &self.cfg;
+        let url = &cfg.url;
+        let (stream, early) = match cfg
+            .via
+            .connect(
+                &url.host,
+                url.port,
+                &Rules::default(),
+                ChainNames::ByName,
+                cfg.connect_timeout,
+            )
+            .await
+        {
+            Ok(pair) => pair,
+            Err(e) if e.is_hop_auth() => {
+                let why = format!("{e} (check the credentials in --via)");
+                return Err(AttemptError::classify(why, true));
+            }
+            Err(e) => {
+                let why = format!("cannot reach relay {url}: {e}");
+                return Err(AttemptError::classify(why, false));
+            }
+        };
+        if !early.is_empty() {
+            return Err(AttemptError::Retry(
+                "relay spoke before the handshake".into(),
+            ));
+        }
+        stream.set_nodelay(true).ok();
+        let transport = self.secure(stream).await?;
+        let handshake = ws::client_handshake(transport, url, cfg.token.as_ref(), &self.session_id);
+        let ws = crate::time::with_timeout(cfg.handshake_timeout, handshake, || {
+            HandshakeError::Failed("no answer to the upgrade in time".into())
+        })
+        .await?;
+        let label = format!("{}@{url}", &self.session_id[..8]);
+        let (session, driver) = Session::new(
+            Side::Client,
+            cfg.session.clone(),
+            label,
+            self.metrics.clone(),
+        );
+        Ok((session, driver, ws))
+    }
+
+    /// TLS on top of the connection for `wss://` (bounded by the handshake timeout).
+    async fn secure(&self, stream: TcpStream) -> Result<BoxIo, AttemptError> {
+        if !self.cfg.url.tls {
+            return Ok(Box::new(stream));
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            use crate::tls::HandshakeFailure;
+            let handshake = tls.connect(&self.cfg.url.host, stream);
+            let s = crate::time::with_timeout(self.cfg.handshake_timeout, handshake, || {
+                HandshakeFailure::Failed("TLS handshake timed out".into())
+            })
+            .await?;
+            return Ok(Box::new(s));
+        }
+        Err(AttemptError::Fatal(
+            "wss:// needs TLS, and this build has none (the `tls` feature is off)".into(),
+        ))
+    }
+}

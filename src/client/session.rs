@@ -1,0 +1,138 @@
+//! One session's life on the client: the `-R` bindings asked for, the relay's answers to
+//! them, the streams the relay opens, the drain, `-L stdio`, and the bounded close.
+
+use super::*;
+
+impl Client {
+    /// Serves `session` until it is lost, drained, or its stdio stream ends.
+    pub(super) async fn serve_session(
+        &self,
+        session: &Session,
+        driver: crate::tunnel::Driver,
+        ws: WebSocketStream<BoxIo>,
+        spawner: &Spawner,
+        shutdown: &ShutdownSignal,
+        stdio: Option<&(String, u16)>,
+    ) -> SessionEnd {
+        let streams = TaskSet::new(spawner.clone());
+        self.send_binds(session);
+        let mut drive = std::pin::pin!(driver.run(ws));
+        let stdio_job = async {
+            match stdio {
+                Some((host, port)) => SessionEnd::Stdio(run_stdio(session, host, *port).await),
+                None => std::future::pending().await,
+            }
+        };
+        let lost = async { SessionEnd::Lost(drive.as_mut().await.to_string()) };
+        // Cancel-safety: the race ends the session; whatever loses is dropped with it.
+        let end = lost
+            .or(self.watch_binds(session))
+            .or(self.accept_streams(session, &streams))
+            .or(self.drain(session, shutdown))
+            .or(stdio_job)
+            .await;
+        if !matches!(end, SessionEnd::Lost(_)) {
+            // We are the ones ending it: let the driver send the close frame (bounded).
+            session.close("client done");
+            let closed = async { Ok(drive.as_mut().await) };
+            // Late: the close frame is given up on; the session ends either way.
+            let _ = crate::time::with_timeout(CLOSE_WAIT, closed, || ()).await;
+        }
+        drop(streams);
+        end
+    }
+
+    /// Asks for every `-R` binding, on the port the relay gave it last time if any.
+    fn send_binds(&self, session: &Session) {
+        for (i, r) in self.cfg.remotes.iter().enumerate() {
+            let bind_id = i as u32 + 1;
+            let remembered = self
+                .bound_ports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&bind_id)
+                .copied();
+            let (bind, port, mode) = match r {
+                RemoteSpec::Forward { bind, port, .. } => (bind, *port, BindMode::Forward),
+                RemoteSpec::Proxy { bind, port } => {
+                    // Checked to fit by `Client::bind`; should it not, the binding is skipped
+                    // rather than sent with cut (unparseable) credentials.
+                    let Ok(auth) = self.cfg.bind_auth() else {
+                        continue;
+                    };
+                    (bind, *port, BindMode::Proxy { auth })
+                }
+            };
+            session.send_session_frame(Frame::Bind {
+                bind_id,
+                addr: bind.clone(),
+                port: remembered.unwrap_or(port),
+                mode,
+            });
+        }
+    }
+
+    /// The relay's answers to the bindings (BOUND, BIND_REFUSED): remembered, reported,
+    /// counted for readiness. Never ends by itself.
+    async fn watch_binds(&self, session: &Session) -> SessionEnd {
+        while let Some(frame) = session.session_frame().await {
+            match frame {
+                Frame::Bound { bind_id, addr } => {
+                    if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                        self.bound_ports
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(bind_id, port);
+                    }
+                    let target = self.remote_target(bind_id);
+                    self.readiness
+                        .bound
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(bind_id);
+                    self.emit(Event::Bound { addr, target });
+                }
+                Frame::BindRefused { bind_id, reason } => {
+                    let target = self.remote_target(bind_id);
+                    self.emit(Event::BindRefused { target, reason });
+                }
+                _ => {}
+            }
+        }
+        // Session closed: the driver's result ends the race.
+        std::future::pending().await
+    }
+
+    /// Streams the relay opens, each served on its own task in `streams`. Never ends by
+    /// itself.
+    async fn accept_streams(&self, session: &Session, streams: &TaskSet) -> SessionEnd {
+        while let Some(inc) = session.accept().await {
+            let cfg = self.cfg.clone();
+            let metrics = self.metrics.clone();
+            let label = session.label().to_string();
+            streams.spawn(async move { serve_incoming(&cfg, inc, &label, &metrics).await });
+        }
+        std::future::pending().await
+    }
+
+    /// On shutdown: go-away, let the streams finish (within the drain timeout, or until
+    /// abort), then close.
+    async fn drain(&self, session: &Session, shutdown: &ShutdownSignal) -> SessionEnd {
+        shutdown.draining().await;
+        session.go_away("client shutting down");
+        let settled = async {
+            session.streams_done().await;
+            Ok(())
+        };
+        let settled = crate::time::with_timeout(self.cfg.drain_timeout, settled, || ());
+        // Late or aborted: the close below cuts what is left.
+        let _ = settled
+            .or(async {
+                shutdown.aborted().await;
+                Ok(())
+            })
+            .await;
+        session.close("client shutting down");
+        SessionEnd::Drained
+    }
+}

@@ -1,0 +1,241 @@
+//! A client's session on the relay, from the upgrade to the hand-back: the token, version
+//! and session checks, taking over the same client's stale session, handing back its held
+//! listeners, the session's life, and holding its listeners through the grace period.
+
+use super::*;
+
+/// How long a returning client waits for its stale earlier session to wind down.
+const REPLACE_WAIT: Duration = Duration::from_secs(5);
+
+/// The tunnel upgrade, then the session's life. `conn` (this connection's slot) is held
+/// until the session ends.
+pub(super) async fn tunnel<S: FrontStream>(
+    ctx: Arc<Ctx>,
+    stream: S,
+    peer: SocketAddr,
+    head: RequestHead,
+    leftover: Vec<u8>,
+    mut conn: ConnPermit,
+    deadline: Instant,
+) {
+    let Some((session_id, _session_permit)) =
+        upgrade(&ctx, &stream, peer, &head, &mut conn, deadline).await
+    else {
+        return;
+    };
+    let ws = ws::server_stream(stream, leftover).await;
+    let label = format!("{}@{peer}", &session_id[..session_id.len().min(8)]);
+    let (session, driver) = Session::new(
+        Side::Relay,
+        ctx.cfg.session.clone(),
+        label.clone(),
+        ctx.metrics.clone(),
+    );
+    // Dropped when this session has wound down: a successor with the same id waits for it.
+    let (_wound_down, wound_down_rx) = smol::channel::bounded::<()>(1);
+    take_over(&ctx, &session_id, &session, wound_down_rx).await;
+    let reclaimed = reclaim(&ctx, &session_id, &label);
+    let listeners = serve(&ctx, &session, driver, ws, &session_id, reclaimed).await;
+    hand_back(&ctx, session_id, &session, listeners);
+}
+
+/// Token and version checks, the session limits, then the `101` (by `deadline`). Returns
+/// the session id and its slot, or `None` once the peer was answered with a refusal.
+async fn upgrade<S: FrontStream>(
+    ctx: &Ctx,
+    stream: &S,
+    peer: SocketAddr,
+    head: &RequestHead,
+    conn: &mut ConnPermit,
+    deadline: Instant,
+) -> Option<(String, limits::SessionPermit)> {
+    let (response, session_id) = match ws::check_upgrade(head, ctx.cfg.token.as_ref()) {
+        Upgrade::Refuse(status, why) => {
+            let kind = match status {
+                401 => Refusal::Auth,
+                _ => Refusal::BadRequest,
+            };
+            ctx.metrics.refused(kind);
+            if let Some(n) = ctx.limits.logs.auth.hit() {
+                log::warn!(
+                    "relay {peer}: tunnel refused: {why} ({status}){}",
+                    left_out(n)
+                );
+            }
+            let challenge: &[(&str, &str)] = match status {
+                401 => &[("WWW-Authenticate", "Bearer")],
+                _ => &[],
+            };
+            reply(stream, status, &why, challenge).await;
+            return None;
+        }
+        Upgrade::Accept {
+            response,
+            session_id,
+        } => (response, session_id),
+    };
+    let permit = admit_session(ctx, stream, peer, &session_id).await?;
+    let mut w = stream.clone();
+    let write = crate::time::with_timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        w.write_all(&response),
+        || io::Error::new(io::ErrorKind::TimedOut, "upgrade answer not taken in time"),
+    );
+    if let Err(e) = write.await {
+        log::debug!("relay {peer}: upgrade write failed: {e}");
+        return None;
+    }
+    conn.upgraded();
+    Some((session_id, permit))
+}
+
+/// Admits a session under `--max-sessions` and `--max-sessions-per-token`, or answers 503
+/// (the client retries with backoff). With a token the count is per token (one token today,
+/// so it is a second total); with `--no-auth` it is per client address.
+async fn admit_session<S: FrontStream>(
+    ctx: &Ctx,
+    stream: &S,
+    peer: SocketAddr,
+    session_id: &str,
+) -> Option<limits::SessionPermit> {
+    let key = match &ctx.cfg.token {
+        Some(_) => "token".to_string(),
+        None => peer.ip().to_string(),
+    };
+    let replacing = ctx
+        .registry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .live
+        .contains_key(session_id);
+    match ctx.limits.sessions.admit(&key, replacing) {
+        Ok(p) => Some(p),
+        Err(why) => {
+            ctx.metrics.refused(Refusal::TooManySessions);
+            if let Some(n) = ctx.limits.logs.sessions.hit() {
+                log::warn!("relay {peer}: tunnel refused: {why} (503){}", left_out(n));
+            }
+            reply(stream, 503, &why.to_string(), &[]).await;
+            None
+        }
+    }
+}
+
+/// Registers `session` as the live one of `session_id`. The client may have come back
+/// before this relay noticed its old connection die (a dead path often looks alive from
+/// this side): that old session is stale, so it is ended, and waited for (at most
+/// [`REPLACE_WAIT`]) until it has handed its listeners to the grace registry.
+async fn take_over(
+    ctx: &Ctx,
+    session_id: &str,
+    session: &Session,
+    wound_down: smol::channel::Receiver<()>,
+) {
+    let previous = ctx
+        .registry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .live
+        .insert(session_id.to_string(), (session.clone(), wound_down));
+    let Some((old, old_done)) = previous else {
+        return;
+    };
+    log::info!(
+        "session {}: replaces the same client's earlier connection",
+        session.label()
+    );
+    old.close("replaced by a newer connection of the same client");
+    // Ends when the old session drops its sender (nothing is sent), or at the deadline:
+    // either way this session goes on.
+    let wound_down = async {
+        let _ = old_done.recv().await;
+        Ok(())
+    };
+    let _ = crate::time::with_timeout(REPLACE_WAIT, wound_down, || ()).await;
+}
+
+/// The listeners held for this client since its last session, handed back (and the
+/// connect or resume logged).
+fn reclaim(ctx: &Ctx, session_id: &str, label: &str) -> Vec<Arc<TcpListener>> {
+    let reclaimed = ctx
+        .registry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .held
+        .remove(session_id)
+        .map(|(_, ls)| ls)
+        .unwrap_or_default();
+    if reclaimed.is_empty() {
+        log::info!("session {label}: connected");
+    } else {
+        ctx.metrics.reconnects.fetch_add(1, Ordering::Relaxed);
+        log::info!(
+            "session {label}: resumed, {} listeners handed back",
+            reclaimed.len()
+        );
+    }
+    reclaimed
+}
+
+/// The session's life: the driver, its session frames (BIND), the streams the client
+/// opens, and the relay's drain, raced until one ends. Returns the listeners it holds.
+async fn serve<S: FrontStream>(
+    ctx: &Arc<Ctx>,
+    session: &Session,
+    driver: crate::tunnel::Driver,
+    ws: async_tungstenite::WebSocketStream<S>,
+    session_id: &str,
+    reclaimed: Vec<Arc<TcpListener>>,
+) -> Vec<Arc<TcpListener>> {
+    let tasks = TaskSet::new(ctx.spawner.clone());
+    let state = SessionBinds {
+        reclaimed: Mutex::new(reclaimed),
+        live: Mutex::new(Vec::new()),
+    };
+    // This session's own drain: the relay's, or the client's GO_AWAY. Visitors' idle
+    // keep-alive connections close on it, so a client's shutdown is not held up by them.
+    let session_sd = crate::shutdown::Shutdown::new();
+    // Cancel-safety: the race ends the session; whatever loses is dropped with it.
+    let drive = async {
+        driver.run(ws).await;
+    };
+    let frames = session_frames_loop(ctx, session, session_id, &tasks, &state, &session_sd);
+    let incoming = incoming_loop(ctx, session, &tasks);
+    let drain = drain_session(ctx, session, &session_sd);
+    drive.or(frames).or(incoming).or(drain).await;
+    drop(tasks);
+    std::mem::take(&mut *state.live.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// On drain: go-away, then close the session once its streams are done.
+async fn drain_session(ctx: &Ctx, session: &Session, session_sd: &crate::shutdown::Shutdown) {
+    ctx.shutdown.draining().await;
+    session_sd.drain();
+    session.go_away("relay shutting down");
+    session.streams_done().await;
+    session.close("relay shutting down");
+    std::future::pending::<()>().await
+}
+
+/// The session is over: it leaves the live registry (unless a successor took its place),
+/// and its listeners are kept for the client's return (not when the relay is draining).
+fn hand_back(
+    ctx: &Arc<Ctx>,
+    session_id: String,
+    session: &Session,
+    listeners: Vec<Arc<TcpListener>>,
+) {
+    {
+        let mut reg = ctx.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if reg
+            .live
+            .get(&session_id)
+            .is_some_and(|(s, _)| s.same(session))
+        {
+            reg.live.remove(&session_id);
+        }
+    }
+    if !listeners.is_empty() && !ctx.shutdown.is_draining() {
+        hold_for_grace(ctx, session_id, listeners);
+    }
+}
