@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// The counters of refusals are keyed by the crate's one refusal type.
-pub use crate::refusal::Refusal;
+use crate::refusal::Refusal;
 
 /// All counters of one process role. Cheap to share (`Arc`), lock-free to update.
 #[derive(Debug, Default)]

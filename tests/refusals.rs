@@ -32,7 +32,7 @@ fn a_far_end_refusal_is_the_same_status_at_a_remote_proxy() {
     run(|sp| async move {
         let relay = start_relay(&sp, RelayConfig::default()).await;
         let (session, _driver) = raw_session(relay.addr, "refuser").await;
-        session.send_control(Frame::Bind {
+        session.send_session_frame(Frame::Bind {
             bind_id: 1,
             addr: "127.0.0.1".into(),
             port: 0,
@@ -40,7 +40,7 @@ fn a_far_end_refusal_is_the_same_status_at_a_remote_proxy() {
                 auth: ProxyAuth::open(),
             },
         });
-        let public: SocketAddr = match within(10, "bound", session.control()).await {
+        let public: SocketAddr = match within(10, "bound", session.session_frame()).await {
             Some(Frame::Bound { addr, .. }) => addr.parse().unwrap(),
             other => panic!("not bound: {other:?}"),
         };

@@ -44,13 +44,13 @@ async fn get(addr: SocketAddr, path: &str, extra: &str) -> String {
 }
 
 async fn bind_answer(session: &Session, mode: BindMode) -> Frame {
-    session.send_control(Frame::Bind {
+    session.send_session_frame(Frame::Bind {
         bind_id: 7,
         addr: "127.0.0.1".into(),
         port: 0,
         mode,
     });
-    within(10, "bind answer", session.control())
+    within(10, "bind answer", session.session_frame())
         .await
         .expect("session open")
 }

@@ -181,7 +181,7 @@ pub fn relay_config(a: &ServerArgs, token: Option<Secret>) -> Result<RelayConfig
         drain_timeout: a.drain_timeout,
         grace: a.grace,
         connect_timeout: a.connect_timeout,
-        handshake_timeout: crate::relay::HANDSHAKE_TIMEOUT,
+        handshake_timeout: crate::tunnel::ws::HANDSHAKE_TIMEOUT,
         limits: relay_limits(a)?,
         admin: admin_addr(a)?,
         #[cfg(feature = "tls")]

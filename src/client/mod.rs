@@ -94,7 +94,7 @@ impl ClientConfig {
             proxy_auth: None,
             drain_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
-            handshake_timeout: crate::relay::HANDSHAKE_TIMEOUT,
+            handshake_timeout: crate::tunnel::ws::HANDSHAKE_TIMEOUT,
             #[cfg(feature = "tls")]
             tls: crate::tls::ClientTlsOptions::default(),
         }

@@ -4,10 +4,9 @@
 use super::config::ProxyConfig;
 use crate::dial::Dialer;
 use crate::http::auth;
-use crate::http::front::{ReadError, error_response};
+use crate::http::front::{self, REFUSAL_WRITE, ReadError};
 use crate::http::head::RequestHead;
 use crate::shutdown::ShutdownSignal;
-use futures_lite::io::AsyncWriteExt;
 use smol::net::TcpStream;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,12 +75,10 @@ impl<D: Dialer> Conn<D> {
         why: &str,
         extra: &[(&str, &str)],
     ) -> String {
-        let mut w = stream.clone();
-        if let Err(e) = w.write_all(&error_response(status, why, extra)).await {
-            log::debug!("conn {}: writing {status} failed: {e}", self.id);
+        // The client reads the answer, not a reset: write, flush, then stop sending.
+        if let Err(e) = front::refuse(stream.clone(), status, why, extra, REFUSAL_WRITE).await {
+            log::debug!("conn {}: answering {status}: {e}", self.id);
         }
-        // Make sure the client reads the answer, not a reset: stop sending, then close.
-        stream.shutdown(std::net::Shutdown::Write).ok();
         format!("{status} {why}")
     }
 }

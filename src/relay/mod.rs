@@ -10,8 +10,9 @@ use crate::exec::{Spawner, TaskSet};
 use crate::http::head::RequestHead;
 use crate::http::surface;
 use crate::listen::{self, AcceptLoop, Drain};
-use crate::metrics::{Metrics, Refusal};
+use crate::metrics::Metrics;
 use crate::proxy::{ProxyConfig, serve_connection};
+use crate::refusal::Refusal;
 use crate::secret::Secret;
 use crate::shutdown::ShutdownSignal;
 use crate::tunnel::ws::{self, Upgrade};
@@ -38,8 +39,7 @@ use limits::{ConnPermit, Limiter, RelayLimits, left_out};
 use session::tunnel;
 use streams::incoming_loop;
 
-/// How long a websocket handshake (TLS and head included) may take, by default.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::tunnel::ws::HANDSHAKE_TIMEOUT;
 
 /// Everything `burrow server` is configured with.
 #[derive(Debug, Clone)]

@@ -22,6 +22,8 @@ pub type BoxIo = Box<dyn Io>;
 
 /// The tunnel's URL path on the relay.
 pub const TUNNEL_PATH: &str = "/burrow";
+/// How long a WebSocket handshake (TLS and head included) may take, by default.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Header carrying the protocol version.
 pub const VERSION_HEADER: &str = "Burrow-Version";
 /// Header carrying the client's session id (for getting its bindings back on reconnect).

@@ -284,17 +284,6 @@ impl Session {
         self.shared.send_frame(frame);
     }
 
-    /// The old name of [`Session::session_frame`], kept until the roles call the new one.
-    pub async fn control(&self) -> Option<Frame> {
-        self.session_frame().await
-    }
-
-    /// The old name of [`Session::send_session_frame`], kept until the roles call the new
-    /// one.
-    pub fn send_control(&self, frame: Frame) {
-        self.send_session_frame(frame);
-    }
-
     /// Sends GO_AWAY: the peer opens nothing new, and we accept nothing new.
     pub fn go_away(&self, reason: &str) {
         self.shared.lock_state().going_away = true;
