@@ -35,6 +35,8 @@ pub enum Refusal {
     TooManySessions,
     /// The relay's `--max-dials` reached (503).
     TooManyDials,
+    /// The tunnel client speaks another protocol version (426); counted as a bad request.
+    Version,
 }
 
 /// Why a stream was refused or reset, as the byte an OPEN_REFUSED or RESET frame carries.
@@ -91,7 +93,7 @@ impl From<RefuseCode> for Refusal {
 
 impl Refusal {
     /// Every refusal, for tables and tests.
-    pub const ALL: [Refusal; 11] = [
+    pub const ALL: [Refusal; 12] = [
         Refusal::Auth,
         Refusal::Forbidden,
         Refusal::Unreachable,
@@ -103,6 +105,7 @@ impl Refusal {
         Refusal::TooManyConnections,
         Refusal::TooManySessions,
         Refusal::TooManyDials,
+        Refusal::Version,
     ];
 
     /// The `reason` labels of `burrow_refusals_total`, in exposition order. Scripts and
@@ -125,6 +128,7 @@ impl Refusal {
             Refusal::Auth => 401,
             Refusal::Forbidden => 403,
             Refusal::BadRequest => 400,
+            Refusal::Version => 426,
             Refusal::Timeout => 504,
             Refusal::Unreachable | Refusal::Other => 502,
             Refusal::TooManyStreams
@@ -148,7 +152,7 @@ impl Refusal {
             | Refusal::TooManyConnections
             | Refusal::TooManySessions
             | Refusal::TooManyDials => RefuseCode::TooManyStreams,
-            Refusal::BadRequest => RefuseCode::BadRequest,
+            Refusal::BadRequest | Refusal::Version => RefuseCode::BadRequest,
             Refusal::GoingAway => RefuseCode::GoingAway,
             Refusal::Other => RefuseCode::Other,
         }
@@ -164,7 +168,7 @@ impl Refusal {
             Refusal::Unreachable | Refusal::GoingAway | Refusal::Other => 2,
             Refusal::Timeout => 3,
             Refusal::TooManyStreams => 4,
-            Refusal::BadRequest => 5,
+            Refusal::BadRequest | Refusal::Version => 5,
             Refusal::TooManyConnections => 6,
             Refusal::TooManySessions => 7,
             Refusal::TooManyDials => 8,
@@ -186,7 +190,7 @@ mod tests {
     #[test]
     fn every_refusal_has_one_wire_code_status_and_label() {
         use RefuseCode as C;
-        let table: [(Refusal, RefuseCode, u8, u16, &str); 11] = [
+        let table: [(Refusal, RefuseCode, u8, u16, &str); 12] = [
             (Refusal::Auth, C::Forbidden, 1, 401, "auth"),
             (Refusal::Forbidden, C::Forbidden, 1, 403, "forbidden"),
             (Refusal::Unreachable, C::Unreachable, 2, 502, "unreachable"),
@@ -222,6 +226,7 @@ mod tests {
                 503,
                 "too_many_dials",
             ),
+            (Refusal::Version, C::BadRequest, 5, 426, "bad_request"),
         ];
         assert_eq!(table.len(), Refusal::ALL.len());
         for (i, (r, code, byte, status, label)) in table.into_iter().enumerate() {
@@ -240,7 +245,9 @@ mod tests {
         for r in Refusal::ALL {
             let far = Refusal::from(r.wire_code());
             assert_eq!(far.wire_code(), r.wire_code(), "{r:?}");
-            if r != Refusal::Auth {
+            // Credentials and the protocol version are checked at the handshake: those
+            // refusals never cross the tunnel.
+            if !matches!(r, Refusal::Auth | Refusal::Version) {
                 assert_eq!(far.http_status(), r.http_status(), "{r:?}");
             }
         }

@@ -50,20 +50,17 @@ async fn upgrade<S: FrontStream>(
     deadline: Instant,
 ) -> Option<(String, limits::SessionPermit)> {
     let (response, session_id) = match ws::check_upgrade(head, ctx.cfg.token.as_ref()) {
-        Upgrade::Refuse(status, why) => {
-            let kind = match status {
-                401 => Refusal::Auth,
-                _ => Refusal::BadRequest,
-            };
-            ctx.metrics.refused(kind);
+        Upgrade::Refuse(refusal, why) => {
+            let status = refusal.http_status();
+            ctx.metrics.refused(refusal);
             if let Some(n) = ctx.limits.logs.auth.hit() {
                 log::warn!(
                     "relay {peer}: tunnel refused: {why} ({status}){}",
                     left_out(n)
                 );
             }
-            let challenge: &[(&str, &str)] = match status {
-                401 => &[("WWW-Authenticate", "Bearer")],
+            let challenge: &[(&str, &str)] = match refusal {
+                Refusal::Auth => &[("WWW-Authenticate", "Bearer")],
                 _ => &[],
             };
             reply(stream, status, &why, challenge).await;

@@ -4,6 +4,7 @@
 
 use super::frame::{MAX_FRAME, VERSION};
 use crate::http::head::RequestHead;
+use crate::refusal::Refusal;
 use crate::secret::Secret;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
@@ -192,21 +193,24 @@ pub enum Upgrade {
         /// the client's session id
         session_id: String,
     },
-    /// Answer with this status and reason instead.
-    Refuse(u16, String),
+    /// Answer with this refusal (its HTTP status) and reason instead.
+    Refuse(Refusal, String),
 }
 
 /// Checks an upgrade request's WebSocket headers, token and version.
 pub fn check_upgrade(head: &RequestHead, token: Option<&Secret>) -> Upgrade {
     let h = &head.headers;
     if !h.contains_token("upgrade", "websocket") || !h.contains_token("connection", "upgrade") {
-        return Upgrade::Refuse(400, "expected a websocket upgrade".into());
+        return Upgrade::Refuse(Refusal::BadRequest, "expected a websocket upgrade".into());
     }
     if h.get("sec-websocket-version") != Some("13") {
-        return Upgrade::Refuse(400, "unsupported websocket version (need 13)".into());
+        return Upgrade::Refuse(
+            Refusal::BadRequest,
+            "unsupported websocket version (need 13)".into(),
+        );
     }
     let Some(key) = h.get("sec-websocket-key") else {
-        return Upgrade::Refuse(400, "missing Sec-WebSocket-Key".into());
+        return Upgrade::Refuse(Refusal::BadRequest, "missing Sec-WebSocket-Key".into());
     };
     if let Some(want) = token {
         let got = h
@@ -222,20 +226,20 @@ pub fn check_upgrade(head: &RequestHead, token: Option<&Secret>) -> Upgrade {
             } else {
                 "missing token (Authorization: Bearer …)"
             };
-            return Upgrade::Refuse(401, why.into());
+            return Upgrade::Refuse(Refusal::Auth, why.into());
         }
     }
     match h.get(VERSION_HEADER) {
         Some(v) if v.trim() == VERSION.to_string() => {}
         Some(v) => {
             return Upgrade::Refuse(
-                426,
+                Refusal::Version,
                 format!("client speaks protocol version {v}, this relay speaks {VERSION}"),
             );
         }
         None => {
             return Upgrade::Refuse(
-                426,
+                Refusal::Version,
                 format!("missing {VERSION_HEADER} header; this relay speaks {VERSION}"),
             );
         }
@@ -248,8 +252,13 @@ pub fn check_upgrade(head: &RequestHead, token: Option<&Secret>) -> Upgrade {
         {
             id.to_string()
         }
-        Some(_) => return Upgrade::Refuse(400, "bad session id".into()),
-        None => return Upgrade::Refuse(400, format!("missing {SESSION_HEADER} header")),
+        Some(_) => return Upgrade::Refuse(Refusal::BadRequest, "bad session id".into()),
+        None => {
+            return Upgrade::Refuse(
+                Refusal::BadRequest,
+                format!("missing {SESSION_HEADER} header"),
+            );
+        }
     };
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{VERSION_HEADER}: {VERSION}\r\n\r\n",
@@ -348,7 +357,7 @@ mod tests {
         ];
         for (extra, want) in cases {
             match check_upgrade(&head(extra), Some(&token)) {
-                Upgrade::Refuse(status, _) => assert_eq!(status, want, "{extra}"),
+                Upgrade::Refuse(refusal, _) => assert_eq!(refusal.http_status(), want, "{extra}"),
                 other => panic!("{extra}: {other:?}"),
             }
         }
