@@ -15,7 +15,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// Reaches targets by opening streams on a session: the far end dials them.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct MuxDialer {
     /// the session to open streams on
     pub session: Session,

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 /// A minimal keep-alive HTTP/1.1 origin: `GET /bytes/N` answers N bytes, every other request
 /// answers `hello from burrow\n` plus the method and path it saw.
+#[derive(Debug)]
 pub struct Origin {
     listener: TcpListener,
 }

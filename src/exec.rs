@@ -38,6 +38,14 @@ pub struct TaskSet {
     idle: (smol::channel::Sender<()>, smol::channel::Receiver<()>),
 }
 
+impl std::fmt::Debug for TaskSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskSet")
+            .field("tasks", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     next_id: u64,
     tasks: HashMap<u64, TaskGuard>,
@@ -199,6 +207,14 @@ pub struct Runtime {
     executor: Arc<smol::Executor<'static>>,
     stop: Option<smol::channel::Sender<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Runtime {

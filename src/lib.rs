@@ -15,6 +15,7 @@
 //! [`exec::Spawner`] it is given; smol appears where bytes meet the OS.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![warn(missing_debug_implementations)]
 
 pub mod bridge;
 pub mod cli;

@@ -16,11 +16,27 @@ pub struct Shutdown {
     signal: ShutdownSignal,
 }
 
+impl std::fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("signal", &self.signal)
+            .finish()
+    }
+}
+
 /// The listening side, handed to roles.
 #[derive(Clone)]
 pub struct ShutdownSignal {
     drain_rx: Receiver<()>,
     abort_rx: Receiver<()>,
+}
+
+impl std::fmt::Debug for ShutdownSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownSignal")
+            .field("draining", &self.is_draining())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Shutdown {

@@ -125,6 +125,12 @@ pub struct ClientTls {
     connector: TlsConnector,
 }
 
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").finish_non_exhaustive()
+    }
+}
+
 impl ClientTls {
     /// Builds the root store (system roots plus `--ca`), or a verifier that trusts anything.
     pub fn new(opts: &ClientTlsOptions) -> Result<ClientTls, TlsError> {

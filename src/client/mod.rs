@@ -116,6 +116,16 @@ pub struct Client {
     tls: Option<crate::tls::ClientTls>,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The session id is left out: it reclaims this client's bindings.
+        f.debug_struct("Client")
+            .field("cfg", &self.cfg)
+            .field("listeners", &self.listeners.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Client {
     /// Binds the `-L` listeners (so a busy port fails at once).
     pub async fn bind(cfg: ClientConfig) -> Result<Client, ClientError> {

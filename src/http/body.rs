@@ -249,6 +249,15 @@ pub struct Idle<T> {
     armed: bool,
 }
 
+impl<T> std::fmt::Debug for Idle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idle")
+            .field("limit", &self.limit)
+            .field("armed", &self.armed)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T> Idle<T> {
     /// Wraps `inner` with an idle limit of `limit` per operation.
     pub fn new(inner: T, limit: Duration) -> Self {

@@ -35,6 +35,12 @@ pub struct HeadOnly<S> {
     inner: S,
 }
 
+impl<S> std::fmt::Debug for HeadOnly<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadOnly").finish_non_exhaustive()
+    }
+}
+
 impl<S> HeadOnly<S> {
     /// `head` is read, then end of file; writes go to `inner`.
     pub fn new(head: Vec<u8>, inner: S) -> Self {

@@ -25,6 +25,7 @@ use std::time::Instant;
 const READ_BUF: usize = 2 * 1024;
 
 /// A bound proxy, ready to [`run`](Proxy::run).
+#[derive(Debug)]
 pub struct Proxy {
     listener: TcpListener,
     config: Arc<ProxyConfig>,

@@ -105,6 +105,7 @@ struct Ctx {
 }
 
 /// A bound relay, ready to run.
+#[derive(Debug)]
 pub struct Relay {
     listener: TcpListener,
     /// the `--admin` listener, if configured

@@ -11,6 +11,16 @@ pub struct Incoming {
     pub(super) shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("session", &self.shared.label)
+            .field("id", &self.id())
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Incoming {
     /// The stream id the peer chose (0 once answered).
     pub fn id(&self) -> u32 {

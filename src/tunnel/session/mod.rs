@@ -157,10 +157,26 @@ pub struct Session {
     shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("label", &self.shared.label)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Moves the bytes of a [`Session`]; see [`Driver::run`].
 pub struct Driver {
     shared: Arc<Shared>,
     out_rx: Receiver<Out>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("label", &self.shared.label)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {
