@@ -108,14 +108,12 @@ impl TaskSet {
         timeout: std::time::Duration,
         shutdown: &crate::shutdown::ShutdownSignal,
     ) -> usize {
-        use futures_lite::FutureExt;
-        let drained = async {
-            self.wait_empty().await;
-        };
-        let deadline = async {
-            smol::Timer::after(timeout).await;
-        };
-        drained.or(deadline).or(shutdown.aborted()).await;
+        // Whichever comes first: every task done, the deadline, or an abort.
+        let _ = crate::time::unless(
+            shutdown.aborted(),
+            crate::time::within(timeout, self.wait_empty()),
+        )
+        .await;
         let left = self.len();
         drop(self);
         left

@@ -34,3 +34,14 @@ pub async fn unless<T>(
         })
         .await
 }
+
+/// Runs `fut` for at most `d`: `None` when the time ran out first.
+pub async fn within<T>(d: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    unless(
+        async {
+            smol::Timer::after(d).await;
+        },
+        fut,
+    )
+    .await
+}

@@ -46,13 +46,8 @@ impl Driver {
                 code,
                 reason: truncate(&why, 120).into(),
             };
-            let send = async { tx.close(Some(frame)).await.ok() };
-            let _ = send
-                .or(async {
-                    smol::Timer::after(CLOSE_TIMEOUT).await;
-                    None
-                })
-                .await;
+            // The peer may be gone or stuck: the close frame is a courtesy, bounded in time.
+            let _ = crate::time::within(CLOSE_TIMEOUT, tx.close(Some(frame))).await;
         }
         match &reason {
             CloseReason::Protocol(..) => log::warn!("session {}: {reason}", shared.label),
