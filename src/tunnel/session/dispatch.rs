@@ -32,113 +32,27 @@ impl Shared {
     pub(super) fn handle(self: &Arc<Self>, frame: Frame) -> Result<(), String> {
         match frame {
             Frame::Open { id, window, target } => self.handle_open(id, window, target),
-            Frame::OpenOk { id, window } => {
-                let Some(s) = self.find(id)? else {
-                    return Ok(());
-                };
-                let mut st = s.lock();
-                let Some(tx) = st.take_opening() else {
-                    return Err(format!("OPEN_OK for stream {id} that is not opening"));
-                };
-                if window < EARLY_DATA {
-                    return Err(format!(
-                        "OPEN_OK for stream {id} with a window below EARLY_DATA"
-                    ));
-                }
-                // The window counts what was already sent early (at most EARLY_DATA, since no
-                // WINDOW may arrive before OPEN_OK; checked all the same).
-                if st.send.open_ok(window).is_err() {
-                    return Err(format!(
-                        "OPEN_OK for stream {id} with a window below the early data sent"
-                    ));
-                }
-                if let Some(w) = st.writer.take() {
-                    w.wake();
-                }
-                // The opener may have given up (timeout); then the drop sends RESET.
-                let _ = tx.try_send(Ok(()));
-                Ok(())
-            }
-            Frame::OpenRefused { id, code, reason } => {
-                let Some(s) = self.forget(id) else {
-                    return Ok(());
-                };
-                let mut st = s.lock();
-                st.fail(io::ErrorKind::ConnectionRefused, reason.clone());
-                match st.take_opening() {
-                    Some(tx) => {
-                        let _ = tx.try_send(Err((code, reason)));
-                        Ok(())
-                    }
-                    None => Err(format!("OPEN_REFUSED for stream {id} that is not opening")),
-                }
-            }
-            Frame::Data { id, payload } => {
-                let Some(s) = self.find(id)? else {
-                    return Ok(());
-                };
-                let mut st = s.lock();
-                if st.half_close.received() {
-                    return Err(format!("DATA after FIN on stream {id}"));
-                }
-                let n = payload.len();
-                if st.error.is_some() {
-                    // We reset it; the peer has not seen that yet. Its credit still counts.
-                    if st.recv_window.avail() < u32::try_from(n).unwrap_or(u32::MAX) {
-                        return Err(format!("DATA past the window on stream {id}"));
-                    }
-                    return Ok(());
-                }
-                if st.recv_window.received(n).is_err() {
-                    return Err(format!("DATA past the window on stream {id}"));
-                }
-                st.recv.push_back(payload);
-                self.metrics.bytes_in.fetch_add(n as u64, Relaxed);
-                if let Some(w) = st.reader.take() {
-                    w.wake();
-                }
-                Ok(())
-            }
-            Frame::Window { id, increment } => {
-                let Some(s) = self.find(id)? else {
-                    return Ok(());
-                };
-                let mut st = s.lock();
-                // Before OPEN_OK our credit is the early data; the peer's window arrives with
-                // OPEN_OK, which counts what was sent early.
-                match st.send.grant(increment) {
-                    Ok(()) => {}
-                    Err(FlowError::WindowWhileOpening) => {
-                        return Err(format!("WINDOW on stream {id} that is still opening"));
-                    }
-                    Err(_) => return Err(format!("window overflow on stream {id}")),
-                }
-                if let Some(w) = st.writer.take() {
-                    w.wake();
-                }
-                Ok(())
-            }
+            Frame::OpenOk { id, window } => self.handle_open_ok(id, window),
+            Frame::OpenRefused { id, code, reason } => self.handle_open_refused(id, code, reason),
+            Frame::Data { id, payload } => self.handle_data(id, payload),
+            Frame::Window { id, increment } => self.handle_window(id, increment),
             Frame::Fin { id } => {
-                let Some(s) = self.find(id)? else {
-                    return Ok(());
-                };
-                let mut st = s.lock();
-                st.fin_received();
-                st.wake_all();
+                if let Some(s) = self.find(id)? {
+                    let mut st = s.lock();
+                    st.fin_received();
+                    st.wake_all();
+                }
                 Ok(())
             }
             Frame::Reset { id, reason, .. } => {
-                let Some(s) = self.forget(id) else {
-                    return Ok(());
-                };
-                let mut st = s.lock();
-                if let Some(tx) = st.take_opening() {
-                    let _ = tx.try_send(Err((RefuseCode::Other, reason.clone())));
+                if let Some(s) = self.forget(id) {
+                    let mut st = s.lock();
+                    if let Some(tx) = st.take_opening() {
+                        let _ = tx.try_send(Err((RefuseCode::Other, reason.clone())));
+                    }
+                    let why = format!("reset by peer: {reason}");
+                    st.fail(io::ErrorKind::ConnectionReset, why);
                 }
-                st.fail(
-                    io::ErrorKind::ConnectionReset,
-                    format!("reset by peer: {reason}"),
-                );
                 Ok(())
             }
             Frame::GoAway { ref reason } => {
@@ -148,6 +62,100 @@ impl Shared {
             }
             other => self.to_role(other),
         }
+    }
+
+    fn handle_open_ok(&self, id: u32, window: u32) -> Result<(), String> {
+        let Some(s) = self.find(id)? else {
+            return Ok(());
+        };
+        let mut st = s.lock();
+        let Some(tx) = st.take_opening() else {
+            return Err(format!("OPEN_OK for stream {id} that is not opening"));
+        };
+        if window < EARLY_DATA {
+            return Err(format!(
+                "OPEN_OK for stream {id} with a window below EARLY_DATA"
+            ));
+        }
+        // The window counts what was already sent early (at most EARLY_DATA, since no
+        // WINDOW may arrive before OPEN_OK; checked all the same).
+        if st.send.open_ok(window).is_err() {
+            return Err(format!(
+                "OPEN_OK for stream {id} with a window below the early data sent"
+            ));
+        }
+        if let Some(w) = st.writer.take() {
+            w.wake();
+        }
+        // The opener may have given up (timeout); then the drop sends RESET.
+        let _ = tx.try_send(Ok(()));
+        Ok(())
+    }
+
+    fn handle_open_refused(&self, id: u32, code: RefuseCode, reason: String) -> Result<(), String> {
+        let Some(s) = self.forget(id) else {
+            return Ok(());
+        };
+        let mut st = s.lock();
+        st.fail(io::ErrorKind::ConnectionRefused, reason.clone());
+        match st.take_opening() {
+            Some(tx) => {
+                let _ = tx.try_send(Err((code, reason)));
+                Ok(())
+            }
+            None => Err(format!("OPEN_REFUSED for stream {id} that is not opening")),
+        }
+    }
+
+    fn handle_data(
+        &self,
+        id: u32,
+        payload: async_tungstenite::tungstenite::Bytes,
+    ) -> Result<(), String> {
+        let Some(s) = self.find(id)? else {
+            return Ok(());
+        };
+        let mut st = s.lock();
+        if st.half_close.received() {
+            return Err(format!("DATA after FIN on stream {id}"));
+        }
+        let n = payload.len();
+        if st.error.is_some() {
+            // We reset it; the peer has not seen that yet. Its credit still counts.
+            if st.recv_window.avail() < u32::try_from(n).unwrap_or(u32::MAX) {
+                return Err(format!("DATA past the window on stream {id}"));
+            }
+            return Ok(());
+        }
+        if st.recv_window.received(n).is_err() {
+            return Err(format!("DATA past the window on stream {id}"));
+        }
+        st.recv.push_back(payload);
+        self.metrics.bytes_in.fetch_add(n as u64, Relaxed);
+        if let Some(w) = st.reader.take() {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    fn handle_window(&self, id: u32, increment: u32) -> Result<(), String> {
+        let Some(s) = self.find(id)? else {
+            return Ok(());
+        };
+        let mut st = s.lock();
+        // Before OPEN_OK our credit is the early data; the peer's window arrives with
+        // OPEN_OK, which counts what was sent early.
+        match st.send.grant(increment) {
+            Ok(()) => {}
+            Err(FlowError::WindowWhileOpening) => {
+                return Err(format!("WINDOW on stream {id} that is still opening"));
+            }
+            Err(_) => return Err(format!("window overflow on stream {id}")),
+        }
+        if let Some(w) = st.writer.take() {
+            w.wake();
+        }
+        Ok(())
     }
 
     /// Hands a session frame to the role. The queue is bounded: a peer that sends session
