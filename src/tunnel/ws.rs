@@ -199,66 +199,14 @@ pub enum Upgrade {
 
 /// Checks an upgrade request's WebSocket headers, token and version.
 pub fn check_upgrade(head: &RequestHead, token: Option<&Secret>) -> Upgrade {
-    let h = &head.headers;
-    if !h.contains_token("upgrade", "websocket") || !h.contains_token("connection", "upgrade") {
-        return Upgrade::Refuse(Refusal::BadRequest, "expected a websocket upgrade".into());
-    }
-    if h.get("sec-websocket-version") != Some("13") {
-        return Upgrade::Refuse(
-            Refusal::BadRequest,
-            "unsupported websocket version (need 13)".into(),
-        );
-    }
-    let Some(key) = h.get("sec-websocket-key") else {
-        return Upgrade::Refuse(Refusal::BadRequest, "missing Sec-WebSocket-Key".into());
-    };
-    if let Some(want) = token {
-        let got = h
-            .get("authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let ok = got.is_some_and(|g| {
-            crate::secret::constant_time_eq(g.as_bytes(), want.expose().as_bytes())
-        });
-        if !ok {
-            let why = if got.is_some() {
-                "wrong token"
-            } else {
-                "missing token (Authorization: Bearer …)"
-            };
-            return Upgrade::Refuse(Refusal::Auth, why.into());
-        }
-    }
-    match h.get(VERSION_HEADER) {
-        Some(v) if v.trim() == VERSION.to_string() => {}
-        Some(v) => {
-            return Upgrade::Refuse(
-                Refusal::Version,
-                format!("client speaks protocol version {v}, this relay speaks {VERSION}"),
-            );
-        }
-        None => {
-            return Upgrade::Refuse(
-                Refusal::Version,
-                format!("missing {VERSION_HEADER} header; this relay speaks {VERSION}"),
-            );
-        }
-    }
-    let session_id = match h.get(SESSION_HEADER) {
-        Some(id)
-            if !id.is_empty()
-                && id.len() <= 64
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
-        {
-            id.to_string()
-        }
-        Some(_) => return Upgrade::Refuse(Refusal::BadRequest, "bad session id".into()),
-        None => {
-            return Upgrade::Refuse(
-                Refusal::BadRequest,
-                format!("missing {SESSION_HEADER} header"),
-            );
-        }
+    let checked = websocket_key(head).and_then(|key| {
+        check_token(head, token)?;
+        check_version(head)?;
+        Ok((key, session_id(head)?))
+    });
+    let (key, session_id) = match checked {
+        Ok(pair) => pair,
+        Err((refusal, why)) => return Upgrade::Refuse(refusal, why),
     };
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{VERSION_HEADER}: {VERSION}\r\n\r\n",
@@ -267,6 +215,78 @@ pub fn check_upgrade(head: &RequestHead, token: Option<&Secret>) -> Upgrade {
     Upgrade::Accept {
         response: response.into_bytes(),
         session_id,
+    }
+}
+
+/// Why an upgrade is refused.
+type Refused = (Refusal, String);
+
+/// The WebSocket headers of an upgrade; their `Sec-WebSocket-Key`.
+fn websocket_key(head: &RequestHead) -> Result<&str, Refused> {
+    let h = &head.headers;
+    let bad = |why: &str| (Refusal::BadRequest, why.to_string());
+    if !h.contains_token("upgrade", "websocket") || !h.contains_token("connection", "upgrade") {
+        return Err(bad("expected a websocket upgrade"));
+    }
+    if h.get("sec-websocket-version") != Some("13") {
+        return Err(bad("unsupported websocket version (need 13)"));
+    }
+    h.get("sec-websocket-key")
+        .ok_or_else(|| bad("missing Sec-WebSocket-Key"))
+}
+
+/// `Authorization: Bearer` against the relay's token (constant-time), when it has one.
+fn check_token(head: &RequestHead, token: Option<&Secret>) -> Result<(), Refused> {
+    let Some(want) = token else {
+        return Ok(());
+    };
+    let got = head
+        .headers
+        .get("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok = got
+        .is_some_and(|g| crate::secret::constant_time_eq(g.as_bytes(), want.expose().as_bytes()));
+    match (ok, got) {
+        (true, _) => Ok(()),
+        (false, Some(_)) => Err((Refusal::Auth, "wrong token".into())),
+        (false, None) => Err((
+            Refusal::Auth,
+            "missing token (Authorization: Bearer …)".into(),
+        )),
+    }
+}
+
+/// The client's protocol version must be ours.
+fn check_version(head: &RequestHead) -> Result<(), Refused> {
+    match head.headers.get(VERSION_HEADER) {
+        Some(v) if v.trim() == VERSION.to_string() => Ok(()),
+        Some(v) => Err((
+            Refusal::Version,
+            format!("client speaks protocol version {v}, this relay speaks {VERSION}"),
+        )),
+        None => Err((
+            Refusal::Version,
+            format!("missing {VERSION_HEADER} header; this relay speaks {VERSION}"),
+        )),
+    }
+}
+
+/// The session id the client presents: 1 to 64 characters of `[A-Za-z0-9-]`.
+fn session_id(head: &RequestHead) -> Result<String, Refused> {
+    match head.headers.get(SESSION_HEADER) {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= 64
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+        {
+            Ok(id.to_string())
+        }
+        Some(_) => Err((Refusal::BadRequest, "bad session id".into())),
+        None => Err((
+            Refusal::BadRequest,
+            format!("missing {SESSION_HEADER} header"),
+        )),
     }
 }
 
