@@ -67,6 +67,48 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Too many answers wait for a peer that does not read them: stop reading it until the
+/// writer got them out, so what it sends waits in its own buffers, not in ours.
+async fn pause_while_answers_queue(shared: &Shared) {
+    let queued = shared.out.non_data.bytes();
+    if queued < MAX_QUEUED_NON_DATA {
+        return;
+    }
+    if shared.out.non_data.first_pause() {
+        log::warn!(
+            "session {}: peer does not read our answers ({queued} bytes queued); \
+             not reading it until they are sent",
+            shared.label
+        );
+    } else {
+        log::debug!(
+            "session {}: {queued} bytes of answers queued; pausing reads",
+            shared.label
+        );
+    }
+    shared
+        .out
+        .non_data
+        .room(|| shared.lock_state().closed.is_some())
+        .await;
+}
+
+/// Why reading the WebSocket failed, as the session's end.
+fn read_error(e: async_tungstenite::tungstenite::Error) -> CloseReason {
+    use async_tungstenite::tungstenite::Error as E;
+    use async_tungstenite::tungstenite::error::ProtocolError as P;
+    match e {
+        E::ConnectionClosed | E::AlreadyClosed => CloseReason::PeerClosed,
+        // The peer vanished (killed, network gone): a transport failure, not abuse.
+        E::Protocol(P::ResetWithoutClosingHandshake) => {
+            CloseReason::Transport("connection reset without a close handshake".into())
+        }
+        E::Io(e) => CloseReason::Transport(e.to_string()),
+        E::Capacity(e) => CloseReason::Protocol(1009, format!("message too large: {e}")),
+        e => CloseReason::Protocol(1002, e.to_string()),
+    }
+}
+
 async fn read_loop<S>(
     shared: &Arc<Shared>,
     rx: &mut async_tungstenite::WebSocketReceiver<S>,
@@ -75,46 +117,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        // Too many answers wait for a peer that does not read them: stop reading it until the
-        // writer got them out, so what it sends waits in its own buffers, not in ours.
-        if shared.out.non_data.bytes() >= MAX_QUEUED_NON_DATA {
-            let queued = shared.out.non_data.bytes();
-            if shared.out.non_data.first_pause() {
-                log::warn!(
-                    "session {}: peer does not read our answers ({queued} bytes queued); \
-                     not reading it until they are sent",
-                    shared.label
-                );
-            } else {
-                log::debug!(
-                    "session {}: {queued} bytes of answers queued; pausing reads",
-                    shared.label
-                );
-            }
-            shared
-                .out
-                .non_data
-                .room(|| shared.lock_state().closed.is_some())
-                .await;
-        }
+        pause_while_answers_queue(shared).await;
         let msg = match rx.next().await {
             None => return CloseReason::PeerClosed,
-            Some(Err(e)) => {
-                use async_tungstenite::tungstenite::Error as E;
-                use async_tungstenite::tungstenite::error::ProtocolError as P;
-                return match e {
-                    E::ConnectionClosed | E::AlreadyClosed => CloseReason::PeerClosed,
-                    // The peer vanished (killed, network gone): a transport failure, not abuse.
-                    E::Protocol(P::ResetWithoutClosingHandshake) => {
-                        CloseReason::Transport("connection reset without a close handshake".into())
-                    }
-                    E::Io(e) => CloseReason::Transport(e.to_string()),
-                    E::Capacity(e) => {
-                        CloseReason::Protocol(1009, format!("message too large: {e}"))
-                    }
-                    e => CloseReason::Protocol(1002, e.to_string()),
-                };
-            }
+            Some(Err(e)) => return read_error(e),
             Some(Ok(m)) => m,
         };
         *shared.last_rx.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
