@@ -10,9 +10,10 @@ const MAX_BINDS: usize = 64;
 /// Visitors one listener serves at once; more are refused (503 on a proxy port).
 const MAX_VISITORS: usize = 4096;
 
-/// Listeners held for clients that went away, by session id.
+/// Bindings held for clients that went away, by session id, until their grace period ends;
+/// and the sessions connected now.
 #[derive(Default)]
-pub(super) struct Registry {
+pub(super) struct GraceHold {
     pub(super) held: HashMap<String, (u64, Vec<Arc<TcpListener>>)>,
     generation: u64,
     /// Sessions connected now, by session id, each with a receiver that closes once that
@@ -20,7 +21,7 @@ pub(super) struct Registry {
     pub(super) live: HashMap<String, (Session, smol::channel::Receiver<()>)>,
 }
 
-impl Registry {
+impl GraceHold {
     fn port_held_by_other(&self, session_id: &str, port: u16) -> bool {
         self.held
             .iter()
@@ -30,8 +31,8 @@ impl Registry {
     }
 }
 
-/// The listeners of one live session.
-pub(super) struct SessionBinds {
+/// The bindings of one live session: the public listeners its `-R` specs asked for.
+pub(super) struct Bindings {
     /// listeners handed back from the grace registry, not yet re-requested
     pub(super) reclaimed: Mutex<Vec<Arc<TcpListener>>>,
     /// listeners in use
@@ -74,7 +75,7 @@ pub(super) async fn session_frames_loop(
     session: &Session,
     session_id: &str,
     tasks: &TaskSet,
-    binds: &SessionBinds,
+    binds: &Bindings,
     session_sd: &crate::shutdown::Shutdown,
 ) {
     while let Some(frame) = session.session_frame().await {
@@ -139,7 +140,7 @@ pub(super) async fn session_frames_loop(
 async fn admit_bind(
     ctx: &Ctx,
     session_id: &str,
-    binds: &SessionBinds,
+    binds: &Bindings,
     addr: &str,
     port: u16,
     mode: &BindMode,
@@ -188,7 +189,7 @@ async fn bind(
     session_id: &str,
     addr: &str,
     port: u16,
-    binds: &SessionBinds,
+    binds: &Bindings,
 ) -> Result<Arc<TcpListener>, String> {
     let ip: IpAddr = if addr.is_empty() {
         ctx.default_bind

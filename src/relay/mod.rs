@@ -33,7 +33,7 @@ pub mod limits;
 mod session;
 mod streams;
 
-use binds::{Registry, SessionBinds, hold_for_grace, session_frames_loop};
+use binds::{Bindings, GraceHold, hold_for_grace, session_frames_loop};
 use front::{FrontStream, reply};
 use limits::{ConnPermit, Limiter, RelayLimits, left_out};
 use session::tunnel;
@@ -93,7 +93,7 @@ impl Default for RelayConfig {
 struct Ctx {
     cfg: RelayConfig,
     metrics: Arc<Metrics>,
-    registry: Mutex<Registry>,
+    registry: Mutex<GraceHold>,
     default_bind: IpAddr,
     spawner: Spawner,
     shutdown: ShutdownSignal,
@@ -161,7 +161,7 @@ impl Relay {
             limits: Limiter::new(self.cfg.limits.clone()),
             cfg: self.cfg,
             metrics: self.metrics,
-            registry: Mutex::new(Registry::default()),
+            registry: Mutex::new(GraceHold::default()),
             default_bind: self.default_bind,
             reapers: TaskSet::new(spawner.clone()),
             spawner: spawner.clone(),

@@ -185,7 +185,7 @@ async fn serve<S: FrontStream>(
     reclaimed: Vec<Arc<TcpListener>>,
 ) -> Vec<Arc<TcpListener>> {
     let tasks = TaskSet::new(ctx.spawner.clone());
-    let state = SessionBinds {
+    let state = Bindings {
         reclaimed: Mutex::new(reclaimed),
         live: Mutex::new(Vec::new()),
     };
