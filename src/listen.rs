@@ -41,35 +41,36 @@ pub async fn accept(
 /// turned away anyway).
 pub type AnswerError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How a connection that is not served is turned away. The loop awaits the answer before it
+/// How a connection that is not served is turned away (the action; `refusal::Refusal` is the
+/// reason). The loop awaits the answer before it
 /// accepts again, so the answer must be bounded in time (the refusal writer has a deadline).
-pub enum Refusal {
+pub enum TurnAway {
     /// Closed without a word (the stream is dropped).
     Close,
     /// Answered by this future, which owns the stream and closes it.
     Answer(Pin<Box<dyn Future<Output = Result<(), AnswerError>> + Send>>),
 }
 
-impl std::fmt::Debug for Refusal {
+impl std::fmt::Debug for TurnAway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Refusal::Close => "Refusal::Close",
-            Refusal::Answer(_) => "Refusal::Answer",
+            TurnAway::Close => "TurnAway::Close",
+            TurnAway::Answer(_) => "TurnAway::Answer",
         })
     }
 }
 
-impl Refusal {
+impl TurnAway {
     /// A refusal answered by `fut` (which owns the stream).
     pub fn answer<E>(fut: impl Future<Output = Result<(), E>> + Send + 'static) -> Self
     where
         E: Into<AnswerError>,
     {
-        Refusal::Answer(Box::pin(async { fut.await.map_err(Into::into) }))
+        TurnAway::Answer(Box::pin(async { fut.await.map_err(Into::into) }))
     }
 
     async fn send(self, what: &str, peer: SocketAddr) {
-        if let Refusal::Answer(fut) = self {
+        if let TurnAway::Answer(fut) = self {
             if let Err(e) = fut.await {
                 log::debug!("{what} {peer}: refusal not delivered: {e}");
             }
@@ -118,8 +119,8 @@ impl AcceptLoop<'_> {
         mut over_limit: O,
     ) where
         L: Borrow<TcpListener>,
-        A: FnMut(TcpStream, SocketAddr) -> Result<F, Refusal>,
-        O: FnMut(TcpStream, SocketAddr, usize) -> Refusal,
+        A: FnMut(TcpStream, SocketAddr) -> Result<F, TurnAway>,
+        O: FnMut(TcpStream, SocketAddr, usize) -> TurnAway,
         F: Future<Output = ()> + Send + 'static,
     {
         let tasks = TaskSet::new(spawner);

@@ -4,7 +4,7 @@
 mod common;
 
 use burrow::exec::Spawner;
-use burrow::listen::{AcceptLoop, Drain, Refusal};
+use burrow::listen::{AcceptLoop, Drain, TurnAway};
 use burrow::shutdown::Shutdown;
 use common::{lo, run, within};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,7 +61,7 @@ async fn start(sp: &Spawner, limit: usize, drain: Drain) -> Running {
         let over_limit = |mut stream: TcpStream, _peer, open| {
             assert_eq!(open, limit, "asked to refuse below the limit");
             refused.fetch_add(1, Ordering::SeqCst);
-            Refusal::answer(async move { stream.write_all(b"busy\n").await })
+            TurnAway::answer(async move { stream.write_all(b"busy\n").await })
         };
         accept_loop
             .run(listener, spawner, &signal, admit, over_limit)
@@ -156,9 +156,9 @@ fn a_refusal_from_the_admission_is_sent_and_nothing_is_spawned() {
             let admit = |mut stream: TcpStream, _peer| {
                 // Every other connection is answered, the rest are closed without a word.
                 let refusal = if seen.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
-                    Refusal::answer(async move { stream.write_all(b"no\n").await })
+                    TurnAway::answer(async move { stream.write_all(b"no\n").await })
                 } else {
-                    Refusal::Close
+                    TurnAway::Close
                 };
                 Err::<std::future::Pending<()>, _>(refusal)
             };

@@ -61,14 +61,14 @@ pub(super) async fn serve_local(
     let over_limit = |tcp, peer, _open| {
         log::warn!("local {peer}: refused: {MAX_LOCAL_CONNECTIONS} connections open");
         match &local.spec {
-            LocalSpec::Proxy { .. } => listen::Refusal::answer(front::refuse(
+            LocalSpec::Proxy { .. } => listen::TurnAway::answer(front::refuse(
                 tcp,
                 503,
                 "too many connections",
                 &[],
                 front::REFUSAL_AT_ACCEPT,
             )),
-            _ => listen::Refusal::Close,
+            _ => listen::TurnAway::Close,
         }
     };
     accept_loop

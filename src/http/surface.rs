@@ -247,7 +247,7 @@ pub async fn serve_listener_as<F>(
     };
     let over_limit = |_stream, peer, _open| {
         log::debug!("{what} {peer}: closed, {MAX_SURFACE_CONNECTIONS} connections open");
-        crate::listen::Refusal::Close
+        crate::listen::TurnAway::Close
     };
     accept_loop
         .run(listener, spawner, &shutdown, admit, over_limit)

@@ -8,7 +8,7 @@ use crate::dial::{Dialer, DirectDialer};
 use crate::exec::Spawner;
 use crate::http::front::{self, REFUSAL_AT_ACCEPT};
 use crate::http::head::{RequestHead, Target, Version};
-use crate::listen::{AcceptLoop, Drain, Refusal};
+use crate::listen::{AcceptLoop, Drain, TurnAway};
 use crate::shutdown::ShutdownSignal;
 use crate::splice::{self, Outcome};
 use futures_lite::io::{AsyncWriteExt, BufReader};
@@ -78,7 +78,7 @@ impl Proxy {
             log::warn!("conn {id} {peer}: refused, {open} connections open (503)");
             let refusal =
                 front::refuse(stream, 503, "too many connections", &[], REFUSAL_AT_ACCEPT);
-            Refusal::answer(refusal)
+            TurnAway::answer(refusal)
         };
         accept_loop
             .run(listener, spawner, &shutdown, admit, over_limit)

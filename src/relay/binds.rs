@@ -277,14 +277,14 @@ async fn accept_visitors(
         if !super::streams::may_open(&ctx, &label, peer) {
             // A proxy visitor can read why; a forwarded one only sees the close.
             return Err(match binding.proxy_cfg {
-                Some(_) => listen::Refusal::answer(front::refuse(
+                Some(_) => listen::TurnAway::answer(front::refuse(
                     visitor,
                     503,
                     "relay busy: too many streams",
                     &[],
                     front::REFUSAL_AT_ACCEPT,
                 )),
-                None => listen::Refusal::Close,
+                None => listen::TurnAway::Close,
             });
         }
         Ok(binding.clone().serve(visitor, peer, id))
@@ -294,7 +294,7 @@ async fn accept_visitors(
         log::warn!(
             "session {label}: visitor {peer} refused: {MAX_VISITORS} already connected (503)"
         );
-        listen::Refusal::answer(front::refuse(
+        listen::TurnAway::answer(front::refuse(
             visitor,
             503,
             "too many connections",

@@ -31,7 +31,7 @@ pub(super) fn admit(
     ctx: &Arc<Ctx>,
     stream: TcpStream,
     peer: SocketAddr,
-) -> Result<BoxFuture, listen::Refusal> {
+) -> Result<BoxFuture, listen::TurnAway> {
     // One deadline for everything before a tunnel: TLS, head, and a surface answer.
     let deadline = Instant::now() + ctx.cfg.handshake_timeout;
     let permit = match ctx.limits.admit_conn() {
@@ -61,7 +61,7 @@ pub(super) fn over_limit(
     stream: TcpStream,
     peer: SocketAddr,
     open: usize,
-) -> listen::Refusal {
+) -> listen::TurnAway {
     let why = limits::ConnRefusal::All(open);
     refuse_conn(ctx, stream, peer, &why)
 }
@@ -73,7 +73,7 @@ fn refuse_conn(
     stream: TcpStream,
     peer: SocketAddr,
     why: &limits::ConnRefusal,
-) -> listen::Refusal {
+) -> listen::TurnAway {
     ctx.metrics.refused(Refusal::TooManyConnections);
     if let Some(n) = ctx.limits.logs.conns.hit() {
         log::warn!(
@@ -83,9 +83,9 @@ fn refuse_conn(
     }
     #[cfg(feature = "tls")]
     if ctx.cfg.tls.is_some() {
-        return listen::Refusal::Close;
+        return listen::TurnAway::Close;
     }
-    listen::Refusal::answer(front::refuse(
+    listen::TurnAway::answer(front::refuse(
         stream,
         503,
         "relay busy: too many connections",
