@@ -41,6 +41,12 @@ mod tests {
         }
     }
 
+    /// A waker that counts its wakes.
+    fn counting_waker() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        (count.clone(), Waker::from(count))
+    }
+
     fn session() -> Session {
         let metrics = Arc::new(crate::metrics::Metrics::default());
         Session::new(Side::Client, SessionConfig::default(), "t".into(), metrics).0
@@ -49,8 +55,7 @@ mod tests {
     #[test]
     fn setting_the_session_wakes_a_waiter_at_once() {
         let current = CurrentSession::new();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut wait = std::pin::pin!(current.wait(Duration::from_secs(3600)));
         assert!(wait.as_mut().poll(&mut cx).is_pending());
@@ -67,8 +72,7 @@ mod tests {
     #[test]
     fn clearing_keeps_waiters_waiting_and_a_set_session_is_returned_at_once() {
         let current = CurrentSession::new();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        let (_, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut wait = std::pin::pin!(current.wait(Duration::from_secs(3600)));
         assert!(wait.as_mut().poll(&mut cx).is_pending());
