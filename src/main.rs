@@ -173,8 +173,13 @@ async fn serve_status(
         .with_context(|| format!("--status: cannot listen on {addr}"))?;
     log::info!("status on http://{}/readyz", listener.local_addr()?);
     let route = burrow::http::surface::standard_route(client.metrics(), Some(client.readiness()));
-    let serve =
-        burrow::http::surface::serve_listener(listener, route, spawner.clone(), signal.clone());
+    let serve = burrow::http::surface::serve_listener_as(
+        "status",
+        listener,
+        route,
+        spawner.clone(),
+        signal.clone(),
+    );
     Ok(spawner.spawn_boxed(Box::pin(serve)))
 }
 

@@ -210,18 +210,6 @@ where
     crate::time::with_timeout(left, answer.or(ended), late).await
 }
 
-/// A listener that serves only the surface (the client's `--status`).
-pub async fn serve_listener<F>(
-    listener: smol::net::TcpListener,
-    route: F,
-    spawner: crate::exec::Spawner,
-    shutdown: crate::shutdown::ShutdownSignal,
-) where
-    F: Fn(&str, &str) -> Answer + Send + Sync + 'static,
-{
-    serve_listener_as("status", listener, route, spawner, shutdown).await
-}
-
 /// A listener that serves only the surface, `what` naming it in logs (`status`, `admin`).
 /// At most [`MAX_SURFACE_CONNECTIONS`] at once, one request each, each within
 /// [`REQUEST_DEADLINE`].
