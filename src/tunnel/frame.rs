@@ -30,7 +30,7 @@ pub const MAX_TEXT: usize = 255;
 pub const HEADER: usize = 5;
 
 /// Frame type codes.
-mod code {
+pub(crate) mod code {
     pub const OPEN: u8 = 0x01;
     pub const OPEN_OK: u8 = 0x02;
     pub const OPEN_REFUSED: u8 = 0x03;

@@ -4,7 +4,7 @@
 pub(crate) mod flow;
 pub mod frame;
 pub(crate) mod outbox;
-mod pool;
+pub(crate) mod pool;
 pub mod session;
 pub mod stream;
 pub mod watch;

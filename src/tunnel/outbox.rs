@@ -6,7 +6,7 @@
 
 use crate::metrics::Metrics;
 use crate::tunnel::frame::{Frame, HEADER};
-use crate::tunnel::pool::BufPool;
+use crate::tunnel::pool::{BufPool, FrameBuf};
 use event_listener::{Event, EventListener};
 use smol::channel::{Receiver, Sender};
 use std::future::Future;
@@ -29,8 +29,10 @@ const FRAME_OVERHEAD: usize = 64;
 
 /// What the writer sends.
 pub(crate) enum Out {
-    /// an encoded frame (DATA when its first byte is the DATA type)
+    /// an encoded session frame (any but DATA)
     Frame(Vec<u8>),
+    /// a DATA frame: the first `len` bytes of a pooled buffer
+    Data(FrameBuf, usize),
     /// a keepalive ping with our send time
     Ping(Vec<u8>),
     /// the WebSocket close, with the reason
@@ -79,18 +81,32 @@ impl Outbox {
         }
     }
 
-    /// Queues one DATA frame (the caller took the credit and checked [`Outbox::poll_room`]).
+    /// Queues one DATA frame, copying `payload` (at most `MAX_DATA` bytes) behind the header
+    /// (the caller took the credit and checked [`Outbox::poll_room`]).
     pub(crate) fn send_data(&self, id: u32, payload: &[u8]) {
-        let mut out = self.pool.take(HEADER + payload.len());
-        out.push(0x04);
-        out.extend_from_slice(&id.to_be_bytes());
-        out.extend_from_slice(payload);
-        self.queued.fetch_add(payload.len(), Relaxed);
-        self.metrics
-            .bytes_out
-            .fetch_add(payload.len() as u64, Relaxed);
+        let mut buf = self.pool.take();
+        buf.payload_mut()[..payload.len()].copy_from_slice(payload);
+        self.send_buf(id, buf, payload.len());
+    }
+
+    /// Queues the first `n` payload bytes of `buf` as one DATA frame of stream `id` (the caller
+    /// took the credit for them and checked [`Outbox::poll_room`]).
+    pub(crate) fn send_buf(&self, id: u32, mut buf: FrameBuf, n: usize) {
+        buf.set_header(id);
+        self.queued.fetch_add(n, Relaxed);
+        self.metrics.bytes_out.fetch_add(n as u64, Relaxed);
         // A closed writer means the session is over; the stream learns it from its state.
-        let _ = self.tx.try_send(Out::Frame(out));
+        let _ = self.tx.try_send(Out::Data(buf, HEADER + n));
+    }
+
+    /// An empty frame buffer from the session's pool.
+    pub(crate) fn frame_buf(&self) -> FrameBuf {
+        self.pool.take()
+    }
+
+    /// Gives back a frame buffer that was not sent.
+    pub(crate) fn give_back(&self, buf: FrameBuf) {
+        self.pool.put(buf);
     }
 
     /// Queues something for the writer; false when the writer is gone.
@@ -234,7 +250,7 @@ mod tests {
         assert_eq!(outbox.data_room.total_listeners(), 1);
         assert_eq!(count.0.load(Relaxed), 0);
         // The writer sent it: the waiting writer wakes and finds room.
-        assert!(matches!(rx.try_recv(), Ok(Out::Frame(f)) if f.len() == HEADER + 10));
+        assert!(matches!(rx.try_recv(), Ok(Out::Data(_, len)) if len == HEADER + 10));
         outbox.drained(10);
         assert_eq!(count.0.load(Relaxed), 1);
         assert!(outbox.poll_room(&mut wait, &mut cx));

@@ -4,8 +4,11 @@
 //! sent FIN by then it just leaves the table; otherwise a RESET tells the peer.
 
 use super::flow::{RecvWindow, SendCredit};
+use super::frame::MAX_DATA;
 use super::frame::{Frame, RefuseCode};
 use super::outbox::Outbox;
+use super::pool::FrameBuf;
+use async_tungstenite::tungstenite::Bytes;
 use event_listener::EventListener;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use std::collections::VecDeque;
@@ -241,6 +244,137 @@ impl MuxStream {
     }
 }
 
+impl MuxStream {
+    /// Ready with the received bytes at the front of the queue, shared, not copied; `None`
+    /// once the peer finished sending and everything was read. Mark what was used with
+    /// [`MuxStream::consume`].
+    pub(crate) fn poll_chunk(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        let mut st = self.h.stream.lock();
+        if st.recv_window.buffered() == 0 {
+            if st.half_close.received() {
+                return Poll::Ready(Ok(None));
+            }
+            if let Some((kind, why)) = &st.error {
+                return Poll::Ready(Err(io::Error::new(*kind, why.clone())));
+            }
+            st.reader = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let off = st.recv_off;
+        Poll::Ready(Ok(st.recv.front().map(|front| front.slice(off..))))
+    }
+
+    /// `n` bytes from the front of the queue were used: frees them and returns credit.
+    pub(crate) fn consume(&self, n: usize) {
+        let mut st = self.h.stream.lock();
+        let mut left = n;
+        while left > 0 {
+            let Some(front) = st.recv.front() else { break };
+            let take = (front.len() - st.recv_off).min(left);
+            left -= take;
+            if st.recv_off + take == front.len() {
+                st.recv.pop_front();
+                st.recv_off = 0;
+            } else {
+                st.recv_off += take;
+            }
+        }
+        debug_assert_eq!(left, 0, "consumed more than was received");
+        self.consumed(st, n - left);
+    }
+
+    /// Books `n` read bytes: the queue shrinks back when empty and the peer gets its credit.
+    fn consumed(&self, mut st: MutexGuard<'_, StreamState>, n: usize) {
+        let h = &self.h;
+        st.recv_window.consumed(n);
+        if st.recv.is_empty() && st.recv.capacity() > RECV_SLOTS_KEPT {
+            // A burst grew the queue; an idle stream should not keep that allocation.
+            st.recv = VecDeque::new();
+        }
+        let update = h.owner.window_update(&mut st);
+        drop(st);
+        if let Some(increment) = update {
+            h.outbox.send_frame(Frame::Window {
+                id: h.stream.id,
+                increment,
+            });
+        }
+    }
+
+    /// Ready with how many bytes may go out now as one DATA frame (at least 1, at most
+    /// `MAX_DATA`): the stream has credit and the session's writer has room. Fill a
+    /// [`MuxStream::frame_buf`] with up to that many and send it with [`MuxStream::send_buf`].
+    pub(crate) fn poll_send_room(&self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let h = &self.h;
+        let mut st = h.stream.lock();
+        if let Some(e) = st.write_error() {
+            return Poll::Ready(Err(e));
+        }
+        if st.send.available() == 0 {
+            st.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        if !h.outbox.poll_room(&mut st.room, cx) {
+            return Poll::Pending;
+        }
+        let room = usize::try_from(st.send.available()).unwrap_or(MAX_DATA);
+        Poll::Ready(Ok(room.min(MAX_DATA)))
+    }
+
+    /// A frame buffer from the session's pool, to fill and pass to [`MuxStream::send_buf`]
+    /// (or to give back with [`MuxStream::give_back`]).
+    pub(crate) fn frame_buf(&self) -> FrameBuf {
+        self.h.outbox.frame_buf()
+    }
+
+    /// Returns an unused frame buffer to the session's pool.
+    pub(crate) fn give_back(&self, buf: FrameBuf) {
+        self.h.outbox.give_back(buf);
+    }
+
+    /// Sends the first `n` payload bytes of `buf` as DATA; `n` is at most what
+    /// [`MuxStream::poll_send_room`] granted just before, with no other write in between.
+    pub(crate) fn send_buf(&self, buf: FrameBuf, n: usize) -> io::Result<()> {
+        let h = &self.h;
+        let mut st = h.stream.lock();
+        if let Some(e) = st.write_error() {
+            h.outbox.give_back(buf);
+            return Err(e);
+        }
+        let taken = st.send.take(n);
+        if taken != n {
+            // Only a second writer on this stream could have taken the credit in between:
+            // refuse rather than send past the peer's window.
+            st.fail(
+                io::ErrorKind::Other,
+                "stream written from two places".into(),
+            );
+            drop(st);
+            h.outbox.give_back(buf);
+            return Err(io::Error::other("stream written from two places"));
+        }
+        drop(st);
+        h.outbox.send_buf(h.stream.id, buf, n);
+        Ok(())
+    }
+}
+
+impl StreamState {
+    /// Why this stream cannot be written now, if it cannot.
+    fn write_error(&self) -> Option<io::Error> {
+        if let Some((kind, why)) = &self.error {
+            return Some(io::Error::new(*kind, why.clone()));
+        }
+        if self.half_close.sent() {
+            return Some(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "stream already closed for writing",
+            ));
+        }
+        None
+    }
+}
+
 impl AsyncRead for MuxStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -273,20 +407,7 @@ impl AsyncRead for MuxStream {
                 st.recv_off += take;
             }
         }
-        st.recv_window.consumed(n);
-        if st.recv.is_empty() && st.recv.capacity() > RECV_SLOTS_KEPT {
-            // A burst grew the queue: give it back. A small one stays, so steady traffic does
-            // not allocate it anew for every frame (payloads are freed as they are read).
-            st.recv = VecDeque::new();
-        }
-        let update = h.owner.window_update(&mut st);
-        drop(st);
-        if let Some(increment) = update {
-            h.outbox.send_frame(Frame::Window {
-                id: h.stream.id,
-                increment,
-            });
-        }
+        self.consumed(st, n);
         Poll::Ready(Ok(n))
     }
 }
@@ -302,14 +423,8 @@ impl AsyncWrite for MuxStream {
         }
         let h = &self.h;
         let mut st = h.stream.lock();
-        if let Some((kind, why)) = &st.error {
-            return Poll::Ready(Err(io::Error::new(*kind, why.clone())));
-        }
-        if st.half_close.sent() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "stream already closed for writing",
-            )));
+        if let Some(e) = st.write_error() {
+            return Poll::Ready(Err(e));
         }
         if st.send.available() == 0 {
             st.writer = Some(cx.waker().clone());

@@ -1,5 +1,6 @@
 //! The driver: the one future that reads, writes and pings for a session.
 
+use super::race::{Branch, race};
 use super::*;
 
 /// Closes the session if the driver future is dropped before it finished.
@@ -29,11 +30,23 @@ impl Driver {
             // Transport, not Local: no second attempt at a close frame on a stuck path.
             CloseReason::Transport("closed; the close frame could not be sent".into())
         };
-        let reason = read_loop(&shared, &mut rx)
-            .or(write_loop(&shared, &out_rx, &mut tx))
-            .or(keepalive_loop(&shared))
-            .or(forced)
-            .await;
+        let reason = {
+            let (mut read, mut write) = (
+                std::pin::pin!(read_loop(&shared, &mut rx)),
+                std::pin::pin!(write_loop(&shared, &out_rx, &mut tx)),
+            );
+            let (mut keepalive, mut forced) = (
+                std::pin::pin!(keepalive_loop(&shared)),
+                std::pin::pin!(forced),
+            );
+            race([
+                read.as_mut() as Branch<'_, CloseReason>,
+                write.as_mut(),
+                keepalive.as_mut(),
+                forced.as_mut(),
+            ])
+            .await
+        };
         // Tell the peer why, briefly; it may already be gone.
         let close = match &reason {
             CloseReason::Protocol(code, why) => Some((CloseCode::from(*code), why.clone())),
@@ -47,7 +60,8 @@ impl Driver {
                 reason: truncate(&why, 120).into(),
             };
             // The peer may be gone or stuck: the close frame is a courtesy, bounded in time.
-            let _ = crate::time::within(CLOSE_TIMEOUT, tx.close(Some(frame))).await;
+            let _ = crate::time::within(CLOSE_TIMEOUT, closing_handshake(&mut tx, &mut rx, frame))
+                .await;
         }
         match &reason {
             CloseReason::Protocol(..) => log::warn!("session {}: {reason}", shared.label),
@@ -56,6 +70,26 @@ impl Driver {
         shared.close(&reason);
         drop(guard);
         reason
+    }
+}
+
+/// Sends our close frame, then reads (and drops) what the peer still sends until its close
+/// answers ours or the connection ends: its last frames (a pong, say) reach a live socket, so
+/// it reads our close frame instead of losing it to a reset.
+async fn closing_handshake<S>(
+    tx: &mut async_tungstenite::WebSocketSender<S>,
+    rx: &mut async_tungstenite::WebSocketReceiver<S>,
+    frame: CloseFrame,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if tx.close(Some(frame)).await.is_err() {
+        return;
+    }
+    while let Some(Ok(msg)) = rx.next().await {
+        if matches!(msg, Message::Close(_)) {
+            return;
+        }
     }
 }
 
@@ -131,6 +165,11 @@ where
                     shared.metrics.refused(Refusal::BadRequest);
                     return CloseReason::Protocol(1002, why);
                 }
+                drop(bytes);
+                // Let the stream's task write the payload out before the next read: once the
+                // message is dropped, the WebSocket's read buffer is ours alone again and is
+                // reused in place instead of reallocated (and faulted in) for every message.
+                futures_lite::future::yield_now().await;
             }
             Message::Text(_) => {
                 shared.metrics.refused(Refusal::BadRequest);
@@ -166,14 +205,14 @@ where
         let mut batch = 0;
         while let Some(item) = next.take() {
             let msg = match item {
+                // The same accounting as `send_buf` and `send_frame`.
+                Out::Data(buf, len) => {
+                    bytes += len.saturating_sub(crate::tunnel::frame::HEADER);
+                    Message::Binary(shared.out.pool().message_bytes(buf, len))
+                }
                 Out::Frame(f) => {
-                    // The same accounting as `send_data` and `send_frame`.
-                    if f.first() == Some(&0x04) {
-                        bytes += f.len().saturating_sub(crate::tunnel::frame::HEADER);
-                    } else {
-                        non_data += NonDataQueue::cost(f.len());
-                    }
-                    Message::Binary(shared.out.pool().message_bytes(f))
+                    non_data += NonDataQueue::cost(f.len());
+                    Message::Binary(Bytes::from(f))
                 }
                 Out::Ping(p) => Message::Ping(Bytes::from(p)),
                 Out::Close(why) => {
@@ -196,6 +235,10 @@ where
         }
         shared.out.drained(bytes);
         shared.out.non_data.sent(non_data);
+        if out_rx.is_empty() {
+            // Nothing more to send: an idle session keeps one frame buffer, not a burst's worth.
+            shared.out.pool().trim();
+        }
     }
 }
 

@@ -19,8 +19,8 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::{Bytes, Message};
+use futures_lite::StreamExt;
 use futures_lite::io::{AsyncRead, AsyncWrite};
-use futures_lite::{FutureExt, StreamExt};
 use futures_sink::Sink;
 use smol::channel::{Receiver, Sender};
 use std::collections::HashMap;
@@ -37,6 +37,7 @@ mod driver;
 mod errors;
 mod incoming;
 mod limits;
+mod race;
 mod table;
 
 pub use crate::tunnel::outbox::MAX_QUEUED_NON_DATA;

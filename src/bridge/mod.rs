@@ -14,6 +14,8 @@ use smol::net::TcpStream;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+mod pump;
+
 /// Reaches targets by opening streams on a session: the far end dials them.
 #[derive(Debug, Clone)]
 pub struct MuxDialer {
@@ -112,9 +114,7 @@ pub fn refuse(inc: Incoming, refusal: Refusal, why: &str, label: &str, metrics: 
 pub async fn splice(tcp: TcpStream, stream: MuxStream, label: &str, target: &str) {
     let start = Instant::now();
     let id = stream.id();
-    let (mut tr, mut tw) = (tcp.clone(), tcp);
-    let (mut sr, mut sw) = (stream.clone(), stream);
-    let report = splice::splice(&mut tr, &mut tw, &mut sr, &mut sw, None).await;
+    let report = pump::splice(tcp, stream).await;
     let outcome = match &report.outcome {
         Outcome::Error(e) if splice::is_hangup(e) => format!("closed ({e})"),
         Outcome::Error(e) => format!("error: {e}"),
@@ -122,8 +122,8 @@ pub async fn splice(tcp: TcpStream, stream: MuxStream, label: &str, target: &str
     };
     log::info!(
         "session {label} stream {id} {target} sent={} received={} {:.3}s {outcome}",
-        report.a_to_b,
-        report.b_to_a,
+        report.sent,
+        report.received,
         start.elapsed().as_secs_f64()
     );
 }
