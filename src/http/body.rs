@@ -8,8 +8,8 @@
 //! The copiers do no timing of their own; wrap each side in [`Idle`] to bound a stall.
 
 use super::head::{Headers, RequestHead, ResponseHead, Version};
+use crate::time::Sleep;
 use futures_lite::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
-use smol::Timer;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -245,7 +245,7 @@ pub struct Idle<T> {
     inner: T,
     limit: Duration,
     /// Runs while an operation is pending; `armed` says whether it was set for this wait.
-    timer: Timer,
+    timer: Sleep,
     armed: bool,
 }
 
@@ -264,7 +264,7 @@ impl<T> Idle<T> {
         Idle {
             inner,
             limit,
-            timer: Timer::never(),
+            timer: Sleep::after(limit),
             armed: false,
         }
     }
@@ -276,13 +276,13 @@ impl<T> Idle<T> {
 
     /// Called when the inner operation is pending: `Ready` with the error once `limit` passed.
     fn poll_stall(
-        timer: &mut Timer,
+        timer: &mut Sleep,
         armed: &mut bool,
         limit: Duration,
         cx: &mut Context<'_>,
     ) -> Poll<io::Error> {
         if !*armed {
-            timer.set_after(limit);
+            timer.reset(std::time::Instant::now() + limit);
             *armed = true;
         }
         match Pin::new(timer).poll(cx) {

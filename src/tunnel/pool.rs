@@ -7,6 +7,7 @@
 
 use super::frame::{HEADER, MAX_DATA};
 use async_tungstenite::tungstenite::Bytes;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 /// Length of every pooled buffer: the largest DATA frame.
@@ -18,13 +19,15 @@ pub(crate) const FRAME_BUF: usize = HEADER + MAX_DATA;
 /// bulk profile).
 const POOLED_BUFFERS: usize = 32;
 
-/// Buffers kept once the writer found nothing more to send: an idle session holds at most
-/// this many (64 KiB each).
+/// Buffers kept by a session that took none for a keepalive interval: an idle session holds at
+/// most this many (64 KiB each).
 const IDLE_BUFFERS: usize = 1;
 
 /// The frame buffers of one session.
 pub(crate) struct BufPool {
     free: Mutex<Vec<Vec<u8>>>,
+    /// set by every `take`, cleared by `trim_if_unused`
+    used: AtomicBool,
 }
 
 impl std::fmt::Debug for BufPool {
@@ -61,6 +64,7 @@ impl BufPool {
     pub(super) fn new() -> Arc<Self> {
         Arc::new(BufPool {
             free: Mutex::new(Vec::new()),
+            used: AtomicBool::new(false),
         })
     }
 
@@ -70,6 +74,7 @@ impl BufPool {
 
     /// A frame buffer: a reused one, or a fresh one when none is free.
     pub(crate) fn take(&self) -> FrameBuf {
+        self.used.store(true, Relaxed);
         let reused = self.free().pop();
         FrameBuf {
             buf: reused.unwrap_or_else(|| vec![0; FRAME_BUF]),
@@ -89,8 +94,13 @@ impl BufPool {
         }
     }
 
-    /// The writer is idle: keep only [`IDLE_BUFFERS`] buffers.
-    pub(crate) fn trim(&self) {
+    /// Called once per keepalive interval: a pool that gave out no buffer since the last call
+    /// keeps only [`IDLE_BUFFERS`]. (Trimming whenever the writer's queue ran empty made a bulk
+    /// transfer allocate, and fault in, fresh buffers all the time.)
+    pub(crate) fn trim_if_unused(&self) {
+        if self.used.swap(false, Relaxed) {
+            return;
+        }
         let mut free = self.free();
         if free.len() > IDLE_BUFFERS {
             free.truncate(IDLE_BUFFERS);
@@ -160,7 +170,11 @@ mod tests {
         let again = pool.take();
         assert_eq!(again.buf.len(), FRAME_BUF);
         pool.put(again);
-        pool.trim();
+        // Used since the last tick: kept.
+        pool.trim_if_unused();
+        assert_eq!(pool.free_count(), 3);
+        // Unused for a whole tick: trimmed.
+        pool.trim_if_unused();
         assert_eq!(pool.free_count(), IDLE_BUFFERS);
     }
 

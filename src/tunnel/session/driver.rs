@@ -235,10 +235,6 @@ where
         }
         shared.out.drained(bytes);
         shared.out.non_data.sent(non_data);
-        if out_rx.is_empty() {
-            // Nothing more to send: an idle session keeps one frame buffer, not a burst's worth.
-            shared.out.pool().trim();
-        }
     }
 }
 
@@ -307,6 +303,8 @@ async fn keepalive_loop(shared: &Arc<Shared>) -> CloseReason {
         if silent >= interval * 3 {
             return CloseReason::PeerDead;
         }
+        // An idle session keeps one frame buffer, not a burst's worth.
+        shared.out.pool().trim_if_unused();
         ping();
     }
 }

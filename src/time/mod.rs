@@ -1,6 +1,9 @@
-//! Deadlines: racing a future against a timer.
+//! Deadlines: racing a future against a timer ([`Sleep`], which costs no system call to set).
 
 use std::time::Duration;
+
+mod wheel;
+pub use wheel::Sleep;
 
 /// Races `fut` with a timer; on expiry returns `on_timeout()`.
 pub async fn with_timeout<T, E>(
@@ -10,7 +13,7 @@ pub async fn with_timeout<T, E>(
 ) -> Result<T, E> {
     use futures_lite::FutureExt;
     let timer = async {
-        smol::Timer::after(d).await;
+        Sleep::after(d).await;
         None
     };
     match async { Some(fut.await) }.or(timer).await {
@@ -37,11 +40,5 @@ pub async fn unless<T>(
 
 /// Runs `fut` for at most `d`: `None` when the time ran out first.
 pub async fn within<T>(d: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
-    unless(
-        async {
-            smol::Timer::after(d).await;
-        },
-        fut,
-    )
-    .await
+    unless(Sleep::after(d), fut).await
 }
