@@ -6,6 +6,31 @@
 //! - Memory: bytes are read into a stack buffer and written straight through. Only when the
 //!   writer cannot take them all is a heap buffer allocated, and it is freed again as soon as
 //!   the direction goes idle, so an idle connection holds no buffer at all.
+//! - Zero copy: between two plain TCP sockets, [`splice_tcp`] moves the bytes with splice(2)
+//!   through a pipe per direction and never copies them into this process (see [`zerocopy`]).
+
+#[cfg(target_os = "linux")]
+mod zerocopy;
+
+#[cfg(target_os = "linux")]
+pub use zerocopy::{splice_tcp, zero_copy_bytes};
+
+/// Without splice(2): the user-space copy (the report says `zero_copy: false`).
+#[cfg(not(target_os = "linux"))]
+pub async fn splice_tcp(
+    a: &smol::net::TcpStream,
+    b: &smol::net::TcpStream,
+    idle: Option<Duration>,
+) -> Report {
+    let (mut ar, mut aw, mut br, mut bw) = (a.clone(), a.clone(), b.clone(), b.clone());
+    splice(&mut ar, &mut aw, &mut br, &mut bw, idle).await
+}
+
+/// Without splice(2) no byte moves in the kernel.
+#[cfg(not(target_os = "linux"))]
+pub fn zero_copy_bytes() -> u64 {
+    0
+}
 
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::future::Future;
@@ -68,6 +93,9 @@ pub struct Report {
     pub a_to_b: u64,
     /// bytes copied from `b` to `a`
     pub b_to_a: u64,
+    /// true when bytes moved through the kernel with splice(2) ([`splice_tcp`]), without a
+    /// copy through user space
+    pub zero_copy: bool,
 }
 
 /// One direction of the copy.
@@ -207,6 +235,8 @@ impl Pump {
 /// Copies `a_r → b_w` and `b_r → a_w` until both directions end, one fails, or nothing moves
 /// for `idle` (`None`: no idle limit). Each side's EOF closes the opposite writer (a TCP
 /// write shutdown), so half-closed connections work end to end.
+///
+/// Two plain TCP sockets go through [`splice_tcp`] instead, which moves the bytes in the kernel.
 pub async fn splice<AR, AW, BR, BW>(
     a_r: &mut AR,
     a_w: &mut AW,
@@ -222,15 +252,37 @@ where
 {
     let mut up = Pump::new();
     let mut down = Pump::new();
+    let outcome = drive(
+        idle,
+        |cx, moved| up.poll(cx, Pin::new(&mut *a_r), Pin::new(&mut *b_w), moved),
+        |cx, moved| down.poll(cx, Pin::new(&mut *b_r), Pin::new(&mut *a_w), moved),
+    )
+    .await;
+    Report {
+        outcome,
+        a_to_b: up.bytes,
+        b_to_a: down.bytes,
+        zero_copy: false,
+    }
+}
+
+/// Polls both directions until both are done (`Closed`), one fails, or neither moved a byte
+/// for `idle`. Each direction's poll returns `Ready(Ok)` once its EOF was passed on, and sets
+/// `moved` when it transferred a byte.
+async fn drive<U, D>(idle: Option<Duration>, mut up: U, mut down: D) -> Outcome
+where
+    U: FnMut(&mut Context<'_>, &mut bool) -> Poll<io::Result<()>>,
+    D: FnMut(&mut Context<'_>, &mut bool) -> Poll<io::Result<()>>,
+{
     let mut last = Instant::now();
     let mut timer = idle.map(smol::Timer::after);
-    let outcome = std::future::poll_fn(|cx| {
+    std::future::poll_fn(|cx| {
         let mut moved = false;
-        let a = up.poll(cx, Pin::new(&mut *a_r), Pin::new(&mut *b_w), &mut moved);
+        let a = up(cx, &mut moved);
         if let Poll::Ready(Err(e)) = a {
             return Poll::Ready(Outcome::Error(e));
         }
-        let b = down.poll(cx, Pin::new(&mut *b_r), Pin::new(&mut *a_w), &mut moved);
+        let b = down(cx, &mut moved);
         if let Poll::Ready(Err(e)) = b {
             return Poll::Ready(Outcome::Error(e));
         }
@@ -253,12 +305,7 @@ where
         }
         Poll::Pending
     })
-    .await;
-    Report {
-        outcome,
-        a_to_b: up.bytes,
-        b_to_a: down.bytes,
-    }
+    .await
 }
 
 /// True for errors that are an ordinary hang-up by the peer (logged at debug, not warn).

@@ -1,0 +1,249 @@
+//! Zero-copy splice between two TCP sockets: splice(2) moves the bytes from one socket into a
+//! pipe and from the pipe into the other socket, so they never cross into user space.
+//!
+//! - One pipe per direction, at most two per tunnel, created on the first byte that direction
+//!   carries (an idle tunnel, or one that only ever talks one way, holds none) and closed with
+//!   the tunnel. A pipe costs two descriptors, and its pages only while it holds bytes: a
+//!   tunnel that moved data both ways uses 6 descriptors (2 sockets + 2 pipes) instead of 2.
+//! - Readiness comes from the reactor (`Async<TcpStream>` readable and writable events), the
+//!   calls are non-blocking (`SPLICE_F_NONBLOCK` and non-blocking sockets).
+//! - Falls back to the user-space copy of [`super::splice`], per direction, when the kernel
+//!   refuses splice(2) for these sockets at the first call (`EINVAL`, `ENOSYS`, `EOPNOTSUPP`),
+//!   or when no pipe can be created (descriptor limit): the tunnel works, only slower.
+
+use super::{Outcome, Pump, Report, drive};
+use rustix::io::Errno;
+use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, splice as sys_splice};
+use smol::Async;
+use smol::net::TcpStream;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+/// Most bytes one splice(2) call moves: the default pipe capacity on Linux (16 pages), so a
+/// pipe is used as the kernel makes it, without a resizing fcntl per tunnel. (Past the
+/// per-user pipe budget, `fs.pipe-user-pages-soft`, the kernel makes 1-page pipes: splice
+/// then moves 4 KiB per call, still without a copy.)
+const PIPE_CHUNK: usize = 64 * 1024;
+
+/// Most bytes one direction moves in one poll before it yields to the executor, so a bulk
+/// transfer cannot starve the other direction or the other connections on this thread.
+const BUDGET: usize = 16 * PIPE_CHUNK;
+
+/// Bytes moved by splice(2) in this process, all tunnels.
+static ZERO_COPY_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Set once a pipe could not be created, so the reason is logged once per process.
+static PIPE_FAILED_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// Bytes this process moved between sockets with splice(2), without a copy through user space
+/// (all tunnels since start).
+pub fn zero_copy_bytes() -> u64 {
+    ZERO_COPY_BYTES.load(Relaxed)
+}
+
+type Sock = Async<std::net::TcpStream>;
+
+/// A direction's pipe and how many bytes it holds.
+struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    held: usize,
+}
+
+/// Why a direction cannot splice: it falls back to the user-space copy (no byte was lost).
+struct Unsupported;
+
+/// One direction moved with splice(2).
+struct ZeroPump {
+    /// Created on the first byte (see the module doc).
+    pipe: Option<Pipe>,
+    eof: bool,
+    done: bool,
+    bytes: u64,
+}
+
+impl ZeroPump {
+    fn new() -> Self {
+        ZeroPump {
+            pipe: None,
+            eof: false,
+            done: false,
+            bytes: 0,
+        }
+    }
+
+    /// Drives this direction; `Ready(Ok(Ok))` once EOF was passed on as a write shutdown,
+    /// `Ready(Ok(Err(Unsupported)))` when it must fall back (only before the first byte).
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &Sock,
+        dst: &Sock,
+        moved: &mut bool,
+    ) -> Poll<io::Result<Result<(), Unsupported>>> {
+        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        let mut budget = BUDGET;
+        loop {
+            if self.done {
+                return Poll::Ready(Ok(Ok(())));
+            }
+            if let Some(pipe) = self.pipe.as_mut().filter(|p| p.held > 0) {
+                match sys_splice(&pipe.r, None, dst.get_ref(), None, pipe.held, flags) {
+                    Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => {
+                        // The kernel never moves more than asked; checked all the same.
+                        pipe.held = pipe.held.checked_sub(n).ok_or(io::ErrorKind::InvalidData)?;
+                        self.bytes += n as u64;
+                        ZERO_COPY_BYTES.fetch_add(n as u64, Relaxed);
+                        *moved = true;
+                    }
+                    Err(Errno::AGAIN) => ready!(dst.poll_writable(cx))?,
+                    Err(e) => return Poll::Ready(Err(e.into())),
+                }
+                continue;
+            }
+            if self.eof {
+                dst.get_ref().shutdown(Shutdown::Write)?;
+                self.done = true;
+                continue;
+            }
+            if budget == 0 {
+                // Yield: come back at once, after the others had their turn.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let pipe = match self.pipe.as_mut() {
+                Some(pipe) => pipe,
+                None => match self.first_data(cx, src) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(None)) => continue,
+                    Poll::Ready(Ok(Some(Err(Unsupported)))) => return Poll::Ready(Ok(Err(Unsupported))),
+                    Poll::Ready(Ok(Some(Ok(pipe)))) => self.pipe.insert(pipe),
+                },
+            };
+            match sys_splice(src.get_ref(), None, &pipe.w, None, PIPE_CHUNK, flags) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    pipe.held = n;
+                    budget = budget.saturating_sub(n);
+                }
+                Err(Errno::AGAIN) => ready!(src.poll_readable(cx))?,
+                Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if self.bytes == 0 => {
+                    log::debug!("splice(2) refused for this socket: copying in user space");
+                    return Poll::Ready(Ok(Err(Unsupported)));
+                }
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
+        }
+    }
+
+    /// Before the pipe exists: waits for the first byte (or EOF, which needs no pipe), then
+    /// creates the pipe. `Ready(Ok(None))`: EOF was recorded.
+    #[allow(clippy::type_complexity)]
+    fn first_data(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &Sock,
+    ) -> Poll<io::Result<Option<Result<Pipe, Unsupported>>>> {
+        loop {
+            match src.get_ref().peek(&mut [0u8; 1]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Poll::Ready(Ok(None));
+                }
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(src.poll_readable(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        match pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK) {
+            Ok((r, w)) => Poll::Ready(Ok(Some(Ok(Pipe { r, w, held: 0 })))),
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE): this direction copies in user space.
+                if !PIPE_FAILED_LOGGED.swap(true, Relaxed) {
+                    log::warn!("no pipe for splice(2) ({e}): copying in user space (logged once)");
+                }
+                Poll::Ready(Ok(Some(Err(Unsupported))))
+            }
+        }
+    }
+}
+
+/// One direction: in the kernel while it can, in user space once it fell back.
+enum Dir {
+    Zero(ZeroPump),
+    /// The copy owns its handles: their readiness registrations must outlive a poll.
+    Copy {
+        pump: Pump,
+        r: TcpStream,
+        w: TcpStream,
+    },
+}
+
+impl Dir {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &TcpStream,
+        dst: &TcpStream,
+        socks: (&Sock, &Sock),
+        moved: &mut bool,
+    ) -> Poll<io::Result<()>> {
+        if let Dir::Zero(zero) = self {
+            match ready!(zero.poll(cx, socks.0, socks.1, moved))? {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(Unsupported) => {
+                    *self = Dir::Copy {
+                        pump: Pump::new(),
+                        r: src.clone(),
+                        w: dst.clone(),
+                    }
+                }
+            }
+        }
+        match self {
+            Dir::Copy { pump, r, w } => pump.poll(cx, Pin::new(r), Pin::new(w), moved),
+            Dir::Zero(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Bytes moved, and whether any went through splice(2).
+    fn bytes(&self) -> (u64, bool) {
+        match self {
+            Dir::Zero(z) => (z.bytes, z.bytes > 0),
+            Dir::Copy { pump, .. } => (pump.bytes, false),
+        }
+    }
+}
+
+/// [`splice`](super::splice) for two TCP sockets, moving bytes with splice(2): same half-close,
+/// idle timeout, outcomes and byte counts; the report says whether the zero-copy path carried
+/// the bytes.
+pub async fn splice_tcp(a: &TcpStream, b: &TcpStream, idle: Option<Duration>) -> Report {
+    let sa: Arc<Sock> = a.clone().into();
+    let sb: Arc<Sock> = b.clone().into();
+    let mut up = Dir::Zero(ZeroPump::new());
+    let mut down = Dir::Zero(ZeroPump::new());
+    let outcome: Outcome = drive(
+        idle,
+        |cx, moved| up.poll(cx, a, b, (&sa, &sb), moved),
+        |cx, moved| down.poll(cx, b, a, (&sb, &sa), moved),
+    )
+    .await;
+    let ((a_to_b, up_zero), (b_to_a, down_zero)) = (up.bytes(), down.bytes());
+    Report {
+        outcome,
+        a_to_b,
+        b_to_a,
+        zero_copy: up_zero || down_zero,
+    }
+}
