@@ -124,7 +124,9 @@ impl ZeroPump {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Ready(Ok(None)) => continue,
-                    Poll::Ready(Ok(Some(Err(Unsupported)))) => return Poll::Ready(Ok(Err(Unsupported))),
+                    Poll::Ready(Ok(Some(Err(Unsupported)))) => {
+                        return Poll::Ready(Ok(Err(Unsupported)));
+                    }
                     Poll::Ready(Ok(Some(Ok(pipe)))) => self.pipe.insert(pipe),
                 },
             };
