@@ -75,7 +75,11 @@ async fn bulk_through(proxy: SocketAddr, target: SocketAddr, server: smol::Task<
     assert_eq!(got.len(), BULK);
     assert_eq!(checksum(&got), checksum(&down), "target -> client bytes");
     assert_eq!(at_server.len(), BULK);
-    assert_eq!(checksum(&at_server), checksum(&up), "client -> target bytes");
+    assert_eq!(
+        checksum(&at_server),
+        checksum(&up),
+        "client -> target bytes"
+    );
 }
 
 #[test]

@@ -56,6 +56,16 @@ struct Pipe {
     held: usize,
 }
 
+/// What a direction found before it had a pipe.
+enum First {
+    /// EOF before any byte (recorded; no pipe needed).
+    Eof,
+    /// Bytes are waiting: here is the pipe for them.
+    Data(Pipe),
+    /// Bytes are waiting but no pipe could be created: copy in user space.
+    NoPipe,
+}
+
 /// Why a direction cannot splice: it falls back to the user-space copy (no byte was lost).
 struct Unsupported;
 
@@ -123,11 +133,11 @@ impl ZeroPump {
                 None => match self.first_data(cx, src) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Ready(Ok(None)) => continue,
-                    Poll::Ready(Ok(Some(Err(Unsupported)))) => {
+                    Poll::Ready(Ok(First::Eof)) => continue,
+                    Poll::Ready(Ok(First::NoPipe)) => {
                         return Poll::Ready(Ok(Err(Unsupported)));
                     }
-                    Poll::Ready(Ok(Some(Ok(pipe)))) => self.pipe.insert(pipe),
+                    Poll::Ready(Ok(First::Data(pipe))) => self.pipe.insert(pipe),
                 },
             };
             match sys_splice(src.get_ref(), None, &pipe.w, None, PIPE_CHUNK, flags) {
@@ -147,18 +157,13 @@ impl ZeroPump {
     }
 
     /// Before the pipe exists: waits for the first byte (or EOF, which needs no pipe), then
-    /// creates the pipe. `Ready(Ok(None))`: EOF was recorded.
-    #[allow(clippy::type_complexity)]
-    fn first_data(
-        &mut self,
-        cx: &mut Context<'_>,
-        src: &Sock,
-    ) -> Poll<io::Result<Option<Result<Pipe, Unsupported>>>> {
+    /// creates the pipe.
+    fn first_data(&mut self, cx: &mut Context<'_>, src: &Sock) -> Poll<io::Result<First>> {
         loop {
             match src.get_ref().peek(&mut [0u8; 1]) {
                 Ok(0) => {
                     self.eof = true;
-                    return Poll::Ready(Ok(None));
+                    return Poll::Ready(Ok(First::Eof));
                 }
                 Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -168,13 +173,13 @@ impl ZeroPump {
             }
         }
         match pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK) {
-            Ok((r, w)) => Poll::Ready(Ok(Some(Ok(Pipe { r, w, held: 0 })))),
+            Ok((r, w)) => Poll::Ready(Ok(First::Data(Pipe { r, w, held: 0 }))),
             Err(e) => {
                 // Out of descriptors (EMFILE/ENFILE): this direction copies in user space.
                 if !PIPE_FAILED_LOGGED.swap(true, Relaxed) {
                     log::warn!("no pipe for splice(2) ({e}): copying in user space (logged once)");
                 }
-                Poll::Ready(Ok(Some(Err(Unsupported))))
+                Poll::Ready(Ok(First::NoPipe))
             }
         }
     }
@@ -183,12 +188,16 @@ impl ZeroPump {
 /// One direction: in the kernel while it can, in user space once it fell back.
 enum Dir {
     Zero(ZeroPump),
-    /// The copy owns its handles: their readiness registrations must outlive a poll.
-    Copy {
-        pump: Pump,
-        r: TcpStream,
-        w: TcpStream,
-    },
+    /// Boxed: the fallback is rare, and every tunnel's task would otherwise carry its size.
+    Copy(Box<Copied>),
+}
+
+/// A direction that fell back. It owns its handles: their readiness registrations must
+/// outlive a poll.
+struct Copied {
+    pump: Pump,
+    r: TcpStream,
+    w: TcpStream,
 }
 
 impl Dir {
@@ -204,16 +213,18 @@ impl Dir {
             match ready!(zero.poll(cx, socks.0, socks.1, moved))? {
                 Ok(()) => return Poll::Ready(Ok(())),
                 Err(Unsupported) => {
-                    *self = Dir::Copy {
+                    *self = Dir::Copy(Box::new(Copied {
                         pump: Pump::new(),
                         r: src.clone(),
                         w: dst.clone(),
-                    }
+                    }))
                 }
             }
         }
         match self {
-            Dir::Copy { pump, r, w } => pump.poll(cx, Pin::new(r), Pin::new(w), moved),
+            Dir::Copy(c) => c
+                .pump
+                .poll(cx, Pin::new(&mut c.r), Pin::new(&mut c.w), moved),
             Dir::Zero(_) => Poll::Ready(Ok(())),
         }
     }
@@ -222,7 +233,7 @@ impl Dir {
     fn bytes(&self) -> (u64, bool) {
         match self {
             Dir::Zero(z) => (z.bytes, z.bytes > 0),
-            Dir::Copy { pump, .. } => (pump.bytes, false),
+            Dir::Copy(c) => (c.pump.bytes, false),
         }
     }
 }
