@@ -76,6 +76,11 @@ struct ZeroPump {
     eof: bool,
     done: bool,
     bytes: u64,
+    /// The last read (or look) found nothing: wait for a readable event before the next
+    /// system call, so polls made for the other direction's sake cost none.
+    read_wait: bool,
+    /// The same for a full writer.
+    write_wait: bool,
 }
 
 impl ZeroPump {
@@ -85,6 +90,8 @@ impl ZeroPump {
             eof: false,
             done: false,
             bytes: 0,
+            read_wait: false,
+            write_wait: false,
         }
     }
 
@@ -104,6 +111,7 @@ impl ZeroPump {
                 return Poll::Ready(Ok(Ok(())));
             }
             if let Some(pipe) = self.pipe.as_mut().filter(|p| p.held > 0) {
+                ready!(wait(&mut self.write_wait, || dst.poll_writable(cx)))?;
                 match sys_splice(&pipe.r, None, dst.get_ref(), None, pipe.held, flags) {
                     Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Ok(n) => {
@@ -113,7 +121,7 @@ impl ZeroPump {
                         ZERO_COPY_BYTES.fetch_add(n as u64, Relaxed);
                         *moved = true;
                     }
-                    Err(Errno::AGAIN) => ready!(dst.poll_writable(cx))?,
+                    Err(Errno::AGAIN) => self.write_wait = true,
                     Err(e) => return Poll::Ready(Err(e.into())),
                 }
                 continue;
@@ -140,13 +148,14 @@ impl ZeroPump {
                     Poll::Ready(Ok(First::Data(pipe))) => self.pipe.insert(pipe),
                 },
             };
+            ready!(wait(&mut self.read_wait, || src.poll_readable(cx)))?;
             match sys_splice(src.get_ref(), None, &pipe.w, None, PIPE_CHUNK, flags) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
                     pipe.held = n;
                     budget = budget.saturating_sub(n);
                 }
-                Err(Errno::AGAIN) => ready!(src.poll_readable(cx))?,
+                Err(Errno::AGAIN) => self.read_wait = true,
                 Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if self.bytes == 0 => {
                     log::debug!("splice(2) refused for this socket: copying in user space");
                     return Poll::Ready(Ok(Err(Unsupported)));
@@ -160,15 +169,14 @@ impl ZeroPump {
     /// creates the pipe.
     fn first_data(&mut self, cx: &mut Context<'_>, src: &Sock) -> Poll<io::Result<First>> {
         loop {
+            ready!(wait(&mut self.read_wait, || src.poll_readable(cx)))?;
             match src.get_ref().peek(&mut [0u8; 1]) {
                 Ok(0) => {
                     self.eof = true;
                     return Poll::Ready(Ok(First::Eof));
                 }
                 Ok(_) => break,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(src.poll_readable(cx))?;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read_wait = true,
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
@@ -183,6 +191,16 @@ impl ZeroPump {
             }
         }
     }
+}
+
+/// When `waiting` (the last call would have blocked), polls for the readiness event first and
+/// clears it once the event came; `Ready` means: try the system call.
+fn wait(waiting: &mut bool, poll: impl FnOnce() -> Poll<io::Result<()>>) -> Poll<io::Result<()>> {
+    if *waiting {
+        ready!(poll())?;
+        *waiting = false;
+    }
+    Poll::Ready(Ok(()))
 }
 
 /// One direction: in the kernel while it can, in user space once it fell back.
