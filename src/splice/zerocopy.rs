@@ -278,3 +278,70 @@ pub async fn splice_tcp(a: &TcpStream, b: &TcpStream, idle: Option<Duration>) ->
         zero_copy: up_zero || down_zero,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::FutureExt;
+    use std::io::{Read, Write};
+
+    /// A connected pair of sockets: (ours, registered with the reactor; the far end, blocking).
+    fn pair() -> (Sock, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let far = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let ours = Async::new(l.accept().unwrap().0).unwrap();
+        (ours, far)
+    }
+
+    /// Polls `pump` until `done(pump)` holds, within a deadline.
+    async fn until(pump: &mut ZeroPump, src: &Sock, dst: &Sock, done: impl Fn(&ZeroPump) -> bool) {
+        let mut moved = false;
+        let polled = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = pump.poll(cx, src, dst, &mut moved) {
+                assert!(matches!(r, Ok(Ok(()))), "the direction failed");
+            }
+            if done(pump) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        polled
+            .or(async {
+                smol::Timer::after(Duration::from_secs(10)).await;
+                panic!("no progress within 10s")
+            })
+            .await
+    }
+
+    #[test]
+    fn a_pipe_is_made_on_the_first_byte_and_never_for_an_idle_or_ended_direction() {
+        smol::block_on(async {
+            let (src, mut writer) = pair();
+            let (dst, mut reader) = pair();
+            let mut pump = ZeroPump::new();
+            let mut moved = false;
+            let idle =
+                std::future::poll_fn(|cx| Poll::Ready(pump.poll(cx, &src, &dst, &mut moved)));
+            assert!(idle.await.is_pending());
+            assert!(pump.pipe.is_none(), "an idle direction holds no pipe");
+
+            writer.write_all(b"first").unwrap();
+            until(&mut pump, &src, &dst, |p| p.bytes == 5).await;
+            assert!(pump.pipe.is_some(), "bytes moved through a pipe");
+            let mut got = [0u8; 5];
+            reader.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"first");
+            assert_eq!(pump.pipe.as_ref().map(|p| p.held), Some(0));
+
+            // A direction that ends before its first byte never makes a pipe.
+            let (src, writer) = pair();
+            let (dst, mut reader) = pair();
+            let mut pump = ZeroPump::new();
+            writer.shutdown(Shutdown::Write).unwrap();
+            until(&mut pump, &src, &dst, |p| p.done).await;
+            assert!(pump.pipe.is_none());
+            assert_eq!(reader.read(&mut [0u8; 1]).unwrap(), 0, "EOF passed on");
+        });
+    }
+}
