@@ -26,9 +26,11 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 /// Most bytes one splice(2) call moves: the default pipe capacity on Linux (16 pages), so a
-/// pipe is used as the kernel makes it, without a resizing fcntl per tunnel. (Past the
-/// per-user pipe budget, `fs.pipe-user-pages-soft`, the kernel makes 1-page pipes: splice
-/// then moves 4 KiB per call, still without a copy.)
+/// pipe is used as the kernel makes it, without a resizing fcntl per tunnel. A larger pipe
+/// would mean fewer calls but more pages pinned per stalled tunnel. (Past the per-user pipe
+/// budget, `fs.pipe-user-pages-soft`, about 1,000 such pipes for a user without
+/// CAP_SYS_RESOURCE, the kernel makes pipes of a page or two: splice then moves that much per
+/// call, still without a copy.)
 const PIPE_CHUNK: usize = 64 * 1024;
 
 /// Most bytes one direction moves in one poll before it yields to the executor, so a bulk
@@ -259,6 +261,9 @@ impl Dir {
 /// [`splice`](super::splice) for two TCP sockets, moving bytes with splice(2): same half-close,
 /// idle timeout, outcomes and byte counts; the report says whether the zero-copy path carried
 /// the bytes.
+///
+/// splice(2) into a socket whose peer is gone raises SIGPIPE: Rust binaries ignore it (std
+/// does so before `main`); a host program that embeds this must ignore it too.
 pub async fn splice_tcp(a: &TcpStream, b: &TcpStream, idle: Option<Duration>) -> Report {
     let sa: Arc<Sock> = a.clone().into();
     let sb: Arc<Sock> = b.clone().into();
