@@ -7,7 +7,8 @@
 //!   writer cannot take them all is a heap buffer allocated, and it is freed again as soon as
 //!   the direction goes idle, so an idle connection holds no buffer at all.
 //! - Zero copy: between two plain TCP sockets, [`splice_tcp`] moves the bytes with splice(2)
-//!   through a pipe per direction and never copies them into this process (see `splice/zerocopy.rs`).
+//!   through a pipe per direction and never copies them into this process
+//!   (`splice/zerocopy.rs`).
 
 #[cfg(target_os = "linux")]
 mod zerocopy;
