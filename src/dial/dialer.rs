@@ -21,6 +21,13 @@ pub trait Dialer: Send + Sync + 'static {
         host: &str,
         port: u16,
     ) -> impl Future<Output = Result<(Self::Stream, Vec<u8>), DialError>> + Send;
+
+    /// The plain TCP socket under `stream`, when it is one: the proxy then moves a tunnel's
+    /// bytes with splice(2) ([`crate::splice::splice_tcp`]). `None` (the default) copies.
+    fn tcp(stream: &Self::Stream) -> Option<&TcpStream> {
+        let _ = stream;
+        None
+    }
 }
 
 /// Direct connections (or an upstream chain), with target rules and a connect timeout.
@@ -46,5 +53,10 @@ impl Dialer for DirectDialer {
     ) -> impl Future<Output = Result<(TcpStream, Vec<u8>), DialError>> + Send {
         self.upstream
             .connect(host, port, &self.rules, self.names, self.timeout)
+    }
+
+    /// Direct and chained connections are plain TCP once the chain's handshakes are done.
+    fn tcp(stream: &TcpStream) -> Option<&TcpStream> {
+        Some(stream)
     }
 }

@@ -235,11 +235,24 @@ impl<D: Dialer> Conn<D> {
     }
 
     /// Relays an established tunnel until both directions end, idle, or an error.
+    /// Two plain TCP sockets (a direct dial or a chain) move bytes in the kernel with
+    /// splice(2); any other stream (a tunnel's mux stream) is copied.
     async fn tunnel(&mut self, stream: &TcpStream, upstream: D::Stream) -> String {
-        let (mut cr, mut cw) = (stream.clone(), stream.clone());
-        let (mut ur, mut uw) = (upstream.clone(), upstream);
         let idle = Some(self.config.idle_timeout);
-        let report = splice::splice(&mut cr, &mut cw, &mut ur, &mut uw, idle).await;
+        let report = match D::tcp(&upstream) {
+            Some(up) => splice::splice_tcp(stream, up, idle).await,
+            None => {
+                let (mut cr, mut cw) = (stream.clone(), stream.clone());
+                let (mut ur, mut uw) = (upstream.clone(), upstream);
+                splice::splice(&mut cr, &mut cw, &mut ur, &mut uw, idle).await
+            }
+        };
+        log::debug!(
+            "conn {} {}: tunnel zero-copy={}",
+            self.id,
+            self.peer,
+            report.zero_copy
+        );
         self.up += report.a_to_b;
         self.down += report.b_to_a;
         match report.outcome {

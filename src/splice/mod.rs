@@ -6,6 +6,32 @@
 //! - Memory: bytes are read into a stack buffer and written straight through. Only when the
 //!   writer cannot take them all is a heap buffer allocated, and it is freed again as soon as
 //!   the direction goes idle, so an idle connection holds no buffer at all.
+//! - Zero copy: between two plain TCP sockets, [`splice_tcp`] moves the bytes with splice(2)
+//!   through a pipe per direction and never copies them into this process
+//!   (`splice/zerocopy.rs`).
+
+#[cfg(target_os = "linux")]
+mod zerocopy;
+
+#[cfg(target_os = "linux")]
+pub use zerocopy::{splice_tcp, zero_copy_bytes};
+
+/// Without splice(2): the user-space copy (the report says `zero_copy: false`).
+#[cfg(not(target_os = "linux"))]
+pub async fn splice_tcp(
+    a: &smol::net::TcpStream,
+    b: &smol::net::TcpStream,
+    idle: Option<Duration>,
+) -> Report {
+    let (mut ar, mut aw, mut br, mut bw) = (a.clone(), a.clone(), b.clone(), b.clone());
+    splice(&mut ar, &mut aw, &mut br, &mut bw, idle).await
+}
+
+/// Without splice(2) no byte moves in the kernel.
+#[cfg(not(target_os = "linux"))]
+pub fn zero_copy_bytes() -> u64 {
+    0
+}
 
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::future::Future;
@@ -68,6 +94,9 @@ pub struct Report {
     pub a_to_b: u64,
     /// bytes copied from `b` to `a`
     pub b_to_a: u64,
+    /// true when bytes moved through the kernel with splice(2) ([`splice_tcp`]), without a
+    /// copy through user space
+    pub zero_copy: bool,
 }
 
 /// One direction of the copy.
@@ -207,6 +236,8 @@ impl Pump {
 /// Copies `a_r → b_w` and `b_r → a_w` until both directions end, one fails, or nothing moves
 /// for `idle` (`None`: no idle limit). Each side's EOF closes the opposite writer (a TCP
 /// write shutdown), so half-closed connections work end to end.
+///
+/// Two plain TCP sockets go through [`splice_tcp`] instead, which moves the bytes in the kernel.
 pub async fn splice<AR, AW, BR, BW>(
     a_r: &mut AR,
     a_w: &mut AW,
@@ -222,15 +253,37 @@ where
 {
     let mut up = Pump::new();
     let mut down = Pump::new();
+    let outcome = drive(
+        idle,
+        |cx, moved| up.poll(cx, Pin::new(&mut *a_r), Pin::new(&mut *b_w), moved),
+        |cx, moved| down.poll(cx, Pin::new(&mut *b_r), Pin::new(&mut *a_w), moved),
+    )
+    .await;
+    Report {
+        outcome,
+        a_to_b: up.bytes,
+        b_to_a: down.bytes,
+        zero_copy: false,
+    }
+}
+
+/// Polls both directions until both are done (`Closed`), one fails, or neither moved a byte
+/// for `idle`. Each direction's poll returns `Ready(Ok)` once its EOF was passed on, and sets
+/// `moved` when it transferred a byte.
+async fn drive<U, D>(idle: Option<Duration>, mut up: U, mut down: D) -> Outcome
+where
+    U: FnMut(&mut Context<'_>, &mut bool) -> Poll<io::Result<()>>,
+    D: FnMut(&mut Context<'_>, &mut bool) -> Poll<io::Result<()>>,
+{
     let mut last = Instant::now();
     let mut timer = idle.map(smol::Timer::after);
-    let outcome = std::future::poll_fn(|cx| {
+    std::future::poll_fn(|cx| {
         let mut moved = false;
-        let a = up.poll(cx, Pin::new(&mut *a_r), Pin::new(&mut *b_w), &mut moved);
+        let a = up(cx, &mut moved);
         if let Poll::Ready(Err(e)) = a {
             return Poll::Ready(Outcome::Error(e));
         }
-        let b = down.poll(cx, Pin::new(&mut *b_r), Pin::new(&mut *a_w), &mut moved);
+        let b = down(cx, &mut moved);
         if let Poll::Ready(Err(e)) = b {
             return Poll::Ready(Outcome::Error(e));
         }
@@ -253,12 +306,7 @@ where
         }
         Poll::Pending
     })
-    .await;
-    Report {
-        outcome,
-        a_to_b: up.bytes,
-        b_to_a: down.bytes,
-    }
+    .await
 }
 
 /// True for errors that are an ordinary hang-up by the peer (logged at debug, not warn).
@@ -312,166 +360,4 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
-    use smol::net::{TcpListener, TcpStream};
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let (c, s) = futures_lite::future::zip(TcpStream::connect(addr), l.accept()).await;
-        (c.unwrap(), s.unwrap().0)
-    }
-
-    fn deadline<T>(f: impl Future<Output = T>) -> T {
-        smol::block_on(f.or(async {
-            smol::Timer::after(Duration::from_secs(10)).await;
-            panic!("test deadline passed")
-        }))
-    }
-
-    /// client <-> [a | splice | b] <-> server
-    async fn spliced(idle: Option<Duration>) -> (TcpStream, TcpStream, smol::Task<Report>) {
-        let (client, a) = pair().await;
-        let (b, server) = pair().await;
-        let task = smol::spawn(async move {
-            let (mut ar, mut aw, mut br, mut bw) = (a.clone(), a, b.clone(), b);
-            splice(&mut ar, &mut aw, &mut br, &mut bw, idle).await
-        });
-        (client, server, task)
-    }
-
-    #[test]
-    fn half_close_keeps_other_direction_flowing() {
-        deadline(async {
-            let (mut client, mut server, task) = spliced(None).await;
-            client.write_all(b"request").await.unwrap();
-            client.shutdown(std::net::Shutdown::Write).unwrap();
-            let mut got = Vec::new();
-            server.read_to_end(&mut got).await.unwrap();
-            assert_eq!(got, b"request", "server sees the request, then EOF");
-            // The other direction still works after the half-close.
-            let big = vec![7u8; 1 << 20];
-            server.write_all(&big).await.unwrap();
-            server.shutdown(std::net::Shutdown::Write).unwrap();
-            let mut back = Vec::new();
-            client.read_to_end(&mut back).await.unwrap();
-            assert_eq!(back.len(), big.len());
-            let report = task.await;
-            assert!(matches!(report.outcome, Outcome::Closed), "{report:?}");
-            assert_eq!(report.a_to_b, 7);
-            assert_eq!(report.b_to_a, 1 << 20);
-        });
-    }
-
-    #[test]
-    fn idle_timeout_ends_splice() {
-        deadline(async {
-            let (mut client, mut server, task) = spliced(Some(Duration::from_millis(200))).await;
-            client.write_all(b"x").await.unwrap();
-            let mut one = [0u8; 1];
-            server.read_exact(&mut one).await.unwrap();
-            let report = task.await;
-            assert!(matches!(report.outcome, Outcome::IdleTimeout), "{report:?}");
-            drop((client, server));
-        });
-    }
-
-    #[test]
-    fn writing_to_a_vanished_peer_is_an_error_outcome() {
-        deadline(async {
-            let (mut client, server, task) = spliced(None).await;
-            drop(server);
-            // The splice passes the EOF on; our further writes meet a reset socket.
-            let chunk = vec![0u8; 64 * 1024];
-            for _ in 0..256 {
-                if client.write_all(&chunk).await.is_err() {
-                    break;
-                }
-            }
-            let report = task.await;
-            assert!(matches!(report.outcome, Outcome::Error(_)), "{report:?}");
-        });
-    }
-
-    /// A reader that always has data.
-    struct Endless;
-    impl AsyncRead for Endless {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut [u8],
-        ) -> Poll<io::Result<usize>> {
-            buf.fill(1);
-            Poll::Ready(Ok(buf.len()))
-        }
-    }
-
-    /// A writer that takes `allow` more bytes, then is full.
-    struct Drip {
-        allow: usize,
-    }
-    impl AsyncWrite for Drip {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            if self.allow == 0 {
-                return Poll::Pending;
-            }
-            let n = buf.len().min(self.allow);
-            self.allow -= n;
-            Poll::Ready(Ok(n))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    #[test]
-    fn a_slow_writer_makes_the_pump_park_little() {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let (mut r, mut w) = (Endless, Drip { allow: 10_000 });
-        let mut pump = Pump::new();
-        let mut moved = false;
-        assert!(
-            pump.poll(&mut cx, Pin::new(&mut r), Pin::new(&mut w), &mut moved)
-                .is_pending()
-        );
-        // The first read could not know: it parks the rest of a full chunk.
-        assert_eq!(pump.pending.len(), CHUNK - 10_000);
-        let mut worst = 0;
-        for round in 0..100 {
-            // The far end reads a little now and then.
-            w.allow += 3000;
-            assert!(
-                pump.poll(&mut cx, Pin::new(&mut r), Pin::new(&mut w), &mut moved)
-                    .is_pending()
-            );
-            if round > 30 {
-                worst = worst.max(pump.pending.capacity());
-            }
-        }
-        assert!(worst > 0, "the writer stayed slow");
-        assert!(
-            worst <= 2 * SLOW_CHUNK,
-            "a slow writer kept {worst} bytes parked"
-        );
-        // A writer that keeps up gets full-size reads again.
-        w.allow = usize::MAX;
-        for _ in 0..8 {
-            let _ = pump.step(
-                &mut cx,
-                Pin::new(&mut r),
-                Pin::new(&mut w),
-                &mut vec![0; CHUNK],
-            );
-        }
-        assert_eq!(pump.read_limit, CHUNK);
-    }
-}
+mod tests;
