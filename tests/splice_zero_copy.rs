@@ -119,8 +119,12 @@ fn a_chain_through_an_upstream_proxy_is_zero_copy_at_every_hop() {
         let before = zero_copy_bytes();
         bulk_through(first.addr, target, server).await;
         let moved = zero_copy_bytes() - before;
+        // The target speaks at once, so its first bytes may arrive at the first hop together
+        // with the upstream's 200: those are handshake leftovers, written before the zero-copy
+        // loop starts. At most one read of them (64 KiB) per direction and hop.
+        let leftovers = 4 * 64 * 1024;
         assert!(
-            moved >= 4 * BULK as u64,
+            moved + leftovers >= 4 * BULK as u64,
             "only {moved} bytes went through splice(2) at two hops"
         );
     });

@@ -276,7 +276,7 @@ where
     D: FnMut(&mut Context<'_>, &mut bool) -> Poll<io::Result<()>>,
 {
     let mut last = Instant::now();
-    let mut timer = idle.map(smol::Timer::after);
+    let mut timer = idle.map(crate::time::Sleep::after);
     std::future::poll_fn(|cx| {
         let mut moved = false;
         let a = up(cx, &mut moved);
@@ -301,7 +301,7 @@ where
                 if Instant::now() >= due {
                     return Poll::Ready(Outcome::IdleTimeout);
                 }
-                timer.set_at(due);
+                timer.reset(due);
             }
         }
         Poll::Pending

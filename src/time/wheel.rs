@@ -26,6 +26,8 @@ pub struct Sleep {
     deadline: Instant,
     /// the registration, once polled before the deadline
     key: Option<u64>,
+    /// the waker registered with it (a poll with the same one needs no lock)
+    waker: Option<Waker>,
     /// used instead when the timer thread could not be started
     fallback: Option<smol::Timer>,
 }
@@ -36,6 +38,7 @@ impl Sleep {
         Sleep {
             deadline,
             key: None,
+            waker: None,
             fallback: None,
         }
     }
@@ -77,9 +80,15 @@ impl Future for Sleep {
             self.unregister();
             return Poll::Ready(());
         }
+        if self.key.is_some() && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
         let deadline = self.deadline;
         match wheel().register(deadline, self.key, cx.waker()) {
-            Some(key) => self.key = Some(key),
+            Some(key) => {
+                self.key = Some(key);
+                self.waker = Some(cx.waker().clone());
+            }
             None => {
                 let mut t = smol::Timer::at(deadline);
                 let ready = Pin::new(&mut t).poll(cx).is_ready();
