@@ -19,12 +19,20 @@
 
 #[path = "load/client.rs"]
 mod client;
+#[path = "load/compare.rs"]
+mod compare;
+#[path = "load/footprint.rs"]
+mod footprint;
+#[path = "load/peers.rs"]
+mod peers;
 #[path = "load/procs.rs"]
 mod procs;
 #[path = "load/report.rs"]
 mod report;
 #[path = "load/server.rs"]
 mod server;
+#[path = "load/usage.rs"]
+mod usage;
 
 use anyhow::{Context, Result, bail};
 use client::Route;
@@ -104,9 +112,12 @@ struct Options {
     burrow: PathBuf,
     /// `--idle-streams A,B`: the tunnel memory test's counts instead of the sizes'
     idle_streams: Option<[usize; 2]>,
+    /// where bore and rathole are (`--peers DIR`; default: target/peers/bin)
+    peers_bin: PathBuf,
 }
 
-const USAGE: &str = "usage: burrow-bench [--quick] [--burrow PATH] [--idle-streams A,B]";
+const USAGE: &str =
+    "usage: burrow-bench [--quick] [--burrow PATH] [--peers DIR] [--idle-streams A,B]";
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some(ECHO_SERVER_FLAG) {
@@ -143,11 +154,13 @@ fn parse_args() -> Result<Option<Options>> {
     let mut sizes = &FULL;
     let mut burrow = std::env::var_os("BURROW_BIN").map(PathBuf::from);
     let mut idle_streams = None;
+    let mut peers_bin = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => sizes = &QUICK,
             "--burrow" => burrow = Some(args.next().context("--burrow needs a PATH")?.into()),
+            "--peers" => peers_bin = Some(args.next().context("--peers needs a DIR")?.into()),
             "--idle-streams" => {
                 let v = args.next().context("--idle-streams needs A,B")?;
                 idle_streams = Some(parse_counts(&v)?);
@@ -158,6 +171,8 @@ fn parse_args() -> Result<Option<Options>> {
                      --quick              small sizes and counts: a sanity check in seconds\n\
                      --burrow PATH        the burrow binary (default: $BURROW_BIN, else \
                      target/release/burrow)\n\
+                     --peers DIR          where bore and rathole are (default: target/peers/bin, \
+                     as `just bench-peers` installs them)\n\
                      --idle-streams A,B   idle tunnel streams for the two memory readings \
                      (default 1000,10000; --quick 100,500)"
                 );
@@ -170,10 +185,12 @@ fn parse_args() -> Result<Option<Options>> {
         }
     }
     let burrow = burrow.unwrap_or_else(default_burrow);
+    let peers_bin = peers_bin.unwrap_or_else(|| PathBuf::from("target/peers/bin"));
     Ok(Some(Options {
         sizes,
         burrow,
         idle_streams,
+        peers_bin,
     }))
 }
 
@@ -308,9 +325,13 @@ fn run(opts: &Options) -> Result<bool> {
             Some(Ok(relay)) => Ok(plain(relay.addr)),
         },
     ));
+    if let (Some(path), Some(Ok(relay))) = (paths.last_mut(), &socat) {
+        path.watched = vec![("socat", relay.child.pid())];
+    }
     paths.push(match &one {
         Ok(p) => Path {
             proxies: vec![("burrow", p)],
+            watched: vec![("burrow", p.child.pid())],
             ..Path::new("burrow", Ok(tunnel(p)))
         },
         Err(e) => failed_path("burrow", e),
@@ -318,6 +339,10 @@ fn run(opts: &Options) -> Result<bool> {
     paths.push(match (&first, &second) {
         (Ok(hop1), Ok(hop2)) => Path {
             proxies: vec![("burrow 2-hop, hop 1", hop1), ("burrow 2-hop, hop 2", hop2)],
+            watched: vec![
+                ("burrow 2-hop, hop 1", hop1.child.pid()),
+                ("burrow 2-hop, hop 2", hop2.child.pid()),
+            ],
             ..Path::new("burrow 2-hop", Ok(tunnel(hop1)))
         },
         (Err(e), _) | (_, Err(e)) => failed_path("burrow 2-hop", e),
@@ -375,6 +400,25 @@ fn run(opts: &Options) -> Result<bool> {
             ));
         }
     }
+
+    // burrow proxy's and the peers' footprints, each on an instance of its own to the echo
+    // child; the peers then start afresh to the server for the rounds.
+    let echo_addr = echo.as_ref().ok().map(|e| e.addr);
+    let (mut footprints, peer_runs) =
+        compare::footprints(&opts.burrow, &opts.peers_bin, server, echo_addr, &idle_streams);
+    for (peer, run) in &peer_runs {
+        paths.push(match run {
+            Ok(r) => Path {
+                watched: r.watched(),
+                ..Path::new(peer.name(), Ok(r.route))
+            },
+            Err(o) => Path::new(peer.name(), Err(o.clone())),
+        });
+    }
+    paths.push(Path::new(
+        peers::WSTUNNEL.0,
+        Err(Outcome::Skipped(peers::WSTUNNEL.1.into())),
+    ));
 
     // The measured pair: same command lines, fresh processes.
     let pair = Tunnel::start(&opts.burrow, server, echo.as_ref().ok().map(|e| e.addr));
@@ -441,6 +485,9 @@ fn run(opts: &Options) -> Result<bool> {
             if let Some(row) = tunnel_mems.iter_mut().find(|m| m.name == label) {
                 row.bulk.push((path.name, best));
             }
+            for f in footprints.iter_mut().filter(|f| f.name == label) {
+                f.peak_bulk_kib = f.peak_bulk_kib.max(Some(best.peak_kib));
+            }
         }
     }
 
@@ -448,6 +495,7 @@ fn run(opts: &Options) -> Result<bool> {
         .into_iter()
         .map(|p| Row {
             name: p.name,
+            roles: p.watched.iter().map(|w| w.0).collect(),
             outcome: match p.route {
                 Err(o) => o,
                 Ok(_) => match Metrics::median(p.samples) {
@@ -461,6 +509,15 @@ fn run(opts: &Options) -> Result<bool> {
         .iter()
         .all(|r| !matches!(r.outcome, Outcome::Failed(_)));
     report::print(s, &idle_streams, &rows, &mems, &tunnel_mems, &notes);
+    compare::print(
+        s,
+        &opts.burrow,
+        &rows,
+        &tunnel_mems,
+        &mut footprints,
+        &idle_streams,
+    );
+    drop(peer_runs);
     Ok(ok)
 }
 
@@ -530,10 +587,31 @@ fn measure(
             since_start: reset.is_err(),
         });
     }
+    let cpu_now = || {
+        watched
+            .iter()
+            .map(|&(_, pid)| usage::cpu_secs(pid))
+            .collect::<Result<Vec<f64>>>()
+    };
+    let c0 = cpu_now()?;
     let one = client::bulk(route, 1, s.single).context("1-stream bulk")?;
     eprintln!("{name}: 1 stream {one:.0} MB/s");
+    let c1 = cpu_now()?;
     let many = client::bulk(route, s.streams, s.per_stream).context("parallel bulk")?;
     eprintln!("{name}: {} streams {many:.0} MB/s", s.streams);
+    let c2 = cpu_now()?;
+    let many_bytes = s.per_stream * s.streams as u64;
+    let cpu: Vec<[f64; 2]> = (0..watched.len())
+        .map(|i| {
+            [
+                usage::per_gb(c1[i] - c0[i], s.single),
+                usage::per_gb(c2[i] - c1[i], many_bytes),
+            ]
+        })
+        .collect();
+    for (&(label, _), c) in watched.iter().zip(&cpu) {
+        eprintln!("{name}: {label}: CPU {:.2} / {:.2} s/GB", c[0], c[1]);
+    }
     for (p, &(label, pid)) in peaks.iter_mut().zip(watched) {
         p.peak_kib = procs::mem(pid)?.peak_kib();
         eprintln!(
@@ -557,6 +635,7 @@ fn measure(
         rtt_p99,
         new_p50,
         cps,
+        cpu,
     };
     Ok((m, peaks))
 }
@@ -652,6 +731,10 @@ fn tunnel_memory(
             .collect::<Result<Vec<_>>>()
     };
     let idle = read_all()?;
+    let pss: Vec<Option<u64>> = watched
+        .iter()
+        .map(|&(_, p)| usage::pss_kib(p).ok())
+        .collect();
     let mut held = Vec::new();
     let mut notes = vec![Vec::new(); watched.len()];
     for &n in counts {
@@ -693,6 +776,7 @@ fn tunnel_memory(
             held: held.iter().map(|(n, r)| (*n, r[i])).collect(),
             after_close: after[i],
             bulk: vec![],
+            idle_pss_kib: pss[i],
             notes: std::mem::take(&mut notes[i]),
         })
         .collect())

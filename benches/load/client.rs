@@ -34,11 +34,16 @@ impl Route {
     /// Connects, and through a proxy completes the CONNECT handshake. The stream is then a
     /// clean byte pipe to the server.
     pub fn open(&self) -> Result<TcpStream> {
-        let mut s = TcpStream::connect_timeout(&self.entry, IO_TIMEOUT)
+        self.open_within(IO_TIMEOUT)
+    }
+
+    /// [`Route::open`] with `timeout` for the connect and every read and write.
+    pub fn open_within(&self, timeout: Duration) -> Result<TcpStream> {
+        let mut s = TcpStream::connect_timeout(&self.entry, timeout)
             .with_context(|| format!("connect {}", self.entry))?;
         s.set_nodelay(true)?;
-        s.set_read_timeout(Some(IO_TIMEOUT))?;
-        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
         if let Some(target) = self.tunnel_to {
             connect_handshake(&mut s, target)
                 .with_context(|| format!("CONNECT {target} via {}", self.entry))?;
@@ -181,6 +186,7 @@ pub fn new_connections(route: &Route, n: usize) -> Result<Vec<Duration>> {
 }
 
 /// Result of [`conn_rate`].
+#[derive(Clone)]
 pub struct Rate {
     /// completed connections per second
     pub per_sec: f64,
@@ -237,6 +243,42 @@ pub fn hold(route: &Route, n: usize) -> Result<Vec<TcpStream>> {
     (0..n)
         .map(|i| held_connection(route).with_context(|| format!("held connection {}", i + 1)))
         .collect()
+}
+
+/// Like [`hold`], but stops at the first failure instead of failing: a peer that cannot carry
+/// `n` idle connections is measured with as many as it carried. Returns the open connections
+/// and the failure, if any. Each echo may take at most `echo_timeout`.
+pub fn hold_upto(
+    route: &Route,
+    n: usize,
+    echo_timeout: Duration,
+) -> (Vec<TcpStream>, Option<String>) {
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        let one = route.open_within(echo_timeout).and_then(|mut s| {
+            s.write_all(&[ECHO, b'x'])?;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b)?;
+            ensure!(b[0] == b'x', "echo returned {:#04x}", b[0]);
+            s.set_read_timeout(Some(IO_TIMEOUT))?;
+            Ok(s)
+        });
+        match one {
+            Ok(s) => held.push(s),
+            Err(e) => return (held, Some(format!("connection {}: {e:#}", i + 1))),
+        }
+    }
+    (held, None)
+}
+
+/// One echoed byte through `route`, each step within `timeout`: is the path up?
+pub fn probe(route: &Route, timeout: Duration) -> Result<()> {
+    let (held, err) = hold_upto(route, 1, timeout);
+    drop(held);
+    match err {
+        None => Ok(()),
+        Some(e) => bail!("{e}"),
+    }
 }
 
 fn held_connection(route: &Route) -> Result<TcpStream> {

@@ -63,7 +63,7 @@ impl ChildGuard {
     }
 
     /// `Some(status)` if the child has exited.
-    fn exited(&mut self) -> Option<String> {
+    pub fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
             Ok(Some(status)) => Some(status.to_string()),
             Ok(None) => None,
@@ -89,7 +89,7 @@ impl Drop for ChildGuard {
 
 /// Spawns `cmd` with stderr captured. Every stderr line is passed to `on_line` first; lines it
 /// does not consume are kept for the report.
-fn spawn_captured(
+pub fn spawn_captured(
     cmd: Command,
     on_line: impl FnMut(&str) -> bool + Send + 'static,
 ) -> Result<ChildGuard> {
