@@ -404,8 +404,13 @@ fn run(opts: &Options) -> Result<bool> {
     // burrow proxy's and the peers' footprints, each on an instance of its own to the echo
     // child; the peers then start afresh to the server for the rounds.
     let echo_addr = echo.as_ref().ok().map(|e| e.addr);
-    let (mut footprints, peer_runs) =
-        compare::footprints(&opts.burrow, &opts.peers_bin, server, echo_addr, &idle_streams);
+    let (mut footprints, peer_runs) = compare::footprints(
+        &opts.burrow,
+        &opts.peers_bin,
+        server,
+        echo_addr,
+        &idle_streams,
+    );
     for (peer, run) in &peer_runs {
         paths.push(match run {
             Ok(r) => Path {

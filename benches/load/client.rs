@@ -2,7 +2,7 @@
 //! Blocking sockets and plain threads: nothing here competes with an executor for the two
 //! cores, and every socket has read and write timeouts so nothing hangs.
 
-use crate::server::{ECHO, ECHO_ONCE, SINK};
+use crate::server::{ECHO, ECHO_ONCE, SINK, SINK_COUNT_LEN};
 use anyhow::{Context, Result, bail, ensure};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -129,14 +129,15 @@ fn send_to_sink(mut s: TcpStream, bytes: u64, start: &Barrier) -> Result<(Instan
     let chunk: Vec<u8> = (0..WRITE_CHUNK).map(|i| i as u8).collect();
     start.wait();
     let t0 = Instant::now();
-    s.write_all(&[SINK])?;
+    let mut head = [SINK; 1 + SINK_COUNT_LEN];
+    head[1..].copy_from_slice(&bytes.to_le_bytes());
+    s.write_all(&head)?;
     let mut left = bytes;
     while left > 0 {
         let n = left.min(WRITE_CHUNK as u64) as usize;
         s.write_all(&chunk[..n]).context("bulk write")?;
         left -= n as u64;
     }
-    s.shutdown(std::net::Shutdown::Write)?;
     let mut count = [0u8; 8];
     s.read_exact(&mut count)
         .context("waiting for the sink's byte count")?;

@@ -81,8 +81,10 @@ pub fn measure(
         if let Some(e) = &err {
             ceiling = carried;
             if let Some(f) = out.first_mut() {
-                f.notes
-                    .push(format!("{}: carried {carried} of {n} idle streams: {e}", f.name));
+                f.notes.push(format!(
+                    "{}: carried {carried} of {n} idle streams: {e}",
+                    f.name
+                ));
             }
         }
         for (f, &(_, pid)) in out.iter_mut().zip(procs_) {
@@ -95,7 +97,8 @@ pub fn measure(
         drop(streams);
         for ((f, &(label, pid)), &k) in out.iter_mut().zip(procs_).zip(&keep) {
             let Ok(left) = procs::wait_connections(pid, k, RELEASE_TIMEOUT) else {
-                f.notes.push(format!("{label}: exited after {n} idle streams"));
+                f.notes
+                    .push(format!("{label}: exited after {n} idle streams"));
                 continue;
             };
             if left > k {

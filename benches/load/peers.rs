@@ -80,7 +80,9 @@ impl Peer {
         };
         let mut dirs = vec![peers_bin.to_path_buf()];
         if !self.is_tunnel() {
-            dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+            dirs.extend(std::env::split_paths(
+                &std::env::var_os("PATH").unwrap_or_default(),
+            ));
             dirs.extend(["/usr/sbin", "/usr/bin"].map(PathBuf::from));
         }
         dirs.iter()
@@ -125,7 +127,10 @@ pub fn start(peer: Peer, bin: &Path, target: SocketAddr) -> Result<PeerRun> {
             let mut server = Command::new(bin);
             server.args(["server", "--bind-addr", "127.0.0.1", "--min-port", "1024"]);
             let mut server = spawn(server)?;
-            wait_listening(SocketAddr::from(([127, 0, 0, 1], BORE_CONTROL_PORT)), &mut server)?;
+            wait_listening(
+                SocketAddr::from(([127, 0, 0, 1], BORE_CONTROL_PORT)),
+                &mut server,
+            )?;
             let public = free_port()?;
             let mut local = Command::new(bin);
             local
@@ -254,7 +259,11 @@ fn wait_ready(peer: Peer, run: &mut PeerRun) -> Result<()> {
             }
         }
         if Instant::now() > deadline {
-            let logs: Vec<_> = run.children.iter().map(|(_, c)| c.stderr_lines().0).collect();
+            let logs: Vec<_> = run
+                .children
+                .iter()
+                .map(|(_, c)| c.stderr_lines().0)
+                .collect();
             bail!(
                 "{} carried no byte within {READY_TIMEOUT:?} ({err:#}); stderr: {logs:?}",
                 peer.name()

@@ -42,7 +42,10 @@ impl Metrics {
             .map(|i| {
                 [0, 1].map(|k| {
                     mid(
-                        samples.iter().filter_map(|m| Some(m.cpu.get(i)?[k])).collect(),
+                        samples
+                            .iter()
+                            .filter_map(|m| Some(m.cpu.get(i)?[k]))
+                            .collect(),
                         |a: &f64, b| a.total_cmp(b),
                     )
                 })
