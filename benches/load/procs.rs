@@ -29,6 +29,11 @@ const RELAY_LISTENING: &str = "relay listening on ";
 /// lines would cost time under load; env_logger's longest matching prefix wins.
 const LOG_FILTER: &str = "warn,burrow=info,burrow::=warn";
 
+/// burrow's caps on streams and connections for the bench's processes: above the 10,000 idle
+/// streams the footprint holds (the defaults, 4,096 proxy connections and 8,192 relay
+/// streams, would refuse part of them). Caps, not sizes: nothing is allocated up front.
+const MAX_HELD: &str = "12000";
+
 /// A child process that is killed (and reaped) when this is dropped.
 pub struct ChildGuard {
     child: Child,
@@ -162,7 +167,7 @@ pub struct Relay {
 /// "proxy listening on ADDR" line.
 pub fn burrow(bin: &Path, upstream: Option<SocketAddr>) -> Result<Relay> {
     let mut cmd = Command::new(bin);
-    cmd.args(["proxy", "--listen", "127.0.0.1:0"])
+    cmd.args(["proxy", "--listen", "127.0.0.1:0", "--max-connections", MAX_HELD])
         .env("RUST_LOG", LOG_FILTER);
     if let Some(up) = upstream {
         cmd.arg("--upstream").arg(format!("http://{up}"));
@@ -175,6 +180,7 @@ pub fn burrow(bin: &Path, upstream: Option<SocketAddr>) -> Result<Relay> {
 pub fn relay(bin: &Path) -> Result<Relay> {
     let mut cmd = Command::new(bin);
     cmd.args(["server", "--listen", "127.0.0.1:0", "--no-auth"])
+        .args(["--max-streams", MAX_HELD, "--max-streams-total", MAX_HELD])
         .env("RUST_LOG", LOG_FILTER);
     logged_listener(bin, cmd, RELAY_LISTENING)
 }
@@ -284,6 +290,7 @@ pub fn tunnel_client(
     let mut cmd = Command::new(bin);
     cmd.arg("client")
         .arg(format!("ws://{relay}/burrow"))
+        .args(["--max-streams", MAX_HELD])
         .env("RUST_LOG", "warn");
     for t in forward_to {
         cmd.arg("-L").arg(format!("127.0.0.1:0:{t}"));
