@@ -371,7 +371,8 @@ fn run(opts: &Options) -> Result<bool> {
     };
     match &mem_pair {
         Ok(t) => {
-            match tunnel_memory(&t.watched(), &plain(t.client.locals[1]), &idle_streams) {
+            let echo_routes: Vec<Route> = t.client.locals[1..].iter().map(|&a| plain(a)).collect();
+            match tunnel_memory(&t.watched(), &echo_routes, &idle_streams) {
                 Ok(rows) => tunnel_mems = rows,
                 Err(e) => notes.push(format!("tunnel memory: failed: {e:#}")),
             }
@@ -528,7 +529,7 @@ fn run(opts: &Options) -> Result<bool> {
 }
 
 /// The tunnel under test: a relay, and a client connected to it with `-L` and `-R` to the
-/// sink/echo server (and a second `-L` to the echo child, if there is one).
+/// sink/echo server (and [`ECHO_LISTENERS`] more `-L` to the echo child, if there is one).
 struct Tunnel {
     relay: Relay,
     client: procs::TunnelClient,
@@ -537,7 +538,8 @@ struct Tunnel {
 impl Tunnel {
     fn start(bin: &std::path::Path, server: SocketAddr, echo: Option<SocketAddr>) -> Result<Self> {
         let relay = procs::relay(bin).context("relay")?;
-        let targets: Vec<SocketAddr> = std::iter::once(server).chain(echo).collect();
+        let echoes = echo.into_iter().flat_map(|e| [e; ECHO_LISTENERS]);
+        let targets: Vec<SocketAddr> = std::iter::once(server).chain(echoes).collect();
         let client = procs::tunnel_client(bin, relay.addr, &targets, server).context("client")?;
         eprintln!(
             "tunnel: relay on {}, client pid {}: -L {:?}, -R {}",
@@ -557,6 +559,10 @@ impl Tunnel {
         self.children().map(|(l, c)| (l, c.pid())).to_vec()
     }
 }
+
+/// `-L` listeners to the echo child: one serves at most 4,096 connections, and the idle-stream
+/// test holds up to 10,000.
+const ECHO_LISTENERS: usize = 3;
 
 /// Row and process names of the tunnel.
 pub const TUNNEL_L: &str = "tunnel -L";

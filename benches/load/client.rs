@@ -71,12 +71,6 @@ fn connect_handshake(s: &mut TcpStream, target: SocketAddr) -> Result<()> {
         let Some(end) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") else {
             continue;
         };
-        // The server never speaks first, so nothing may follow the head yet.
-        ensure!(
-            end + 4 == n,
-            "{} unexpected bytes after the response head",
-            n - end - 4
-        );
         let head = String::from_utf8_lossy(&buf[..end]);
         let status_line = head.lines().next().unwrap_or_default();
         let mut parts = status_line.splitn(3, ' ');
@@ -85,6 +79,13 @@ fn connect_handshake(s: &mut TcpStream, target: SocketAddr) -> Result<()> {
         ensure!(
             matches!(version, "HTTP/1.1" | "HTTP/1.0") && code == "200",
             "proxy answered {status_line:?}"
+        );
+        // The server never speaks first, so nothing may follow a 200's head yet (a refusal
+        // may carry a body: its status line is the better message, checked first).
+        ensure!(
+            end + 4 == n,
+            "{} unexpected bytes after the response head",
+            n - end - 4
         );
         return Ok(());
     }

@@ -167,7 +167,7 @@ pub fn finish(label: &str, child: &ChildGuard, keep: usize) -> Result<(u64, Vec<
 /// them and waiting for both processes to close theirs between counts.
 pub fn tunnel_memory(
     watched: &[(&'static str, u32)],
-    route: &Route,
+    routes: &[Route],
     counts: &[usize],
 ) -> Result<Vec<TunnelMem>> {
     let read_all = || {
@@ -185,7 +185,13 @@ pub fn tunnel_memory(
     let mut notes = vec![Vec::new(); watched.len()];
     for &n in counts {
         let t = std::time::Instant::now();
-        let streams = client::hold(route, n)?;
+        // Spread over the client's -L listeners: each serves at most 4,096 connections
+        // (`MAX_LOCAL_CONNECTIONS` in src/client/serve.rs).
+        let mut streams = Vec::with_capacity(n);
+        for (i, route) in routes.iter().enumerate() {
+            let share = (n - streams.len()).div_ceil(routes.len() - i);
+            streams.extend(client::hold(route, share)?);
+        }
         let opened = t.elapsed();
         let reading = read_all()?;
         drop(streams);

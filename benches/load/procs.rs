@@ -167,8 +167,14 @@ pub struct Relay {
 /// "proxy listening on ADDR" line.
 pub fn burrow(bin: &Path, upstream: Option<SocketAddr>) -> Result<Relay> {
     let mut cmd = Command::new(bin);
-    cmd.args(["proxy", "--listen", "127.0.0.1:0", "--max-connections", MAX_HELD])
-        .env("RUST_LOG", LOG_FILTER);
+    cmd.args([
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-connections",
+        MAX_HELD,
+    ])
+    .env("RUST_LOG", LOG_FILTER);
     if let Some(up) = upstream {
         cmd.arg("--upstream").arg(format!("http://{up}"));
     }
