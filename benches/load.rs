@@ -29,6 +29,8 @@ mod peers;
 mod phases;
 #[path = "load/procs.rs"]
 mod procs;
+#[path = "load/reaper.rs"]
+mod reaper;
 #[path = "load/report.rs"]
 mod report;
 #[path = "load/server.rs"]
@@ -257,6 +259,7 @@ impl<'a> Path<'a> {
 
 /// Runs every path; `Ok(false)` if some path failed (the table says which).
 fn run(opts: &Options) -> Result<bool> {
+    reaper::watch_signals();
     let s = opts.sizes;
     if !opts.burrow.exists() {
         bail!(

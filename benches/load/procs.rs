@@ -86,6 +86,8 @@ fn snapshot(lines: &Lines) -> (Vec<String>, usize) {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
+        // Unregistered before it is reaped: its pid may be reused after the wait.
+        crate::reaper::unregister(self.child.id());
         // Both fail only if the child already exited and was reaped: nothing left to do.
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -124,6 +126,7 @@ fn spawn_with(
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    crate::reaper::register(child.id());
     let (stderr, stdout, stdin) = (child.stderr.take(), child.stdout.take(), child.stdin.take());
     let guard = ChildGuard {
         child,
