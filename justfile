@@ -26,10 +26,44 @@ e2e:
 e2e-browser:
     bash tests/e2e-browser/run.sh
 
-# load benchmark against a release build
-bench:
+# load benchmark against a release build, beside direct, socat and the peers (bore, rathole, tinyproxy, squid); ARGS: --quick, --burrow PATH, ...
+[positional-arguments]
+bench *ARGS:
     cargo build --release --bins
-    ./target/release/burrow-bench
+    just bench-peers
+    # 10,000 idle streams are a descriptor each in several processes: raise the soft limit
+    # as far as the hard limit allows (the bench says when it holds fewer).
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; ./target/release/burrow-bench "$@"
+
+# install the bench's peers when missing: bore and rathole under target/peers, tinyproxy and squid from Debian (as root); skips with a note
+bench-peers:
+    #!/usr/bin/env bash
+    set -uo pipefail
+    root=target/peers
+    missing=()
+    for c in bore-cli:bore rathole:rathole; do
+        [ -x "$root/bin/${c#*:}" ] || missing+=("${c%%:*}")
+    done
+    for crate in "${missing[@]}"; do
+        if cargo install --locked --root "$root" "$crate"; then continue; fi
+        # rathole 0.5.0's lockfile pins a `time` that newer compilers reject: retry with the
+        # newest compatible dependencies before giving up.
+        if cargo install --root "$root" "$crate"; then
+            echo "bench-peers: note: $crate installed without --locked" >&2
+        else
+            echo "bench-peers: note: cannot install $crate (offline?): its row is skipped" >&2
+        fi
+    done
+    for pkg in tinyproxy squid; do
+        if command -v "$pkg" >/dev/null || [ -x "/usr/sbin/$pkg" ]; then continue; fi
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+            && apt-get install -y "$pkg" >/dev/null; then
+            # If apt started the packaged service, it listens on its own port: the bench
+            # runs instances of its own on ephemeral ports.
+            continue
+        fi
+        echo "bench-peers: note: $pkg missing (apt-get install $pkg as root): its row is skipped" >&2
+    done
 
 # everything on loopback in one process, with lines to try
 demo:

@@ -19,17 +19,30 @@
 
 #[path = "load/client.rs"]
 mod client;
+#[path = "load/compare.rs"]
+mod compare;
+#[path = "load/footprint.rs"]
+mod footprint;
+#[path = "load/peers.rs"]
+mod peers;
+#[path = "load/phases.rs"]
+mod phases;
 #[path = "load/procs.rs"]
 mod procs;
+#[path = "load/reaper.rs"]
+mod reaper;
 #[path = "load/report.rs"]
 mod report;
 #[path = "load/server.rs"]
 mod server;
+#[path = "load/usage.rs"]
+mod usage;
 
 use anyhow::{Context, Result, bail};
 use client::Route;
+use phases::{finish, measure, memory, tunnel_memory};
 use procs::{ChildGuard, Relay};
-use report::{BulkPeak, MemRow, Metrics, Outcome, Row, TunnelMem};
+use report::{BulkPeak, Metrics, Outcome, Row};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,8 +50,6 @@ use std::time::Duration;
 
 /// Below this many descriptors the held-connections test (2 per tunnel per process) may fail.
 const WANT_NOFILE: u64 = 4096;
-/// How long burrow may take to close its connections after the clients closed theirs.
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Descriptors the bench keeps for itself besides the held streams (server, pipes, probes).
 const FD_MARGIN: u64 = 256;
 /// Most idle tunnel streams `--idle-streams` accepts (the bench stays bounded).
@@ -104,9 +115,12 @@ struct Options {
     burrow: PathBuf,
     /// `--idle-streams A,B`: the tunnel memory test's counts instead of the sizes'
     idle_streams: Option<[usize; 2]>,
+    /// where bore and rathole are (`--peers DIR`; default: target/peers/bin)
+    peers_bin: PathBuf,
 }
 
-const USAGE: &str = "usage: burrow-bench [--quick] [--burrow PATH] [--idle-streams A,B]";
+const USAGE: &str =
+    "usage: burrow-bench [--quick] [--burrow PATH] [--peers DIR] [--idle-streams A,B]";
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some(ECHO_SERVER_FLAG) {
@@ -143,11 +157,13 @@ fn parse_args() -> Result<Option<Options>> {
     let mut sizes = &FULL;
     let mut burrow = std::env::var_os("BURROW_BIN").map(PathBuf::from);
     let mut idle_streams = None;
+    let mut peers_bin = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => sizes = &QUICK,
             "--burrow" => burrow = Some(args.next().context("--burrow needs a PATH")?.into()),
+            "--peers" => peers_bin = Some(args.next().context("--peers needs a DIR")?.into()),
             "--idle-streams" => {
                 let v = args.next().context("--idle-streams needs A,B")?;
                 idle_streams = Some(parse_counts(&v)?);
@@ -158,6 +174,8 @@ fn parse_args() -> Result<Option<Options>> {
                      --quick              small sizes and counts: a sanity check in seconds\n\
                      --burrow PATH        the burrow binary (default: $BURROW_BIN, else \
                      target/release/burrow)\n\
+                     --peers DIR          where bore and rathole are (default: target/peers/bin, \
+                     as `just bench-peers` installs them)\n\
                      --idle-streams A,B   idle tunnel streams for the two memory readings \
                      (default 1000,10000; --quick 100,500)"
                 );
@@ -170,10 +188,12 @@ fn parse_args() -> Result<Option<Options>> {
         }
     }
     let burrow = burrow.unwrap_or_else(default_burrow);
+    let peers_bin = peers_bin.unwrap_or_else(|| PathBuf::from("target/peers/bin"));
     Ok(Some(Options {
         sizes,
         burrow,
         idle_streams,
+        peers_bin,
     }))
 }
 
@@ -239,6 +259,7 @@ impl<'a> Path<'a> {
 
 /// Runs every path; `Ok(false)` if some path failed (the table says which).
 fn run(opts: &Options) -> Result<bool> {
+    reaper::watch_signals();
     let s = opts.sizes;
     if !opts.burrow.exists() {
         bail!(
@@ -308,9 +329,13 @@ fn run(opts: &Options) -> Result<bool> {
             Some(Ok(relay)) => Ok(plain(relay.addr)),
         },
     ));
+    if let (Some(path), Some(Ok(relay))) = (paths.last_mut(), &socat) {
+        path.watched = vec![("socat", relay.child.pid())];
+    }
     paths.push(match &one {
         Ok(p) => Path {
             proxies: vec![("burrow", p)],
+            watched: vec![("burrow", p.child.pid())],
             ..Path::new("burrow", Ok(tunnel(p)))
         },
         Err(e) => failed_path("burrow", e),
@@ -318,6 +343,10 @@ fn run(opts: &Options) -> Result<bool> {
     paths.push(match (&first, &second) {
         (Ok(hop1), Ok(hop2)) => Path {
             proxies: vec![("burrow 2-hop, hop 1", hop1), ("burrow 2-hop, hop 2", hop2)],
+            watched: vec![
+                ("burrow 2-hop, hop 1", hop1.child.pid()),
+                ("burrow 2-hop, hop 2", hop2.child.pid()),
+            ],
             ..Path::new("burrow 2-hop", Ok(tunnel(hop1)))
         },
         (Err(e), _) | (_, Err(e)) => failed_path("burrow 2-hop", e),
@@ -345,7 +374,8 @@ fn run(opts: &Options) -> Result<bool> {
     };
     match &mem_pair {
         Ok(t) => {
-            match tunnel_memory(&t.watched(), &plain(t.client.locals[1]), &idle_streams) {
+            let echo_routes: Vec<Route> = t.client.locals[1..].iter().map(|&a| plain(a)).collect();
+            match tunnel_memory(&t.watched(), &echo_routes, &idle_streams) {
                 Ok(rows) => tunnel_mems = rows,
                 Err(e) => notes.push(format!("tunnel memory: failed: {e:#}")),
             }
@@ -375,6 +405,30 @@ fn run(opts: &Options) -> Result<bool> {
             ));
         }
     }
+
+    // burrow proxy's and the peers' footprints, each on an instance of its own to the echo
+    // child; the peers then start afresh to the server for the rounds.
+    let echo_addr = echo.as_ref().ok().map(|e| e.addr);
+    let (mut footprints, peer_runs) = compare::footprints(
+        &opts.burrow,
+        &opts.peers_bin,
+        server,
+        echo_addr,
+        &idle_streams,
+    );
+    for (peer, run) in &peer_runs {
+        paths.push(match run {
+            Ok(r) => Path {
+                watched: r.watched(),
+                ..Path::new(peer.name(), Ok(r.route))
+            },
+            Err(o) => Path::new(peer.name(), Err(o.clone())),
+        });
+    }
+    paths.push(Path::new(
+        peers::WSTUNNEL.0,
+        Err(Outcome::Skipped(peers::WSTUNNEL.1.into())),
+    ));
 
     // The measured pair: same command lines, fresh processes.
     let pair = Tunnel::start(&opts.burrow, server, echo.as_ref().ok().map(|e| e.addr));
@@ -441,6 +495,9 @@ fn run(opts: &Options) -> Result<bool> {
             if let Some(row) = tunnel_mems.iter_mut().find(|m| m.name == label) {
                 row.bulk.push((path.name, best));
             }
+            for f in footprints.iter_mut().filter(|f| f.name == label) {
+                f.peak_bulk_kib = f.peak_bulk_kib.max(Some(best.peak_kib));
+            }
         }
     }
 
@@ -448,6 +505,7 @@ fn run(opts: &Options) -> Result<bool> {
         .into_iter()
         .map(|p| Row {
             name: p.name,
+            roles: p.watched.iter().map(|w| w.0).collect(),
             outcome: match p.route {
                 Err(o) => o,
                 Ok(_) => match Metrics::median(p.samples) {
@@ -461,11 +519,20 @@ fn run(opts: &Options) -> Result<bool> {
         .iter()
         .all(|r| !matches!(r.outcome, Outcome::Failed(_)));
     report::print(s, &idle_streams, &rows, &mems, &tunnel_mems, &notes);
+    compare::print(
+        s,
+        &opts.burrow,
+        &rows,
+        &tunnel_mems,
+        &mut footprints,
+        &idle_streams,
+    );
+    drop(peer_runs);
     Ok(ok)
 }
 
 /// The tunnel under test: a relay, and a client connected to it with `-L` and `-R` to the
-/// sink/echo server (and a second `-L` to the echo child, if there is one).
+/// sink/echo server (and [`ECHO_LISTENERS`] more `-L` to the echo child, if there is one).
 struct Tunnel {
     relay: Relay,
     client: procs::TunnelClient,
@@ -474,7 +541,8 @@ struct Tunnel {
 impl Tunnel {
     fn start(bin: &std::path::Path, server: SocketAddr, echo: Option<SocketAddr>) -> Result<Self> {
         let relay = procs::relay(bin).context("relay")?;
-        let targets: Vec<SocketAddr> = std::iter::once(server).chain(echo).collect();
+        let echoes = echo.into_iter().flat_map(|e| [e; ECHO_LISTENERS]);
+        let targets: Vec<SocketAddr> = std::iter::once(server).chain(echoes).collect();
         let client = procs::tunnel_client(bin, relay.addr, &targets, server).context("client")?;
         eprintln!(
             "tunnel: relay on {}, client pid {}: -L {:?}, -R {}",
@@ -495,6 +563,10 @@ impl Tunnel {
     }
 }
 
+/// `-L` listeners to the echo child: one serves at most 4,096 connections, and the idle-stream
+/// test holds up to 10,000.
+const ECHO_LISTENERS: usize = 3;
+
 /// Row and process names of the tunnel.
 pub const TUNNEL_L: &str = "tunnel -L";
 pub const TUNNEL_R: &str = "tunnel -R";
@@ -508,192 +580,4 @@ fn failed(name: &str, e: &anyhow::Error) -> Outcome {
 
 fn failed_path<'a>(name: &'static str, e: &anyhow::Error) -> Path<'a> {
     Path::new(name, Err(failed(name, e)))
-}
-
-/// The five measurements on one path, and the peak RSS of the `watched` processes during the
-/// two bulk tests.
-fn measure(
-    name: &str,
-    route: &Route,
-    s: &Sizes,
-    watched: &[(&'static str, u32)],
-) -> Result<(Metrics, Vec<BulkPeak>)> {
-    let mut peaks = Vec::with_capacity(watched.len());
-    for &(label, pid) in watched {
-        let reset = procs::reset_peak(pid);
-        if let Err(e) = &reset {
-            eprintln!("{name}: {label}: cannot reset the peak RSS: {e:#}");
-        }
-        peaks.push(BulkPeak {
-            before_kib: procs::mem(pid)?.rss_kib,
-            peak_kib: 0,
-            since_start: reset.is_err(),
-        });
-    }
-    let one = client::bulk(route, 1, s.single).context("1-stream bulk")?;
-    eprintln!("{name}: 1 stream {one:.0} MB/s");
-    let many = client::bulk(route, s.streams, s.per_stream).context("parallel bulk")?;
-    eprintln!("{name}: {} streams {many:.0} MB/s", s.streams);
-    for (p, &(label, pid)) in peaks.iter_mut().zip(watched) {
-        p.peak_kib = procs::mem(pid)?.peak_kib();
-        eprintln!(
-            "{name}: {label}: RSS {} KiB before bulk, peak {} KiB",
-            p.before_kib, p.peak_kib
-        );
-    }
-    let mut rtts = client::rtt(route, s.round_trips).context("round trips")?;
-    let rtt_p50 = client::percentile(&mut rtts, 50.0)?;
-    let rtt_p99 = client::percentile(&mut rtts, 99.0)?;
-    eprintln!("{name}: RTT p50 {rtt_p50:?} p99 {rtt_p99:?}");
-    let mut fresh = client::new_connections(route, s.new_conns).context("new connections")?;
-    let new_p50 = client::percentile(&mut fresh, 50.0)?;
-    eprintln!("{name}: new connection p50 {new_p50:?}");
-    let cps = client::conn_rate(route, s.cps_workers, s.cps_time).context("conn/s")?;
-    eprintln!("{name}: {:.0} conn/s ({} failed)", cps.per_sec, cps.errors);
-    let m = Metrics {
-        one,
-        many,
-        rtt_p50,
-        rtt_p99,
-        new_p50,
-        cps,
-    };
-    Ok((m, peaks))
-}
-
-/// Memory of the proxies on one path (chain order): idle, while `s.held` tunnels through
-/// them are open, and after those are closed and burrow has closed its side.
-fn memory(
-    name: &str,
-    proxies: &[(&'static str, &Relay)],
-    route: &Route,
-    s: &Sizes,
-) -> Result<Vec<MemRow>> {
-    let pids: Vec<u32> = proxies.iter().map(|(_, p)| p.child.pid()).collect();
-    let idle = pids
-        .iter()
-        .map(|&p| procs::mem(p))
-        .collect::<Result<Vec<_>>>()?;
-    let tunnels = client::hold(route, s.held)?;
-    let held = pids
-        .iter()
-        .map(|&p| procs::mem(p))
-        .collect::<Result<Vec<_>>>()?;
-    drop(tunnels);
-    let mut rows = Vec::new();
-    for (i, &(label, _)) in proxies.iter().enumerate() {
-        let pid = pids[i];
-        let left = procs::wait_no_connections(pid, RELEASE_TIMEOUT)?;
-        let mut notes = Vec::new();
-        if left > 0 {
-            notes.push(format!(
-                "{label}: {left} TCP connections still open {RELEASE_TIMEOUT:?} after the \
-                 clients closed {} held tunnels",
-                s.held
-            ));
-        }
-        eprintln!(
-            "{name}: {label}: RSS idle {} KiB, with {} tunnels {} KiB",
-            idle[i].rss_kib, s.held, held[i].rss_kib
-        );
-        rows.push(MemRow {
-            name: label,
-            idle: idle[i],
-            held: held[i],
-            after_close: procs::mem(pid)?,
-            peak: None,
-            notes,
-        });
-    }
-    Ok(rows)
-}
-
-/// After the measurements: a burrow process's peak RSS in KiB, and notes on connections
-/// it did not close (beyond the `keep` it holds for itself) and on what it logged.
-fn finish(label: &str, child: &ChildGuard, keep: usize) -> Result<(u64, Vec<String>)> {
-    let pid = child.pid();
-    let mut notes = Vec::new();
-    let left = procs::wait_connections(pid, keep, RELEASE_TIMEOUT)?;
-    if left > keep {
-        notes.push(format!(
-            "{label}: {} TCP connections still open {RELEASE_TIMEOUT:?} after the last \
-             measurement",
-            left - keep
-        ));
-    }
-    let peak = procs::mem(pid)?.peak_kib();
-    let (lines, total) = child.stderr_lines();
-    if total > 0 {
-        notes.push(format!(
-            "{label} logged {total} lines on stderr (RUST_LOG=warn), first: {lines:?}"
-        ));
-    }
-    let (lines, total) = child.stdout_lines();
-    if total > 0 {
-        notes.push(format!(
-            "{label} printed {total} unexpected state lines, first: {lines:?}"
-        ));
-    }
-    Ok((peak, notes))
-}
-
-/// Memory of the tunnel's processes: idle, then with each count of idle streams open through
-/// `route` (the client's `-L` to the echo child; each stream has echoed one byte), closing
-/// them and waiting for both processes to close theirs between counts.
-fn tunnel_memory(
-    watched: &[(&'static str, u32)],
-    route: &Route,
-    counts: &[usize],
-) -> Result<Vec<TunnelMem>> {
-    let read_all = || {
-        watched
-            .iter()
-            .map(|&(_, p)| procs::mem(p))
-            .collect::<Result<Vec<_>>>()
-    };
-    let idle = read_all()?;
-    let mut held = Vec::new();
-    let mut notes = vec![Vec::new(); watched.len()];
-    for &n in counts {
-        let t = std::time::Instant::now();
-        let streams = client::hold(route, n)?;
-        let opened = t.elapsed();
-        let reading = read_all()?;
-        drop(streams);
-        let t = std::time::Instant::now();
-        for (i, &(label, pid)) in watched.iter().enumerate() {
-            // The session's own connection stays.
-            let left = procs::wait_connections(pid, 1, RELEASE_TIMEOUT)?;
-            if left > 1 {
-                notes[i].push(format!(
-                    "{label}: {} TCP connections still open {RELEASE_TIMEOUT:?} after the bench \
-                     closed {n} idle streams",
-                    left - 1
-                ));
-            }
-            eprintln!(
-                "tunnel: {label}: RSS idle {} KiB, with {n} streams {} KiB",
-                idle[i].rss_kib, reading[i].rss_kib
-            );
-        }
-        eprintln!(
-            "tunnel: {n} streams opened in {opened:.2?} ({:.0} µs each), closed in {:.2?}",
-            opened.as_secs_f64() * 1e6 / n.max(1) as f64,
-            t.elapsed()
-        );
-        held.push((n, reading));
-    }
-    let after = read_all()?;
-    Ok(watched
-        .iter()
-        .enumerate()
-        .map(|(i, &(name, _))| TunnelMem {
-            name,
-            idle: idle[i],
-            held: held.iter().map(|(n, r)| (*n, r[i])).collect(),
-            after_close: after[i],
-            bulk: vec![],
-            notes: std::mem::take(&mut notes[i]),
-        })
-        .collect())
 }

@@ -2,7 +2,7 @@
 //! Blocking sockets and plain threads: nothing here competes with an executor for the two
 //! cores, and every socket has read and write timeouts so nothing hangs.
 
-use crate::server::{ECHO, ECHO_ONCE, SINK};
+use crate::server::{ECHO, ECHO_ONCE, SINK, SINK_COUNT_LEN};
 use anyhow::{Context, Result, bail, ensure};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -34,11 +34,16 @@ impl Route {
     /// Connects, and through a proxy completes the CONNECT handshake. The stream is then a
     /// clean byte pipe to the server.
     pub fn open(&self) -> Result<TcpStream> {
-        let mut s = TcpStream::connect_timeout(&self.entry, IO_TIMEOUT)
+        self.open_within(IO_TIMEOUT)
+    }
+
+    /// [`Route::open`] with `timeout` for the connect and every read and write.
+    pub fn open_within(&self, timeout: Duration) -> Result<TcpStream> {
+        let mut s = TcpStream::connect_timeout(&self.entry, timeout)
             .with_context(|| format!("connect {}", self.entry))?;
         s.set_nodelay(true)?;
-        s.set_read_timeout(Some(IO_TIMEOUT))?;
-        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
         if let Some(target) = self.tunnel_to {
             connect_handshake(&mut s, target)
                 .with_context(|| format!("CONNECT {target} via {}", self.entry))?;
@@ -66,12 +71,6 @@ fn connect_handshake(s: &mut TcpStream, target: SocketAddr) -> Result<()> {
         let Some(end) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") else {
             continue;
         };
-        // The server never speaks first, so nothing may follow the head yet.
-        ensure!(
-            end + 4 == n,
-            "{} unexpected bytes after the response head",
-            n - end - 4
-        );
         let head = String::from_utf8_lossy(&buf[..end]);
         let status_line = head.lines().next().unwrap_or_default();
         let mut parts = status_line.splitn(3, ' ');
@@ -80,6 +79,13 @@ fn connect_handshake(s: &mut TcpStream, target: SocketAddr) -> Result<()> {
         ensure!(
             matches!(version, "HTTP/1.1" | "HTTP/1.0") && code == "200",
             "proxy answered {status_line:?}"
+        );
+        // The server never speaks first, so nothing may follow a 200's head yet (a refusal
+        // may carry a body: its status line is the better message, checked first).
+        ensure!(
+            end + 4 == n,
+            "{} unexpected bytes after the response head",
+            n - end - 4
         );
         return Ok(());
     }
@@ -124,14 +130,15 @@ fn send_to_sink(mut s: TcpStream, bytes: u64, start: &Barrier) -> Result<(Instan
     let chunk: Vec<u8> = (0..WRITE_CHUNK).map(|i| i as u8).collect();
     start.wait();
     let t0 = Instant::now();
-    s.write_all(&[SINK])?;
+    let mut head = [SINK; 1 + SINK_COUNT_LEN];
+    head[1..].copy_from_slice(&bytes.to_le_bytes());
+    s.write_all(&head)?;
     let mut left = bytes;
     while left > 0 {
         let n = left.min(WRITE_CHUNK as u64) as usize;
         s.write_all(&chunk[..n]).context("bulk write")?;
         left -= n as u64;
     }
-    s.shutdown(std::net::Shutdown::Write)?;
     let mut count = [0u8; 8];
     s.read_exact(&mut count)
         .context("waiting for the sink's byte count")?;
@@ -181,6 +188,7 @@ pub fn new_connections(route: &Route, n: usize) -> Result<Vec<Duration>> {
 }
 
 /// Result of [`conn_rate`].
+#[derive(Clone)]
 pub struct Rate {
     /// completed connections per second
     pub per_sec: f64,
@@ -237,6 +245,42 @@ pub fn hold(route: &Route, n: usize) -> Result<Vec<TcpStream>> {
     (0..n)
         .map(|i| held_connection(route).with_context(|| format!("held connection {}", i + 1)))
         .collect()
+}
+
+/// Like [`hold`], but stops at the first failure instead of failing: a peer that cannot carry
+/// `n` idle connections is measured with as many as it carried. Returns the open connections
+/// and the failure, if any. Each echo may take at most `echo_timeout`.
+pub fn hold_upto(
+    route: &Route,
+    n: usize,
+    echo_timeout: Duration,
+) -> (Vec<TcpStream>, Option<String>) {
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        let one = route.open_within(echo_timeout).and_then(|mut s| {
+            s.write_all(&[ECHO, b'x'])?;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b)?;
+            ensure!(b[0] == b'x', "echo returned {:#04x}", b[0]);
+            s.set_read_timeout(Some(IO_TIMEOUT))?;
+            Ok(s)
+        });
+        match one {
+            Ok(s) => held.push(s),
+            Err(e) => return (held, Some(format!("connection {}: {e:#}", i + 1))),
+        }
+    }
+    (held, None)
+}
+
+/// One echoed byte through `route`, each step within `timeout`: is the path up?
+pub fn probe(route: &Route, timeout: Duration) -> Result<()> {
+    let (held, err) = hold_upto(route, 1, timeout);
+    drop(held);
+    match err {
+        None => Ok(()),
+        Some(e) => bail!("{e}"),
+    }
 }
 
 fn held_connection(route: &Route) -> Result<TcpStream> {

@@ -29,6 +29,11 @@ const RELAY_LISTENING: &str = "relay listening on ";
 /// lines would cost time under load; env_logger's longest matching prefix wins.
 const LOG_FILTER: &str = "warn,burrow=info,burrow::=warn";
 
+/// burrow's caps on streams and connections for the bench's processes: above the 10,000 idle
+/// streams the footprint holds (the defaults, 4,096 proxy connections and 8,192 relay
+/// streams, would refuse part of them). Caps, not sizes: nothing is allocated up front.
+const MAX_HELD: &str = "12000";
+
 /// A child process that is killed (and reaped) when this is dropped.
 pub struct ChildGuard {
     child: Child,
@@ -63,7 +68,7 @@ impl ChildGuard {
     }
 
     /// `Some(status)` if the child has exited.
-    fn exited(&mut self) -> Option<String> {
+    pub fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
             Ok(Some(status)) => Some(status.to_string()),
             Ok(None) => None,
@@ -81,6 +86,8 @@ fn snapshot(lines: &Lines) -> (Vec<String>, usize) {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
+        // Unregistered before it is reaped: its pid may be reused after the wait.
+        crate::reaper::unregister(self.child.id());
         // Both fail only if the child already exited and was reaped: nothing left to do.
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -89,7 +96,7 @@ impl Drop for ChildGuard {
 
 /// Spawns `cmd` with stderr captured. Every stderr line is passed to `on_line` first; lines it
 /// does not consume are kept for the report.
-fn spawn_captured(
+pub fn spawn_captured(
     cmd: Command,
     on_line: impl FnMut(&str) -> bool + Send + 'static,
 ) -> Result<ChildGuard> {
@@ -119,6 +126,7 @@ fn spawn_with(
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    crate::reaper::register(child.id());
     let (stderr, stdout, stdin) = (child.stderr.take(), child.stdout.take(), child.stdin.take());
     let guard = ChildGuard {
         child,
@@ -162,8 +170,14 @@ pub struct Relay {
 /// "proxy listening on ADDR" line.
 pub fn burrow(bin: &Path, upstream: Option<SocketAddr>) -> Result<Relay> {
     let mut cmd = Command::new(bin);
-    cmd.args(["proxy", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", LOG_FILTER);
+    cmd.args([
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-connections",
+        MAX_HELD,
+    ])
+    .env("RUST_LOG", LOG_FILTER);
     if let Some(up) = upstream {
         cmd.arg("--upstream").arg(format!("http://{up}"));
     }
@@ -175,6 +189,7 @@ pub fn burrow(bin: &Path, upstream: Option<SocketAddr>) -> Result<Relay> {
 pub fn relay(bin: &Path) -> Result<Relay> {
     let mut cmd = Command::new(bin);
     cmd.args(["server", "--listen", "127.0.0.1:0", "--no-auth"])
+        .args(["--max-streams", MAX_HELD, "--max-streams-total", MAX_HELD])
         .env("RUST_LOG", LOG_FILTER);
     logged_listener(bin, cmd, RELAY_LISTENING)
 }
@@ -284,6 +299,7 @@ pub fn tunnel_client(
     let mut cmd = Command::new(bin);
     cmd.arg("client")
         .arg(format!("ws://{relay}/burrow"))
+        .args(["--max-streams", MAX_HELD])
         .env("RUST_LOG", "warn");
     for t in forward_to {
         cmd.arg("-L").arg(format!("127.0.0.1:0:{t}"));

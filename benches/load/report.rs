@@ -6,6 +6,7 @@ use crate::{CLIENT, RELAY, Sizes, TUNNEL_L, TUNNEL_R};
 use std::time::Duration;
 
 /// What one path measured.
+#[derive(Clone)]
 pub struct Metrics {
     /// MB/s on one stream, and summed over the parallel streams
     pub one: f64,
@@ -14,6 +15,9 @@ pub struct Metrics {
     pub rtt_p99: Duration,
     pub new_p50: Duration,
     pub cps: Rate,
+    /// CPU s/GB of each watched process (the path's `roles`), in the 1-stream and the
+    /// parallel bulk test
+    pub cpu: Vec<[f64; 2]>,
 }
 
 impl Metrics {
@@ -34,6 +38,19 @@ impl Metrics {
         let d = |get: fn(&Metrics) -> Duration| mid(samples.iter().map(get).collect(), Ord::cmp);
         let (one, many, per_sec) = (f(|m| m.one), f(|m| m.many), f(|m| m.cps.per_sec));
         let (rtt_p50, rtt_p99, new_p50) = (d(|m| m.rtt_p50), d(|m| m.rtt_p99), d(|m| m.new_p50));
+        let cpu = (0..samples[0].cpu.len())
+            .map(|i| {
+                [0, 1].map(|k| {
+                    mid(
+                        samples
+                            .iter()
+                            .filter_map(|m| Some(m.cpu.get(i)?[k]))
+                            .collect(),
+                        |a: &f64, b| a.total_cmp(b),
+                    )
+                })
+            })
+            .collect();
         let errors = samples.iter().map(|m| m.cps.errors).sum();
         let first_error = samples.into_iter().find_map(|m| m.cps.first_error);
         Some(Metrics {
@@ -47,10 +64,12 @@ impl Metrics {
                 errors,
                 first_error,
             },
+            cpu,
         })
     }
 }
 
+#[derive(Clone)]
 pub enum Outcome {
     Measured(Metrics),
     /// not measured, and that is fine (socat missing)
@@ -61,6 +80,8 @@ pub enum Outcome {
 
 pub struct Row {
     pub name: &'static str,
+    /// labels of the processes whose CPU the metrics hold, in order
+    pub roles: Vec<&'static str>,
     pub outcome: Outcome,
 }
 
@@ -98,6 +119,8 @@ pub struct TunnelMem {
     pub after_close: Mem,
     /// the highest peak over rounds during each tunnel path's bulk tests
     pub bulk: Vec<(&'static str, BulkPeak)>,
+    /// PSS idle, KiB
+    pub idle_pss_kib: Option<u64>,
     pub notes: Vec<String>,
 }
 

@@ -12,9 +12,13 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
-/// First byte of a sink connection: the server discards everything up to EOF, then answers
-/// the number of bytes it received (after this byte) as a little-endian `u64` and closes.
+/// First byte of a sink connection, followed by the byte count to come as a little-endian
+/// `u64`: the server discards that many bytes (or up to EOF), then answers the number it
+/// received as a little-endian `u64` and closes. The count up front means the client need not
+/// half-close to end the transfer: tinyproxy and squid close both ways on the first EOF.
 pub const SINK: u8 = b'S';
+/// Length of the byte count after [`SINK`].
+pub const SINK_COUNT_LEN: usize = 8;
 /// First byte of an echo connection: the server sends back everything after this byte until
 /// EOF, then closes.
 pub const ECHO: u8 = b'E';
@@ -129,8 +133,13 @@ fn serve(mut s: TcpStream, buf: &mut [u8]) -> io::Result<()> {
     };
     match mode {
         SINK => {
-            let mut total = rest.len() as u64;
-            loop {
+            let mut count = [0u8; SINK_COUNT_LEN];
+            let head = rest.len().min(SINK_COUNT_LEN);
+            count[..head].copy_from_slice(&rest[..head]);
+            s.read_exact(&mut count[head..])?;
+            let expected = u64::from_le_bytes(count);
+            let mut total = (rest.len() - head) as u64;
+            while total < expected {
                 let k = s.read(buf)?;
                 if k == 0 {
                     break;
