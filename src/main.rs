@@ -17,15 +17,8 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format(|buf, record| {
-            use std::io::Write;
-            // env_logger's default line without the target: `[2026-12-02T02:01:38Z INFO ] ...`.
-            writeln!(
-                buf,
-                "[{} {:<5}] {}",
-                cli::log_line::UtcSecond::now(),
-                record.level(),
-                record.args()
-            )
+            let now = cli::log_line::UtcSecond::now();
+            cli::log_line::write_line(buf, now, record.level(), record.args())
         })
         .init();
     let args: Args = argh::from_env();

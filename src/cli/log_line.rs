@@ -4,7 +4,19 @@
 //! timestamp; this prints the same `2026-12-02T02:01:38Z` from the seconds since the epoch.
 
 use std::fmt;
+use std::io::{self, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Writes one log line as env_logger's default format did without the target:
+/// `[2026-12-02T02:01:38Z INFO ] message`.
+pub fn write_line(
+    out: &mut impl Write,
+    at: UtcSecond,
+    level: log::Level,
+    args: &fmt::Arguments<'_>,
+) -> io::Result<()> {
+    writeln!(out, "[{at} {level:<5}] {args}")
+}
 
 /// A UTC time to the second, printed as RFC 3339 (`YYYY-MM-DDTHH:MM:SSZ`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +69,25 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_keep_env_loggers_default_format() {
+        let at = UtcSecond {
+            secs: 1_798_770_098,
+        };
+        let mut out = Vec::new();
+        write_line(
+            &mut out,
+            at,
+            log::Level::Info,
+            &format_args!("relay listening on {}", 7),
+        )
+        .unwrap();
+        write_line(&mut out, at, log::Level::Error, &format_args!("x")).unwrap();
+        let want =
+            "[2027-01-01T02:21:38Z INFO ] relay listening on 7\n[2027-01-01T02:21:38Z ERROR] x\n";
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
 
     #[test]
     fn prints_rfc3339_utc() {
