@@ -16,7 +16,10 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_target(false)
+        .format(|buf, record| {
+            let now = cli::log_line::UtcSecond::now();
+            cli::log_line::write_line(buf, now, record.level(), record.args())
+        })
         .init();
     let args: Args = argh::from_env();
     if let Err(e) = configs::check_env() {

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod configs;
+pub mod log_line;
 
 pub use args::*;
 pub use configs::{Usage, usage};
