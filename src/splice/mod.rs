@@ -14,7 +14,7 @@
 mod zerocopy;
 
 #[cfg(target_os = "linux")]
-pub use zerocopy::{splice_tcp, zero_copy_bytes};
+pub use zerocopy::{WARM_UP, splice_tcp, zero_copy_bytes};
 
 /// Without splice(2): the user-space copy (the report says `zero_copy: false`).
 #[cfg(not(target_os = "linux"))]
@@ -110,6 +110,9 @@ struct Pump {
     /// Most bytes one read may take: the whole chunk while the writer keeps up, a little
     /// once it did not, so a slow reader at the far end parks at most that much here.
     read_limit: usize,
+    /// `poll` returns `Ready(Ok)` without being `done` once this many bytes moved and nothing
+    /// is parked: the caller hands the direction over (to splice(2)). `u64::MAX`: never.
+    handoff_at: u64,
 }
 
 /// Read size after the writer fell behind. A connection to a slow reader parks at most about
@@ -125,6 +128,15 @@ impl Pump {
             done: false,
             bytes: 0,
             read_limit: CHUNK,
+            handoff_at: u64::MAX,
+        }
+    }
+
+    /// A pump that stops for a hand-over once `at` bytes moved (see `handoff_at`).
+    fn handing_off_at(at: u64) -> Self {
+        Pump {
+            handoff_at: at,
+            ..Pump::new()
         }
     }
 
@@ -161,6 +173,9 @@ impl Pump {
                 self.pending.clear();
             }
             self.pos = 0;
+            if self.bytes >= self.handoff_at && !self.eof {
+                return Poll::Ready(Ok(()));
+            }
             if self.eof {
                 ready!(w.as_mut().poll_close(cx))?;
                 self.done = true;

@@ -69,12 +69,19 @@ fn idle_timeout_ends_splice(zero: bool) {
     deadline(async {
         let idle = Some(Duration::from_millis(200));
         let (mut client, mut server, task) = spliced(idle, zero).await;
-        client.write_all(b"x").await.unwrap();
-        let mut one = [0u8; 1];
-        server.read_exact(&mut one).await.unwrap();
+        // The warm-up, through once it arrived, then more: splice(2) carries that part.
+        for part in [zerocopy::WARM_UP as usize, 4096] {
+            client.write_all(&vec![1u8; part]).await.unwrap();
+            server.read_exact(&mut vec![0u8; part]).await.unwrap();
+        }
+        let sent = vec![1u8; zerocopy::WARM_UP as usize + 4096];
         let report = task.await;
         assert!(matches!(report.outcome, Outcome::IdleTimeout), "{report:?}");
-        assert_eq!((report.a_to_b, report.zero_copy), (1, zero), "{report:?}");
+        assert_eq!(
+            (report.a_to_b, report.zero_copy),
+            (sent.len() as u64, zero),
+            "{report:?}"
+        );
         drop((client, server));
     });
 }
@@ -87,6 +94,26 @@ fn idle_timeout_ends_splice_copy() {
 #[test]
 fn idle_timeout_ends_splice_zero_copy() {
     idle_timeout_ends_splice(true);
+}
+
+#[test]
+fn a_short_exchange_never_leaves_user_space() {
+    deadline(async {
+        let (mut client, mut server, task) = spliced(None, true).await;
+        client.write_all(b"hello").await.unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        server.write_all(b"world").await.unwrap();
+        server.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await.unwrap();
+        assert_eq!((&got[..], &back[..]), (&b"hello"[..], &b"world"[..]));
+        let report = task.await;
+        assert!(matches!(report.outcome, Outcome::Closed), "{report:?}");
+        assert_eq!((report.a_to_b, report.b_to_a), (5, 5));
+        assert!(!report.zero_copy, "a short exchange made pipes: {report:?}");
+    });
 }
 
 fn writing_to_a_vanished_peer_is_an_error_outcome(zero: bool) {

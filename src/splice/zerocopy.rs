@@ -7,6 +7,10 @@
 //!   tunnel that moved data both ways uses 6 descriptors (2 sockets + 2 pipes) instead of 2.
 //! - Readiness comes from the reactor (`Async<TcpStream>` readable and writable events), the
 //!   calls are non-blocking (`SPLICE_F_NONBLOCK` and non-blocking sockets).
+//! - The first [`WARM_UP`] bytes of each direction are copied in user space: most connections
+//!   are short exchanges, for which two pipes (`pipe2`, and four more `close`s) and the splice
+//!   calls cost more system calls than the copy saves. A direction that carries more is
+//!   handed over to splice(2) between two reads, with nothing parked.
 //! - Falls back to the user-space copy of [`super::splice`], per direction, when the kernel
 //!   refuses splice(2) for these sockets at the first call (`EINVAL`, `ENOSYS`, `EOPNOTSUPP`),
 //!   or when no pipe can be created (descriptor limit): the tunnel works, only slower.
@@ -36,6 +40,9 @@ const PIPE_CHUNK: usize = 64 * 1024;
 /// Most bytes one direction moves in one poll before it yields to the executor, so a bulk
 /// transfer cannot starve the other direction or the other connections on this thread.
 const BUDGET: usize = 16 * PIPE_CHUNK;
+
+/// Bytes each direction copies in user space before it moves to splice(2) (see the module doc).
+pub const WARM_UP: u64 = 128 * 1024;
 
 /// Bytes moved by splice(2) in this process, all tunnels.
 static ZERO_COPY_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -77,7 +84,10 @@ struct ZeroPump {
     pipe: Option<Pipe>,
     eof: bool,
     done: bool,
+    /// bytes this direction moved, the warm-up's included
     bytes: u64,
+    /// of them, bytes moved by splice(2)
+    spliced: u64,
     /// The last read (or look) found nothing: wait for a readable event before the next
     /// system call, so polls made for the other direction's sake cost none.
     read_wait: bool,
@@ -86,19 +96,28 @@ struct ZeroPump {
 }
 
 impl ZeroPump {
+    /// Takes over a direction that already moved `bytes` (in its warm-up).
+    fn after(bytes: u64) -> Self {
+        ZeroPump {
+            bytes,
+            ..ZeroPump::new()
+        }
+    }
+
     fn new() -> Self {
         ZeroPump {
             pipe: None,
             eof: false,
             done: false,
             bytes: 0,
+            spliced: 0,
             read_wait: false,
             write_wait: false,
         }
     }
 
     /// Drives this direction; `Ready(Ok(Ok))` once EOF was passed on as a write shutdown,
-    /// `Ready(Ok(Err(Unsupported)))` when it must fall back (only before the first byte).
+    /// `Ready(Ok(Err(Unsupported)))` when it must fall back (only before its first spliced byte).
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
@@ -120,6 +139,7 @@ impl ZeroPump {
                         // The kernel never moves more than asked; checked all the same.
                         pipe.held = pipe.held.checked_sub(n).ok_or(io::ErrorKind::InvalidData)?;
                         self.bytes += n as u64;
+                        self.spliced += n as u64;
                         ZERO_COPY_BYTES.fetch_add(n as u64, Relaxed);
                         *moved = true;
                     }
@@ -158,7 +178,7 @@ impl ZeroPump {
                     budget = budget.saturating_sub(n);
                 }
                 Err(Errno::AGAIN) => self.read_wait = true,
-                Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if self.bytes == 0 => {
+                Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if self.spliced == 0 => {
                     log::debug!("splice(2) refused for this socket: copying in user space");
                     return Poll::Ready(Ok(Err(Unsupported)));
                 }
@@ -205,14 +225,17 @@ fn wait(waiting: &mut bool, poll: impl FnOnce() -> Poll<io::Result<()>>) -> Poll
     Poll::Ready(Ok(()))
 }
 
-/// One direction: in the kernel while it can, in user space once it fell back.
+/// One direction: its warm-up in user space, then in the kernel while it can, in user space
+/// again if it fell back.
 enum Dir {
+    /// Boxed, as `Copy`: every tunnel's task would otherwise carry a pump's size twice.
+    Warm(Box<Copied>),
     Zero(ZeroPump),
-    /// Boxed: the fallback is rare, and every tunnel's task would otherwise carry its size.
+    /// Boxed: the fallback is rare.
     Copy(Box<Copied>),
 }
 
-/// A direction that fell back. It owns its handles: their readiness registrations must
+/// A direction copied in user space. It owns its handles: their readiness registrations must
 /// outlive a poll.
 struct Copied {
     pump: Pump,
@@ -220,7 +243,26 @@ struct Copied {
     w: TcpStream,
 }
 
+impl Copied {
+    fn new(pump: Pump, src: &TcpStream, dst: &TcpStream) -> Box<Self> {
+        Box::new(Copied {
+            pump,
+            r: src.clone(),
+            w: dst.clone(),
+        })
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>, moved: &mut bool) -> Poll<io::Result<()>> {
+        self.pump
+            .poll(cx, Pin::new(&mut self.r), Pin::new(&mut self.w), moved)
+    }
+}
+
 impl Dir {
+    fn new(src: &TcpStream, dst: &TcpStream) -> Self {
+        Dir::Warm(Copied::new(Pump::handing_off_at(WARM_UP), src, dst))
+    }
+
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
@@ -229,31 +271,34 @@ impl Dir {
         socks: (&Sock, &Sock),
         moved: &mut bool,
     ) -> Poll<io::Result<()>> {
-        if let Dir::Zero(zero) = self {
-            match ready!(zero.poll(cx, socks.0, socks.1, moved))? {
-                Ok(()) => return Poll::Ready(Ok(())),
-                Err(Unsupported) => {
-                    *self = Dir::Copy(Box::new(Copied {
-                        pump: Pump::new(),
-                        r: src.clone(),
-                        w: dst.clone(),
-                    }))
+        loop {
+            match self {
+                Dir::Warm(c) => {
+                    ready!(c.poll(cx, moved))?;
+                    if c.pump.done {
+                        return Poll::Ready(Ok(()));
+                    }
+                    // Past the warm-up with nothing parked: on to splice(2).
+                    *self = Dir::Zero(ZeroPump::after(c.pump.bytes));
                 }
+                Dir::Zero(zero) => match ready!(zero.poll(cx, socks.0, socks.1, moved))? {
+                    Ok(()) => return Poll::Ready(Ok(())),
+                    Err(Unsupported) => {
+                        let mut pump = Pump::new();
+                        pump.bytes = zero.bytes;
+                        *self = Dir::Copy(Copied::new(pump, src, dst));
+                    }
+                },
+                Dir::Copy(c) => return c.poll(cx, moved),
             }
-        }
-        match self {
-            Dir::Copy(c) => c
-                .pump
-                .poll(cx, Pin::new(&mut c.r), Pin::new(&mut c.w), moved),
-            Dir::Zero(_) => Poll::Ready(Ok(())),
         }
     }
 
     /// Bytes moved, and whether any went through splice(2).
     fn bytes(&self) -> (u64, bool) {
         match self {
-            Dir::Zero(z) => (z.bytes, z.bytes > 0),
-            Dir::Copy(c) => (c.pump.bytes, false),
+            Dir::Zero(z) => (z.bytes, z.spliced > 0),
+            Dir::Warm(c) | Dir::Copy(c) => (c.pump.bytes, false),
         }
     }
 }
@@ -267,8 +312,8 @@ impl Dir {
 pub async fn splice_tcp(a: &TcpStream, b: &TcpStream, idle: Option<Duration>) -> Report {
     let sa: Arc<Sock> = a.clone().into();
     let sb: Arc<Sock> = b.clone().into();
-    let mut up = Dir::Zero(ZeroPump::new());
-    let mut down = Dir::Zero(ZeroPump::new());
+    let mut up = Dir::new(a, b);
+    let mut down = Dir::new(b, a);
     let outcome: Outcome = drive(
         idle,
         |cx, moved| up.poll(cx, a, b, (&sa, &sb), moved),
