@@ -81,14 +81,6 @@ impl Outbox {
         }
     }
 
-    /// Queues one DATA frame, copying `payload` (at most `MAX_DATA` bytes) behind the header
-    /// (the caller took the credit and checked [`Outbox::poll_room`]).
-    pub(crate) fn send_data(&self, id: u32, payload: &[u8]) {
-        let mut buf = self.pool.take();
-        buf.payload_mut()[..payload.len()].copy_from_slice(payload);
-        self.send_buf(id, buf, payload.len());
-    }
-
     /// Queues the first `n` payload bytes of `buf` as one DATA frame of stream `id` (the caller
     /// took the credit for them and checked [`Outbox::poll_room`]).
     pub(crate) fn send_buf(&self, id: u32, mut buf: FrameBuf, n: usize) {
@@ -242,7 +234,7 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let mut wait = None;
         assert!(outbox.poll_room(&mut wait, &mut cx));
-        outbox.send_data(1, &[0; 10]);
+        outbox.send_buf(1, outbox.frame_buf(), 10);
         // Full: polled again and again, the writer holds one listener, not one per poll.
         for _ in 0..100 {
             assert!(!outbox.poll_room(&mut wait, &mut cx));
@@ -265,7 +257,7 @@ mod tests {
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
         let mut wait = None;
-        outbox.send_data(1, &[0; 1]);
+        outbox.send_buf(1, outbox.frame_buf(), 1);
         assert!(!outbox.poll_room(&mut wait, &mut cx));
         outbox.close();
         assert_eq!(count.0.load(Relaxed), 1);

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Instant;
 
 /// Queue slots (not payload bytes: those are freed as read) an emptied receive queue keeps.
@@ -250,15 +250,8 @@ impl MuxStream {
     /// [`MuxStream::consume`].
     pub(crate) fn poll_chunk(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
         let mut st = self.h.stream.lock();
-        if st.recv_window.buffered() == 0 {
-            if st.half_close.received() {
-                return Poll::Ready(Ok(None));
-            }
-            if let Some((kind, why)) = &st.error {
-                return Poll::Ready(Err(io::Error::new(*kind, why.clone())));
-            }
-            st.reader = Some(cx.waker().clone());
-            return Poll::Pending;
+        if !ready!(st.poll_readable(cx))? {
+            return Poll::Ready(Ok(None));
         }
         let off = st.recv_off;
         Poll::Ready(Ok(st.recv.front().map(|front| front.slice(off..))))
@@ -360,6 +353,22 @@ impl MuxStream {
 }
 
 impl StreamState {
+    /// `Ready(Ok(true))` when received bytes wait, `Ready(Ok(false))` at the end of the peer's
+    /// data, the error of a failed stream, or `Pending` with the reader's waker kept.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if self.recv_window.buffered() > 0 {
+            return Poll::Ready(Ok(true));
+        }
+        if self.half_close.received() {
+            return Poll::Ready(Ok(false));
+        }
+        if let Some((kind, why)) = &self.error {
+            return Poll::Ready(Err(io::Error::new(*kind, why.clone())));
+        }
+        self.reader = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
     /// Why this stream cannot be written now, if it cannot.
     fn write_error(&self) -> Option<io::Error> {
         if let Some((kind, why)) = &self.error {
@@ -381,17 +390,9 @@ impl AsyncRead for MuxStream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let h = &self.h;
-        let mut st = h.stream.lock();
-        if st.recv_window.buffered() == 0 {
-            if st.half_close.received() {
-                return Poll::Ready(Ok(0));
-            }
-            if let Some((kind, why)) = &st.error {
-                return Poll::Ready(Err(io::Error::new(*kind, why.clone())));
-            }
-            st.reader = Some(cx.waker().clone());
-            return Poll::Pending;
+        let mut st = self.h.stream.lock();
+        if !ready!(st.poll_readable(cx))? {
+            return Poll::Ready(Ok(0));
         }
         let mut n = 0;
         while n < buf.len() {
@@ -421,21 +422,10 @@ impl AsyncWrite for MuxStream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let h = &self.h;
-        let mut st = h.stream.lock();
-        if let Some(e) = st.write_error() {
-            return Poll::Ready(Err(e));
-        }
-        if st.send.available() == 0 {
-            st.writer = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        if !h.outbox.poll_room(&mut st.room, cx) {
-            return Poll::Pending;
-        }
-        let n = st.send.take(buf.len());
-        drop(st);
-        h.outbox.send_data(h.stream.id, &buf[..n]);
+        let n = ready!(self.poll_send_room(cx))?.min(buf.len());
+        let mut frame = self.frame_buf();
+        frame.payload_mut()[..n].copy_from_slice(&buf[..n]);
+        self.send_buf(frame, n)?;
         Poll::Ready(Ok(n))
     }
 

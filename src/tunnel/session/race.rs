@@ -17,7 +17,7 @@ pub(super) type Branch<'a, T> = Pin<&'a mut (dyn Future<Output = T> + Send + 'a)
 /// One branch's waker: marks the branch, then wakes the task.
 struct Mark {
     woken: AtomicBool,
-    task: Mutex<Option<Waker>>,
+    task: Arc<Mutex<Option<Waker>>>,
 }
 
 impl Wake for Mark {
@@ -36,22 +36,24 @@ impl Wake for Mark {
 
 /// Resolves with the output of the first branch that finishes.
 pub(super) async fn race<T, const N: usize>(mut branches: [Branch<'_, T>; N]) -> T {
+    // The task's waker, shared by every branch's: one lock per poll to keep it current.
+    let task: Arc<Mutex<Option<Waker>>> = Arc::default();
     let marks: [Arc<Mark>; N] = std::array::from_fn(|_| {
         Arc::new(Mark {
             // Every branch runs at the first poll.
             woken: AtomicBool::new(true),
-            task: Mutex::new(None),
+            task: task.clone(),
         })
     });
     let wakers: [Waker; N] = std::array::from_fn(|i| Waker::from(marks[i].clone()));
     std::future::poll_fn(move |cx| {
-        for (i, mark) in marks.iter().enumerate() {
-            {
-                let mut task = mark.task.lock().unwrap_or_else(|e| e.into_inner());
-                if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *task = Some(cx.waker().clone());
-                }
+        {
+            let mut task = task.lock().unwrap_or_else(|e| e.into_inner());
+            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
             }
+        }
+        for (i, mark) in marks.iter().enumerate() {
             if !mark.woken.swap(false, Ordering::AcqRel) {
                 continue;
             }
