@@ -35,16 +35,19 @@ struct Dir {
 }
 
 /// Copies both ways until both ended (FIN each way) or one failed.
-pub(crate) async fn splice(tcp: TcpStream, mut stream: MuxStream) -> Report {
-    let (mut tr, mut tw) = (tcp.clone(), tcp);
+///
+/// One socket handle serves both directions (its read and write wait in slots of their own):
+/// a `TcpStream` handle carries its readiness futures, about 350 bytes, and a second one made
+/// every stream's task that much larger.
+pub(crate) async fn splice(mut tcp: TcpStream, mut stream: MuxStream) -> Report {
     let mut up = Dir::default();
     let mut down = Dir::default();
     let outcome = std::future::poll_fn(|cx| {
-        let a = up.tcp_to_stream(cx, &mut tr, &mut stream);
+        let a = up.tcp_to_stream(cx, &mut tcp, &mut stream);
         if let Poll::Ready(Err(e)) = a {
             return Poll::Ready(Outcome::Error(e));
         }
-        let b = down.stream_to_tcp(cx, &stream, &mut tw);
+        let b = down.stream_to_tcp(cx, &stream, &mut tcp);
         if let Poll::Ready(Err(e)) = b {
             return Poll::Ready(Outcome::Error(e));
         }

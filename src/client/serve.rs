@@ -113,7 +113,9 @@ impl Local {
                     timeout: self.cfg.connect_timeout,
                 });
                 let (cfg, sd) = (self.proxy_cfg.clone(), self.shutdown.clone());
-                serve_connection(tcp, peer, id, cfg, dialer, sd).await;
+                // Boxed: the proxy door's state is four times a forward's, and every `-L`
+                // connection's task would otherwise be allocated at that size.
+                Box::pin(serve_connection(tcp, peer, id, cfg, dialer, sd)).await;
             }
             LocalSpec::Stdio { .. } => {}
         }

@@ -241,10 +241,15 @@ impl<D: Dialer> Conn<D> {
         let idle = Some(self.config.idle_timeout);
         let report = match D::tcp(&upstream) {
             Some(up) => splice::splice_tcp(stream, up, idle).await,
+            // Boxed: four socket handles (each with its readiness futures) would otherwise
+            // make every connection's task larger, the zero-copy ones included.
             None => {
-                let (mut cr, mut cw) = (stream.clone(), stream.clone());
-                let (mut ur, mut uw) = (upstream.clone(), upstream);
-                splice::splice(&mut cr, &mut cw, &mut ur, &mut uw, idle).await
+                Box::pin(async move {
+                    let (mut cr, mut cw) = (stream.clone(), stream.clone());
+                    let (mut ur, mut uw) = (upstream.clone(), upstream);
+                    splice::splice(&mut cr, &mut cw, &mut ur, &mut uw, idle).await
+                })
+                .await
             }
         };
         log::debug!(
