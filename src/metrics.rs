@@ -23,6 +23,10 @@ pub struct Metrics {
     pub bytes_out: AtomicU64,
     /// sessions that resumed an earlier session id
     pub reconnects: AtomicU64,
+    /// sessions continued, streams and all, on a new connection
+    pub resumes: AtomicU64,
+    /// bytes (whole frames) sent again after a resume: what the peer had not received
+    pub replayed_bytes: AtomicU64,
     refusals: [AtomicU64; Refusal::LABELS.len()],
 }
 
@@ -88,6 +92,18 @@ impl Metrics {
             "counter",
             "Sessions resumed by a returning client.",
             self.reconnects.load(Relaxed),
+        );
+        one(
+            "resumes_total",
+            "counter",
+            "Sessions continued, streams and all, on a new connection.",
+            self.resumes.load(Relaxed),
+        );
+        one(
+            "replayed_bytes_total",
+            "counter",
+            "Frame bytes sent again after a resume (what the peer had not received).",
+            self.replayed_bytes.load(Relaxed),
         );
         let _ = write!(
             out,

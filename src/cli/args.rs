@@ -158,6 +158,10 @@ pub struct ClientArgs {
     /// is bound)
     #[argh(option)]
     pub status: Option<SocketAddr>,
+    /// do not resume the session after a dropped connection: every stream in flight is reset
+    /// on a reconnect (the behaviour of relays and clients without resumption)
+    #[argh(switch)]
+    pub no_resume: bool,
 }
 
 /// HTTP/1.1 forward proxy: CONNECT and absolute-form requests, upstream chains, auth, rules.

@@ -221,6 +221,7 @@ pub fn client_config(a: &ClientArgs) -> Result<ClientConfig, Usage> {
     cfg.session = session_config(a.keepalive, a.max_streams)?;
     cfg.connect_timeout = a.connect_timeout;
     cfg.drain_timeout = a.drain_timeout;
+    cfg.resume = !a.no_resume;
     #[cfg(feature = "tls")]
     {
         cfg.tls = crate::tls::ClientTlsOptions {

@@ -36,6 +36,18 @@ pub enum Event {
     },
     /// The session ended or the attempt failed.
     Lost(String),
+    /// The connection was lost; the session and its streams wait to be resumed on the next one.
+    Suspended {
+        /// why the connection was lost
+        why: String,
+        /// streams held for the resume
+        streams: usize,
+    },
+    /// A new connection resumed the session: every stream continues where it was.
+    Resumed {
+        /// streams that continued
+        streams: usize,
+    },
     /// Next attempt after this delay.
     Retrying(Duration),
 }
@@ -51,6 +63,10 @@ impl fmt::Display for Event {
                 write!(f, "bind refused R -> {target}: {reason}")
             }
             Event::Lost(why) => write!(f, "lost: {why}"),
+            Event::Suspended { why, streams } => {
+                write!(f, "lost: {why}; resuming {streams} streams")
+            }
+            Event::Resumed { streams } => write!(f, "connected; resumed {streams} streams"),
             Event::Retrying(d) => write!(f, "retrying in {:.1} s", d.as_secs_f64()),
         }
     }

@@ -74,6 +74,9 @@ pub struct ClientConfig {
     pub max_backoff: Duration,
     /// limit for the TLS handshake and the WebSocket upgrade
     pub handshake_timeout: Duration,
+    /// keep streams across a dropped connection (`--no-resume` turns it off): the session
+    /// outlives its WebSocket and continues on the next one, when the relay can resume it
+    pub resume: bool,
     /// how `wss://` certificates are verified
     #[cfg(feature = "tls")]
     pub tls: crate::tls::ClientTlsOptions,
@@ -95,6 +98,7 @@ impl ClientConfig {
             drain_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
             handshake_timeout: crate::tunnel::ws::HANDSHAKE_TIMEOUT,
+            resume: true,
             #[cfg(feature = "tls")]
             tls: crate::tls::ClientTlsOptions::default(),
         }
