@@ -1,0 +1,191 @@
+//! A fault-injecting link between client and relay: a TCP forwarder on 127.0.0.1 that, on
+//! command, cuts every connection passing through it now (FIN or RST), blackholes them (bytes
+//! vanish, sockets stay open: a NAT that forgot the mapping), or refuses new ones. After a cut,
+//! new connections pass normally. Grown from tests/common/tunnel.rs's `Forwarder`.
+
+use futures_lite::future::zip;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use smol::net::{Shutdown, TcpListener, TcpStream};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How a cut ends the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// A FIN to both ends (`shutdown(Write)`), nothing passes after it: each end reads a
+    /// clean EOF.
+    Fin,
+    /// `SO_LINGER` 0, then close: each end gets a reset.
+    Rst,
+    /// Stop passing bytes (both ways, EOF included) and keep the sockets open: only keepalive
+    /// can tell the connection is dead.
+    Blackhole,
+}
+
+/// A connection's state: bytes pass; bytes vanish into a blackhole; a FIN was sent both ways
+/// and what still comes is read (so that closing later sends no reset) and dropped.
+const PASS: u8 = 0;
+const HOLE: u8 = 1;
+const FIN_SENT: u8 = 2;
+
+/// One connection through the link: both sockets (so a cut can reach them), its state, and
+/// the task moving its bytes.
+struct Conn {
+    client_side: TcpStream,
+    relay_side: TcpStream,
+    mode: Arc<AtomicU8>,
+    _task: smol::Task<()>,
+}
+
+#[derive(Default)]
+struct Inner {
+    conns: Mutex<Vec<Conn>>,
+    refusing: AtomicBool,
+    accepted: AtomicU64,
+    /// bytes from the client that fell into a blackhole
+    swallowed_up: AtomicU64,
+    /// bytes from the relay that fell into a blackhole
+    swallowed_down: AtomicU64,
+}
+
+/// The forwarder; connect the client to `addr` instead of the relay.
+pub struct Link {
+    pub addr: SocketAddr,
+    inner: Arc<Inner>,
+    _accept: smol::Task<()>,
+}
+
+impl Link {
+    pub async fn start(target: SocketAddr) -> Link {
+        let l = TcpListener::bind(crate::common::lo()).await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let inner = Arc::new(Inner::default());
+        let i2 = inner.clone();
+        let accept = smol::spawn(async move {
+            while let Ok((a, _)) = l.accept().await {
+                if i2.refusing.load(SeqCst) {
+                    // Closed with a reset: the client's attempt fails at once.
+                    rst(&a);
+                    continue;
+                }
+                let Ok(b) = TcpStream::connect(target).await else {
+                    rst(&a);
+                    continue;
+                };
+                i2.accepted.fetch_add(1, SeqCst);
+                let mode = Arc::new(AtomicU8::new(PASS));
+                let task = {
+                    let (a, b, mode, i3) = (a.clone(), b.clone(), mode.clone(), i2.clone());
+                    smol::spawn(async move {
+                        let up = pump(a.clone(), b.clone(), &mode, &i3.swallowed_up);
+                        let down = pump(b, a, &mode, &i3.swallowed_down);
+                        zip(up, down).await;
+                    })
+                };
+                let mut conns = i2.conns.lock().unwrap();
+                // Connections that ended (both ways closed) are let go; blackholed ones stay.
+                conns.retain(|c| !c._task.is_finished() || c.mode.load(SeqCst) == HOLE);
+                conns.push(Conn {
+                    client_side: a,
+                    relay_side: b,
+                    mode,
+                    _task: task,
+                });
+            }
+        });
+        Link {
+            addr,
+            inner,
+            _accept: accept,
+        }
+    }
+
+    /// Ends every connection passing through now, the way `how` says; later ones pass.
+    pub fn cut(&self, how: Cut) {
+        let mut conns = self.inner.conns.lock().unwrap();
+        match how {
+            Cut::Blackhole => {
+                for c in conns.iter() {
+                    c.mode.store(HOLE, SeqCst);
+                }
+            }
+            Cut::Fin => {
+                // Kept until both ends closed (their task ends), read and dropped meanwhile.
+                for c in conns.iter() {
+                    c.mode.store(FIN_SENT, SeqCst);
+                    c.client_side.shutdown(Shutdown::Write).ok();
+                    c.relay_side.shutdown(Shutdown::Write).ok();
+                }
+            }
+            Cut::Rst => {
+                for c in conns.drain(..) {
+                    rst(&c.client_side);
+                    rst(&c.relay_side);
+                    // Dropping the pump task and the sockets closes them: a reset.
+                }
+            }
+        }
+    }
+
+    /// While on, new connections are reset as soon as they are accepted.
+    pub fn refuse(&self, on: bool) {
+        self.inner.refusing.store(on, SeqCst);
+    }
+
+    /// Connections passed through so far.
+    pub fn accepted(&self) -> u64 {
+        self.inner.accepted.load(SeqCst)
+    }
+
+    /// Bytes from the client that a blackhole swallowed.
+    pub fn swallowed_up(&self) -> u64 {
+        self.inner.swallowed_up.load(SeqCst)
+    }
+
+    /// Bytes from the relay that a blackhole swallowed.
+    pub fn swallowed_down(&self) -> u64 {
+        self.inner.swallowed_down.load(SeqCst)
+    }
+}
+
+/// Makes the socket's close send a reset (`SO_LINGER` 0).
+fn rst(s: &TcpStream) {
+    rustix::net::sockopt::set_socket_linger(s, Some(Duration::ZERO)).expect("SO_LINGER 0");
+}
+
+/// Moves bytes `from` → `to`, passing EOF on as a half-close; in a blackhole, bytes (and EOF)
+/// are counted in `swallowed` and dropped; after a FIN cut, they are dropped.
+async fn pump(mut from: TcpStream, mut to: TcpStream, mode: &AtomicU8, swallowed: &AtomicU64) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) => {
+                if mode.load(SeqCst) == PASS {
+                    to.shutdown(Shutdown::Write).ok();
+                }
+                return;
+            }
+            Err(_) => {
+                if mode.load(SeqCst) == PASS {
+                    to.shutdown(Shutdown::Both).ok();
+                }
+                return;
+            }
+            Ok(n) => n,
+        };
+        match mode.load(SeqCst) {
+            PASS => {}
+            HOLE => {
+                swallowed.fetch_add(n as u64, SeqCst);
+                continue;
+            }
+            _ => continue,
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            from.shutdown(Shutdown::Both).ok();
+            return;
+        }
+    }
+}
