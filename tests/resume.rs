@@ -26,7 +26,10 @@ const KEEPALIVE: Duration = Duration::from_millis(300);
 /// Streams at once in the transfer tests: half `-L` (client-opened), half `-R` (relay-opened).
 const STREAMS: u64 = 16;
 /// Bytes each way on each of them.
-const PER_STREAM: u64 = 2 * 1024 * 1024;
+const PER_STREAM: u64 = 1024 * 1024;
+/// Mux frame types (docs/PROTOCOL.md) the blackhole tests look for.
+const OPEN: u8 = 0x01;
+const FIN: u8 = 0x06;
 
 /// A client configured to reach the relay through `link`.
 fn client_cfg(link: &Link) -> ClientConfig {
@@ -72,7 +75,7 @@ fn assert_resumed_both(relay: &RunningRelay, c: &RunningClient) {
     );
 }
 
-/// 16 streams, 2 MiB each way, half through `-L` and half through `-R`; every sender stops
+/// 16 streams, 1 MiB each way, half through `-L` and half through `-R`; every sender stops
 /// halfway, the link is cut `how`, the senders go on: every byte arrives, checked, on every
 /// stream, and no stream is reset.
 fn transfers_survive(how: Cut) {
@@ -184,7 +187,7 @@ fn an_open_lost_in_the_cut_is_resumed() {
             .await
             .unwrap();
         eventually("the OPEN went into the blackhole", || {
-            link.swallowed_up() > 0
+            link.swallowed_frames_up().contains(&OPEN)
         })
         .await;
         link.cut(Cut::Rst);
@@ -204,14 +207,16 @@ fn an_open_lost_in_the_cut_is_resumed() {
     });
 }
 
-/// The far end for the FIN tests: reads and checks `a_len` bytes of payload 10 and the EOF;
-/// sends `b_half` bytes of payload 11 at once and `b_half` more after that EOF.
+/// The far end for the FIN test: sends `b_half` bytes of payload 11 at once; reads and
+/// checks `a_len` bytes of payload 10 (says so), then the EOF (says so), then sends `b_half`
+/// more and its own FIN. Once `done` fires, its connection must not have been reset.
 async fn fin_peer(
     a_len: u64,
     b_half: u64,
+    done: smol::channel::Receiver<()>,
 ) -> (
     SocketAddr,
-    smol::channel::Receiver<Result<(), String>>,
+    smol::channel::Receiver<Result<&'static str, String>>,
     smol::Task<()>,
 ) {
     let l = smol::net::TcpListener::bind(common::lo()).await.unwrap();
@@ -222,14 +227,19 @@ async fn fin_peer(
         let (mut r, mut w) = (s.clone(), s);
         let result = async {
             send(&mut w, 11, 0, b_half).await?;
-            Check::new(10).read_to_eof(&mut r, a_len).await?;
-            tx.send(Ok(())).await.ok();
+            let mut a = Check::new(10);
+            a.read_upto(&mut r, a_len).await?;
+            tx.send(Ok("A")).await.ok();
+            a.read_to_eof(&mut r, a_len).await?;
+            tx.send(Ok("EOF")).await.ok();
             send(&mut w, 11, b_half, 2 * b_half).await?;
             w.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
-            // EOF exactly once: a second FIN (a protocol error) would reset this connection.
+            done.recv().await.ok();
+            // EOF exactly once: a FIN delivered twice (a protocol error) would have reset this
+            // connection by now.
             let mut one = [0u8; 1];
             match r.read(&mut one).await {
-                Ok(0) => Ok(()),
+                Ok(0) => Ok("end"),
                 other => Err(format!("after the EOF: {other:?}")),
             }
         }
@@ -242,11 +252,19 @@ async fn fin_peer(
 #[test]
 fn a_fin_lost_in_the_cut_arrives_once() {
     run(|sp| async move {
-        // Small enough that no ACK or WINDOW frame follows them: after the blackhole, the
-        // client sends nothing but the FIN.
+        // Small, so that the link is idle when it goes dark: the blackhole starts at a frame.
         const A: u64 = 16 * 1024;
         const B_HALF: u64 = 16 * 1024;
-        let (peer, said, _p) = fin_peer(A, B_HALF).await;
+        let (done, done_rx) = smol::channel::bounded(1);
+        let (peer, said, _p) = fin_peer(A, B_HALF, done_rx).await;
+        let heard = |what: &'static str| {
+            let said = said.clone();
+            async move {
+                let got = within(10, what, said.recv()).await.unwrap();
+                assert_eq!(got, Ok(what));
+            }
+        };
+        // The default keepalive: no ping or ACK crosses the link while it is dark.
         let tune = |cfg: &mut ClientConfig| cfg.session.keepalive = Duration::from_secs(20);
         let (relay, link, c) = through_link(&sp, RelayConfig::default(), peer, tune).await;
         let mut s = within(10, "connect -L", TcpStream::connect(c.locals[0]))
@@ -258,29 +276,29 @@ fn a_fin_lost_in_the_cut_arrives_once() {
         within(10, "first half of B", b.read_upto(&mut r, B_HALF))
             .await
             .unwrap();
+        heard("A").await;
         // Everything but the FIN has crossed; the FIN goes into the blackhole.
-        let swallowed = link.swallowed_up();
         link.cut(Cut::Blackhole);
         s.shutdown(Shutdown::Write).unwrap();
         eventually("the FIN went into the blackhole", || {
-            link.swallowed_up() > swallowed
+            link.swallowed_frames_up().contains(&FIN)
         })
         .await;
         link.cut(Cut::Rst);
         expect_resume(&c, 1).await;
-        within(10, "the peer saw A and the EOF", said.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        heard("EOF").await;
         within(10, "the rest of B", b.read_to_eof(&mut r, 2 * B_HALF))
             .await
             .unwrap();
         drop((s, r));
-        within(10, "the peer's end", said.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        // The stream is over both ways; give the relay its chance to misbehave on it.
         assert_resumed_both(&relay, &c);
+        eventually("the stream closed on the relay", || {
+            relay.metrics.streams.load(Relaxed) == 0
+        })
+        .await;
+        done.send(()).await.unwrap();
+        heard("end").await;
     });
 }
 

@@ -48,7 +48,13 @@ struct Inner {
     swallowed_up: AtomicU64,
     /// bytes from the relay that fell into a blackhole
     swallowed_down: AtomicU64,
+    /// the mux frame types (first payload byte of each binary WebSocket message) from the
+    /// client that fell into a blackhole, when it began at a message boundary (an idle link)
+    frames_up: Mutex<Vec<u8>>,
 }
+
+/// Most frame types kept in `frames_up` (the rest are not recorded).
+const MAX_FRAMES_SEEN: usize = 4096;
 
 /// The forwarder; connect the client to `addr` instead of the relay.
 pub struct Link {
@@ -79,8 +85,8 @@ impl Link {
                 let task = {
                     let (a, b, mode, i3) = (a.clone(), b.clone(), mode.clone(), i2.clone());
                     smol::spawn(async move {
-                        let up = pump(a.clone(), b.clone(), &mode, &i3.swallowed_up);
-                        let down = pump(b, a, &mode, &i3.swallowed_down);
+                        let up = pump(a.clone(), b.clone(), &mode, &i3.swallowed_up, Some(&i3));
+                        let down = pump(b, a, &mode, &i3.swallowed_down, None);
                         zip(up, down).await;
                     })
                 };
@@ -144,6 +150,12 @@ impl Link {
         self.inner.swallowed_up.load(SeqCst)
     }
 
+    /// The types of the mux frames from the client that a blackhole swallowed (meaningful when
+    /// the link was idle as it went dark).
+    pub fn swallowed_frames_up(&self) -> Vec<u8> {
+        self.inner.frames_up.lock().unwrap().clone()
+    }
+
     /// Bytes from the relay that a blackhole swallowed.
     pub fn swallowed_down(&self) -> u64 {
         self.inner.swallowed_down.load(SeqCst)
@@ -157,8 +169,15 @@ fn rst(s: &TcpStream) {
 
 /// Moves bytes `from` → `to`, passing EOF on as a half-close; in a blackhole, bytes (and EOF)
 /// are counted in `swallowed` and dropped; after a FIN cut, they are dropped.
-async fn pump(mut from: TcpStream, mut to: TcpStream, mode: &AtomicU8, swallowed: &AtomicU64) {
+async fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    mode: &AtomicU8,
+    swallowed: &AtomicU64,
+    frames: Option<&Inner>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut tap = Tap::default();
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) => {
@@ -179,6 +198,9 @@ async fn pump(mut from: TcpStream, mut to: TcpStream, mode: &AtomicU8, swallowed
             PASS => {}
             HOLE => {
                 swallowed.fetch_add(n as u64, SeqCst);
+                if let Some(inner) = frames {
+                    tap.feed(&buf[..n], &inner.frames_up);
+                }
                 continue;
             }
             _ => continue,
@@ -188,4 +210,98 @@ async fn pump(mut from: TcpStream, mut to: TcpStream, mode: &AtomicU8, swallowed
             return;
         }
     }
+}
+
+/// Reads WebSocket frames (RFC 6455 §5.2) off a byte stream and notes the first payload byte
+/// of each binary one: the mux frame type.
+#[derive(Default)]
+struct Tap {
+    head: Vec<u8>,
+    skip: u64,
+}
+
+impl Tap {
+    fn feed(&mut self, mut data: &[u8], types: &Mutex<Vec<u8>>) {
+        loop {
+            if self.skip > 0 {
+                let n = self.skip.min(data.len() as u64) as usize;
+                self.skip -= n as u64;
+                data = &data[n..];
+                if self.skip > 0 {
+                    return;
+                }
+            }
+            self.head.extend_from_slice(data);
+            data = &[];
+            let Some((header, len, ty)) = ws_header(&self.head) else {
+                return;
+            };
+            if let Some(ty) = ty {
+                let mut types = types.lock().unwrap();
+                if types.len() < MAX_FRAMES_SEEN {
+                    types.push(ty);
+                }
+            }
+            let total = (header as u64).saturating_add(len);
+            if self.head.len() as u64 >= total {
+                self.head.drain(..total as usize);
+            } else {
+                self.skip = total - self.head.len() as u64;
+                self.head.clear();
+            }
+        }
+    }
+}
+
+/// A frame's header size, payload length, and (binary frames) the payload's first byte; `None`
+/// while more bytes are needed.
+fn ws_header(h: &[u8]) -> Option<(usize, u64, Option<u8>)> {
+    let (b0, b1) = (*h.first()?, *h.get(1)?);
+    let masked = b1 & 0x80 != 0;
+    let (ext, len) = match b1 & 0x7f {
+        126 => (
+            2,
+            u64::from(u16::from_be_bytes(h.get(2..4)?.try_into().ok()?)),
+        ),
+        127 => (8, u64::from_be_bytes(h.get(2..10)?.try_into().ok()?)),
+        n => (0, u64::from(n)),
+    };
+    let header = 2 + ext + if masked { 4 } else { 0 };
+    let binary = b0 & 0x0f == 2;
+    if !binary || len == 0 {
+        return (h.len() >= header).then_some((header, len, None));
+    }
+    let first = *h.get(header)?;
+    let mask = if masked { h[header - 4] } else { 0 };
+    Some((header, len, Some(first ^ mask)))
+}
+
+#[test]
+fn the_tap_reads_frame_types_off_masked_and_long_frames() {
+    let frame = |ty: u8, len: usize| {
+        let mask = [0x5a, 1, 2, 3];
+        let mut f = vec![0x82];
+        match len {
+            0..126 => f.push(0x80 | len as u8),
+            _ => {
+                f.push(0x80 | 126);
+                f.extend((len as u16).to_be_bytes());
+            }
+        }
+        f.extend(mask);
+        let payload = std::iter::once(ty).chain(std::iter::repeat_n(0xee, len - 1));
+        f.extend(payload.enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    };
+    let ping = [0x89, 0x80, 0, 0, 0, 0];
+    let mut stream = frame(0x01, 40);
+    stream.extend(ping);
+    stream.extend(frame(0x04, 3000));
+    stream.extend(frame(0x06, 5));
+    let types = Mutex::new(Vec::new());
+    let mut tap = Tap::default();
+    for piece in stream.chunks(7) {
+        tap.feed(piece, &types);
+    }
+    assert_eq!(*types.lock().unwrap(), [0x01, 0x04, 0x06]);
 }

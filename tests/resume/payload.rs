@@ -239,3 +239,32 @@ pub async fn start_peer(
     });
     (addr, rx, task)
 }
+
+#[test]
+fn the_check_catches_a_lost_duplicated_or_changed_byte() {
+    let seed = 7;
+    let mut whole = Vec::new();
+    for k in 0..3 {
+        whole.extend(block(seed, k));
+    }
+    let mut ok = Check::new(seed);
+    // Fed in odd pieces, across block boundaries.
+    for piece in whole.chunks(1000) {
+        ok.feed(piece).unwrap();
+    }
+    let mut lost = whole.clone();
+    lost.remove(20_000);
+    let mut duplicated = whole.clone();
+    duplicated.insert(20_000, whole[19_999]);
+    let mut changed = whole.clone();
+    changed[40_000] ^= 1;
+    for (what, bad) in [
+        ("lost", lost),
+        ("duplicated", duplicated),
+        ("changed", changed),
+    ] {
+        let mut c = Check::new(seed);
+        let caught = bad.chunks(4096).try_for_each(|p| c.feed(p));
+        assert!(caught.is_err(), "a {what} byte went unnoticed");
+    }
+}
