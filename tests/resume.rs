@@ -31,6 +31,11 @@ const PER_STREAM: u64 = 1024 * 1024;
 const OPEN: u8 = 0x01;
 const FIN: u8 = 0x06;
 
+/// Logs to the test's output with `RUST_LOG=debug` (shown for failing tests).
+fn logs() {
+    let _ = env_logger::builder().is_test(true).try_init();
+}
+
 /// A client configured to reach the relay through `link`.
 fn client_cfg(link: &Link) -> ClientConfig {
     let mut cfg = ClientConfig::new(format!("ws://{}/burrow", link.addr).parse().unwrap());
@@ -79,6 +84,7 @@ fn assert_resumed_both(relay: &RunningRelay, c: &RunningClient) {
 /// halfway, the link is cut `how`, the senders go on: every byte arrives, checked, on every
 /// stream, and no stream is reset.
 fn transfers_survive(how: Cut) {
+    logs();
     run(|sp| async move {
         let relay = start_relay(&sp, RelayConfig::default()).await;
         let link = Link::start(relay.addr).await;
@@ -173,6 +179,7 @@ async fn round_trip(s: &mut TcpStream, seed: u64, n: u64) -> Result<(), String> 
 
 #[test]
 fn an_open_lost_in_the_cut_is_resumed() {
+    logs();
     run(|sp| async move {
         let (echo, _e) = start_echo().await;
         // The default keepalive: nothing but the OPEN crosses the link while it is dark.
@@ -251,6 +258,7 @@ async fn fin_peer(
 
 #[test]
 fn a_fin_lost_in_the_cut_arrives_once() {
+    logs();
     run(|sp| async move {
         // Small, so that the link is idle when it goes dark: the blackhole starts at a frame.
         const A: u64 = 16 * 1024;
@@ -304,6 +312,7 @@ fn a_fin_lost_in_the_cut_arrives_once() {
 
 #[test]
 fn a_half_closed_stream_finishes_across_a_cut() {
+    logs();
     run(|sp| async move {
         const A: u64 = 64 * 1024;
         const B: u64 = 4 * 1024 * 1024;
@@ -344,10 +353,12 @@ fn a_half_closed_stream_finishes_across_a_cut() {
 
 #[test]
 fn past_the_grace_streams_are_reset_and_a_new_session_starts() {
+    logs();
     run(|sp| async move {
         let (echo, _e) = start_echo().await;
+        const GRACE: Duration = Duration::from_secs(1);
         let relay_cfg = RelayConfig {
-            grace: Duration::from_secs(1),
+            grace: GRACE,
             ..RelayConfig::default()
         };
         let tune = |cfg: &mut ClientConfig| {
@@ -367,6 +378,7 @@ fn past_the_grace_streams_are_reset_and_a_new_session_starts() {
         // The client cannot come back for longer than the grace.
         link.refuse(true);
         link.cut(Cut::Rst);
+        let cut = std::time::Instant::now();
         match next_state(&c, "suspended").await {
             Event::Suspended { streams, .. } => assert_eq!(streams, 2),
             other => panic!("expected Suspended after the cut, got {other:?}"),
@@ -380,6 +392,11 @@ fn past_the_grace_streams_are_reset_and_a_new_session_starts() {
         )
         .await;
         assert!(!matches!(ended, Ok(1..)), "visitor read {ended:?}");
+        assert!(
+            cut.elapsed() >= GRACE.mul_f64(0.9),
+            "the -R stream was reset {:?} after the cut, within the grace",
+            cut.elapsed()
+        );
         link.refuse(false);
         loop {
             match next_state(&c, "connected again").await {
@@ -407,6 +424,7 @@ fn past_the_grace_streams_are_reset_and_a_new_session_starts() {
 
 #[test]
 fn without_resume_a_cut_resets_streams() {
+    logs();
     run(|sp| async move {
         let (echo, _e) = start_echo().await;
         let tune = |cfg: &mut ClientConfig| cfg.resume = false;
