@@ -80,16 +80,16 @@ fn assert_resumed_both(relay: &RunningRelay, c: &RunningClient) {
     );
 }
 
-/// 16 streams, 1 MiB each way, half through `-L` and half through `-R`; every sender stops
-/// halfway, the link is cut `how`, the senders go on: every byte arrives, checked, on every
-/// stream, and no stream is reset.
-fn transfers_survive(how: Cut) {
+/// 16 streams, 1 MiB each way, half through `-L` and half through `-R`; every sender stops at
+/// a gate, the link is cut, the senders go on; once per cut in `cuts`. Every byte arrives,
+/// checked, on every stream, and no stream is reset.
+fn transfers_survive(cuts: &'static [Cut]) {
     logs();
     run(|sp| async move {
         let relay = start_relay(&sp, RelayConfig::default()).await;
         let link = Link::start(relay.addr).await;
-        let (gate, mut ctl) = gate();
-        let (peer, outcomes, _p) = start_peer(PER_STREAM, gate.clone()).await;
+        let (gates, mut controls): (Vec<_>, Vec<_>) = cuts.iter().map(|_| gate()).unzip();
+        let (peer, outcomes, _p) = start_peer(PER_STREAM, gates.clone()).await;
         let mut cfg = client_cfg(&link);
         cfg.locals = vec![format!("127.0.0.1:0:{peer}").parse().unwrap()];
         cfg.remotes = vec![format!("127.0.0.1:0:{peer}").parse().unwrap()];
@@ -100,58 +100,59 @@ fn transfers_survive(how: Cut) {
         let streams: Vec<_> = (0..STREAMS)
             .map(|id| {
                 let to = if id % 2 == 0 { c.locals[0] } else { public };
-                smol::spawn(open_stream(to, id, PER_STREAM, gate.clone()))
+                smol::spawn(open_stream(to, id, PER_STREAM, gates.clone()))
             })
             .collect();
-        drop(gate);
-        // Both ends of every stream sent half and wait: the cut lands mid-transfer.
-        ctl.wait_halfway(2 * STREAMS).await;
-        link.cut(how);
-        // The rest is sent while the link is down (or into the blackhole).
-        ctl.open();
-        expect_resume(&c, STREAMS as usize).await;
+        drop(gates);
+        for (&how, ctl) in cuts.iter().zip(&mut controls) {
+            // Both ends of every stream wait at the gate: the cut lands mid-transfer.
+            ctl.wait_halfway(2 * STREAMS).await;
+            link.cut(how);
+            // The rest is sent while the link is down (or into the blackhole).
+            ctl.open();
+            expect_resume(&c, STREAMS as usize).await;
+        }
 
         for (id, s) in streams.into_iter().enumerate() {
             let done = within(20, &format!("stream {id} (opener)"), s).await;
-            done.unwrap_or_else(|e| panic!("{how:?}: {e}"));
+            done.unwrap_or_else(|e| panic!("{cuts:?}: {e}"));
         }
         for _ in 0..STREAMS {
             let done = within(20, "peer ends", outcomes.recv()).await.unwrap();
-            done.unwrap_or_else(|e| panic!("{how:?}: {e}"));
+            done.unwrap_or_else(|e| panic!("{cuts:?}: {e}"));
         }
-        assert_resumed_both(&relay, &c);
-        assert!(
-            link.accepted() >= 2,
-            "the client came back through the link"
-        );
-        if how == Cut::Blackhole {
+        let n = cuts.len() as u64;
+        assert!(relay.metrics.resumes.load(Relaxed) >= n, "relay resumes");
+        assert!(c.metrics.resumes.load(Relaxed) >= n, "client resumes");
+        assert!(link.accepted() > n, "the client came back through the link");
+        if cuts.contains(&Cut::Blackhole) {
             // What went into the hole came back only by replay.
             assert!(link.swallowed_up() > 0 && link.swallowed_down() > 0);
-            assert!(
-                c.metrics.replayed_bytes.load(Relaxed) > 0,
-                "client replayed"
-            );
-            assert!(
-                relay.metrics.replayed_bytes.load(Relaxed) > 0,
-                "relay replayed"
-            );
+            let replayed = |m: &burrow::metrics::Metrics| m.replayed_bytes.load(Relaxed);
+            assert!(replayed(&c.metrics) > 0, "client replayed nothing");
+            assert!(replayed(&relay.metrics) > 0, "relay replayed nothing");
         }
     });
 }
 
 #[test]
 fn transfers_survive_a_fin_cut() {
-    transfers_survive(Cut::Fin);
+    transfers_survive(&[Cut::Fin]);
 }
 
 #[test]
 fn transfers_survive_a_reset() {
-    transfers_survive(Cut::Rst);
+    transfers_survive(&[Cut::Rst]);
 }
 
 #[test]
 fn transfers_survive_a_blackhole() {
-    transfers_survive(Cut::Blackhole);
+    transfers_survive(&[Cut::Blackhole]);
+}
+
+#[test]
+fn transfers_survive_three_cuts_in_a_row() {
+    transfers_survive(&[Cut::Fin, Cut::Rst, Cut::Blackhole]);
 }
 
 /// A relay, a link to it, and a client through the link with one `-L` to `target`.

@@ -1,8 +1,9 @@
-//! Checked payloads and the gate that holds them mid-transfer.
+//! Checked payloads and the gates that hold them mid-transfer.
 //!
 //! Every byte of a payload is a function of (seed, offset), so a reader checks each byte it
 //! gets against what must be there: a lost, duplicated or reordered byte is caught at its
-//! offset. The gate holds every sender halfway until the test has cut the link.
+//! offset. A gate holds every sender at a point of its transfer until the test has cut the
+//! link.
 
 use crate::common::within;
 use futures_lite::future::zip;
@@ -120,7 +121,7 @@ impl Check {
     }
 }
 
-/// Held by every sender: pauses it halfway until the test opens the gate.
+/// Held by every sender: pauses it until the test opens the gate.
 #[derive(Clone)]
 pub struct Gate {
     halfway: Sender<()>,
@@ -149,7 +150,7 @@ pub fn gate() -> (Gate, GateControl) {
 }
 
 impl Gate {
-    /// Says "halfway" and waits for the gate to open.
+    /// Says "here" and waits for the gate to open.
     pub async fn pause(&self) {
         self.halfway.send(()).await.ok();
         // Closed (not sent to) when the gate opens.
@@ -173,20 +174,24 @@ impl GateControl {
     }
 }
 
-/// Sends `len` bytes of `send_seed` (pausing halfway at the gate) then half-closes, while
-/// reading and checking `len` bytes of `recv_seed` and the EOF after them.
+/// Sends `len` bytes of `send_seed` (in equal parts, pausing at each gate between them) then
+/// half-closes, while reading and checking `len` bytes of `recv_seed` and the EOF after them.
 pub async fn exchange(
     s: TcpStream,
     send_seed: u64,
     recv_seed: u64,
     len: u64,
-    gate: Gate,
+    gates: &[Gate],
 ) -> Result<(), String> {
     let (mut r, mut w) = (s.clone(), s);
+    let parts = gates.len() as u64 + 1;
     let sending = async {
-        send(&mut w, send_seed, 0, len / 2).await?;
-        gate.pause().await;
-        send(&mut w, send_seed, len / 2, len).await?;
+        for i in 0..parts {
+            send(&mut w, send_seed, len * i / parts, len * (i + 1) / parts).await?;
+            if let Some(gate) = gates.get(i as usize) {
+                gate.pause().await;
+            }
+        }
         w.shutdown(Shutdown::Write)
             .map_err(|e| format!("payload {send_seed}: half-close: {e}"))
     };
@@ -197,14 +202,19 @@ pub async fn exchange(
 }
 
 /// Stream `id` as the application sees it: the opener sends `2·id`, the peer `2·id + 1`.
-pub async fn open_stream(to: SocketAddr, id: u64, len: u64, gate: Gate) -> Result<(), String> {
+pub async fn open_stream(
+    to: SocketAddr,
+    id: u64,
+    len: u64,
+    gates: Vec<Gate>,
+) -> Result<(), String> {
     let mut s = TcpStream::connect(to)
         .await
         .map_err(|e| format!("stream {id}: connect: {e}"))?;
     s.write_all(&id.to_le_bytes())
         .await
         .map_err(|e| format!("stream {id}: header: {e}"))?;
-    exchange(s, 2 * id, 2 * id + 1, len, gate)
+    exchange(s, 2 * id, 2 * id + 1, len, &gates)
         .await
         .map_err(|e| format!("stream {id} (opener): {e}"))
 }
@@ -213,7 +223,7 @@ pub async fn open_stream(to: SocketAddr, id: u64, len: u64, gate: Gate) -> Resul
 /// Each connection's outcome goes to the receiver.
 pub async fn start_peer(
     len: u64,
-    gate: Gate,
+    gates: Vec<Gate>,
 ) -> (SocketAddr, Receiver<Result<(), String>>, smol::Task<()>) {
     let l = TcpListener::bind(crate::common::lo()).await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -221,13 +231,13 @@ pub async fn start_peer(
     let task = smol::spawn(async move {
         let mut conns = Vec::new();
         while let Ok((mut s, _)) = l.accept().await {
-            let (tx, gate) = (tx.clone(), gate.clone());
+            let (tx, gates) = (tx.clone(), gates.clone());
             conns.push(smol::spawn(async move {
                 let mut id = [0u8; 8];
                 let result = match s.read_exact(&mut id).await {
                     Ok(()) => {
                         let id = u64::from_le_bytes(id);
-                        exchange(s, 2 * id + 1, 2 * id, len, gate)
+                        exchange(s, 2 * id + 1, 2 * id, len, &gates)
                             .await
                             .map_err(|e| format!("stream {id} (peer): {e}"))
                     }
