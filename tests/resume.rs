@@ -15,7 +15,7 @@ use common::tunnel::{RunningClient, RunningRelay, eventually, start_client, star
 use common::{run, start_echo, within};
 use futures_lite::io::AsyncReadExt;
 use link::{Cut, Link};
-use payload::{Check, gate, open_stream, send, start_peer};
+use payload::{Check, gate, open_stream, plan, send, start_peer};
 use smol::net::{Shutdown, TcpStream};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -88,8 +88,8 @@ fn transfers_survive(cuts: &'static [Cut]) {
     run(|sp| async move {
         let relay = start_relay(&sp, RelayConfig::default()).await;
         let link = Link::start(relay.addr).await;
-        let (gates, mut controls): (Vec<_>, Vec<_>) = cuts.iter().map(|_| gate()).unzip();
-        let (peer, outcomes, _p) = start_peer(PER_STREAM, gates.clone()).await;
+        let (plan, mut controls) = plan(cuts.len());
+        let (peer, outcomes, _p) = start_peer(PER_STREAM, plan.clone()).await;
         let mut cfg = client_cfg(&link);
         cfg.locals = vec![format!("127.0.0.1:0:{peer}").parse().unwrap()];
         cfg.remotes = vec![format!("127.0.0.1:0:{peer}").parse().unwrap()];
@@ -100,13 +100,24 @@ fn transfers_survive(cuts: &'static [Cut]) {
         let streams: Vec<_> = (0..STREAMS)
             .map(|id| {
                 let to = if id % 2 == 0 { c.locals[0] } else { public };
-                smol::spawn(open_stream(to, id, PER_STREAM, gates.clone()))
+                smol::spawn(open_stream(to, id, PER_STREAM, plan.clone()))
             })
             .collect();
-        drop(gates);
-        for (&how, ctl) in cuts.iter().zip(&mut controls) {
+        let progress = plan.progress.clone();
+        drop(plan);
+        let parts = cuts.len() as u64 + 1;
+        for (k, (&how, ctl)) in cuts.iter().zip(&mut controls).enumerate() {
             // Both ends of every stream wait at the gate: the cut lands mid-transfer.
             ctl.wait_halfway(2 * STREAMS).await;
+            if k > 0 {
+                // ... and after the last resume carried data both ways on every stream (else
+                // the cut could land in the resume itself, and no data would cross in between).
+                let gone_before = PER_STREAM * k as u64 / parts;
+                eventually("data on the resumed connection", || {
+                    progress.all_past(2 * STREAMS as usize, gone_before)
+                })
+                .await;
+            }
             link.cut(how);
             // The rest is sent while the link is down (or into the blackhole).
             ctl.open();
@@ -122,8 +133,17 @@ fn transfers_survive(cuts: &'static [Cut]) {
             done.unwrap_or_else(|e| panic!("{cuts:?}: {e}"));
         }
         let n = cuts.len() as u64;
-        assert!(relay.metrics.resumes.load(Relaxed) >= n, "relay resumes");
-        assert!(c.metrics.resumes.load(Relaxed) >= n, "client resumes");
+        let resumes = |m: &burrow::metrics::Metrics| m.resumes.load(Relaxed);
+        assert!(
+            resumes(&relay.metrics) >= n,
+            "relay resumes: {}",
+            resumes(&relay.metrics)
+        );
+        assert!(
+            resumes(&c.metrics) >= n,
+            "client resumes: {}",
+            resumes(&c.metrics)
+        );
         assert!(link.accepted() > n, "the client came back through the link");
         if cuts.contains(&Cut::Blackhole) {
             // What went into the hole came back only by replay.

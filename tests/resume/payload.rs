@@ -11,6 +11,8 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use smol::channel::{Receiver, Sender};
 use smol::net::{Shutdown, TcpListener, TcpStream};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 /// Bytes generated (and checked) at a time.
 const BLOCK: usize = 16 * 1024;
@@ -52,6 +54,8 @@ pub struct Check {
     seed: u64,
     pos: u64,
     cache: Option<(u64, Vec<u8>)>,
+    /// bytes checked so far, for the test to watch
+    seen: Option<Arc<AtomicU64>>,
 }
 
 impl Check {
@@ -60,6 +64,7 @@ impl Check {
             seed,
             pos: 0,
             cache: None,
+            seen: None,
         }
     }
 
@@ -80,6 +85,9 @@ impl Check {
                 ));
             }
             self.pos += n as u64;
+            if let Some(seen) = &self.seen {
+                seen.store(self.pos, Relaxed);
+            }
             data = &data[n..];
         }
         Ok(())
@@ -174,6 +182,39 @@ impl GateControl {
     }
 }
 
+/// Bytes each reader of a test checked so far.
+#[derive(Clone, Default)]
+pub struct Progress(Arc<Mutex<Vec<Arc<AtomicU64>>>>);
+
+impl Progress {
+    fn reader(&self) -> Arc<AtomicU64> {
+        let seen = Arc::new(AtomicU64::new(0));
+        self.0.lock().unwrap().push(seen.clone());
+        seen
+    }
+
+    /// True when `readers` readers each checked more than `bytes`.
+    pub fn all_past(&self, readers: usize, bytes: u64) -> bool {
+        let all = self.0.lock().unwrap();
+        all.len() == readers && all.iter().all(|r| r.load(Relaxed) > bytes)
+    }
+}
+
+/// What every sender and reader of a transfer test shares: the gates senders pause at, and
+/// the readers' progress.
+#[derive(Clone)]
+pub struct Plan {
+    pub gates: Vec<Gate>,
+    pub progress: Progress,
+}
+
+/// A plan with `cuts` gates, and their controls.
+pub fn plan(cuts: usize) -> (Plan, Vec<GateControl>) {
+    let (gates, controls) = (0..cuts).map(|_| gate()).unzip();
+    let progress = Progress::default();
+    (Plan { gates, progress }, controls)
+}
+
 /// Sends `len` bytes of `send_seed` (in equal parts, pausing at each gate between them) then
 /// half-closes, while reading and checking `len` bytes of `recv_seed` and the EOF after them.
 pub async fn exchange(
@@ -181,9 +222,10 @@ pub async fn exchange(
     send_seed: u64,
     recv_seed: u64,
     len: u64,
-    gates: &[Gate],
+    plan: &Plan,
 ) -> Result<(), String> {
     let (mut r, mut w) = (s.clone(), s);
+    let gates = &plan.gates;
     let parts = gates.len() as u64 + 1;
     let sending = async {
         for i in 0..parts {
@@ -196,25 +238,21 @@ pub async fn exchange(
             .map_err(|e| format!("payload {send_seed}: half-close: {e}"))
     };
     let mut check = Check::new(recv_seed);
+    check.seen = Some(plan.progress.reader());
     let receiving = check.read_to_eof(&mut r, len);
     let (sent, received) = zip(sending, receiving).await;
     sent.and(received)
 }
 
 /// Stream `id` as the application sees it: the opener sends `2·id`, the peer `2·id + 1`.
-pub async fn open_stream(
-    to: SocketAddr,
-    id: u64,
-    len: u64,
-    gates: Vec<Gate>,
-) -> Result<(), String> {
+pub async fn open_stream(to: SocketAddr, id: u64, len: u64, plan: Plan) -> Result<(), String> {
     let mut s = TcpStream::connect(to)
         .await
         .map_err(|e| format!("stream {id}: connect: {e}"))?;
     s.write_all(&id.to_le_bytes())
         .await
         .map_err(|e| format!("stream {id}: header: {e}"))?;
-    exchange(s, 2 * id, 2 * id + 1, len, &gates)
+    exchange(s, 2 * id, 2 * id + 1, len, &plan)
         .await
         .map_err(|e| format!("stream {id} (opener): {e}"))
 }
@@ -223,7 +261,7 @@ pub async fn open_stream(
 /// Each connection's outcome goes to the receiver.
 pub async fn start_peer(
     len: u64,
-    gates: Vec<Gate>,
+    plan: Plan,
 ) -> (SocketAddr, Receiver<Result<(), String>>, smol::Task<()>) {
     let l = TcpListener::bind(crate::common::lo()).await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -231,13 +269,13 @@ pub async fn start_peer(
     let task = smol::spawn(async move {
         let mut conns = Vec::new();
         while let Ok((mut s, _)) = l.accept().await {
-            let (tx, gates) = (tx.clone(), gates.clone());
+            let (tx, plan) = (tx.clone(), plan.clone());
             conns.push(smol::spawn(async move {
                 let mut id = [0u8; 8];
                 let result = match s.read_exact(&mut id).await {
                     Ok(()) => {
                         let id = u64::from_le_bytes(id);
-                        exchange(s, 2 * id + 1, 2 * id, len, &gates)
+                        exchange(s, 2 * id + 1, 2 * id, len, &plan)
                             .await
                             .map_err(|e| format!("stream {id} (peer): {e}"))
                     }
