@@ -30,6 +30,7 @@ const PER_STREAM: u64 = 1024 * 1024;
 /// Mux frame types (docs/PROTOCOL.md) the blackhole tests look for.
 const OPEN: u8 = 0x01;
 const FIN: u8 = 0x06;
+const RESET: u8 = 0x07;
 
 /// Logs to the test's output with `RUST_LOG=debug` (shown for failing tests).
 fn logs() {
@@ -440,6 +441,88 @@ fn past_the_grace_streams_are_reset_and_a_new_session_starts() {
         .unwrap();
         assert_eq!(relay.metrics.resumes.load(Relaxed), 0);
         assert_eq!(c.metrics.resumes.load(Relaxed), 0);
+    });
+}
+
+/// An echo server that reports how each connection ended: `Ok(bytes echoed)` at EOF, or the
+/// error that ended it.
+async fn reporting_echo() -> (
+    SocketAddr,
+    smol::channel::Receiver<Result<u64, String>>,
+    smol::Task<()>,
+) {
+    let l = smol::net::TcpListener::bind(common::lo()).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = smol::channel::unbounded();
+    let task = smol::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            let tx = tx.clone();
+            conns.push(smol::spawn(async move {
+                let copied = futures_lite::io::copy(s.clone(), &mut s.clone()).await;
+                tx.send(copied.map_err(|e| e.to_string())).await.ok();
+            }));
+        }
+    });
+    (addr, rx, task)
+}
+
+#[test]
+fn a_reset_lost_in_the_cut_arrives_once() {
+    logs();
+    run(|sp| async move {
+        let (echo, ended, _e) = reporting_echo().await;
+        // The default keepalive: nothing but the RESET crosses the link while it is dark.
+        let tune = |cfg: &mut ClientConfig| cfg.session.keepalive = Duration::from_secs(20);
+        let (relay, link, c) = through_link(&sp, RelayConfig::default(), echo, tune).await;
+        let mut doomed = TcpStream::connect(c.locals[0]).await.unwrap();
+        let mut bystander = TcpStream::connect(c.locals[0]).await.unwrap();
+        within(10, "echo", round_trip(&mut doomed, 50, 1024))
+            .await
+            .unwrap();
+        within(10, "echo", round_trip(&mut bystander, 51, 1024))
+            .await
+            .unwrap();
+        link.cut(Cut::Blackhole);
+        // The application resets its connection: the client sends RESET, into the blackhole.
+        rustix::net::sockopt::set_socket_linger(&doomed, Some(Duration::ZERO)).unwrap();
+        drop(doomed);
+        eventually("the RESET went into the blackhole", || {
+            link.swallowed_frames_up().contains(&RESET)
+        })
+        .await;
+        link.cut(Cut::Rst);
+        match next_state(&c, "suspended").await {
+            Event::Suspended { streams, .. } => assert!(streams >= 1, "{streams} streams held"),
+            other => panic!("expected Suspended after the cut, got {other:?}"),
+        }
+        match next_state(&c, "resumed").await {
+            Event::Resumed { streams } => assert!(streams >= 1, "{streams} streams resumed"),
+            other => panic!("expected Resumed after the reconnect, got {other:?}"),
+        }
+        // The far end of the reset stream is closed; the other stream lives on.
+        let first = within(10, "the reset stream's far end", ended.recv()).await;
+        log::info!("the reset stream's far end: {first:?}");
+        eventually("the relay holds one stream", || {
+            relay.metrics.streams.load(Relaxed) == 1
+        })
+        .await;
+        within(
+            10,
+            "echo after the resume",
+            round_trip(&mut bystander, 52, 64 * 1024),
+        )
+        .await
+        .unwrap();
+        bystander.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        within(10, "EOF", bystander.read_to_end(&mut rest))
+            .await
+            .unwrap();
+        assert!(rest.is_empty());
+        let second = within(10, "the bystander's far end", ended.recv()).await;
+        assert_eq!(second, Ok(Ok(1024 + 64 * 1024)), "the bystander's far end");
+        assert_resumed_both(&relay, &c);
     });
 }
 
