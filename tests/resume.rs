@@ -87,6 +87,7 @@ fn assert_resumed_both(relay: &RunningRelay, c: &RunningClient) {
 fn transfers_survive(cuts: &'static [Cut]) {
     logs();
     run(|sp| async move {
+        let started = std::time::Instant::now();
         let relay = start_relay(&sp, RelayConfig::default()).await;
         let link = Link::start(relay.addr).await;
         let (plan, mut controls) = plan(cuts.len());
@@ -119,10 +120,12 @@ fn transfers_survive(cuts: &'static [Cut]) {
                 })
                 .await;
             }
+            let cut = std::time::Instant::now();
             link.cut(how);
             // The rest is sent while the link is down (or into the blackhole).
             ctl.open();
             expect_resume(&c, STREAMS as usize).await;
+            log::info!("{how:?} cut: resumed after {:?}", cut.elapsed());
         }
 
         for (id, s) in streams.into_iter().enumerate() {
@@ -133,6 +136,13 @@ fn transfers_survive(cuts: &'static [Cut]) {
             let done = within(20, "peer ends", outcomes.recv()).await.unwrap();
             done.unwrap_or_else(|e| panic!("{cuts:?}: {e}"));
         }
+        let replayed = |m: &burrow::metrics::Metrics| m.replayed_bytes.load(Relaxed);
+        log::info!(
+            "{cuts:?}: {} s in all; replayed: client {} bytes, relay {} bytes",
+            started.elapsed().as_secs_f64(),
+            replayed(&c.metrics),
+            replayed(&relay.metrics)
+        );
         let n = cuts.len() as u64;
         let resumes = |m: &burrow::metrics::Metrics| m.resumes.load(Relaxed);
         assert!(
@@ -149,7 +159,6 @@ fn transfers_survive(cuts: &'static [Cut]) {
         if cuts.contains(&Cut::Blackhole) {
             // What went into the hole came back only by replay.
             assert!(link.swallowed_up() > 0 && link.swallowed_down() > 0);
-            let replayed = |m: &burrow::metrics::Metrics| m.replayed_bytes.load(Relaxed);
             assert!(replayed(&c.metrics) > 0, "client replayed nothing");
             assert!(replayed(&relay.metrics) > 0, "relay replayed nothing");
         }
