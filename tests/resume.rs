@@ -161,9 +161,13 @@ fn transfers_survive(cuts: &'static [Cut]) {
         assert!(link.accepted() > n, "the client came back through the link");
         if cuts.contains(&Cut::Blackhole) {
             // What went into the hole came back only by replay.
-            assert!(link.swallowed_up() > 0 && link.swallowed_down() > 0);
-            assert!(replayed(&c.metrics) > 0, "client replayed nothing");
-            assert!(replayed(&relay.metrics) > 0, "relay replayed nothing");
+            let (up, down) = (link.swallowed_up(), link.swallowed_down());
+            log::info!("swallowed: {up} bytes from the client, {down} from the relay");
+            assert!(up > 0, "nothing from the client went into the blackhole");
+            // Either side may have had nothing numbered in the hole (the relay, when it was
+            // waiting for credit the client sent into it), but not both.
+            let both = replayed(&c.metrics) + replayed(&relay.metrics);
+            assert!(both > 0, "nothing was replayed");
         }
     });
 }
