@@ -24,8 +24,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-/// Short, so that a blackholed link is declared dead (3 intervals) within a second.
-const KEEPALIVE: Duration = Duration::from_millis(300);
+/// The client's keepalive when a test blackholes the link: a blackholed link is declared dead
+/// after 3 intervals. Not shorter: three of these test binaries at once on 2 cores (debug
+/// build) starve a session for a second now and then, and a 300 ms keepalive then declares
+/// a live link dead before the test's cut.
+const BLACKHOLE_KEEPALIVE: Duration = Duration::from_secs(1);
 /// Streams at once in the transfer tests: half `-L` (client-opened), half `-R` (relay-opened).
 const STREAMS: u64 = 16;
 /// Bytes each way on each of them.
@@ -40,12 +43,23 @@ fn logs() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
 
-/// A client configured to reach the relay through `link`.
+/// A client configured to reach the relay through `link` (the default keepalive, 20 s: a
+/// FIN or RST cut is noticed at once; nothing but the cut ends a connection).
 fn client_cfg(link: &Link) -> ClientConfig {
     let mut cfg = ClientConfig::new(format!("ws://{}/burrow", link.addr).parse().unwrap());
-    cfg.session.keepalive = KEEPALIVE;
     cfg.max_backoff = Duration::from_millis(300);
     cfg
+}
+
+/// Panics if the connection was lost before the test cut it (the counts a test expects of
+/// the suspension would be the wrong ones).
+fn no_loss_before_the_cut(c: &RunningClient) {
+    while let Ok(e) = c.events.try_recv() {
+        assert!(
+            !matches!(e, Event::Lost(_) | Event::Suspended { .. }),
+            "the connection was lost before the cut: {e:?}"
+        );
+    }
 }
 
 /// The next change of the session's state (connected, lost, suspended, resumed).
@@ -96,6 +110,9 @@ fn transfers_survive(cuts: &'static [Cut]) {
         let (plan, mut controls) = plan(cuts.len());
         let (peer, outcomes, _p) = start_peer(PER_STREAM, plan.clone()).await;
         let mut cfg = client_cfg(&link);
+        if cuts.contains(&Cut::Blackhole) {
+            cfg.session.keepalive = BLACKHOLE_KEEPALIVE;
+        }
         cfg.locals = vec![format!("127.0.0.1:0:{peer}").parse().unwrap()];
         cfg.remotes = vec![format!("127.0.0.1:0:{peer}").parse().unwrap()];
         let c = start_client(&sp, cfg).await;
@@ -123,6 +140,7 @@ fn transfers_survive(cuts: &'static [Cut]) {
                 })
                 .await;
             }
+            no_loss_before_the_cut(&c);
             let cut = std::time::Instant::now();
             link.cut(how);
             // The rest is sent while the link is down (or into the blackhole).
@@ -240,6 +258,7 @@ fn past_the_grace_streams_are_reset_and_a_new_session_starts() {
             .unwrap();
 
         // The client cannot come back for longer than the grace.
+        no_loss_before_the_cut(&c);
         link.refuse(true);
         link.cut(Cut::Rst);
         let cut = std::time::Instant::now();
@@ -297,6 +316,7 @@ fn without_resume_a_cut_resets_streams() {
         within(10, "echo", round_trip(&mut local, 40, 1024))
             .await
             .unwrap();
+        no_loss_before_the_cut(&c);
         link.cut(Cut::Fin);
         match next_state(&c, "lost").await {
             Event::Lost(_) => {}

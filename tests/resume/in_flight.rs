@@ -10,9 +10,8 @@ fn an_open_lost_in_the_cut_is_resumed() {
     logs();
     run(|sp| async move {
         let (echo, _e) = start_echo().await;
-        // The default keepalive: nothing but the OPEN crosses the link while it is dark.
-        let tune = |cfg: &mut ClientConfig| cfg.session.keepalive = Duration::from_secs(20);
-        let (relay, link, c) = through_link(&sp, RelayConfig::default(), echo, tune).await;
+        // The default keepalive: nothing crosses the link while it is dark but the frame.
+        let (relay, link, c) = through_link(&sp, RelayConfig::default(), echo, |_| {}).await;
         link.cut(Cut::Blackhole);
         let mut s = within(10, "connect -L", TcpStream::connect(c.locals[0]))
             .await
@@ -25,6 +24,7 @@ fn an_open_lost_in_the_cut_is_resumed() {
             link.swallowed_frames_up().contains(&OPEN)
         })
         .await;
+        no_loss_before_the_cut(&c);
         link.cut(Cut::Rst);
         expect_resume(&c, 1).await;
         within(10, "the rest", send(&mut s, 1, 1024, 64 * 1024))
@@ -100,9 +100,8 @@ fn a_fin_lost_in_the_cut_arrives_once() {
                 assert_eq!(got, Ok(what));
             }
         };
-        // The default keepalive: no ping or ACK crosses the link while it is dark.
-        let tune = |cfg: &mut ClientConfig| cfg.session.keepalive = Duration::from_secs(20);
-        let (relay, link, c) = through_link(&sp, RelayConfig::default(), peer, tune).await;
+        // The default keepalive: nothing crosses the link while it is dark but the frame.
+        let (relay, link, c) = through_link(&sp, RelayConfig::default(), peer, |_| {}).await;
         let mut s = within(10, "connect -L", TcpStream::connect(c.locals[0]))
             .await
             .unwrap();
@@ -120,6 +119,7 @@ fn a_fin_lost_in_the_cut_arrives_once() {
             link.swallowed_frames_up().contains(&FIN)
         })
         .await;
+        no_loss_before_the_cut(&c);
         link.cut(Cut::Rst);
         expect_resume(&c, 1).await;
         heard("EOF").await;
@@ -170,6 +170,7 @@ fn a_half_closed_stream_finishes_across_a_cut() {
             .unwrap();
         let reading = smol::spawn(async move { Check::new(21).read_to_eof(&mut s, B).await });
         ctl.wait_halfway(1).await;
+        no_loss_before_the_cut(&c);
         link.cut(Cut::Fin);
         ctl.open();
         expect_resume(&c, 1).await;
@@ -207,9 +208,8 @@ fn a_reset_lost_in_the_cut_arrives_once() {
     logs();
     run(|sp| async move {
         let (echo, ended, _e) = reporting_echo().await;
-        // The default keepalive: nothing but the RESET crosses the link while it is dark.
-        let tune = |cfg: &mut ClientConfig| cfg.session.keepalive = Duration::from_secs(20);
-        let (relay, link, c) = through_link(&sp, RelayConfig::default(), echo, tune).await;
+        // The default keepalive: nothing crosses the link while it is dark but the frame.
+        let (relay, link, c) = through_link(&sp, RelayConfig::default(), echo, |_| {}).await;
         let mut doomed = TcpStream::connect(c.locals[0]).await.unwrap();
         let mut bystander = TcpStream::connect(c.locals[0]).await.unwrap();
         within(10, "echo", round_trip(&mut doomed, 50, 1024))
@@ -226,6 +226,7 @@ fn a_reset_lost_in_the_cut_arrives_once() {
             link.swallowed_frames_up().contains(&RESET)
         })
         .await;
+        no_loss_before_the_cut(&c);
         link.cut(Cut::Rst);
         match next_state(&c, "suspended").await {
             Event::Suspended { streams, .. } => assert!(streams >= 1, "{streams} streams held"),
