@@ -250,22 +250,20 @@ where
         let Ok(first) = out_rx.recv().await else {
             return CloseReason::Local("session closed".into());
         };
-        let mut batch = Batch::default();
+        // Settled when dropped: also when this future is (a resumable session's connection
+        // replaced mid-write), so the queue's counts never keep what left it.
+        let mut batch = Batch::new(shared);
         let mut next = Some(first);
         let mut result = Ok(());
         while let Some(item) = next.take() {
-            let msg = match batch.message(shared, item) {
+            let msg = match batch.message(item) {
                 Ok(Some(msg)) => msg,
                 Ok(None) => {
                     // Close: what was fed goes out first.
                     result = flush(tx).await.map_err(fail);
-                    batch.settle(shared);
                     return result.err().unwrap_or_else(|| batch.close_reason());
                 }
-                Err(reason) => {
-                    batch.settle(shared);
-                    return reason;
-                }
+                Err(reason) => return reason,
             };
             if let Err(e) = feed(tx, msg).await {
                 result = Err(fail(e));
@@ -280,16 +278,17 @@ where
             result = flush(tx).await.map_err(fail);
         }
         // Taken from the queue, written or not (a resumable session keeps them for a replay).
-        batch.settle(shared);
+        drop(batch);
         if let Err(reason) = result {
             return reason;
         }
     }
 }
 
-/// One batch of the writer: what it took from the queue, for the accounting once it is out.
-#[derive(Default)]
-struct Batch {
+/// One batch of the writer: what it took from the queue, for the accounting once it is out
+/// (when the batch is dropped).
+struct Batch<'a> {
+    shared: &'a Shared,
     count: usize,
     /// DATA payload bytes taken
     data: usize,
@@ -298,10 +297,21 @@ struct Batch {
     close: Option<String>,
 }
 
-impl Batch {
+impl<'a> Batch<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        Batch {
+            shared,
+            count: 0,
+            data: 0,
+            non_data: 0,
+            close: None,
+        }
+    }
+
     /// The message for `item`, numbered and kept for a replay in a resumable session; `None`
     /// for the close (then [`Batch::close_reason`]).
-    fn message(&mut self, shared: &Shared, item: Out) -> Result<Option<Message>, CloseReason> {
+    fn message(&mut self, item: Out) -> Result<Option<Message>, CloseReason> {
+        let shared = self.shared;
         let resumable = shared.cfg.resumable;
         Ok(Some(match item {
             // The same accounting as `send_buf` and `send_frame`.
@@ -346,14 +356,16 @@ impl Batch {
         }))
     }
 
-    /// The batch left the queue: writers and the reader waiting for room wake.
-    fn settle(&mut self, shared: &Shared) {
-        shared.out.drained(std::mem::take(&mut self.data));
-        shared.out.non_data.sent(std::mem::take(&mut self.non_data));
-    }
-
     fn close_reason(&mut self) -> CloseReason {
         CloseReason::Local(self.close.take().unwrap_or_default())
+    }
+}
+
+impl Drop for Batch<'_> {
+    /// The batch left the queue: writers and the reader waiting for room wake.
+    fn drop(&mut self) {
+        self.shared.out.drained(self.data);
+        self.shared.out.non_data.sent(self.non_data);
     }
 }
 
