@@ -3,79 +3,29 @@
 //! frames are checked (counts it cannot have, frames in the wrong place, a peer that never
 //! acknowledges).
 
+#[path = "common/mux.rs"]
+mod mux;
 #[path = "common/own_executor.rs"]
 mod own_executor;
 #[path = "common/pipe.rs"]
 mod pipe;
 
-use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::protocol::Role;
+use mux::{relay_over, violation_closes_with, ws_pair};
+
 use async_tungstenite::tungstenite::{Bytes, Message};
 use burrow::metrics::Metrics;
-use burrow::tunnel::ws::ws_config;
 use burrow::tunnel::*;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use futures_lite::{FutureExt, StreamExt};
 use own_executor::{deadline, on_own_executor};
-use pipe::{End, duplex};
-use smol::Executor;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-
-async fn ws_pair() -> (WebSocketStream<End>, WebSocketStream<End>) {
-    let (a, b) = duplex(256 * 1024);
-    let c = WebSocketStream::from_raw_socket(a, Role::Client, Some(ws_config())).await;
-    let r = WebSocketStream::from_raw_socket(b, Role::Server, Some(ws_config())).await;
-    (c, r)
-}
 
 fn resumable() -> SessionConfig {
     SessionConfig {
         resumable: true,
         ..SessionConfig::default()
     }
-}
-
-/// A relay session over `ws` with `cfg`, its driver running on `ex`.
-fn relay_over(
-    ex: &Arc<Executor<'static>>,
-    ws: WebSocketStream<End>,
-    cfg: SessionConfig,
-) -> (Session, smol::Task<CloseReason>) {
-    let (relay, driver) = Session::new(
-        Side::Relay,
-        cfg,
-        "relay".into(),
-        Arc::new(Metrics::default()),
-    );
-    (relay, ex.spawn(driver.run(ws)))
-}
-
-/// Sends `msgs` from a raw peer to a relay session with `cfg`; the close code it gets back.
-fn violation_closes_with(cfg: SessionConfig, msgs: Vec<Message>, want: u16) {
-    on_own_executor(|ex| async move {
-        let (mut raw, r) = ws_pair().await;
-        let (relay, end) = relay_over(&ex, r, cfg);
-        for m in msgs {
-            raw.send(m).await.unwrap();
-        }
-        let code = deadline("close frame", async {
-            loop {
-                match raw.next().await {
-                    Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
-                    Some(Ok(_)) => continue,
-                    other => panic!("expected a close frame, got {other:?}"),
-                }
-            }
-        })
-        .await;
-        assert_eq!(code, want);
-        match deadline("session end", end).await {
-            CloseReason::Protocol(c, _) => assert_eq!(c, want),
-            other => panic!("{other:?}"),
-        }
-        assert!(relay.is_closed());
-    });
 }
 
 fn frame(f: Frame) -> Message {
