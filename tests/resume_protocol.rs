@@ -183,3 +183,57 @@ fn streams_continue_on_a_second_connection_with_nothing_lost() {
         assert_eq!(m.resumes.load(Ordering::Relaxed), 2, "both sides resumed");
     });
 }
+
+#[test]
+fn open_fin_and_reset_made_while_the_connection_is_down_arrive_once_it_is_back() {
+    on_own_executor(|ex| async move {
+        let m = Arc::new(Metrics::default());
+        let (c1, r1) = ws_pair().await;
+        let (client, cd) = Session::new(Side::Client, resumable(), "client".into(), m.clone());
+        let (relay, rd) = Session::new(Side::Relay, resumable(), "relay".into(), m.clone());
+        let (client_end, relay_end) = (ex.spawn(cd.run(c1)), ex.spawn(rd.run(r1)));
+        // Two streams up: one will be reset, one half-closed.
+        let doomed = client.open_early(OpenTarget::Bound { bind_id: 1 }).unwrap();
+        let doomed_far = deadline("accept 1", relay.accept()).await.unwrap().accept();
+        let closing = client.open_early(OpenTarget::Bound { bind_id: 2 }).unwrap();
+        let mut closing_far = deadline("accept 2", relay.accept()).await.unwrap().accept();
+        // The connection goes down.
+        client_end.cancel().await;
+        assert!(deadline("relay notices", relay_end).await.is_link_failure());
+        // Meanwhile the client resets one stream, finishes the other, and opens a third.
+        doomed.reset(RefuseCode::Other, "changed my mind");
+        let mut w = closing.clone();
+        w.write_all(b"last words").await.unwrap();
+        w.close().await.unwrap();
+        let mut third = client.open_early(OpenTarget::Bound { bind_id: 3 }).unwrap();
+        third.write_all(b"hello early").await.unwrap();
+        // Back on a new connection: each arrives, once.
+        let (c2, r2) = ws_pair().await;
+        let _c = ex.spawn(client.resume_driver().run(c2));
+        let _r = ex.spawn(relay.resume_driver().run(r2));
+        let mut buf = [0u8; 1];
+        let mut far = doomed_far.clone();
+        let e = deadline("the reset", far.read(&mut buf)).await.unwrap_err();
+        assert!(e.to_string().contains("changed my mind"), "{e}");
+        let mut got = Vec::new();
+        deadline("the FIN", closing_far.read_to_end(&mut got))
+            .await
+            .unwrap();
+        assert_eq!(got, b"last words");
+        let inc = deadline("the third OPEN", relay.accept()).await.unwrap();
+        assert_eq!(inc.target, OpenTarget::Bound { bind_id: 3 });
+        let mut third_far = inc.accept();
+        let mut hello = [0u8; 11];
+        deadline("early data", third_far.read_exact(&mut hello))
+            .await
+            .unwrap();
+        assert_eq!(&hello, b"hello early");
+        // Nothing twice: no second stream 3 waits, and the session goes on.
+        assert!(
+            futures_lite::future::poll_once(relay.accept())
+                .await
+                .is_none()
+        );
+        assert_eq!(relay.stream_count(), 2, "the half-closed stream and the third");
+    });
+}
