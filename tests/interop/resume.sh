@@ -223,8 +223,8 @@ rs_ssh() {
             if line=$(wait_match "$out" "^after-$kind [0-9]+$" "$RS_SSH_PID" 1 30); then
                 expect "${names[i - 1]}" "${line##* }" "$pid0" "$log" "$CUT_LOG" "$RS_RELAY_LOG"
             else
-                fail "${names[i - 1]}" "no answer within 30 s; ssh $(running "$RS_SSH_PID" ||
-                    echo "exited, ")said: $(head -c 200 "$out.err")" "$log" "$CUT_LOG"
+                fail "${names[i - 1]}" "no answer; ssh $(running "$RS_SSH_PID" && echo "still runs" ||
+                    echo "exited"), its stderr: $(head -c 200 "$out.err")" "$log" "$CUT_LOG"
             fi
         done
         resumed=$(grep -cE '^connected; resumed [0-9]+ streams$' "$log" || true)
