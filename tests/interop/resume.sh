@@ -213,7 +213,7 @@ rs_ssh() {
         pid0=${line##* }
         for kind in fin rst hole; do
             i=$((i + 1))
-            kill -USR1 "$CUT_PID"
+            kill -USR1 "$CUT_PID" 2>/dev/null || true
             if ! wait_match "$CUT_LOG" "^cut $i $kind conns=1 " "$CUT_PID" 1 5 >/dev/null; then
                 fail "${names[i - 1]}" "the cutter did not log 'cut $i $kind conns=1'" "$CUT_LOG"
                 continue
