@@ -3,6 +3,7 @@
 //! worth a retry.
 
 use super::*;
+use crate::tunnel::ws::{ResumeAsk, ResumeOffer};
 
 /// A failed connection attempt, classified in one place: fatal when retrying cannot help
 /// (the user has to fix something: credentials, token, certificate, version), otherwise
@@ -38,11 +39,17 @@ impl From<crate::tls::HandshakeFailure> for AttemptError {
     }
 }
 
+/// An upgraded connection to the relay, and what the relay offered for resuming (`None`: it
+/// cannot resume, or we did not ask).
+pub(super) struct Link {
+    pub(super) ws: WebSocketStream<BoxIo>,
+    pub(super) offer: Option<ResumeOffer>,
+}
+
 impl Client {
-    /// Connects, secures and upgrades; the session is not running yet.
-    pub(super) async fn connect_once(
-        &self,
-    ) -> Result<(Session, crate::tunnel::Driver, WebSocketStream<BoxIo>), AttemptError> {
+    /// Connects, secures and upgrades, asking for `ask` (with `--no-resume`, nothing); the
+    /// session is not running yet.
+    pub(super) async fn connect_once(&self, ask: &ResumeAsk) -> Result<Link, AttemptError> {
         let cfg = &self.cfg;
         let url = &cfg.url;
         let (stream, early) = match cfg
@@ -73,19 +80,28 @@ impl Client {
         }
         stream.set_nodelay(true).ok();
         let transport = self.secure(stream).await?;
-        let handshake = ws::client_handshake(transport, url, cfg.token.as_ref(), &self.session_id);
-        let ws = crate::time::with_timeout(cfg.handshake_timeout, handshake, || {
+        let token = cfg.token.as_ref();
+        let handshake = async {
+            if cfg.resume {
+                ws::client_handshake_resumable(transport, url, token, &self.session_id, ask).await
+            } else {
+                let ws = ws::client_handshake(transport, url, token, &self.session_id).await?;
+                Ok((ws, None))
+            }
+        };
+        let (ws, offer) = crate::time::with_timeout(cfg.handshake_timeout, handshake, || {
             HandshakeError::Failed("no answer to the upgrade in time".into())
         })
         .await?;
-        let label = format!("{}@{url}", &self.session_id[..8]);
-        let (session, driver) = Session::new(
-            Side::Client,
-            cfg.session.clone(),
-            label,
-            self.metrics.clone(),
-        );
-        Ok((session, driver, ws))
+        Ok(Link { ws, offer })
+    }
+
+    /// A new session for `link`: resumable when the relay offered it.
+    pub(super) fn new_session(&self, link: &Link) -> (Session, crate::tunnel::Driver) {
+        let mut cfg = self.cfg.session.clone();
+        cfg.resumable = link.offer.is_some();
+        let label = format!("{}@{}", &self.session_id[..8], self.cfg.url);
+        Session::new(Side::Client, cfg, label, self.metrics.clone())
     }
 
     /// TLS on top of the connection for `wss://` (bounded by the handshake timeout).

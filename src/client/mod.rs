@@ -30,6 +30,7 @@ mod backoff;
 mod current;
 mod events;
 mod policy;
+mod resume;
 mod serve;
 mod session;
 pub mod spec;
@@ -37,8 +38,9 @@ pub mod spec;
 use events::Readiness;
 pub use events::{ClientError, Event};
 
-use attempt::AttemptError;
-use backoff::Jitter;
+use attempt::{AttemptError, Link};
+use crate::tunnel::ws::ResumeAsk;
+use resume::{Next, Retry};
 use current::CurrentSession;
 use serve::{run_stdio, serve_incoming, serve_local};
 
@@ -220,46 +222,35 @@ impl Client {
             LocalSpec::Stdio { host, port } => Some((host.clone(), *port)),
             _ => None,
         });
-        let mut attempt: u32 = 0;
-        let mut rng = Jitter::new(&self.session_id);
+        let mut retry = Retry::new(&self.session_id);
+        // A connection the relay upgraded for a new session while we asked to resume one.
+        let mut ready: Option<Link> = None;
+        let mut first = true;
         loop {
-            if shutdown.is_draining() {
-                return Ok(());
-            }
-            self.emit(Event::Connecting);
-            let started = Instant::now();
-            let Some(attempt_result) =
-                crate::time::unless(shutdown.draining(), self.connect_once()).await
-            else {
-                return Ok(());
+            let link = match ready.take() {
+                Some(link) => link,
+                None => {
+                    let next = self.next_link(&mut retry, &ResumeAsk::New, &shutdown, !first);
+                    match next.await {
+                        Next::Link(link) => link,
+                        Next::Stop(result) => return result,
+                        // No deadline without a session to resume.
+                        Next::GaveUp => continue,
+                    }
+                }
             };
-            match attempt_result {
-                Err(AttemptError::Fatal(why)) => {
-                    self.emit(Event::Lost(why.clone()));
-                    return Err(ClientError::Fatal(why));
-                }
-                Err(AttemptError::Retry(why)) => self.emit(Event::Lost(why)),
-                Ok((session, driver, ws)) => {
-                    let io = (driver, ws);
-                    match self.live(&session, io, &spawner, &shutdown, &stdio).await {
-                        SessionEnd::Stdio(result) => return result,
-                        SessionEnd::Drained => return Ok(()),
-                        SessionEnd::Lost(why) => self.emit(Event::Lost(why)),
-                    }
-                    if started.elapsed() >= STABLE_SESSION {
-                        attempt = 0;
-                    }
-                }
+            first = false;
+            let started = Instant::now();
+            let (session, driver) = self.new_session(&link);
+            let live = self.live(&session, driver, link, &spawner, &shutdown, &stdio, &mut retry);
+            match live.await {
+                SessionEnd::Stdio(result) | SessionEnd::Stop(result) => return result,
+                SessionEnd::Drained => return Ok(()),
+                SessionEnd::Lost(why) => self.emit(Event::Lost(why)),
+                SessionEnd::Replaced(link) => ready = Some(link),
             }
-            let delay = rng.backoff(attempt, self.cfg.max_backoff);
-            attempt = attempt.saturating_add(1);
-            self.emit(Event::Retrying(delay));
-            let pause = smol::Timer::after(delay);
-            if crate::time::unless(shutdown.draining(), pause)
-                .await
-                .is_none()
-            {
-                return Ok(());
+            if started.elapsed() >= STABLE_SESSION {
+                retry.attempt = 0;
             }
         }
     }
@@ -280,21 +271,25 @@ impl Client {
         tasks
     }
 
-    /// A session that is up: it is the current one (ready, `-L` connections use it) while
-    /// it is served.
+    /// A new session that is up: it is the current one (ready, `-L` connections use it) while
+    /// it is served, across the connections that resume it.
+    #[allow(clippy::too_many_arguments)]
     async fn live(
         &self,
         session: &Session,
-        (driver, ws): (crate::tunnel::Driver, WebSocketStream<BoxIo>),
+        driver: crate::tunnel::Driver,
+        link: Link,
         spawner: &Spawner,
         shutdown: &ShutdownSignal,
         stdio: &Option<(String, u16)>,
+        retry: &mut Retry,
     ) -> SessionEnd {
         self.readiness.set_connected(true);
         self.emit(Event::Connected);
         self.current.set(Some(session.clone()));
+        let conn = (driver, link);
         let end = self
-            .serve_session(session, driver, ws, spawner, shutdown, stdio.as_ref())
+            .serve_session(session, conn, spawner, shutdown, stdio.as_ref(), retry)
             .await;
         self.current.set(None);
         self.readiness.set_connected(false);
@@ -310,10 +305,18 @@ impl Client {
     }
 }
 
+/// How a session ended for the client.
 enum SessionEnd {
+    /// for good (closed, or lost and not resumable): a new session follows
     Lost(String),
+    /// shutdown: drained and closed
     Drained,
+    /// the `-L stdio` stream ended
     Stdio(Result<(), ClientError>),
+    /// the client stops (a fatal error, or shutdown while reconnecting)
+    Stop(Result<(), ClientError>),
+    /// the relay no longer had the session we asked to resume: this connection carries a new one
+    Replaced(Link),
 }
 
 fn describe_local(spec: &LocalSpec) -> String {

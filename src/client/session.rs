@@ -4,26 +4,27 @@
 use super::*;
 
 impl Client {
-    /// Serves `session` until it is lost, drained, or its stdio stream ends.
+    /// Serves `session` until it is lost for good, drained, or its stdio stream ends.
     pub(super) async fn serve_session(
         &self,
         session: &Session,
-        driver: crate::tunnel::Driver,
-        ws: WebSocketStream<BoxIo>,
+        conn: (crate::tunnel::Driver, Link),
         spawner: &Spawner,
         shutdown: &ShutdownSignal,
         stdio: Option<&(String, u16)>,
+        retry: &mut Retry,
     ) -> SessionEnd {
         let streams = TaskSet::new(spawner.clone());
         self.send_binds(session);
-        let mut drive = std::pin::pin!(driver.run(ws));
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let mut conns = std::pin::pin!(self.connections(session, conn, shutdown, retry, &done));
         let stdio_job = async {
             match stdio {
                 Some((host, port)) => SessionEnd::Stdio(run_stdio(session, host, *port).await),
                 None => std::future::pending().await,
             }
         };
-        let lost = async { SessionEnd::Lost(drive.as_mut().await.to_string()) };
+        let lost = conns.as_mut();
         // Cancel-safety: the race ends the session; whatever loses is dropped with it.
         let end = lost
             .or(self.watch_binds(session))
@@ -31,10 +32,10 @@ impl Client {
             .or(self.drain(session, shutdown))
             .or(stdio_job)
             .await;
-        if !matches!(end, SessionEnd::Lost(_)) {
+        if !done.load(Ordering::Relaxed) {
             // We are the ones ending it: let the driver send the close frame (bounded).
             session.close("client done");
-            let closed = async { Ok(drive.as_mut().await) };
+            let closed = async { Ok(conns.as_mut().await) };
             // Late: the close frame is given up on; the session ends either way.
             let _ = crate::time::with_timeout(CLOSE_WAIT, closed, || ()).await;
         }

@@ -19,6 +19,9 @@ pub(super) struct GraceHold {
     /// Sessions connected now, by session id, each with a receiver that closes once that
     /// session has wound down (its listeners then sit in `held`).
     pub(super) live: HashMap<String, (Session, smol::channel::Receiver<()>)>,
+    /// Resumable sessions, by session id: the key a returning client must present, and where
+    /// its new connection goes.
+    pub(super) resumable: HashMap<String, (String, smol::channel::Sender<super::resume::Attach>)>,
 }
 
 impl GraceHold {

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 mod binds;
 mod front;
 pub mod limits;
+mod resume;
 mod session;
 mod streams;
 

@@ -3,12 +3,14 @@
 //! listeners, the session's life, and holding its listeners through the grace period.
 
 use super::*;
+use super::resume::{self, Attach};
+use crate::tunnel::ws::BoxIo;
 
 /// How long a returning client waits for its stale earlier session to wind down.
 const REPLACE_WAIT: Duration = Duration::from_secs(5);
 
 /// The tunnel upgrade, then the session's life. `conn` (this connection's slot) is held
-/// until the session ends.
+/// until the session ends, or handed to the session this connection resumes.
 pub(super) async fn tunnel<S: FrontStream>(
     ctx: Arc<Ctx>,
     stream: S,
@@ -18,29 +20,61 @@ pub(super) async fn tunnel<S: FrontStream>(
     mut conn: ConnPermit,
     deadline: Instant,
 ) {
-    let Some((session_id, _session_permit)) =
-        upgrade(&ctx, &stream, peer, &head, &mut conn, deadline).await
-    else {
+    let Some(up) = upgrade(&ctx, &stream, peer, &head, &mut conn, deadline).await else {
         return;
     };
+    let session_id = up.session_id;
+    let stream: BoxIo = Box::new(stream);
     let ws = ws::server_stream(stream, leftover).await;
     let label = format!("{}@{peer}", &session_id[..session_id.len().min(8)]);
-    let (session, driver) = Session::new(
-        Side::Relay,
-        ctx.cfg.session.clone(),
-        label.clone(),
-        ctx.metrics.clone(),
-    );
+    let key = match up.plan {
+        Plan::Resume(to) => return resume::hand_over(to, Attach { ws, conn }, &label).await,
+        Plan::Plain => None,
+        Plan::New(key) => Some(key),
+    };
+    let mut cfg = ctx.cfg.session.clone();
+    cfg.resumable = key.is_some();
+    let (session, driver) = Session::new(Side::Relay, cfg, label.clone(), ctx.metrics.clone());
     // Dropped when this session has wound down: a successor with the same id waits for it.
     let (_wound_down, wound_down_rx) = smol::channel::bounded::<()>(1);
     take_over(&ctx, &session_id, &session, wound_down_rx).await;
+    let attach = key.map(|k| resume::register(&ctx, &session_id, k));
     let reclaimed = reclaim(&ctx, &session_id, &label);
-    let listeners = serve(&ctx, &session, driver, ws, &session_id, reclaimed).await;
-    hand_back(&ctx, session_id, &session, listeners);
+    let first = Attach { ws, conn };
+    let (listeners, hold) = serve(
+        &ctx,
+        &session,
+        (driver, first, attach.as_ref().map(|(_, rx)| rx)),
+        &session_id,
+        reclaimed,
+    )
+    .await;
+    if let Some((key, _)) = &attach {
+        resume::unregister(&ctx, &session_id, key);
+    }
+    hand_back(&ctx, session_id, &session, listeners, hold);
+}
+
+/// A checked upgrade: the client's session id, its slot under the session limits (none when
+/// it resumes a session that holds one), and what happens to the session.
+struct Upgraded {
+    session_id: String,
+    _permit: Option<limits::SessionPermit>,
+    plan: Plan,
+}
+
+/// What the connection becomes once upgraded.
+enum Plan {
+    /// a session that cannot be resumed (the client did not ask)
+    Plain,
+    /// a new resumable session with this key
+    New(String),
+    /// the connection continues the resumable session behind this sender
+    Resume(smol::channel::Sender<Attach>),
 }
 
 /// Token and version checks, the session limits, then the `101` (by `deadline`). Returns
-/// the session id and its slot, or `None` once the peer was answered with a refusal.
+/// what the connection becomes, or `None` once the peer was answered with a refusal.
 async fn upgrade<S: FrontStream>(
     ctx: &Ctx,
     stream: &S,
@@ -48,8 +82,8 @@ async fn upgrade<S: FrontStream>(
     head: &RequestHead,
     conn: &mut ConnPermit,
     deadline: Instant,
-) -> Option<(String, limits::SessionPermit)> {
-    let (response, session_id) = match ws::check_upgrade(head, ctx.cfg.token.as_ref()) {
+) -> Option<Upgraded> {
+    let (accept, session_id, ask) = match ws::check_upgrade(head, ctx.cfg.token.as_ref()) {
         Upgrade::Refuse(refusal, why) => {
             let status = refusal.http_status();
             ctx.metrics.refused(refusal);
@@ -67,11 +101,27 @@ async fn upgrade<S: FrontStream>(
             return None;
         }
         Upgrade::Accept {
-            response,
+            accept,
             session_id,
-        } => (response, session_id),
+            resume,
+        } => (accept, session_id, resume),
     };
-    let permit = admit_session(ctx, stream, peer, &session_id).await?;
+    let (plan, key) = match ask {
+        None => (Plan::Plain, None),
+        Some(ask) => match resume::find(ctx, &session_id, &ask) {
+            Some((to, key)) => (Plan::Resume(to), Some(key)),
+            None => {
+                let key = ws::random_id();
+                (Plan::New(key.clone()), Some(key))
+            }
+        },
+    };
+    // A resumed session keeps the slot it holds.
+    let permit = match plan {
+        Plan::Resume(_) => None,
+        _ => Some(admit_session(ctx, stream, peer, &session_id).await?),
+    };
+    let response = ws::switching_protocols(&accept, key.as_deref().map(|k| (k, ctx.cfg.grace)));
     let mut w = stream.clone();
     let write = crate::time::with_timeout(
         deadline.saturating_duration_since(Instant::now()),
@@ -83,7 +133,11 @@ async fn upgrade<S: FrontStream>(
         return None;
     }
     conn.upgraded();
-    Some((session_id, permit))
+    Some(Upgraded {
+        session_id,
+        _permit: permit,
+        plan,
+    })
 }
 
 /// Admits a session under `--max-sessions` and `--max-sessions-per-token`, or answers 503
@@ -174,16 +228,20 @@ fn reclaim(ctx: &Ctx, session_id: &str, label: &str) -> Vec<Arc<TcpListener>> {
     reclaimed
 }
 
-/// The session's life: the driver, its session frames (BIND), the streams the client
-/// opens, and the relay's drain, raced until one ends. Returns the listeners it holds.
-async fn serve<S: FrontStream>(
+/// The session's life: its connections (the driver on each), its session frames (BIND), the
+/// streams the client opens, and the relay's drain, raced until one ends. Returns the
+/// listeners it holds, and whether to hold them for the client's return.
+async fn serve(
     ctx: &Arc<Ctx>,
     session: &Session,
-    driver: crate::tunnel::Driver,
-    ws: async_tungstenite::WebSocketStream<S>,
+    connections: (
+        crate::tunnel::Driver,
+        Attach,
+        Option<&smol::channel::Receiver<Attach>>,
+    ),
     session_id: &str,
     reclaimed: Vec<Arc<TcpListener>>,
-) -> Vec<Arc<TcpListener>> {
+) -> (Vec<Arc<TcpListener>>, bool) {
     let tasks = TaskSet::new(ctx.spawner.clone());
     let state = Bindings {
         reclaimed: Mutex::new(reclaimed),
@@ -193,15 +251,24 @@ async fn serve<S: FrontStream>(
     // keep-alive connections close on it, so a client's shutdown is not held up by them.
     let session_sd = crate::shutdown::Shutdown::new();
     // Cancel-safety: the race ends the session; whatever loses is dropped with it.
-    let drive = async {
-        driver.run(ws).await;
+    let (driver, first, attach) = connections;
+    let drive = resume::drive(ctx, session, driver, first, attach);
+    let frames = async {
+        session_frames_loop(ctx, session, session_id, &tasks, &state, &session_sd).await;
+        resume::Ended::Closed
     };
-    let frames = session_frames_loop(ctx, session, session_id, &tasks, &state, &session_sd);
-    let incoming = incoming_loop(ctx, session, &tasks);
-    let drain = drain_session(ctx, session, &session_sd);
-    drive.or(frames).or(incoming).or(drain).await;
+    let incoming = async {
+        incoming_loop(ctx, session, &tasks).await;
+        resume::Ended::Closed
+    };
+    let drain = async {
+        drain_session(ctx, session, &session_sd).await;
+        resume::Ended::Closed
+    };
+    let ended = drive.or(frames).or(incoming).or(drain).await;
     drop(tasks);
-    std::mem::take(&mut *state.live.lock().unwrap_or_else(|e| e.into_inner()))
+    let listeners = std::mem::take(&mut *state.live.lock().unwrap_or_else(|e| e.into_inner()));
+    (listeners, ended != resume::Ended::GraceOver)
 }
 
 /// On drain: go-away, then close the session once its streams are done.
@@ -221,6 +288,7 @@ fn hand_back(
     session_id: String,
     session: &Session,
     listeners: Vec<Arc<TcpListener>>,
+    hold: bool,
 ) {
     {
         let mut reg = ctx.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -232,7 +300,8 @@ fn hand_back(
             reg.live.remove(&session_id);
         }
     }
-    if !listeners.is_empty() && !ctx.shutdown.is_draining() {
+    // After a grace period spent waiting for a resume, the listeners are not held again.
+    if hold && !listeners.is_empty() && !ctx.shutdown.is_draining() {
         hold_for_grace(ctx, session_id, listeners);
     }
 }

@@ -38,6 +38,8 @@ pub(crate) mod code {
     pub const WINDOW: u8 = 0x05;
     pub const FIN: u8 = 0x06;
     pub const RESET: u8 = 0x07;
+    pub const ACK: u8 = 0x08;
+    pub const RESUME: u8 = 0x09;
     pub const BIND: u8 = 0x10;
     pub const BOUND: u8 = 0x11;
     pub const BIND_REFUSED: u8 = 0x12;
@@ -160,6 +162,18 @@ pub enum Frame {
     GoAway {
         /// why
         reason: String,
+    },
+    /// Resumable sessions: the sender has received `received` numbered frames of this
+    /// session (every frame but ACK and RESUME is numbered); the peer may forget them.
+    Ack {
+        /// numbered frames received so far
+        received: u64,
+    },
+    /// Resumable sessions, the first frame on a new connection: the sender has received
+    /// `received` numbered frames; the peer sends the rest again, then goes on.
+    Resume {
+        /// numbered frames received so far
+        received: u64,
     },
 }
 
@@ -299,6 +313,14 @@ impl Frame {
                 header(out, code::GO_AWAY, 0);
                 put_text(out, reason);
             }
+            Frame::Ack { received } => {
+                header(out, code::ACK, 0);
+                out.extend_from_slice(&received.to_be_bytes());
+            }
+            Frame::Resume { received } => {
+                header(out, code::RESUME, 0);
+                out.extend_from_slice(&received.to_be_bytes());
+            }
         }
     }
 
@@ -398,6 +420,12 @@ impl Frame {
                 reason: r.text()?,
             },
             code::GO_AWAY => Frame::GoAway { reason: r.text()? },
+            code::ACK => Frame::Ack {
+                received: r.u64()?,
+            },
+            code::RESUME => Frame::Resume {
+                received: r.u64()?,
+            },
             other => return Err(FrameError::UnknownType(other)),
         };
         if !r.0.is_empty() {
@@ -409,6 +437,8 @@ impl Frame {
                 | Frame::Bound { .. }
                 | Frame::BindRefused { .. }
                 | Frame::GoAway { .. }
+                | Frame::Ack { .. }
+                | Frame::Resume { .. }
         );
         if session_frame != (id == 0) {
             return Err(FrameError::Invalid(
@@ -440,6 +470,12 @@ impl Reader<'_> {
     fn u32(&mut self) -> Result<u32, FrameError> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, FrameError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
     }
     fn text(&mut self) -> Result<String, FrameError> {
         let n = self.u8()? as usize;

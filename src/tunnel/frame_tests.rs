@@ -86,6 +86,13 @@ fn all_frames() -> Vec<Frame> {
         Frame::GoAway {
             reason: "relay shutting down".into(),
         },
+        Frame::Ack { received: 0 },
+        Frame::Ack {
+            received: u64::MAX,
+        },
+        Frame::Resume {
+            received: 1 << 40,
+        },
     ]
 }
 

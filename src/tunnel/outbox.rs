@@ -35,6 +35,8 @@ pub(crate) enum Out {
     Data(FrameBuf, usize),
     /// a keepalive ping with our send time
     Ping(Vec<u8>),
+    /// resumable sessions: an ACK with the count of frames received when it is written
+    Ack,
     /// the WebSocket close, with the reason
     Close(String),
 }
@@ -46,6 +48,10 @@ pub(crate) struct Outbox {
     /// DATA payload bytes queued for the writer (writers wait at `max_queued`)
     queued: AtomicUsize,
     max_queued: usize,
+    /// resumable sessions: DATA payload bytes written and not acknowledged by the peer, kept
+    /// for a replay (writers wait at `max_unacked`)
+    unacked: AtomicUsize,
+    max_unacked: usize,
     /// notified when the writer drained DATA (or the session closed)
     data_room: Event,
     /// non-DATA frames queued for the writer (capped: the reader waits)
@@ -55,13 +61,19 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     /// A new outbox and the writer's receiving end.
-    pub(crate) fn new(max_queued: usize, metrics: Arc<Metrics>) -> (Arc<Outbox>, Receiver<Out>) {
+    pub(crate) fn new(
+        max_queued: usize,
+        max_unacked: usize,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Outbox>, Receiver<Out>) {
         let (tx, rx) = smol::channel::unbounded();
         let outbox = Outbox {
             tx,
             pool: BufPool::new(),
             queued: AtomicUsize::new(0),
             max_queued,
+            unacked: AtomicUsize::new(0),
+            max_unacked,
             data_room: Event::new(),
             non_data: NonDataQueue::default(),
             metrics,
@@ -111,7 +123,9 @@ impl Outbox {
     /// session's writer drained some.
     pub(crate) fn poll_room(&self, wait: &mut Option<EventListener>, cx: &mut Context<'_>) -> bool {
         loop {
-            if self.queued.load(Relaxed) < self.max_queued {
+            if self.queued.load(Relaxed) < self.max_queued
+                && self.unacked.load(Relaxed) < self.max_unacked
+            {
                 *wait = None;
                 return true;
             }
@@ -132,6 +146,20 @@ impl Outbox {
     pub(crate) fn drained(&self, bytes: usize) {
         self.queued.fetch_sub(bytes, Relaxed);
         self.data_room.notify(usize::MAX);
+    }
+
+    /// Resumable sessions: `bytes` of DATA payload were written and are kept until the peer
+    /// acknowledges them.
+    pub(crate) fn unacked(&self, bytes: usize) {
+        self.unacked.fetch_add(bytes, Relaxed);
+    }
+
+    /// The peer acknowledged `bytes` of DATA payload: wakes the writers waiting for room.
+    pub(crate) fn acked(&self, bytes: usize) {
+        if bytes > 0 {
+            self.unacked.fetch_sub(bytes, Relaxed);
+            self.data_room.notify(usize::MAX);
+        }
     }
 
     /// The frame buffers the writer hands to the WebSocket.
@@ -228,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_full_outbox_keeps_one_listener_per_writer_and_wakes_it_when_drained() {
-        let (outbox, rx) = Outbox::new(10, Arc::new(Metrics::default()));
+        let (outbox, rx) = Outbox::new(10, usize::MAX, Arc::new(Metrics::default()));
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
@@ -251,8 +279,22 @@ mod tests {
     }
 
     #[test]
+    fn unacknowledged_data_holds_writers_until_the_peer_acknowledges_it() {
+        let (outbox, _rx) = Outbox::new(usize::MAX, 100, Arc::new(Metrics::default()));
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut wait = None;
+        outbox.unacked(100);
+        assert!(!outbox.poll_room(&mut wait, &mut cx));
+        outbox.acked(60);
+        assert_eq!(count.0.load(Relaxed), 1);
+        assert!(outbox.poll_room(&mut wait, &mut cx));
+    }
+
+    #[test]
     fn closing_wakes_a_waiting_writer() {
-        let (outbox, _rx) = Outbox::new(1, Arc::new(Metrics::default()));
+        let (outbox, _rx) = Outbox::new(1, usize::MAX, Arc::new(Metrics::default()));
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);

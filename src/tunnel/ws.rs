@@ -29,6 +29,31 @@ pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 pub const VERSION_HEADER: &str = "Burrow-Version";
 /// Header carrying the client's session id (for getting its bindings back on reconnect).
 pub const SESSION_HEADER: &str = "Burrow-Session";
+/// Header of resumable sessions: the client asks for `new` or for the key of the session to
+/// resume; the relay answers with the key of the session it serves on this connection.
+pub const RESUME_HEADER: &str = "Burrow-Resume";
+/// Header of the relay's answer: how long (whole seconds) it holds a session whose connection
+/// was lost.
+pub const GRACE_HEADER: &str = "Burrow-Grace";
+
+/// What the relay offered for resuming: the key of the session it serves on this connection
+/// (the one asked for if it resumed it) and how long it holds it when the connection is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeOffer {
+    /// the session's key
+    pub key: String,
+    /// how long the relay holds the session without a connection
+    pub grace: std::time::Duration,
+}
+
+/// What a client asks for in [`RESUME_HEADER`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeAsk {
+    /// a new session that can be resumed later
+    New,
+    /// continue the session with this key
+    Key(String),
+}
 
 /// WebSocket limits: one frame per message, so nothing larger than a frame is ever needed.
 ///
@@ -148,6 +173,34 @@ pub async fn client_handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    Ok(handshake(stream, url, token, session_id, None).await?.0)
+}
+
+/// [`client_handshake`] for a resumable session: asks for `resume`; the relay's offer is
+/// `None` when it does not resume sessions (an older relay).
+pub async fn client_handshake_resumable<S>(
+    stream: S,
+    url: &TunnelUrl,
+    token: Option<&Secret>,
+    session_id: &str,
+    resume: &ResumeAsk,
+) -> Result<(WebSocketStream<S>, Option<ResumeOffer>), HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    handshake(stream, url, token, session_id, Some(resume)).await
+}
+
+async fn handshake<S>(
+    stream: S,
+    url: &TunnelUrl,
+    token: Option<&Secret>,
+    session_id: &str,
+    resume: Option<&ResumeAsk>,
+) -> Result<(WebSocketStream<S>, Option<ResumeOffer>), HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let fail = |e: &dyn fmt::Display| HandshakeError::Failed(e.to_string());
     let mut req = url
         .to_string()
@@ -160,6 +213,15 @@ where
     };
     headers.insert(VERSION_HEADER, value(&VERSION.to_string())?);
     headers.insert(SESSION_HEADER, value(session_id)?);
+    match resume {
+        Some(ResumeAsk::New) => {
+            headers.insert(RESUME_HEADER, value("new")?);
+        }
+        Some(ResumeAsk::Key(k)) => {
+            headers.insert(RESUME_HEADER, value(k)?);
+        }
+        None => {}
+    }
     if let Some(t) = token {
         let v = format!("Bearer {}", t.expose());
         headers.insert(
@@ -169,7 +231,13 @@ where
         );
     }
     match async_tungstenite::client_async_with_config(req, stream, Some(ws_config())).await {
-        Ok((ws, _)) => Ok(ws),
+        Ok((ws, resp)) => {
+            let offer = match resume {
+                Some(_) => resume_offer(resp.headers())?,
+                None => None,
+            };
+            Ok((ws, offer))
+        }
         Err(async_tungstenite::tungstenite::Error::Http(resp)) => {
             let status = resp.status().as_u16();
             let body = resp
@@ -187,15 +255,48 @@ where
     }
 }
 
+/// The relay's resume offer in a `101`: none from a relay that does not resume sessions;
+/// a malformed one fails the handshake (never guessed).
+fn resume_offer(
+    headers: &async_tungstenite::tungstenite::http::HeaderMap,
+) -> Result<Option<ResumeOffer>, HandshakeError> {
+    let Some(key) = headers.get(RESUME_HEADER) else {
+        return Ok(None);
+    };
+    let bad = |what: &str| HandshakeError::Failed(format!("relay sent a bad {what} header"));
+    let key = key.to_str().map_err(|_| bad(RESUME_HEADER))?.trim();
+    if !valid_key(key) {
+        return Err(bad(RESUME_HEADER));
+    }
+    let grace = headers
+        .get(GRACE_HEADER)
+        .ok_or_else(|| bad(GRACE_HEADER))?
+        .to_str()
+        .ok()
+        .and_then(|g| g.trim().parse::<u64>().ok())
+        .ok_or_else(|| bad(GRACE_HEADER))?;
+    Ok(Some(ResumeOffer {
+        key: key.to_string(),
+        grace: std::time::Duration::from_secs(grace),
+    }))
+}
+
+/// Session ids and resume keys: 1 to 64 characters of `[A-Za-z0-9-]`.
+fn valid_key(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 /// What the relay decided about an upgrade request.
 #[derive(Debug)]
 pub enum Upgrade {
     /// Go ahead: write [`Upgrade::Accept`]'s response, then run the session.
     Accept {
-        /// the `101 Switching Protocols` response to write
-        response: Vec<u8>,
+        /// the `Sec-WebSocket-Accept` value for [`switching_protocols`]
+        accept: String,
         /// the client's session id
         session_id: String,
+        /// what the client asks of resumption (`None`: it cannot resume)
+        resume: Option<ResumeAsk>,
     },
     /// Answer with this refusal (its HTTP status) and reason instead.
     Refuse(Refusal, String),
@@ -206,19 +307,42 @@ pub fn check_upgrade(head: &RequestHead, token: Option<&Secret>) -> Upgrade {
     let checked = websocket_key(head).and_then(|key| {
         check_token(head, token)?;
         check_version(head)?;
-        Ok((key, session_id(head)?))
+        Ok((key, session_id(head)?, resume_ask(head)?))
     });
-    let (key, session_id) = match checked {
-        Ok(pair) => pair,
+    let (key, session_id, resume) = match checked {
+        Ok(t) => t,
         Err((refusal, why)) => return Upgrade::Refuse(refusal, why),
     };
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{VERSION_HEADER}: {VERSION}\r\n\r\n",
-        derive_accept_key(key.as_bytes())
-    );
     Upgrade::Accept {
-        response: response.into_bytes(),
+        accept: derive_accept_key(key.as_bytes()),
         session_id,
+        resume,
+    }
+}
+
+/// The `101 Switching Protocols` answer; with `resume`, the key of the session served on this
+/// connection and the grace period.
+pub fn switching_protocols(accept: &str, resume: Option<(&str, std::time::Duration)>) -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{VERSION_HEADER}: {VERSION}\r\n"
+    );
+    if let Some((key, grace)) = resume {
+        r.push_str(&format!(
+            "{RESUME_HEADER}: {key}\r\n{GRACE_HEADER}: {}\r\n",
+            grace.as_secs()
+        ));
+    }
+    r.push_str("\r\n");
+    r.into_bytes()
+}
+
+/// The client's [`RESUME_HEADER`]: absent, `new`, or a key.
+fn resume_ask(head: &RequestHead) -> Result<Option<ResumeAsk>, Refused> {
+    match head.headers.get(RESUME_HEADER).map(str::trim) {
+        None => Ok(None),
+        Some("new") => Ok(Some(ResumeAsk::New)),
+        Some(k) if valid_key(k) => Ok(Some(ResumeAsk::Key(k.to_string()))),
+        Some(_) => Err((Refusal::BadRequest, format!("bad {RESUME_HEADER} header"))),
     }
 }
 
@@ -279,13 +403,7 @@ fn check_version(head: &RequestHead) -> Result<(), Refused> {
 /// The session id the client presents: 1 to 64 characters of `[A-Za-z0-9-]`.
 fn session_id(head: &RequestHead) -> Result<String, Refused> {
     match head.headers.get(SESSION_HEADER) {
-        Some(id)
-            if !id.is_empty()
-                && id.len() <= 64
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
-        {
-            Ok(id.to_string())
-        }
+        Some(id) if valid_key(id) => Ok(id.to_string()),
         Some(_) => Err((Refusal::BadRequest, "bad session id".into())),
         None => Err((
             Refusal::BadRequest,
@@ -354,16 +472,38 @@ mod tests {
             head("Authorization: Bearer tok\r\nBurrow-Version: 1\r\nBurrow-Session: abc-1\r\n");
         match check_upgrade(&ok, Some(&token)) {
             Upgrade::Accept {
-                response,
+                accept,
                 session_id,
+                resume,
             } => {
-                let r = String::from_utf8(response).unwrap();
+                let r = String::from_utf8(switching_protocols(&accept, None)).unwrap();
                 assert!(r.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{r}");
+                assert!(!r.contains(RESUME_HEADER), "{r}");
                 assert_eq!(session_id, "abc-1");
+                assert_eq!(resume, None);
             }
             other => panic!("{other:?}"),
         }
+        for (ask, want) in [
+            ("new", ResumeAsk::New),
+            ("k-1", ResumeAsk::Key("k-1".into())),
+        ] {
+            let h = head(&format!(
+                "Burrow-Version: 1\r\nBurrow-Session: a\r\nBurrow-Resume: {ask}\r\n"
+            ));
+            match check_upgrade(&h, None) {
+                Upgrade::Accept { resume, .. } => assert_eq!(resume, Some(want)),
+                other => panic!("{other:?}"),
+            }
+        }
+        let r = switching_protocols("x", Some(("k-2", std::time::Duration::from_secs(60))));
+        let r = String::from_utf8(r).unwrap();
+        assert!(r.contains("Burrow-Resume: k-2\r\nBurrow-Grace: 60\r\n\r\n"), "{r}");
         let cases = [
+            (
+                "Authorization: Bearer tok\r\nBurrow-Version: 1\r\nBurrow-Session: a\r\nBurrow-Resume: a b\r\n",
+                400,
+            ),
             ("Burrow-Version: 1\r\nBurrow-Session: a\r\n", 401),
             (
                 "Authorization: Bearer nope\r\nBurrow-Version: 1\r\nBurrow-Session: a\r\n",

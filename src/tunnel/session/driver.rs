@@ -1,27 +1,57 @@
-//! The driver: the one future that reads, writes and pings for a session.
+//! The driver: the one future that reads, writes and pings for a session on one connection.
 
 use super::race::{Branch, race};
+use super::replay::MAX_UNACKED_OTHER;
+use super::resume::{Replayed, read_resume, write_resume};
 use super::*;
 
-/// Closes the session if the driver future is dropped before it finished.
-struct CloseGuard(Arc<Shared>);
+/// Ends the session if the driver future is dropped before it finished; a resumable session
+/// is only detached from its connection (it waits for the next one).
+struct CloseGuard(Option<Arc<Shared>>);
+
+impl CloseGuard {
+    /// The driver ended on a lost connection of a resumable session: keep the session.
+    fn detach(mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.attached.store(false, Relaxed);
+        }
+    }
+}
 
 impl Drop for CloseGuard {
     fn drop(&mut self) {
-        self.0.close(&CloseReason::Local("driver stopped".into()));
+        let Some(shared) = self.0.take() else { return };
+        shared.attached.store(false, Relaxed);
+        if shared.cfg.resumable && !shared.closing() {
+            log::info!(
+                "session {}: connection dropped; the session waits to be resumed",
+                shared.label
+            );
+        } else {
+            shared.close(&CloseReason::Local("driver stopped".into()));
+        }
     }
 }
 
 impl Driver {
-    /// Runs the session over `ws` until it ends; returns why. Every stream has failed and
-    /// every waiter has been woken when this returns (or when it is dropped).
+    /// Runs the session over `ws` until the connection ends; returns why. Unless the session
+    /// is resumable and only the connection was lost (then it waits for
+    /// [`Session::resume_driver`] on a new one), every stream has failed and every waiter has
+    /// been woken when this returns (or when it is dropped).
     pub async fn run<S>(self, ws: WebSocketStream<S>) -> CloseReason
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let Driver { shared, out_rx } = self;
-        let guard = CloseGuard(shared.clone());
+        let Driver { shared, resumed } = self;
+        shared.attached.store(true, Relaxed);
+        *shared.last_rx.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        let guard = CloseGuard(Some(shared.clone()));
         let (mut tx, mut rx) = ws.split();
+        let (replayed_tx, replayed_rx) = smol::channel::bounded(1);
+        let (replayed_tx, replayed_rx) = match resumed {
+            true => (Some(replayed_tx), Some(replayed_rx)),
+            false => (None, None),
+        };
         // A requested close normally ends the writer after it sent the close frame; should the
         // path be dead with the writer stuck, the session still ends shortly after.
         let forced = async {
@@ -32,8 +62,8 @@ impl Driver {
         };
         let reason = {
             let (mut read, mut write) = (
-                std::pin::pin!(read_loop(&shared, &mut rx)),
-                std::pin::pin!(write_loop(&shared, &out_rx, &mut tx)),
+                std::pin::pin!(read_loop(&shared, &mut rx, replayed_tx)),
+                std::pin::pin!(write_loop(&shared, &mut tx, replayed_rx)),
             );
             let (mut keepalive, mut forced) = (
                 std::pin::pin!(keepalive_loop(&shared)),
@@ -47,6 +77,15 @@ impl Driver {
             ])
             .await
         };
+        if shared.cfg.resumable && reason.is_link_failure() && !shared.closing() {
+            log::info!(
+                "session {}: connection lost ({reason}); {} streams wait to be resumed",
+                shared.label,
+                shared.open_streams.get()
+            );
+            guard.detach();
+            return reason;
+        }
         // Tell the peer why, briefly; it may already be gone.
         let close = match &reason {
             CloseReason::Protocol(code, why) => Some((CloseCode::from(*code), why.clone())),
@@ -68,7 +107,7 @@ impl Driver {
             _ => log::info!("session {}: {reason}", shared.label),
         }
         shared.close(&reason);
-        drop(guard);
+        guard.detach();
         reason
     }
 }
@@ -128,7 +167,7 @@ async fn pause_while_answers_queue(shared: &Shared) {
 }
 
 /// Why reading the WebSocket failed, as the session's end.
-fn read_error(e: async_tungstenite::tungstenite::Error) -> CloseReason {
+pub(super) fn read_error(e: async_tungstenite::tungstenite::Error) -> CloseReason {
     use async_tungstenite::tungstenite::Error as E;
     use async_tungstenite::tungstenite::error::ProtocolError as P;
     match e {
@@ -146,10 +185,16 @@ fn read_error(e: async_tungstenite::tungstenite::Error) -> CloseReason {
 async fn read_loop<S>(
     shared: &Arc<Shared>,
     rx: &mut async_tungstenite::WebSocketReceiver<S>,
+    replayed: Option<Replayed>,
 ) -> CloseReason
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    if let Some(replayed) = replayed {
+        if let Err(reason) = read_resume(shared, rx, replayed).await {
+            return reason;
+        }
+    }
     loop {
         pause_while_answers_queue(shared).await;
         let msg = match rx.next().await {
@@ -161,7 +206,7 @@ where
         match msg {
             Message::Binary(bytes) => {
                 let frame = Frame::decode_shared(&bytes).map_err(|e: FrameError| e.to_string());
-                if let Err(why) = frame.and_then(|f| shared.handle(f)) {
+                if let Err(why) = frame.and_then(|f| shared.handle_numbered(f, bytes.len())) {
                     shared.metrics.refused(Refusal::BadRequest);
                     return CloseReason::Protocol(1002, why);
                 }
@@ -188,57 +233,131 @@ where
 
 async fn write_loop<S>(
     shared: &Arc<Shared>,
-    out_rx: &Receiver<Out>,
     tx: &mut async_tungstenite::WebSocketSender<S>,
+    replayed: Option<smol::channel::Receiver<Vec<Bytes>>>,
 ) -> CloseReason
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let fail = |e: async_tungstenite::tungstenite::Error| CloseReason::Transport(e.to_string());
+    if let Some(replayed) = replayed {
+        if let Err(e) = write_resume(shared, tx, replayed).await {
+            return fail(e);
+        }
+    }
+    let out_rx = &shared.out_rx;
     loop {
         let Ok(first) = out_rx.recv().await else {
             return CloseReason::Local("session closed".into());
         };
+        let mut batch = Batch::default();
         let mut next = Some(first);
-        let mut bytes = 0;
-        let mut non_data = 0;
-        let mut batch = 0;
+        let mut result = Ok(());
         while let Some(item) = next.take() {
-            let msg = match item {
-                // The same accounting as `send_buf` and `send_frame`.
-                Out::Data(buf, len) => {
-                    bytes += len.saturating_sub(crate::tunnel::frame::HEADER);
-                    Message::Binary(shared.out.pool().message_bytes(buf, len))
+            let msg = match batch.message(shared, item) {
+                Ok(Some(msg)) => msg,
+                Ok(None) => {
+                    // Close: what was fed goes out first.
+                    result = flush(tx).await.map_err(fail);
+                    batch.settle(shared);
+                    return result.err().unwrap_or_else(|| batch.close_reason());
                 }
-                Out::Frame(f) => {
-                    non_data += NonDataQueue::cost(f.len());
-                    Message::Binary(Bytes::from(f))
-                }
-                Out::Ping(p) => Message::Ping(Bytes::from(p)),
-                Out::Close(why) => {
-                    if let Err(e) = flush(tx).await {
-                        return fail(e);
-                    }
-                    return CloseReason::Local(why);
+                Err(reason) => {
+                    batch.settle(shared);
+                    return reason;
                 }
             };
             if let Err(e) = feed(tx, msg).await {
-                return fail(e);
+                result = Err(fail(e));
+                break;
             }
-            batch += 1;
-            if batch < WRITE_BATCH {
+            batch.count += 1;
+            if batch.count < WRITE_BATCH {
                 next = out_rx.try_recv().ok();
             }
         }
-        if let Err(e) = flush(tx).await {
-            return fail(e);
+        if result.is_ok() {
+            result = flush(tx).await.map_err(fail);
         }
-        shared.out.drained(bytes);
-        shared.out.non_data.sent(non_data);
+        // Taken from the queue, written or not (a resumable session keeps them for a replay).
+        batch.settle(shared);
+        if let Err(reason) = result {
+            return reason;
+        }
     }
 }
 
-async fn feed<S>(
+/// One batch of the writer: what it took from the queue, for the accounting once it is out.
+#[derive(Default)]
+struct Batch {
+    count: usize,
+    /// DATA payload bytes taken
+    data: usize,
+    /// cost of the non-DATA frames taken
+    non_data: usize,
+    close: Option<String>,
+}
+
+impl Batch {
+    /// The message for `item`, numbered and kept for a replay in a resumable session; `None`
+    /// for the close (then [`Batch::close_reason`]).
+    fn message(&mut self, shared: &Shared, item: Out) -> Result<Option<Message>, CloseReason> {
+        let resumable = shared.cfg.resumable;
+        Ok(Some(match item {
+            // The same accounting as `send_buf` and `send_frame`.
+            Out::Data(buf, len) => {
+                let payload = len.saturating_sub(crate::tunnel::frame::HEADER);
+                self.data += payload;
+                let bytes = shared.out.pool().message_bytes(buf, len);
+                if resumable {
+                    shared.replay().push_data(&bytes, payload);
+                    shared.out.unacked(payload);
+                }
+                Message::Binary(bytes)
+            }
+            Out::Frame(f) => {
+                self.non_data += NonDataQueue::cost(f.len());
+                let bytes = Bytes::from(f);
+                if resumable {
+                    let mut replay = shared.replay();
+                    replay.push_other(&bytes);
+                    if replay.other_bytes() > MAX_UNACKED_OTHER {
+                        return Err(CloseReason::Protocol(
+                            1008,
+                            format!(
+                                "peer does not acknowledge what it receives ({} bytes kept)",
+                                replay.other_bytes()
+                            ),
+                        ));
+                    }
+                }
+                Message::Binary(bytes)
+            }
+            Out::Ack => {
+                // Not numbered: the count as of now.
+                let received = shared.rx().count();
+                Message::Binary(Bytes::from(Frame::Ack { received }.to_bytes()))
+            }
+            Out::Ping(p) => Message::Ping(Bytes::from(p)),
+            Out::Close(why) => {
+                self.close = Some(why);
+                return Ok(None);
+            }
+        }))
+    }
+
+    /// The batch left the queue: writers and the reader waiting for room wake.
+    fn settle(&mut self, shared: &Shared) {
+        shared.out.drained(std::mem::take(&mut self.data));
+        shared.out.non_data.sent(std::mem::take(&mut self.non_data));
+    }
+
+    fn close_reason(&mut self) -> CloseReason {
+        CloseReason::Local(self.close.take().unwrap_or_default())
+    }
+}
+
+pub(super) async fn feed<S>(
     tx: &mut async_tungstenite::WebSocketSender<S>,
     msg: Message,
 ) -> Result<(), async_tungstenite::tungstenite::Error>
@@ -249,7 +368,7 @@ where
     Pin::new(&mut *tx).start_send(msg)
 }
 
-async fn flush<S>(
+pub(super) async fn flush<S>(
     tx: &mut async_tungstenite::WebSocketSender<S>,
 ) -> Result<(), async_tungstenite::tungstenite::Error>
 where
@@ -261,7 +380,7 @@ where
 impl Shared {
     /// A pong: the echo of our ping's send time updates the smoothed round trip. The payload
     /// is the peer's to choose, so it only counts if it is a time we could have sent.
-    fn pong(&self, payload: &[u8]) {
+    pub(super) fn pong(&self, payload: &[u8]) {
         let Ok(b) = <[u8; 8]>::try_from(payload) else {
             return;
         };
@@ -305,6 +424,9 @@ async fn keepalive_loop(shared: &Arc<Shared>) -> CloseReason {
         }
         // An idle session keeps one frame buffer, not a burst's worth.
         shared.out.pool().trim_if_unused();
+        if shared.cfg.resumable {
+            shared.ack_if_unacked();
+        }
         ping();
     }
 }

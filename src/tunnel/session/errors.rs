@@ -58,6 +58,14 @@ pub enum CloseReason {
     Transport(String),
 }
 
+impl CloseReason {
+    /// True when only the connection failed (reset, closed without a WebSocket close, or
+    /// silent): a resumable session survives it and continues on the next connection.
+    pub fn is_link_failure(&self) -> bool {
+        matches!(self, CloseReason::Transport(_) | CloseReason::PeerDead)
+    }
+}
+
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,8 @@ mod errors;
 mod incoming;
 mod limits;
 mod race;
+mod replay;
+mod resume;
 mod table;
 
 pub use crate::tunnel::outbox::MAX_QUEUED_NON_DATA;
@@ -45,6 +47,7 @@ use crate::tunnel::outbox::NonDataQueue;
 pub use errors::{CloseReason, OpenError};
 pub use incoming::Incoming;
 use limits::LogLimit;
+use replay::{Received, Replay};
 use table::metrics_inc;
 
 /// Limits and timings of one session.
@@ -62,6 +65,9 @@ pub struct SessionConfig {
     pub window_budget: u64,
     /// cap on bytes queued for the WebSocket writer; writers wait beyond it
     pub max_queued: usize,
+    /// the session outlives its connection and continues on a new one (negotiated per
+    /// session in the handshake; see `docs/PROTOCOL.md`, "Resumable sessions")
+    pub resumable: bool,
 }
 
 /// Session frames (BIND, GO_AWAY, ...) waiting for the role (well above the 64 bindings a
@@ -92,6 +98,7 @@ impl Default for SessionConfig {
             max_window: 4 * 1024 * 1024,
             window_budget: 8 * 1024 * 1024,
             max_queued: 2 * 1024 * 1024,
+            resumable: false,
         }
     }
 }
@@ -128,6 +135,14 @@ pub(crate) struct Shared {
     open_streams: Watch<usize>,
     /// the writer's queue, shared with every stream
     out: Arc<Outbox>,
+    /// its receiving end: each connection's driver writes from it
+    out_rx: Receiver<Out>,
+    /// resumable sessions: the frames we wrote that the peer has not acknowledged
+    replay: Mutex<Replay>,
+    /// resumable sessions: the peer's numbered frames we handled
+    received: Mutex<Received>,
+    /// a driver runs the session on a connection now
+    attached: AtomicBool,
     /// `cfg.window_budget`: the receive windows of accepted streams and the [`EARLY_DATA`]
     /// each pending stream reserves are taken from it. Accepted streams get at least
     /// `flow::MIN_WINDOW` even when it is spent (so it may go below 0 by at most
@@ -166,10 +181,11 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// Moves the bytes of a [`Session`]; see [`Driver::run`].
+/// Moves the bytes of a [`Session`] over one connection; see [`Driver::run`].
 pub struct Driver {
     shared: Arc<Shared>,
-    out_rx: Receiver<Out>,
+    /// the session continues on this connection: RESUME first, then what the peer missed
+    resumed: bool,
 }
 
 impl std::fmt::Debug for Driver {
@@ -188,7 +204,9 @@ impl Session {
         label: String,
         metrics: Arc<Metrics>,
     ) -> (Session, Driver) {
-        let (out, out_rx) = Outbox::new(cfg.max_queued, metrics.clone());
+        // What the peer has not acknowledged is capped like the windows it can grant.
+        let max_unacked = usize::try_from(cfg.window_budget).unwrap_or(usize::MAX);
+        let (out, out_rx) = Outbox::new(cfg.max_queued, max_unacked, metrics.clone());
         let (closed_tx, closed_rx) = smol::channel::bounded(1);
         let (close_req_tx, close_req_rx) = smol::channel::bounded(1);
         let shared = Arc::new(Shared {
@@ -205,6 +223,10 @@ impl Session {
                 closed: None,
             }),
             out,
+            out_rx,
+            replay: Mutex::new(Replay::default()),
+            received: Mutex::new(Received::default()),
+            attached: AtomicBool::new(false),
             open_streams: Watch::new(0),
             refusal_log: LogLimit::default(),
             // Never full: only pending streams are in it.
@@ -225,8 +247,31 @@ impl Session {
             Session {
                 shared: shared.clone(),
             },
-            Driver { shared, out_rx },
+            Driver {
+                shared,
+                resumed: false,
+            },
         )
+    }
+
+    /// A driver that continues this (resumable) session on a new connection: the peer agreed
+    /// to resume it in the handshake. Run it once the previous driver has ended or was dropped.
+    pub fn resume_driver(&self) -> Driver {
+        Driver {
+            shared: self.shared.clone(),
+            resumed: true,
+        }
+    }
+
+    /// True when the session outlives its connection (negotiated in the handshake).
+    pub fn is_resumable(&self) -> bool {
+        self.shared.cfg.resumable
+    }
+
+    /// True once the session is over (its streams have failed); a resumable session whose
+    /// connection was lost is not closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock_state().closed.is_some()
     }
 
     /// Opens a stream to `target` and waits for the peer's answer.
@@ -309,7 +354,8 @@ impl Session {
         });
     }
 
-    /// Ends the session: a WebSocket close frame, then every stream fails.
+    /// Ends the session: a WebSocket close frame, then every stream fails. A resumable
+    /// session with no connection now ends at once.
     pub fn close(&self, reason: &str) {
         // Ignored: a closed writer means the session is already over.
         let _ = self.shared.out.send(Out::Close(reason.to_string()));
@@ -321,6 +367,9 @@ impl Session {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         drop(sender);
+        if !self.shared.attached.load(Relaxed) {
+            self.shared.close(&CloseReason::Local(reason.to_string()));
+        }
     }
 
     /// Resolves once the session is closed. Cancel-safe.

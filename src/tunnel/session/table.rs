@@ -63,6 +63,17 @@ impl Shared {
         self.out.send_frame(frame);
     }
 
+    /// True once the session is closed or asked to close: it ends with its connection.
+    pub(super) fn closing(&self) -> bool {
+        self.lock_state().closed.is_some()
+            || self
+                .close_requested
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none()
+    }
+
     /// Marks the session closed: every stream fails, every waiter wakes.
     pub(super) fn close(&self, reason: &CloseReason) {
         let streams = {
@@ -90,6 +101,9 @@ impl Shared {
             );
         }
         self.out.close();
+        // What was queued or kept for a replay is of no use now.
+        while self.out_rx.try_recv().is_ok() {}
+        *self.replay.lock().unwrap_or_else(|e| e.into_inner()) = Default::default();
         self.incoming.0.close();
         self.session_frames.0.close();
         self.refusal_log.flush(&self.label);
