@@ -69,10 +69,14 @@ rs_client() {
     local name=$1 line
     shift
     RS_CLIENT_LOG="$WORK/resume-$name.log"
-    "$BURROW" client "$CUT_URL" --token "$RS_TOKEN" --keepalive 1s "$@" </dev/null \
-        >"$RS_CLIENT_LOG" 2>&1 &
+    "$BURROW" client "$CUT_URL" --token "$RS_TOKEN" --keepalive 1s --status 127.0.0.1:0 "$@" \
+        </dev/null >"$RS_CLIENT_LOG" 2>&1 &
     RS_CLIENT_PID=$!
     PIDS+=("$RS_CLIENT_PID")
+    line=$(wait_match "$RS_CLIENT_LOG" 'status on http://127\.0\.0\.1:[0-9]+/' "$RS_CLIENT_PID") ||
+        return 1
+    RS_STATUS=${line#status on http://}
+    RS_STATUS=${RS_STATUS%/}
     if [[ $* == *"-R "* ]]; then
         line=$(wait_match "$RS_CLIENT_LOG" '^bound R [0-9.]+:[0-9]+ ' "$RS_CLIENT_PID") || return 1
         RS_ADDR=$(awk '{print $3}' <<<"$line")
@@ -84,10 +88,12 @@ rs_client() {
     wait_match "$RS_CLIENT_LOG" '^connected$' "$RS_CLIENT_PID" >/dev/null
 }
 
-# rs_metric NAME: the value of metric NAME on the relay's /metrics (0 when absent).
+# rs_metric NAME [ADDR]: the value of metric NAME on the relay's /metrics, or on the client's
+# --status ADDR (0 when absent).
 rs_metric() {
-    local v
-    v=$("${CURL[@]}" -H "Authorization: Bearer $RS_TOKEN" "http://$RS_RELAY/metrics" 2>/dev/null |
+    local v url="http://$RS_RELAY/metrics"
+    [[ -z ${2:-} ]] || url="http://$2/metrics"
+    v=$("${CURL[@]}" -H "Authorization: Bearer $RS_TOKEN" "$url" 2>/dev/null |
         awk -v m="$1" '$1 == m {print $2}') || true
     echo "${v:-0}"
 }
@@ -110,7 +116,7 @@ rs_hwm() {
 # rs_resets LOG: the client's lines that say a stream or session was given up: a `lost` not
 # followed by `; resuming`, or the warning that the relay did not resume. Empty when none.
 rs_resets() {
-    grep -E '^lost: |did not resume|streams reset' "$1" | grep -v '; resuming [0-9]+ streams$' |
+    grep -E '^lost: |did not resume|streams reset' "$1" | grep -Ev '; resuming [0-9]+ streams$' |
         head -n 3 | tr '\n' '|' || true
 }
 
@@ -130,12 +136,12 @@ fi
 # bound -R or listening -L address) while the link is cut 20 times.
 rs_download() {
     local what=$1 name=$2 rc resumes0 replayed0 t0 cpu_c cpu_r took
-    local sha cuts resumed resets resumes1 replayed1
+    local sha cuts resumed resets resumes1 replayed1 c_resumes0 c_replayed0 c_resumes1 c_replayed1
     local names=("$what, $RS_CUTS cuts (fin/rst/blackhole): 256 MiB via curl arrive intact (sha256, curl exit 0)"
         "$what: the cutter cut the link $RS_CUTS times during the transfer"
         "$what: the client printed 'connected; resumed N streams' once per cut"
         "$what: the client reset nothing (no 'lost' without 'resuming', no 'did not resume')"
-        "$what: the relay's burrow_resumes_total grew by one per cut")
+        "$what: burrow_resumes_total grew by one per cut on the relay and on the client")
     shift 2
     if ! rs_cutter "cutter-$name" --cut-every "$RS_EVERY" --cuts "$RS_CUTS"; then
         fail_all "the cutter did not start" "$CUT_LOG" "${names[@]}"
@@ -147,6 +153,8 @@ rs_download() {
     fi
     resumes0=$(rs_metric burrow_resumes_total)
     replayed0=$(rs_metric burrow_replayed_bytes_total)
+    c_resumes0=$(rs_metric burrow_resumes_total "$RS_STATUS")
+    c_replayed0=$(rs_metric burrow_replayed_bytes_total "$RS_STATUS")
     cpu_c=$(rs_cpu "$RS_CLIENT_PID")
     cpu_r=$(rs_cpu "$RS_RELAY_PID")
     t0=$SECONDS
@@ -161,10 +169,13 @@ rs_download() {
     resets=$(rs_resets "$RS_CLIENT_LOG")
     resumes1=$(rs_metric burrow_resumes_total)
     replayed1=$(rs_metric burrow_replayed_bytes_total)
+    c_resumes1=$(rs_metric burrow_resumes_total "$RS_STATUS")
+    c_replayed1=$(rs_metric burrow_replayed_bytes_total "$RS_STATUS")
     cpu_c=$(($(rs_cpu "$RS_CLIENT_PID") - cpu_c))
     cpu_r=$(($(rs_cpu "$RS_RELAY_PID") - cpu_r))
     echo "# $what: curl exit $rc after ${took}s, $(stat -c %s "$RS_OUT" 2>/dev/null || echo 0) bytes," \
-        "$cuts cuts, $resumed resumes; relay replayed $((replayed1 - replayed0)) bytes;" \
+        "$cuts cuts, $resumed resumes; replayed bytes: relay $((replayed1 - replayed0))," \
+        "client $((c_replayed1 - c_replayed0));" \
         "CPU s/GB client $(rs_per_gb "$cpu_c"), relay $(rs_per_gb "$cpu_r");" \
         "peak RSS client $(rs_hwm "$RS_CLIENT_PID"), relay $(rs_hwm "$RS_RELAY_PID")"
     if [[ $rc == 0 && $sha == "$RS_SHA" ]]; then
@@ -182,7 +193,8 @@ rs_download() {
             "$RS_CLIENT_LOG" | tail -n 8 | tr '\n' '|')"
     fi
     expect "${names[3]}" "$resets" ""
-    expect "${names[4]}" "$((resumes1 - resumes0))" "$cuts"
+    expect "${names[4]}" "relay $((resumes1 - resumes0)), client $((c_resumes1 - c_resumes0))" \
+        "relay $cuts, client $cuts"
     rm -f "$RS_OUT"
 }
 
