@@ -528,9 +528,11 @@ else
             "$B" "$B.stderr" "$CLIENT_ERR" "$RELAY_LOG"
         [[ $dl_rc == 0 ]] || echo "# browser.mjs exit $dl_rc"
         after=$(tail -n "+$((lines_before + 1))" "$CLIENT_OUT")
-        # A reset would show as a `lost` without `; resuming`, or as the client's warning
-        # "relay did not resume the session" in its log.
-        resets=$(grep -E '^lost: ' <<<"$after" | grep -Ev '; resuming [0-9]+ streams$' || true)
+        # A reset would show as a `lost` without `; resuming` (other than a failed attempt while
+        # tinyproxy was down: `lost: cannot reach relay ...`), or as the client's warning "relay
+        # did not resume the session" in its log.
+        resets=$(grep -E '^lost: ' <<<"$after" | grep -Ev '; resuming [0-9]+ streams$' |
+            grep -v '^lost: cannot reach relay ' || true)
         resets+=$(tail -n "+$((log_before + 1))" "$CLIENT_ERR" | grep -E 'did not resume' || true)
         if grep -Eq '^lost: .*; resuming [0-9]+ streams$' <<<"$after" &&
             grep -Eq '^connected; resumed [0-9]+ streams$' <<<"$after" && [[ -z $resets ]]; then

@@ -114,10 +114,11 @@ rs_hwm() {
 }
 
 # rs_resets LOG: the client's lines that say a stream or session was given up: a `lost` not
-# followed by `; resuming`, or the warning that the relay did not resume. Empty when none.
+# followed by `; resuming` (a failed attempt, `lost: cannot reach relay`, is not one), or the
+# warning that the relay did not resume. Empty when none.
 rs_resets() {
     grep -E '^lost: |did not resume|streams reset' "$1" | grep -Ev '; resuming [0-9]+ streams$' |
-        head -n 3 | tr '\n' '|' || true
+        grep -v '^lost: cannot reach relay ' | head -n 3 | tr '\n' '|' || true
 }
 
 # fail_all DETAIL LOG NAME...: as in tunnel.sh (defined here too for a run on its own).
