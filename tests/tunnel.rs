@@ -347,6 +347,8 @@ fn dead_relay_is_detected_and_the_client_reconnects_to_the_same_port() {
         let mut cfg = ClientConfig::new(format!("ws://{}/burrow", fwd.addr).parse().unwrap());
         cfg.session = fast;
         cfg.remotes = vec![format!("127.0.0.1:0:{origin}").parse().unwrap()];
+        // Without resumption: the relay holds the listeners, not the session.
+        cfg.resume = false;
         let c = start_client(&sp, cfg).await;
         let public = c.bound().await;
         assert!(get(public, "/one").await.contains("GET /one"));
@@ -377,6 +379,8 @@ fn a_held_port_is_not_given_to_another_client() {
         let fwd = Forwarder::start(relay.addr).await;
         let mut cfg = ClientConfig::new(format!("ws://{}/burrow", fwd.addr).parse().unwrap());
         cfg.remotes = vec![format!("127.0.0.1:0:{origin}").parse().unwrap()];
+        // Without resumption: the relay holds the listeners, not the session.
+        cfg.resume = false;
         let first = start_client(&sp, cfg).await;
         let public = first.bound().await;
         // The first client goes away (its process ends); its port is held.
@@ -662,6 +666,8 @@ fn a_returning_client_replaces_its_stale_session_and_keeps_its_port() {
             ..SessionConfig::default()
         };
         cfg.remotes = vec![format!("127.0.0.1:0:{origin}").parse().unwrap()];
+        // Without resumption: the relay holds the listeners, not the session.
+        cfg.resume = false;
         let c = start_client(&sp, cfg).await;
         let public = c.bound().await;
         fwd.freeze();

@@ -38,10 +38,10 @@ pub mod spec;
 use events::Readiness;
 pub use events::{ClientError, Event};
 
-use attempt::{AttemptError, Link};
 use crate::tunnel::ws::ResumeAsk;
-use resume::{Next, Retry};
+use attempt::{AttemptError, Link};
 use current::CurrentSession;
+use resume::{Next, Retry};
 use serve::{run_stdio, serve_incoming, serve_local};
 
 /// How long the close handshake may take when the client ends a session.
@@ -224,7 +224,7 @@ impl Client {
         });
         let mut retry = Retry::new(&self.session_id);
         // A connection the relay upgraded for a new session while we asked to resume one.
-        let mut ready: Option<Link> = None;
+        let mut ready: Option<Box<Link>> = None;
         let mut first = true;
         loop {
             let link = match ready.take() {
@@ -242,7 +242,9 @@ impl Client {
             first = false;
             let started = Instant::now();
             let (session, driver) = self.new_session(&link);
-            let live = self.live(&session, driver, link, &spawner, &shutdown, &stdio, &mut retry);
+            let live = self.live(
+                &session, driver, *link, &spawner, &shutdown, &stdio, &mut retry,
+            );
             match live.await {
                 SessionEnd::Stdio(result) | SessionEnd::Stop(result) => return result,
                 SessionEnd::Drained => return Ok(()),
@@ -316,7 +318,7 @@ enum SessionEnd {
     /// the client stops (a fatal error, or shutdown while reconnecting)
     Stop(Result<(), ClientError>),
     /// the relay no longer had the session we asked to resume: this connection carries a new one
-    Replaced(Link),
+    Replaced(Box<Link>),
 }
 
 fn describe_local(spec: &LocalSpec) -> String {

@@ -26,7 +26,7 @@ impl Retry {
 /// What reaching the relay came to.
 pub(super) enum Next {
     /// an upgraded connection
-    Link(Link),
+    Link(Box<Link>),
     /// stop the client with this (a fatal error, or shutdown)
     Stop(Result<(), ClientError>),
     /// the deadline passed without a connection
@@ -81,12 +81,13 @@ impl Client {
                 return Next::Stop(Ok(()));
             }
             self.emit(Event::Connecting);
-            let Some(attempt) = crate::time::unless(shutdown.draining(), self.connect_once(ask)).await
+            let Some(attempt) =
+                crate::time::unless(shutdown.draining(), self.connect_once(ask)).await
             else {
                 return Next::Stop(Ok(()));
             };
             match attempt {
-                Ok(link) => return Next::Link(link),
+                Ok(link) => return Next::Link(Box::new(link)),
                 Err(AttemptError::Fatal(why)) => {
                     self.emit(Event::Lost(why.clone()));
                     return Next::Stop(Err(ClientError::Fatal(why)));
@@ -108,7 +109,9 @@ impl Client {
         retry: &mut Retry,
         done: &AtomicBool,
     ) -> SessionEnd {
-        let end = self.connections_inner(session, driver, link, shutdown, retry).await;
+        let end = self
+            .connections_inner(session, driver, link, shutdown, retry)
+            .await;
         done.store(true, Ordering::Relaxed);
         end
     }
@@ -165,7 +168,7 @@ impl Client {
         held: &ResumeOffer,
         shutdown: &ShutdownSignal,
         retry: &mut Retry,
-    ) -> Result<Link, SessionEnd> {
+    ) -> Result<Box<Link>, SessionEnd> {
         let deadline = Instant::now() + held.grace;
         let ask = ResumeAsk::Key(held.key.clone());
         let next = self.next_link_until(retry, &ask, shutdown, true, Some(deadline));
@@ -182,9 +185,9 @@ impl Client {
                     Err(e) => SessionEnd::Stop(Err(e)),
                 })
             }
-            Next::GaveUp if session.is_closed() => Err(SessionEnd::Lost(
-                session.close_reason().unwrap_or_default(),
-            )),
+            Next::GaveUp if session.is_closed() => {
+                Err(SessionEnd::Lost(session.close_reason().unwrap_or_default()))
+            }
             Next::GaveUp => {
                 let why = format!(
                     "not resumed within the relay's grace period ({} s): {} streams reset",

@@ -2,8 +2,8 @@
 //! and session checks, taking over the same client's stale session, handing back its held
 //! listeners, the session's life, and holding its listeners through the grace period.
 
-use super::*;
 use super::resume::{self, Attach};
+use super::*;
 use crate::tunnel::ws::BoxIo;
 
 /// How long a returning client waits for its stale earlier session to wind down.

@@ -420,12 +420,8 @@ impl Frame {
                 reason: r.text()?,
             },
             code::GO_AWAY => Frame::GoAway { reason: r.text()? },
-            code::ACK => Frame::Ack {
-                received: r.u64()?,
-            },
-            code::RESUME => Frame::Resume {
-                received: r.u64()?,
-            },
+            code::ACK => Frame::Ack { received: r.u64()? },
+            code::RESUME => Frame::Resume { received: r.u64()? },
             other => return Err(FrameError::UnknownType(other)),
         };
         if !r.0.is_empty() {

@@ -87,12 +87,8 @@ fn all_frames() -> Vec<Frame> {
             reason: "relay shutting down".into(),
         },
         Frame::Ack { received: 0 },
-        Frame::Ack {
-            received: u64::MAX,
-        },
-        Frame::Resume {
-            received: 1 << 40,
-        },
+        Frame::Ack { received: u64::MAX },
+        Frame::Resume { received: 1 << 40 },
     ]
 }
 

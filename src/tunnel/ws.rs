@@ -498,7 +498,10 @@ mod tests {
         }
         let r = switching_protocols("x", Some(("k-2", std::time::Duration::from_secs(60))));
         let r = String::from_utf8(r).unwrap();
-        assert!(r.contains("Burrow-Resume: k-2\r\nBurrow-Grace: 60\r\n\r\n"), "{r}");
+        assert!(
+            r.contains("Burrow-Resume: k-2\r\nBurrow-Grace: 60\r\n\r\n"),
+            "{r}"
+        );
         let cases = [
             (
                 "Authorization: Bearer tok\r\nBurrow-Version: 1\r\nBurrow-Session: a\r\nBurrow-Resume: a b\r\n",

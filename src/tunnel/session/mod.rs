@@ -141,7 +141,8 @@ pub(crate) struct Shared {
     replay: Mutex<Replay>,
     /// resumable sessions: the peer's numbered frames we handled
     received: Mutex<Received>,
-    /// a driver runs the session on a connection now
+    /// a driver runs (or is about to run) the session on a connection; false while a
+    /// resumable session waits for its next connection
     attached: AtomicBool,
     /// `cfg.window_budget`: the receive windows of accepted streams and the [`EARLY_DATA`]
     /// each pending stream reserves are taken from it. Accepted streams get at least
@@ -226,7 +227,8 @@ impl Session {
             out_rx,
             replay: Mutex::new(Replay::default()),
             received: Mutex::new(Received::default()),
-            attached: AtomicBool::new(false),
+            // The first driver is about to run: a close before it starts is its to send.
+            attached: AtomicBool::new(true),
             open_streams: Watch::new(0),
             refusal_log: LogLimit::default(),
             // Never full: only pending streams are in it.

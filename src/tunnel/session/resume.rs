@@ -20,7 +20,11 @@ impl Shared {
 
     /// A frame from the peer: ACKs free what we kept; every other frame is handled and, in a
     /// resumable session, counted (and acknowledged now and then). `len` is its size.
-    pub(super) fn handle_numbered(self: &Arc<Self>, frame: Frame, len: usize) -> Result<(), String> {
+    pub(super) fn handle_numbered(
+        self: &Arc<Self>,
+        frame: Frame,
+        len: usize,
+    ) -> Result<(), String> {
         match frame {
             Frame::Ack { received } => {
                 if !self.cfg.resumable {
@@ -80,7 +84,11 @@ where
         match msg {
             Message::Binary(bytes) => match Frame::decode_shared(&bytes) {
                 Ok(Frame::Resume { received }) => break received,
-                Ok(_) => return Err(protocol("expected RESUME first on a resumed connection".into())),
+                Ok(_) => {
+                    return Err(protocol(
+                        "expected RESUME first on a resumed connection".into(),
+                    ));
+                }
                 Err(e) => return Err(protocol(e.to_string())),
             },
             Message::Pong(p) => shared.pong(&p),
@@ -139,4 +147,3 @@ where
     }
     flush(tx).await
 }
-
