@@ -234,6 +234,10 @@ fn open_fin_and_reset_made_while_the_connection_is_down_arrive_once_it_is_back()
                 .await
                 .is_none()
         );
-        assert_eq!(relay.stream_count(), 2, "the half-closed stream and the third");
+        assert_eq!(
+            relay.stream_count(),
+            2,
+            "the half-closed stream and the third"
+        );
     });
 }

@@ -166,6 +166,15 @@ async fn pause_while_answers_queue(shared: &Shared) {
         .await;
 }
 
+/// Why writing the WebSocket failed, as the connection's end (worded as a failed read is).
+fn write_error(e: async_tungstenite::tungstenite::Error) -> CloseReason {
+    use async_tungstenite::tungstenite::Error as E;
+    match e {
+        E::Io(e) => CloseReason::Transport(e.to_string()),
+        e => CloseReason::Transport(e.to_string()),
+    }
+}
+
 /// Why reading the WebSocket failed, as the session's end.
 pub(super) fn read_error(e: async_tungstenite::tungstenite::Error) -> CloseReason {
     use async_tungstenite::tungstenite::Error as E;
@@ -174,7 +183,7 @@ pub(super) fn read_error(e: async_tungstenite::tungstenite::Error) -> CloseReaso
         E::ConnectionClosed | E::AlreadyClosed => CloseReason::PeerClosed,
         // The peer vanished (killed, network gone): a transport failure, not abuse.
         E::Protocol(P::ResetWithoutClosingHandshake) => {
-            CloseReason::Transport("connection reset without a close handshake".into())
+            CloseReason::Transport("connection closed without a websocket close".into())
         }
         E::Io(e) => CloseReason::Transport(e.to_string()),
         E::Capacity(e) => CloseReason::Protocol(1009, format!("message too large: {e}")),
@@ -239,7 +248,7 @@ async fn write_loop<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let fail = |e: async_tungstenite::tungstenite::Error| CloseReason::Transport(e.to_string());
+    let fail = write_error;
     if let Some(replayed) = replayed {
         if let Err(e) = write_resume(shared, tx, replayed).await {
             return fail(e);
