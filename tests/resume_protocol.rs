@@ -3,79 +3,29 @@
 //! frames are checked (counts it cannot have, frames in the wrong place, a peer that never
 //! acknowledges).
 
+#[path = "common/mux.rs"]
+mod mux;
 #[path = "common/own_executor.rs"]
 mod own_executor;
 #[path = "common/pipe.rs"]
 mod pipe;
 
-use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::protocol::Role;
+use mux::{relay_over, violation_closes_with, ws_pair};
+
 use async_tungstenite::tungstenite::{Bytes, Message};
 use burrow::metrics::Metrics;
-use burrow::tunnel::ws::ws_config;
 use burrow::tunnel::*;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use futures_lite::{FutureExt, StreamExt};
 use own_executor::{deadline, on_own_executor};
-use pipe::{End, duplex};
-use smol::Executor;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-
-async fn ws_pair() -> (WebSocketStream<End>, WebSocketStream<End>) {
-    let (a, b) = duplex(256 * 1024);
-    let c = WebSocketStream::from_raw_socket(a, Role::Client, Some(ws_config())).await;
-    let r = WebSocketStream::from_raw_socket(b, Role::Server, Some(ws_config())).await;
-    (c, r)
-}
 
 fn resumable() -> SessionConfig {
     SessionConfig {
         resumable: true,
         ..SessionConfig::default()
     }
-}
-
-/// A relay session over `ws` with `cfg`, its driver running on `ex`.
-fn relay_over(
-    ex: &Arc<Executor<'static>>,
-    ws: WebSocketStream<End>,
-    cfg: SessionConfig,
-) -> (Session, smol::Task<CloseReason>) {
-    let (relay, driver) = Session::new(
-        Side::Relay,
-        cfg,
-        "relay".into(),
-        Arc::new(Metrics::default()),
-    );
-    (relay, ex.spawn(driver.run(ws)))
-}
-
-/// Sends `msgs` from a raw peer to a relay session with `cfg`; the close code it gets back.
-fn violation_closes_with(cfg: SessionConfig, msgs: Vec<Message>, want: u16) {
-    on_own_executor(|ex| async move {
-        let (mut raw, r) = ws_pair().await;
-        let (relay, end) = relay_over(&ex, r, cfg);
-        for m in msgs {
-            raw.send(m).await.unwrap();
-        }
-        let code = deadline("close frame", async {
-            loop {
-                match raw.next().await {
-                    Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
-                    Some(Ok(_)) => continue,
-                    other => panic!("expected a close frame, got {other:?}"),
-                }
-            }
-        })
-        .await;
-        assert_eq!(code, want);
-        match deadline("session end", end).await {
-            CloseReason::Protocol(c, _) => assert_eq!(c, want),
-            other => panic!("{other:?}"),
-        }
-        assert!(relay.is_closed());
-    });
 }
 
 fn frame(f: Frame) -> Message {
@@ -231,5 +181,63 @@ fn streams_continue_on_a_second_connection_with_nothing_lost() {
         assert!(back == payload, "the echo differs from what was sent");
         deadline("writer", writer).await;
         assert_eq!(m.resumes.load(Ordering::Relaxed), 2, "both sides resumed");
+    });
+}
+
+#[test]
+fn open_fin_and_reset_made_while_the_connection_is_down_arrive_once_it_is_back() {
+    on_own_executor(|ex| async move {
+        let m = Arc::new(Metrics::default());
+        let (c1, r1) = ws_pair().await;
+        let (client, cd) = Session::new(Side::Client, resumable(), "client".into(), m.clone());
+        let (relay, rd) = Session::new(Side::Relay, resumable(), "relay".into(), m.clone());
+        let (client_end, relay_end) = (ex.spawn(cd.run(c1)), ex.spawn(rd.run(r1)));
+        // Two streams up: one will be reset, one half-closed.
+        let doomed = client.open_early(OpenTarget::Bound { bind_id: 1 }).unwrap();
+        let doomed_far = deadline("accept 1", relay.accept()).await.unwrap().accept();
+        let closing = client.open_early(OpenTarget::Bound { bind_id: 2 }).unwrap();
+        let mut closing_far = deadline("accept 2", relay.accept()).await.unwrap().accept();
+        // The connection goes down.
+        client_end.cancel().await;
+        assert!(deadline("relay notices", relay_end).await.is_link_failure());
+        // Meanwhile the client resets one stream, finishes the other, and opens a third.
+        doomed.reset(RefuseCode::Other, "changed my mind");
+        let mut w = closing.clone();
+        w.write_all(b"last words").await.unwrap();
+        w.close().await.unwrap();
+        let mut third = client.open_early(OpenTarget::Bound { bind_id: 3 }).unwrap();
+        third.write_all(b"hello early").await.unwrap();
+        // Back on a new connection: each arrives, once.
+        let (c2, r2) = ws_pair().await;
+        let _c = ex.spawn(client.resume_driver().run(c2));
+        let _r = ex.spawn(relay.resume_driver().run(r2));
+        let mut buf = [0u8; 1];
+        let mut far = doomed_far.clone();
+        let e = deadline("the reset", far.read(&mut buf)).await.unwrap_err();
+        assert!(e.to_string().contains("changed my mind"), "{e}");
+        let mut got = Vec::new();
+        deadline("the FIN", closing_far.read_to_end(&mut got))
+            .await
+            .unwrap();
+        assert_eq!(got, b"last words");
+        let inc = deadline("the third OPEN", relay.accept()).await.unwrap();
+        assert_eq!(inc.target, OpenTarget::Bound { bind_id: 3 });
+        let mut third_far = inc.accept();
+        let mut hello = [0u8; 11];
+        deadline("early data", third_far.read_exact(&mut hello))
+            .await
+            .unwrap();
+        assert_eq!(&hello, b"hello early");
+        // Nothing twice: no second stream 3 waits, and the session goes on.
+        assert!(
+            futures_lite::future::poll_once(relay.accept())
+                .await
+                .is_none()
+        );
+        assert_eq!(
+            relay.stream_count(),
+            2,
+            "the half-closed stream and the third"
+        );
     });
 }

@@ -90,3 +90,36 @@ fn a_returning_client_resumes_over_its_stale_connection() {
         );
     });
 }
+
+#[test]
+fn a_relay_that_does_not_resume_resets_the_streams_as_before() {
+    run(|sp| async move {
+        let (echo, _e) = start_echo().await;
+        let relay = start_relay(
+            &sp,
+            RelayConfig {
+                resume: false,
+                ..RelayConfig::default()
+            },
+        )
+        .await;
+        let fwd = Forwarder::start(relay.addr).await;
+        let url = format!("ws://{}/burrow", fwd.addr).parse().unwrap();
+        let mut cfg = ClientConfig::new(url);
+        cfg.locals = vec![format!("127.0.0.1:0:{echo}").parse().unwrap()];
+        let c = start_client(&sp, cfg).await;
+        c.wait("connected", |e| *e == Event::Connected).await;
+        let mut s = TcpStream::connect(c.locals[0]).await.unwrap();
+        s.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        within(10, "echo", s.read_exact(&mut back)).await.unwrap();
+        fwd.cut();
+        // Not Suspended: the session ends with its connection, and a new one follows.
+        c.wait("lost", |e| matches!(e, Event::Lost(_))).await;
+        c.wait("connected again", |e| *e == Event::Connected).await;
+        let mut rest = Vec::new();
+        let read = within(10, "the stream ends", s.read_to_end(&mut rest)).await;
+        assert!(read.is_err() || rest.is_empty(), "{read:?} {rest:?}");
+        assert_eq!(c.metrics.resumes.load(Ordering::Relaxed), 0);
+    });
+}

@@ -1,10 +1,14 @@
 //! Two sessions over an in-memory pipe, on an executor each test owns (never smol's global
 //! one): streams both ways, credit flow control, refusals, limits, bad input, dead peers.
 
+#[path = "common/mux.rs"]
+mod mux;
 #[path = "common/own_executor.rs"]
 mod own_executor;
 #[path = "common/pipe.rs"]
 mod pipe;
+
+use mux::{relay_over, ws_pair};
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::Role;
@@ -15,17 +19,10 @@ use burrow::tunnel::*;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use futures_lite::{FutureExt, StreamExt};
 use own_executor::{deadline, on_own_executor};
-use pipe::{End, duplex};
+use pipe::duplex;
 use smol::Executor;
 use std::sync::Arc;
 use std::time::Duration;
-
-async fn ws_pair() -> (WebSocketStream<End>, WebSocketStream<End>) {
-    let (a, b) = duplex(256 * 1024);
-    let c = WebSocketStream::from_raw_socket(a, Role::Client, Some(ws_config())).await;
-    let r = WebSocketStream::from_raw_socket(b, Role::Server, Some(ws_config())).await;
-    (c, r)
-}
 
 struct Pair {
     client: Session,
@@ -221,47 +218,9 @@ fn refusals_and_stream_limits() {
     });
 }
 
-/// A relay session over `ws`, its driver running on `ex`.
-fn relay_over<S>(
-    ex: &Arc<Executor<'static>>,
-    ws: WebSocketStream<S>,
-    cfg: SessionConfig,
-) -> (Session, smol::Task<CloseReason>)
-where
-    S: futures_lite::io::AsyncRead + futures_lite::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (relay, driver) = Session::new(
-        Side::Relay,
-        cfg,
-        "relay".into(),
-        Arc::new(Metrics::default()),
-    );
-    (relay, ex.spawn(driver.run(ws)))
-}
-
 /// A raw WebSocket peer that sends `msg` to a relay session and returns the close code.
 fn violation_closes_with(msg: Message, want: u16) {
-    on_own_executor(|ex| async move {
-        let (mut raw, r) = ws_pair().await;
-        let (relay, end) = relay_over(&ex, r, SessionConfig::default());
-        raw.send(msg).await.unwrap();
-        let code = deadline("close frame", async {
-            loop {
-                match raw.next().await {
-                    Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
-                    Some(Ok(_)) => continue,
-                    other => panic!("expected a close frame, got {other:?}"),
-                }
-            }
-        })
-        .await;
-        assert_eq!(code, want);
-        match deadline("session end", end).await {
-            CloseReason::Protocol(c, _) => assert_eq!(c, want),
-            other => panic!("{other:?}"),
-        }
-        assert!(relay.close_reason().is_some());
-    });
+    mux::violation_closes_with(SessionConfig::default(), vec![msg], want);
 }
 
 #[test]

@@ -62,9 +62,14 @@ pub struct ServerArgs {
     /// most streams per session (default 10000)
     #[argh(option, default = "10000")]
     pub max_streams: usize,
-    /// how long a disconnected client's -R ports are held for it (default 60s)
+    /// how long a disconnected client's session (its streams and -R ports) is held for it
+    /// (default 60s)
     #[argh(option, default = "secs(60)", from_str_fn(parse_duration))]
     pub grace: Duration,
+    /// do not resume sessions: a client's streams are reset when its connection drops (its -R
+    /// ports are still held for --grace)
+    #[argh(switch)]
+    pub no_resume: bool,
     /// limit for dialing a -L target (default 10s)
     #[argh(option, default = "secs(10)", from_str_fn(parse_duration))]
     pub connect_timeout: Duration,

@@ -180,6 +180,7 @@ pub fn relay_config(a: &ServerArgs, token: Option<Secret>) -> Result<RelayConfig
         session: session_config(a.keepalive, a.max_streams)?,
         drain_timeout: a.drain_timeout,
         grace: a.grace,
+        resume: !a.no_resume,
         connect_timeout: a.connect_timeout,
         handshake_timeout: crate::tunnel::ws::HANDSHAKE_TIMEOUT,
         limits: relay_limits(a)?,

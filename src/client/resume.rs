@@ -48,14 +48,17 @@ impl Client {
             .await
     }
 
+    /// [`Client::next_link`] for a session that waits to be resumed (`held`), giving up at
+    /// `deadline`: each failed attempt says the streams still wait.
     async fn next_link_until(
         &self,
         retry: &mut Retry,
         ask: &ResumeAsk,
         shutdown: &ShutdownSignal,
         mut backoff: bool,
-        deadline: Option<Instant>,
+        held: Option<(&Session, Instant)>,
     ) -> Next {
+        let deadline = held.map(|(_, d)| d);
         loop {
             if backoff {
                 let mut delay = retry.rng.backoff(retry.attempt, self.cfg.max_backoff);
@@ -92,7 +95,13 @@ impl Client {
                     self.emit(Event::Lost(why.clone()));
                     return Next::Stop(Err(ClientError::Fatal(why)));
                 }
-                Err(AttemptError::Retry(why)) => self.emit(Event::Lost(why)),
+                Err(AttemptError::Retry(why)) => match held {
+                    Some((session, _)) => self.emit(Event::Suspended {
+                        why,
+                        streams: session.stream_count(),
+                    }),
+                    None => self.emit(Event::Lost(why)),
+                },
             }
         }
     }
@@ -171,7 +180,7 @@ impl Client {
     ) -> Result<Box<Link>, SessionEnd> {
         let deadline = Instant::now() + held.grace;
         let ask = ResumeAsk::Key(held.key.clone());
-        let next = self.next_link_until(retry, &ask, shutdown, true, Some(deadline));
+        let next = self.next_link_until(retry, &ask, shutdown, true, Some((session, deadline)));
         let closed = async {
             session.closed().await;
             Next::GaveUp

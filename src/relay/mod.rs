@@ -55,8 +55,10 @@ pub struct RelayConfig {
     pub session: SessionConfig,
     /// how long streams may finish after shutdown begins
     pub drain_timeout: Duration,
-    /// how long a gone client's listeners are held for it
+    /// how long a gone client's session (resumable) or listeners are held for it
     pub grace: Duration,
+    /// resume sessions whose connection was lost (`--no-resume` turns it off)
+    pub resume: bool,
     /// limit for dialing a target
     pub connect_timeout: Duration,
     /// limit for a connection's TLS handshake and request head
@@ -80,6 +82,7 @@ impl Default for RelayConfig {
             session: SessionConfig::default(),
             drain_timeout: Duration::from_secs(10),
             grace: Duration::from_secs(60),
+            resume: true,
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: HANDSHAKE_TIMEOUT,
             limits: RelayLimits::default(),

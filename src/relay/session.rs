@@ -106,7 +106,7 @@ async fn upgrade<S: FrontStream>(
             resume,
         } => (accept, session_id, resume),
     };
-    let (plan, key) = match ask {
+    let (plan, key) = match ask.filter(|_| ctx.cfg.resume) {
         None => (Plan::Plain, None),
         Some(ask) => match resume::find(ctx, &session_id, &ask) {
             Some((to, key)) => (Plan::Resume(to), Some(key)),

@@ -263,16 +263,21 @@ MaxClients 20
 LogLevel Info
 EOF
 TINYPROXY_LOG="$WORK/tinyproxy.log"
-bg "$NS_CORP" "$TINYPROXY_LOG" tinyproxy -d -c "$WORK/tinyproxy.conf"
-tp_up=0
-for _ in $(seq 50); do
-    if nsx "$NS_PRIV" bash -c "exec 3<>/dev/tcp/$CORP_IP/8888" 2>/dev/null; then
-        tp_up=1
-        break
-    fi
-    sleep 0.2
-done
-((tp_up)) || die "tinyproxy did not listen on $CORP_IP:8888" "$TINYPROXY_LOG"
+# start_tinyproxy LOG: tinyproxy (foreground, so its PID is TINYPROXY_PID) on $CORP_IP:8888;
+# true once the private network can connect to it (bounded: 10 s).
+start_tinyproxy() {
+    bg "$NS_CORP" "$1" tinyproxy -d -c "$WORK/tinyproxy.conf"
+    TINYPROXY_PID=$BG_PID
+    for _ in $(seq 50); do
+        if nsx "$NS_PRIV" bash -c "exec 3<>/dev/tcp/$CORP_IP/8888" 2>/dev/null; then
+            return 0
+        fi
+        running "$TINYPROXY_PID" || return 1
+        sleep 0.2
+    done
+    return 1
+}
+start_tinyproxy "$TINYPROXY_LOG" || die "tinyproxy did not listen on $CORP_IP:8888" "$TINYPROXY_LOG"
 
 # --- public: the relay -------------------------------------------------------------------------
 RELAY_N=0
@@ -463,6 +468,86 @@ else
     browser "$B" "${PROXY_ARGS[@]}" "http://app.internal/"
     expect_page "${names[4]}" "$B" "http://app.internal/" "$HTTP_MARKER" "$B.stderr" \
         "$CLIENT_ERR" "$RELAY_LOG"
+fi
+
+# --- check 4b: the corporate proxy restarts while the browser downloads 50 MiB ------------------
+# tinyproxy gets SIGTERM mid-download (it closes every connection it carries, the client's
+# tunnel to the relay among them) and starts again on the same port: the client reconnects
+# through it, the relay resumes the session, and the browser's download completes intact.
+names=("tinyproxy restart mid-download: the browser's 50 MiB fetch completes with the right sha256"
+    "tinyproxy restart mid-download: the client printed 'lost: ...; resuming N streams' and 'connected; resumed N streams'"
+    "tinyproxy restart mid-download: the client reconnected through the new tinyproxy")
+if ! running "$CLIENT_PID"; then
+    for n in "${names[@]}"; do fail "$n" "the client is not running" "$CLIENT_ERR"; done
+else
+    B="$WORK/browser-4b-proxy-restart.log"
+    timeout 120 ip netns exec "$NS_CLOUD" node "$HERE/browser.mjs" "${PROXY_ARGS[@]}" \
+        --fetch "/big.bin?rate=$BIG_RATE" "http://app.internal/" </dev/null >"$B" 2>"$B.stderr" &
+    DL_PID=$!
+    PIDS+=("$DL_PID")
+    # Restart once at least 4 MiB have arrived (bounded: 60 s, Chromium's start included).
+    at=0
+    for _ in $(seq 600); do
+        at=$(grep -Eo '^progress [0-9]+' "$B" 2>/dev/null | tail -n 1 | awk '{print $2}') || true
+        at=${at:-0}
+        ((at >= 4 * 1024 * 1024)) && break
+        running "$DL_PID" || break
+        sleep 0.1
+    done
+    if ((at < 4 * 1024 * 1024)); then
+        for n in "${names[@]}"; do
+            fail "$n" "the download never got going: $(tr '\n' '|' <"$B")" "$B.stderr" "$CLIENT_ERR"
+        done
+    else
+        lines_before=$(wc -l <"$CLIENT_OUT")
+        log_before=$(wc -l <"$CLIENT_ERR")
+        kill -TERM "$TINYPROXY_PID"
+        wait_exit "$TINYPROXY_PID" 5 || { kill -KILL "$TINYPROXY_PID"; wait_exit "$TINYPROXY_PID" 5; } ||
+            true
+        echo "# tinyproxy stopped with $at of $BIG_SIZE bytes in the browser"
+        if ((at >= BIG_SIZE)); then
+            fail "tinyproxy restart mid-download: the restart landed mid-transfer" \
+                "the browser already had all $at bytes"
+        fi
+        TINYPROXY2_LOG="$WORK/tinyproxy-2.log"
+        tp_up=0
+        for _ in $(seq 20); do # the port may linger for a moment: bounded retries
+            if start_tinyproxy "$TINYPROXY2_LOG"; then
+                tp_up=1
+                break
+            fi
+            kill "$TINYPROXY_PID" 2>/dev/null || true
+            sleep 0.25
+        done
+        ((tp_up)) || fail "tinyproxy restart mid-download: tinyproxy listens again on $CORP_IP:8888" \
+            "it did not" "$TINYPROXY2_LOG"
+        dl_rc=timeout
+        if wait_exit "$DL_PID" 90; then dl_rc=$EXIT_RC; fi
+        line=$(grep -E '^fetch ' "$B" | head -n 1 || true)
+        expect "${names[0]}" "$line" "fetch /big.bin?rate=$BIG_RATE sha256=$BIG_SHA bytes=$BIG_SIZE" \
+            "$B" "$B.stderr" "$CLIENT_ERR" "$RELAY_LOG"
+        [[ $dl_rc == 0 ]] || echo "# browser.mjs exit $dl_rc"
+        after=$(tail -n "+$((lines_before + 1))" "$CLIENT_OUT")
+        # A reset would show as a `lost` without `; resuming` (other than a failed attempt while
+        # tinyproxy was down: `lost: cannot reach relay ...`), or as the client's warning "relay
+        # did not resume the session" in its log.
+        resets=$(grep -E '^lost: ' <<<"$after" | grep -Ev '; resuming [0-9]+ streams$' |
+            grep -v '^lost: cannot reach relay ' || true)
+        resets+=$(tail -n "+$((log_before + 1))" "$CLIENT_ERR" | grep -E 'did not resume' || true)
+        if grep -Eq '^lost: .*; resuming [0-9]+ streams$' <<<"$after" &&
+            grep -Eq '^connected; resumed [0-9]+ streams$' <<<"$after" && [[ -z $resets ]]; then
+            pass "${names[1]}"
+        else
+            fail "${names[1]}" "client lines since the restart: $(tr '\n' '|' <<<"$after")" \
+                "$CLIENT_ERR"
+        fi
+        if ((tp_up)) && wait_match "$TINYPROXY2_LOG" 'CONNECT relay\.public:8443' "" 1 5 >/dev/null; then
+            pass "${names[2]}"
+        else
+            fail "${names[2]}" "the new tinyproxy logged no CONNECT relay.public:8443" \
+                "$TINYPROXY2_LOG"
+        fi
+    fi
 fi
 
 # --- check 5: SIGTERM to the client while the browser downloads 50 MiB through it --------------

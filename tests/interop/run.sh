@@ -379,5 +379,7 @@ fi
 
 # shellcheck source=tests/interop/tunnel.sh
 source "$ROOT/tests/interop/tunnel.sh"
+# shellcheck source=tests/interop/resume.sh
+source "$ROOT/tests/interop/resume.sh"
 
 summary

@@ -166,6 +166,15 @@ async fn pause_while_answers_queue(shared: &Shared) {
         .await;
 }
 
+/// Why writing the WebSocket failed, as the connection's end (worded as a failed read is).
+fn write_error(e: async_tungstenite::tungstenite::Error) -> CloseReason {
+    use async_tungstenite::tungstenite::Error as E;
+    match e {
+        E::Io(e) => CloseReason::Transport(e.to_string()),
+        e => CloseReason::Transport(e.to_string()),
+    }
+}
+
 /// Why reading the WebSocket failed, as the session's end.
 pub(super) fn read_error(e: async_tungstenite::tungstenite::Error) -> CloseReason {
     use async_tungstenite::tungstenite::Error as E;
@@ -174,7 +183,7 @@ pub(super) fn read_error(e: async_tungstenite::tungstenite::Error) -> CloseReaso
         E::ConnectionClosed | E::AlreadyClosed => CloseReason::PeerClosed,
         // The peer vanished (killed, network gone): a transport failure, not abuse.
         E::Protocol(P::ResetWithoutClosingHandshake) => {
-            CloseReason::Transport("connection reset without a close handshake".into())
+            CloseReason::Transport("connection closed without a websocket close".into())
         }
         E::Io(e) => CloseReason::Transport(e.to_string()),
         E::Capacity(e) => CloseReason::Protocol(1009, format!("message too large: {e}")),
@@ -239,7 +248,7 @@ async fn write_loop<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let fail = |e: async_tungstenite::tungstenite::Error| CloseReason::Transport(e.to_string());
+    let fail = write_error;
     if let Some(replayed) = replayed {
         if let Err(e) = write_resume(shared, tx, replayed).await {
             return fail(e);
@@ -250,22 +259,20 @@ where
         let Ok(first) = out_rx.recv().await else {
             return CloseReason::Local("session closed".into());
         };
-        let mut batch = Batch::default();
+        // Settled when dropped: also when this future is (a resumable session's connection
+        // replaced mid-write), so the queue's counts never keep what left it.
+        let mut batch = Batch::new(shared);
         let mut next = Some(first);
         let mut result = Ok(());
         while let Some(item) = next.take() {
-            let msg = match batch.message(shared, item) {
+            let msg = match batch.message(item) {
                 Ok(Some(msg)) => msg,
                 Ok(None) => {
                     // Close: what was fed goes out first.
                     result = flush(tx).await.map_err(fail);
-                    batch.settle(shared);
                     return result.err().unwrap_or_else(|| batch.close_reason());
                 }
-                Err(reason) => {
-                    batch.settle(shared);
-                    return reason;
-                }
+                Err(reason) => return reason,
             };
             if let Err(e) = feed(tx, msg).await {
                 result = Err(fail(e));
@@ -280,16 +287,17 @@ where
             result = flush(tx).await.map_err(fail);
         }
         // Taken from the queue, written or not (a resumable session keeps them for a replay).
-        batch.settle(shared);
+        drop(batch);
         if let Err(reason) = result {
             return reason;
         }
     }
 }
 
-/// One batch of the writer: what it took from the queue, for the accounting once it is out.
-#[derive(Default)]
-struct Batch {
+/// One batch of the writer: what it took from the queue, for the accounting once it is out
+/// (when the batch is dropped).
+struct Batch<'a> {
+    shared: &'a Shared,
     count: usize,
     /// DATA payload bytes taken
     data: usize,
@@ -298,10 +306,21 @@ struct Batch {
     close: Option<String>,
 }
 
-impl Batch {
+impl<'a> Batch<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        Batch {
+            shared,
+            count: 0,
+            data: 0,
+            non_data: 0,
+            close: None,
+        }
+    }
+
     /// The message for `item`, numbered and kept for a replay in a resumable session; `None`
     /// for the close (then [`Batch::close_reason`]).
-    fn message(&mut self, shared: &Shared, item: Out) -> Result<Option<Message>, CloseReason> {
+    fn message(&mut self, item: Out) -> Result<Option<Message>, CloseReason> {
+        let shared = self.shared;
         let resumable = shared.cfg.resumable;
         Ok(Some(match item {
             // The same accounting as `send_buf` and `send_frame`.
@@ -346,14 +365,16 @@ impl Batch {
         }))
     }
 
-    /// The batch left the queue: writers and the reader waiting for room wake.
-    fn settle(&mut self, shared: &Shared) {
-        shared.out.drained(std::mem::take(&mut self.data));
-        shared.out.non_data.sent(std::mem::take(&mut self.non_data));
-    }
-
     fn close_reason(&mut self) -> CloseReason {
         CloseReason::Local(self.close.take().unwrap_or_default())
+    }
+}
+
+impl Drop for Batch<'_> {
+    /// The batch left the queue: writers and the reader waiting for room wake.
+    fn drop(&mut self) {
+        self.shared.out.drained(self.data);
+        self.shared.out.non_data.sent(self.non_data);
     }
 }
 
