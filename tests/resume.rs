@@ -281,13 +281,18 @@ fn past_the_grace_streams_are_reset_and_a_new_session_starts() {
             cut.elapsed()
         );
         link.refuse(false);
+        // Failed attempts say `lost: …; resuming 2 streams`; then the relay no longer has the
+        // session: `lost` (for good) and a new session.
+        let mut ended = None;
         loop {
             match next_state(&c, "connected again").await {
                 Event::Connected => break,
-                Event::Lost(_) => continue,
+                Event::Suspended { .. } => continue,
+                Event::Lost(why) => ended = Some(why),
                 other => panic!("expected a new session, got {other:?}"),
             }
         }
+        assert!(ended.is_some(), "no `lost` before the new session");
         // The -L stream was reset with the session it belonged to.
         let ended = within(10, "the -L stream ends", local.read(&mut buf)).await;
         assert!(!matches!(ended, Ok(1..)), "-L read {ended:?}");
