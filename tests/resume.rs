@@ -311,6 +311,47 @@ fn past_the_grace_streams_are_reset_and_a_new_session_starts() {
 }
 
 #[test]
+fn a_relay_restart_resets_streams_and_says_so() {
+    logs();
+    run(|sp| async move {
+        let (echo, _e) = start_echo().await;
+        let (first, link, c) = through_link(&sp, RelayConfig::default(), echo, |_| {}).await;
+        let mut local = TcpStream::connect(c.locals[0]).await.unwrap();
+        within(10, "echo", round_trip(&mut local, 60, 1024))
+            .await
+            .unwrap();
+        // The relay is gone (its process restarted): the client's next connection reaches a
+        // relay that never had its session.
+        let second = start_relay(&sp, RelayConfig::default()).await;
+        no_loss_before_the_cut(&c);
+        link.retarget(second.addr);
+        link.cut(Cut::Rst);
+        drop(first);
+        match next_state(&c, "suspended").await {
+            Event::Suspended { streams, .. } => assert_eq!(streams, 1),
+            other => panic!("expected Suspended after the cut, got {other:?}"),
+        }
+        match next_state(&c, "lost").await {
+            Event::Lost(_) => {}
+            other => panic!("expected `lost` (the relay no longer had the session), got {other:?}"),
+        }
+        match next_state(&c, "connected").await {
+            Event::Connected => {}
+            other => panic!("expected a new session, got {other:?}"),
+        }
+        let mut buf = [0u8; 1];
+        let ended = within(10, "the -L stream ends", local.read(&mut buf)).await;
+        assert!(!matches!(ended, Ok(1..)), "-L read {ended:?}");
+        let mut again = TcpStream::connect(c.locals[0]).await.unwrap();
+        within(10, "echo", round_trip(&mut again, 61, 1024))
+            .await
+            .unwrap();
+        assert_eq!(second.metrics.resumes.load(Relaxed), 0);
+        assert_eq!(c.metrics.resumes.load(Relaxed), 0);
+    });
+}
+
+#[test]
 fn without_resume_a_cut_resets_streams() {
     logs();
     run(|sp| async move {

@@ -39,8 +39,9 @@ struct Conn {
     _task: smol::Task<()>,
 }
 
-#[derive(Default)]
 struct Inner {
+    /// where new connections go
+    target: Mutex<SocketAddr>,
     conns: Mutex<Vec<Conn>>,
     refusing: AtomicBool,
     accepted: AtomicU64,
@@ -67,7 +68,15 @@ impl Link {
     pub async fn start(target: SocketAddr) -> Link {
         let l = TcpListener::bind(crate::common::lo()).await.unwrap();
         let addr = l.local_addr().unwrap();
-        let inner = Arc::new(Inner::default());
+        let inner = Arc::new(Inner {
+            target: Mutex::new(target),
+            conns: Mutex::default(),
+            refusing: AtomicBool::default(),
+            accepted: AtomicU64::default(),
+            swallowed_up: AtomicU64::default(),
+            swallowed_down: AtomicU64::default(),
+            frames_up: Mutex::default(),
+        });
         let i2 = inner.clone();
         let accept = smol::spawn(async move {
             while let Ok((a, _)) = l.accept().await {
@@ -76,6 +85,7 @@ impl Link {
                     rst(&a);
                     continue;
                 }
+                let target = *i2.target.lock().unwrap();
                 let Ok(b) = TcpStream::connect(target).await else {
                     rst(&a);
                     continue;
@@ -138,6 +148,11 @@ impl Link {
     /// While on, new connections are reset as soon as they are accepted.
     pub fn refuse(&self, on: bool) {
         self.inner.refusing.store(on, SeqCst);
+    }
+
+    /// New connections go to `target` from now on (a relay restarted elsewhere).
+    pub fn retarget(&self, target: SocketAddr) {
+        *self.inner.target.lock().unwrap() = target;
     }
 
     /// Connections passed through so far.
