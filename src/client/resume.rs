@@ -150,12 +150,13 @@ impl Client {
                 Err(end) => return end,
             };
             if link.offer.as_ref().map(|o| &o.key) != Some(&held.key) {
-                log::warn!(
-                    "session {}: relay did not resume the session: {} streams reset",
-                    session.label(),
+                let why = format!(
+                    "relay did not resume the session: {} streams reset",
                     session.stream_count()
                 );
+                log::warn!("session {}: {why}", session.label());
                 session.close("the relay no longer had the session");
+                self.emit(Event::Lost(why));
                 return SessionEnd::Replaced(link);
             }
             // The relay is reachable: the next loss starts the backoff afresh.

@@ -296,6 +296,76 @@ rs_no_resume() {
     kill "$RS_CLIENT_PID" "$CUT_PID" 2>/dev/null || true
 }
 
+# rs_crash: a relay killed (SIGKILL: the process is gone) with a download in flight through the
+# client's -R port, and another started on the same port: it cannot resume the session, so the
+# client says so, resets the stream (the download fails), starts a new session and binds its
+# port again. README: "a relay restart still resets the streams in flight".
+rs_crash() {
+    local names=("resume crash: after the relay's SIGKILL the client waits to resume ('lost: ...; resuming 1 streams')"
+        "resume crash: a new relay on the same port cannot resume: the client prints 'lost: relay did not resume the session', then 'connected' and its -R port again"
+        "resume crash: the download in flight fails (its stream was reset), and the port serves again")
+    local rc=0 line port dl r2=0
+    if ! rs_relay crash-1; then
+        fail_all "the first relay did not start" "$RS_RELAY_LOG" "${names[@]}"
+        return
+    fi
+    local relay=$RS_RELAY first_log=$RS_RELAY_LOG
+    CUT_URL="ws://$relay/burrow"
+    if ! rs_client client-crash -R "127.0.0.1:0:127.0.0.1:$ORIGIN_PORT"; then
+        fail_all "the client did not connect and bind" "$RS_CLIENT_LOG" "${names[@]}"
+        return
+    fi
+    port=$RS_ADDR
+    # Slow enough to be in flight when the relay dies (256 MiB at 4 MiB/s).
+    curl -q -sS --max-time 60 --limit-rate 4M -o "$RS_OUT" "http://$port/big256.bin" \
+        </dev/null 2>"$WORK/resume-curl-crash.err" &
+    dl=$!
+    # Kill once the download is under way (bounded poll).
+    for _ in $(seq 100); do
+        (($(stat -c %s "$RS_OUT" 2>/dev/null || echo 0) > 1048576)) && break
+        sleep 0.1
+    done
+    kill -KILL "$RS_RELAY_PID"
+    if line=$(wait_match "$RS_CLIENT_LOG" '^lost: .*; resuming 1 streams' "$RS_CLIENT_PID" 1 15); then
+        pass "${names[0]}"
+    else
+        fail "${names[0]}" "client lines: $(grep -v '^\[' "$RS_CLIENT_LOG" | tr '\n' '|')" \
+            "$RS_CLIENT_LOG" "$first_log"
+    fi
+    # The port was just freed; another process may hold it for a moment: retry, bounded.
+    for _ in $(seq 20); do
+        RS_RELAY_LOG="$WORK/resume-crash-2.log"
+        "$BURROW" server --listen "$relay" --token "$RS_TOKEN" </dev/null >"$RS_RELAY_LOG" 2>&1 &
+        RS_RELAY_PID=$!
+        PIDS+=("$RS_RELAY_PID")
+        if wait_match "$RS_RELAY_LOG" 'relay listening on' "$RS_RELAY_PID" >/dev/null; then
+            r2=1
+            break
+        fi
+        sleep 0.25
+    done
+    if ((r2 == 0)); then
+        fail_all "no second relay could listen on $relay" "$RS_RELAY_LOG" "${names[@]:1}"
+    elif wait_match "$RS_CLIENT_LOG" '^lost: relay did not resume the session: 1 streams reset' \
+        "$RS_CLIENT_PID" 1 40 >/dev/null &&
+        wait_match "$RS_CLIENT_LOG" '^connected$' "$RS_CLIENT_PID" 2 10 >/dev/null &&
+        line=$(wait_match "$RS_CLIENT_LOG" '^bound R [0-9.]+:[0-9]+ ' "$RS_CLIENT_PID" 2 10) &&
+        [[ $(awk '{print $3}' <<<"$line") == "$port" ]]; then
+        pass "${names[1]}"
+    else
+        fail "${names[1]}" "client lines: $(grep -v '^\[' "$RS_CLIENT_LOG" | tr '\n' '|')" \
+            "$RS_CLIENT_LOG" "$RS_RELAY_LOG"
+    fi
+    wait "$dl" || rc=$?
+    if ((rc != 0)) && [[ $(body "http://$port/hello.txt") == "$HELLO" ]]; then
+        pass "${names[2]} (curl exit $rc)"
+    else
+        fail "${names[2]}" "curl exit $rc" "$RS_CLIENT_LOG" "$RS_RELAY_LOG"
+    fi
+    rm -f "$RS_OUT"
+    kill "$RS_CLIENT_PID" "$RS_RELAY_PID" 2>/dev/null || true
+}
+
 # ---------------------------------------------------------------------------------------------
 # One relay for every check (the cutters sit in front of it); its default --grace (60 s).
 
@@ -314,6 +384,7 @@ else
     rs_ssh
     rs_no_resume
 fi
+rs_crash
 
 # No log of these checks holds the relay token.
 if grep -lF -e "$RS_TOKEN" "$WORK"/resume-*.log >/dev/null 2>&1; then
