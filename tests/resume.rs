@@ -1,8 +1,8 @@
 //! Sessions that outlive their connection (issue 10): a fault-injecting link between client
 //! and relay cuts (FIN, RST) or blackholes the connection in the middle of transfers over many
 //! streams (here), or of an OPEN, a FIN, a RESET, a half-closed stream (`in_flight`); every
-//! stream must continue intact. Past the relay's grace, and with `resume: false`, streams are
-//! reset as before.
+//! stream must continue intact. Past the relay's grace, after a relay restart, and with
+//! `resume: false`, streams are reset as before.
 
 mod common;
 #[path = "resume/in_flight.rs"]
