@@ -241,3 +241,60 @@ fn open_fin_and_reset_made_while_the_connection_is_down_arrive_once_it_is_back()
         );
     });
 }
+
+/// The peer's first frame on a raw connection: its RESUME count.
+async fn read_resume(raw: &mut async_tungstenite::WebSocketStream<pipe::End>) -> u64 {
+    match deadline("RESUME", raw.next()).await {
+        Some(Ok(Message::Binary(b))) => match Frame::decode(&b) {
+            Ok(Frame::Resume { received }) => received,
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_cut_in_the_middle_of_the_resume_handshake_is_resumed_again() {
+    on_own_executor(|ex| async move {
+        let m = Arc::new(Metrics::default());
+        let (c1, r1) = ws_pair().await;
+        let (client, cd) = Session::new(Side::Client, resumable(), "client".into(), m.clone());
+        let (relay, rd) = Session::new(Side::Relay, resumable(), "relay".into(), m.clone());
+        let (client_end, relay_end) = (ex.spawn(cd.run(c1)), ex.spawn(rd.run(r1)));
+        let s = client.open_early(OpenTarget::Bound { bind_id: 1 }).unwrap();
+        let mut far = deadline("accept", relay.accept()).await.unwrap().accept();
+        let (mut r, mut w) = (s.clone(), s);
+        w.write_all(b"before").await.unwrap();
+        let mut got = [0u8; 6];
+        deadline("before", far.read_exact(&mut got)).await.unwrap();
+        client_end.cancel().await;
+        assert!(deadline("relay notices", relay_end).await.is_link_failure());
+        // Written while the link is down, both ways.
+        w.write_all(b"during").await.unwrap();
+        far.write_all(b"answer").await.unwrap();
+        // Connection 2: the relay sends its RESUME, the client's never comes (the link dies).
+        let (mut raw, r2) = ws_pair().await;
+        let relay_end = ex.spawn(relay.resume_driver().run(r2));
+        read_resume(&mut raw).await;
+        drop(raw);
+        assert!(deadline("relay detaches again", relay_end).await.is_link_failure());
+        // Connection 3: the client sends its RESUME, the relay's never comes.
+        let (c3, mut raw) = ws_pair().await;
+        let client_end = ex.spawn(client.resume_driver().run(c3));
+        read_resume(&mut raw).await;
+        drop(raw);
+        assert!(deadline("client detaches again", client_end).await.is_link_failure());
+        assert!(!client.is_closed() && !relay.is_closed());
+        // Connection 4: both sides; everything arrives once.
+        let (c4, r4) = ws_pair().await;
+        let _c = ex.spawn(client.resume_driver().run(c4));
+        let _r = ex.spawn(relay.resume_driver().run(r4));
+        deadline("during", far.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"during");
+        deadline("answer", r.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"answer");
+        w.write_all(b"after!").await.unwrap();
+        deadline("after", far.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"after!");
+    });
+}
