@@ -13,8 +13,13 @@
 //! (on the measured pair). Everything stays on loopback, every count and duration is bounded,
 //! and child processes die with the bench.
 //!
-//! Usage: `burrow-bench [--quick] [--burrow PATH] [--idle-streams A,B]` (or
-//! `BURROW_BIN=PATH`).
+//! Resumption (issue 10) is on by default in `burrow client`: `--no-resume` runs every tunnel
+//! client of the bench with `--no-resume`, and `--resume-both` measures the tunnel twice in
+//! the same run and rounds (one pair of each kind, the off pair's rows end in ", no resume")
+//! and prints a table of on ÷ off (see `resume::print`).
+//!
+//! Usage: `burrow-bench [--quick] [--burrow PATH] [--idle-streams A,B]
+//! [--no-resume | --resume-both]` (or `BURROW_BIN=PATH`).
 //! `burrow-bench --echo-server` is the bench's own child process (see `server::echo_child`).
 
 #[path = "load/client.rs"]
@@ -33,6 +38,8 @@ mod procs;
 mod reaper;
 #[path = "load/report.rs"]
 mod report;
+#[path = "load/resume.rs"]
+mod resume;
 #[path = "load/server.rs"]
 mod server;
 #[path = "load/usage.rs"]
@@ -41,9 +48,9 @@ mod usage;
 use anyhow::{Context, Result, bail};
 use client::Route;
 use phases::{finish, measure, memory, tunnel_memory};
-use procs::{ChildGuard, Relay};
+use procs::Relay;
 use report::{BulkPeak, Metrics, Outcome, Row};
-use std::net::SocketAddr;
+use resume::{Labels, Mode, Tunnel};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -117,10 +124,12 @@ struct Options {
     idle_streams: Option<[usize; 2]>,
     /// where bore and rathole are (`--peers DIR`; default: target/peers/bin)
     peers_bin: PathBuf,
+    /// the tunnel clients with resumption on, off, or a pair of each
+    resume: Mode,
 }
 
-const USAGE: &str =
-    "usage: burrow-bench [--quick] [--burrow PATH] [--peers DIR] [--idle-streams A,B]";
+const USAGE: &str = "usage: burrow-bench [--quick] [--burrow PATH] [--peers DIR] \
+                     [--idle-streams A,B] [--no-resume | --resume-both]";
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some(ECHO_SERVER_FLAG) {
@@ -158,10 +167,20 @@ fn parse_args() -> Result<Option<Options>> {
     let mut burrow = std::env::var_os("BURROW_BIN").map(PathBuf::from);
     let mut idle_streams = None;
     let mut peers_bin = None;
+    let mut resume = Mode::On;
+    let mut set_resume = |m: Mode| -> Result<()> {
+        if resume != Mode::On && resume != m {
+            bail!("--no-resume and --resume-both exclude each other");
+        }
+        resume = m;
+        Ok(())
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => sizes = &QUICK,
+            "--no-resume" => set_resume(Mode::Off)?,
+            "--resume-both" => set_resume(Mode::Both)?,
             "--burrow" => burrow = Some(args.next().context("--burrow needs a PATH")?.into()),
             "--peers" => peers_bin = Some(args.next().context("--peers needs a DIR")?.into()),
             "--idle-streams" => {
@@ -177,7 +196,14 @@ fn parse_args() -> Result<Option<Options>> {
                      --peers DIR          where bore and rathole are (default: target/peers/bin, \
                      as `just bench-peers` installs them)\n\
                      --idle-streams A,B   idle tunnel streams for the two memory readings \
-                     (default 1000,10000; --quick 100,500)"
+                     (default 1000,10000; --quick 100,500)\n\
+                     --no-resume          start every `burrow client` with --no-resume \
+                     (resumption off; it is on by default)\n\
+                     --resume-both        measure the tunnel with resumption on and off in the \
+                     same rounds\n                     \
+                     (rows \"tunnel -L, no resume\" …) and print on ÷ off: CPU s/GB, MB/s, \
+                     RSS idle,\n                     \
+                     with idle streams and peak during bulk"
                 );
                 return Ok(None);
             }
@@ -194,6 +220,7 @@ fn parse_args() -> Result<Option<Options>> {
         burrow,
         idle_streams,
         peers_bin,
+        resume,
     }))
 }
 
@@ -367,29 +394,35 @@ fn run(opts: &Options) -> Result<bool> {
 
     // The tunnel's memory on a pair of its own: 10,000 streams leave the heap larger than a
     // bulk transfer needs, which would hide the peak during bulk on the measured pair.
+    // With --resume-both, one such pair per mode, one after the other.
     let mut tunnel_mems = Vec::new();
-    let mem_pair = match &echo {
-        Ok(e) => Tunnel::start(&opts.burrow, server, Some(e.addr)),
-        Err(e) => Err(anyhow::anyhow!("no echo child: {e:#}")),
-    };
-    match &mem_pair {
-        Ok(t) => {
-            let echo_routes: Vec<Route> = t.client.locals[1..].iter().map(|&a| plain(a)).collect();
-            match tunnel_memory(&t.watched(), &echo_routes, &idle_streams) {
-                Ok(rows) => tunnel_mems = rows,
-                Err(e) => notes.push(format!("tunnel memory: failed: {e:#}")),
-            }
-            for (label, child) in t.children() {
-                let (_, proc_notes) = finish(&format!("{label} (idle-stream pair)"), child, 1)?;
-                match tunnel_mems.iter_mut().find(|m| m.name == label) {
-                    Some(row) => row.notes.extend(proc_notes),
-                    None => notes.extend(proc_notes),
+    for &resume in opts.resume.pairs() {
+        let labels = Labels::of(opts.resume, resume);
+        let mem_pair = match &echo {
+            Ok(e) => Tunnel::start(&opts.burrow, server, Some(e.addr), resume, labels),
+            Err(e) => Err(anyhow::anyhow!("no echo child: {e:#}")),
+        };
+        match &mem_pair {
+            Ok(t) => {
+                let echo_routes: Vec<Route> =
+                    t.client.locals[1..].iter().map(|&a| plain(a)).collect();
+                match tunnel_memory(&t.watched(), &echo_routes, &idle_streams) {
+                    Ok(rows) => tunnel_mems.extend(rows),
+                    Err(e) => {
+                        notes.push(format!("tunnel memory ({}): failed: {e:#}", labels.relay))
+                    }
+                }
+                for (label, child) in t.children() {
+                    let (_, proc_notes) = finish(&format!("{label} (idle-stream pair)"), child, 1)?;
+                    match tunnel_mems.iter_mut().find(|m| m.name == label) {
+                        Some(row) => row.notes.extend(proc_notes),
+                        None => notes.extend(proc_notes),
+                    }
                 }
             }
+            Err(e) => notes.push(format!("tunnel memory ({}): failed: {e:#}", labels.relay)),
         }
-        Err(e) => notes.push(format!("tunnel memory: failed: {e:#}")),
     }
-    drop(mem_pair);
     if let Ok(e) = &echo {
         if let Ok(n) = procs::tcp_connections(e.child.pid()) {
             if n > 0 {
@@ -430,20 +463,35 @@ fn run(opts: &Options) -> Result<bool> {
         Err(Outcome::Skipped(peers::WSTUNNEL.1.into())),
     ));
 
-    // The measured pair: same command lines, fresh processes.
-    let pair = Tunnel::start(&opts.burrow, server, echo.as_ref().ok().map(|e| e.addr));
-    match &pair {
-        Ok(t) => {
-            for (name, entry) in [(TUNNEL_L, t.client.locals[0]), (TUNNEL_R, t.client.remote)] {
-                paths.push(Path {
-                    watched: t.watched(),
-                    ..Path::new(name, Ok(plain(entry)))
-                });
+    // The measured pair(s): same command lines, fresh processes.
+    let pairs: Vec<Result<Tunnel>> = opts
+        .resume
+        .pairs()
+        .iter()
+        .map(|&resume| {
+            let labels = Labels::of(opts.resume, resume);
+            let echo_addr = echo.as_ref().ok().map(|e| e.addr);
+            Tunnel::start(&opts.burrow, server, echo_addr, resume, labels)
+        })
+        .collect();
+    for (pair, &resume) in pairs.iter().zip(opts.resume.pairs()) {
+        let labels = Labels::of(opts.resume, resume);
+        match pair {
+            Ok(t) => {
+                for (name, entry) in [
+                    (labels.local, t.client.locals[0]),
+                    (labels.remote, t.client.remote),
+                ] {
+                    paths.push(Path {
+                        watched: t.watched(),
+                        ..Path::new(name, Ok(plain(entry)))
+                    });
+                }
             }
-        }
-        Err(e) => {
-            paths.push(failed_path(TUNNEL_L, e));
-            paths.push(failed_path(TUNNEL_R, e));
+            Err(e) => {
+                paths.push(failed_path(labels.local, e));
+                paths.push(failed_path(labels.remote, e));
+            }
         }
     }
 
@@ -475,7 +523,7 @@ fn run(opts: &Options) -> Result<bool> {
         }
     }
     // The tunnel processes keep their session's connection.
-    for (label, child) in pair.iter().flat_map(Tunnel::children) {
+    for (label, child) in pairs.iter().flatten().flat_map(Tunnel::children) {
         let (_, proc_notes) = finish(label, child, 1)?;
         match tunnel_mems.iter_mut().find(|m| m.name == label) {
             Some(row) => row.notes.extend(proc_notes),
@@ -527,45 +575,12 @@ fn run(opts: &Options) -> Result<bool> {
         &mut footprints,
         &idle_streams,
     );
+    if opts.resume == Mode::Both {
+        resume::print(&rows, &tunnel_mems, s.streams);
+    }
     drop(peer_runs);
     Ok(ok)
 }
-
-/// The tunnel under test: a relay, and a client connected to it with `-L` and `-R` to the
-/// sink/echo server (and [`ECHO_LISTENERS`] more `-L` to the echo child, if there is one).
-struct Tunnel {
-    relay: Relay,
-    client: procs::TunnelClient,
-}
-
-impl Tunnel {
-    fn start(bin: &std::path::Path, server: SocketAddr, echo: Option<SocketAddr>) -> Result<Self> {
-        let relay = procs::relay(bin).context("relay")?;
-        let echoes = echo.into_iter().flat_map(|e| [e; ECHO_LISTENERS]);
-        let targets: Vec<SocketAddr> = std::iter::once(server).chain(echoes).collect();
-        let client = procs::tunnel_client(bin, relay.addr, &targets, server).context("client")?;
-        eprintln!(
-            "tunnel: relay on {}, client pid {}: -L {:?}, -R {}",
-            relay.addr,
-            client.child.pid(),
-            client.locals,
-            client.remote
-        );
-        Ok(Tunnel { relay, client })
-    }
-
-    fn children(&self) -> [(&'static str, &ChildGuard); 2] {
-        [(RELAY, &self.relay.child), (CLIENT, &self.client.child)]
-    }
-
-    fn watched(&self) -> Vec<(&'static str, u32)> {
-        self.children().map(|(l, c)| (l, c.pid())).to_vec()
-    }
-}
-
-/// `-L` listeners to the echo child: one serves at most 4,096 connections, and the idle-stream
-/// test holds up to 10,000.
-const ECHO_LISTENERS: usize = 3;
 
 /// Row and process names of the tunnel.
 pub const TUNNEL_L: &str = "tunnel -L";
