@@ -13,10 +13,17 @@
 //! (on the measured pair). Everything stays on loopback, every count and duration is bounded,
 //! and child processes die with the bench.
 //!
-//! Usage: `burrow-bench [--quick] [--burrow PATH] [--idle-streams A,B]` (or
-//! `BURROW_BIN=PATH`).
+//! Resumption (issue 10) is on by default in `burrow client`: `--no-resume` runs every tunnel
+//! client of the bench with `--no-resume`, and `--resume-both` measures the tunnel twice in
+//! the same run and rounds (one pair of each kind, the off pair's rows end in ", no resume")
+//! and prints a table of on ÷ off (see `resume::print`).
+//!
+//! Usage: `burrow-bench [--quick] [--burrow PATH] [--idle-streams A,B]
+//! [--no-resume | --resume-both]` (or `BURROW_BIN=PATH`).
 //! `burrow-bench --echo-server` is the bench's own child process (see `server::echo_child`).
 
+#[path = "load/args.rs"]
+mod args;
 #[path = "load/client.rs"]
 mod client;
 #[path = "load/compare.rs"]
@@ -33,18 +40,20 @@ mod procs;
 mod reaper;
 #[path = "load/report.rs"]
 mod report;
+#[path = "load/resume.rs"]
+mod resume;
 #[path = "load/server.rs"]
 mod server;
 #[path = "load/usage.rs"]
 mod usage;
 
 use anyhow::{Context, Result, bail};
+use args::{Options, USAGE, parse_args};
 use client::Route;
 use phases::{finish, measure, memory, tunnel_memory};
-use procs::{ChildGuard, Relay};
+use procs::Relay;
 use report::{BulkPeak, Metrics, Outcome, Row};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use resume::{Labels, Mode, Tunnel};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -52,9 +61,6 @@ use std::time::Duration;
 const WANT_NOFILE: u64 = 4096;
 /// Descriptors the bench keeps for itself besides the held streams (server, pipes, probes).
 const FD_MARGIN: u64 = 256;
-/// Most idle tunnel streams `--idle-streams` accepts (the bench stays bounded).
-const MAX_IDLE_STREAMS: usize = 50_000;
-/// The hidden mode that runs the held-streams echo server (`server::echo_child`).
 pub const ECHO_SERVER_FLAG: &str = "--echo-server";
 
 /// Sizes and counts of one run.
@@ -82,7 +88,7 @@ pub struct Sizes {
 
 const MIB: u64 = 1 << 20;
 
-const FULL: Sizes = Sizes {
+pub const FULL: Sizes = Sizes {
     label: "full",
     single: 512 * MIB,
     streams: 8,
@@ -96,7 +102,7 @@ const FULL: Sizes = Sizes {
     rounds: 3,
 };
 
-const QUICK: Sizes = Sizes {
+pub const QUICK: Sizes = Sizes {
     label: "quick",
     single: 32 * MIB,
     streams: 8,
@@ -109,18 +115,6 @@ const QUICK: Sizes = Sizes {
     idle_streams: [100, 500],
     rounds: 1,
 };
-
-struct Options {
-    sizes: &'static Sizes,
-    burrow: PathBuf,
-    /// `--idle-streams A,B`: the tunnel memory test's counts instead of the sizes'
-    idle_streams: Option<[usize; 2]>,
-    /// where bore and rathole are (`--peers DIR`; default: target/peers/bin)
-    peers_bin: PathBuf,
-}
-
-const USAGE: &str =
-    "usage: burrow-bench [--quick] [--burrow PATH] [--peers DIR] [--idle-streams A,B]";
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some(ECHO_SERVER_FLAG) {
@@ -151,82 +145,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn parse_args() -> Result<Option<Options>> {
-    let mut sizes = &FULL;
-    let mut burrow = std::env::var_os("BURROW_BIN").map(PathBuf::from);
-    let mut idle_streams = None;
-    let mut peers_bin = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--quick" => sizes = &QUICK,
-            "--burrow" => burrow = Some(args.next().context("--burrow needs a PATH")?.into()),
-            "--peers" => peers_bin = Some(args.next().context("--peers needs a DIR")?.into()),
-            "--idle-streams" => {
-                let v = args.next().context("--idle-streams needs A,B")?;
-                idle_streams = Some(parse_counts(&v)?);
-            }
-            "-h" | "--help" => {
-                println!(
-                    "{USAGE}\n\n\
-                     --quick              small sizes and counts: a sanity check in seconds\n\
-                     --burrow PATH        the burrow binary (default: $BURROW_BIN, else \
-                     target/release/burrow)\n\
-                     --peers DIR          where bore and rathole are (default: target/peers/bin, \
-                     as `just bench-peers` installs them)\n\
-                     --idle-streams A,B   idle tunnel streams for the two memory readings \
-                     (default 1000,10000; --quick 100,500)"
-                );
-                return Ok(None);
-            }
-            other => match other.strip_prefix("--burrow=") {
-                Some(p) => burrow = Some(p.into()),
-                None => bail!("unknown argument {other:?}"),
-            },
-        }
-    }
-    let burrow = burrow.unwrap_or_else(default_burrow);
-    let peers_bin = peers_bin.unwrap_or_else(|| PathBuf::from("target/peers/bin"));
-    Ok(Some(Options {
-        sizes,
-        burrow,
-        idle_streams,
-        peers_bin,
-    }))
-}
-
-/// `A,B`: two stream counts, each at least 1 and at most [`MAX_IDLE_STREAMS`].
-fn parse_counts(v: &str) -> Result<[usize; 2]> {
-    let parse = |x: &str| -> Result<usize> {
-        let n: usize = x
-            .trim()
-            .parse()
-            .with_context(|| format!("--idle-streams: bad count {x:?}"))?;
-        if !(1..=MAX_IDLE_STREAMS).contains(&n) {
-            bail!("--idle-streams: {n} is not in 1..={MAX_IDLE_STREAMS}");
-        }
-        Ok(n)
-    };
-    match v.split_once(',') {
-        Some((a, b)) => Ok([parse(a)?, parse(b)?]),
-        None => bail!("--idle-streams: expected A,B, got {v:?}"),
-    }
-}
-
-/// `target/release/burrow`, or else the `burrow` next to this binary (both are built into
-/// the same directory).
-fn default_burrow() -> PathBuf {
-    let local = PathBuf::from("target/release/burrow");
-    if local.exists() {
-        return local;
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.join("burrow")))
-        .filter(|p| p.exists())
-        .unwrap_or(local)
 }
 
 /// One path under test.
@@ -367,29 +285,35 @@ fn run(opts: &Options) -> Result<bool> {
 
     // The tunnel's memory on a pair of its own: 10,000 streams leave the heap larger than a
     // bulk transfer needs, which would hide the peak during bulk on the measured pair.
+    // With --resume-both, one such pair per mode, one after the other.
     let mut tunnel_mems = Vec::new();
-    let mem_pair = match &echo {
-        Ok(e) => Tunnel::start(&opts.burrow, server, Some(e.addr)),
-        Err(e) => Err(anyhow::anyhow!("no echo child: {e:#}")),
-    };
-    match &mem_pair {
-        Ok(t) => {
-            let echo_routes: Vec<Route> = t.client.locals[1..].iter().map(|&a| plain(a)).collect();
-            match tunnel_memory(&t.watched(), &echo_routes, &idle_streams) {
-                Ok(rows) => tunnel_mems = rows,
-                Err(e) => notes.push(format!("tunnel memory: failed: {e:#}")),
-            }
-            for (label, child) in t.children() {
-                let (_, proc_notes) = finish(&format!("{label} (idle-stream pair)"), child, 1)?;
-                match tunnel_mems.iter_mut().find(|m| m.name == label) {
-                    Some(row) => row.notes.extend(proc_notes),
-                    None => notes.extend(proc_notes),
+    for &resume in opts.resume.pairs() {
+        let labels = Labels::of(opts.resume, resume);
+        let mem_pair = match &echo {
+            Ok(e) => Tunnel::start(&opts.burrow, server, Some(e.addr), resume, labels),
+            Err(e) => Err(anyhow::anyhow!("no echo child: {e:#}")),
+        };
+        match &mem_pair {
+            Ok(t) => {
+                let echo_routes: Vec<Route> =
+                    t.client.locals[1..].iter().map(|&a| plain(a)).collect();
+                match tunnel_memory(&t.watched(), &echo_routes, &idle_streams) {
+                    Ok(rows) => tunnel_mems.extend(rows),
+                    Err(e) => {
+                        notes.push(format!("tunnel memory ({}): failed: {e:#}", labels.relay))
+                    }
+                }
+                for (label, child) in t.children() {
+                    let (_, proc_notes) = finish(&format!("{label} (idle-stream pair)"), child, 1)?;
+                    match tunnel_mems.iter_mut().find(|m| m.name == label) {
+                        Some(row) => row.notes.extend(proc_notes),
+                        None => notes.extend(proc_notes),
+                    }
                 }
             }
+            Err(e) => notes.push(format!("tunnel memory ({}): failed: {e:#}", labels.relay)),
         }
-        Err(e) => notes.push(format!("tunnel memory: failed: {e:#}")),
     }
-    drop(mem_pair);
     if let Ok(e) = &echo {
         if let Ok(n) = procs::tcp_connections(e.child.pid()) {
             if n > 0 {
@@ -430,20 +354,35 @@ fn run(opts: &Options) -> Result<bool> {
         Err(Outcome::Skipped(peers::WSTUNNEL.1.into())),
     ));
 
-    // The measured pair: same command lines, fresh processes.
-    let pair = Tunnel::start(&opts.burrow, server, echo.as_ref().ok().map(|e| e.addr));
-    match &pair {
-        Ok(t) => {
-            for (name, entry) in [(TUNNEL_L, t.client.locals[0]), (TUNNEL_R, t.client.remote)] {
-                paths.push(Path {
-                    watched: t.watched(),
-                    ..Path::new(name, Ok(plain(entry)))
-                });
+    // The measured pair(s): same command lines, fresh processes.
+    let pairs: Vec<Result<Tunnel>> = opts
+        .resume
+        .pairs()
+        .iter()
+        .map(|&resume| {
+            let labels = Labels::of(opts.resume, resume);
+            let echo_addr = echo.as_ref().ok().map(|e| e.addr);
+            Tunnel::start(&opts.burrow, server, echo_addr, resume, labels)
+        })
+        .collect();
+    for (pair, &resume) in pairs.iter().zip(opts.resume.pairs()) {
+        let labels = Labels::of(opts.resume, resume);
+        match pair {
+            Ok(t) => {
+                for (name, entry) in [
+                    (labels.local, t.client.locals[0]),
+                    (labels.remote, t.client.remote),
+                ] {
+                    paths.push(Path {
+                        watched: t.watched(),
+                        ..Path::new(name, Ok(plain(entry)))
+                    });
+                }
             }
-        }
-        Err(e) => {
-            paths.push(failed_path(TUNNEL_L, e));
-            paths.push(failed_path(TUNNEL_R, e));
+            Err(e) => {
+                paths.push(failed_path(labels.local, e));
+                paths.push(failed_path(labels.remote, e));
+            }
         }
     }
 
@@ -475,7 +414,7 @@ fn run(opts: &Options) -> Result<bool> {
         }
     }
     // The tunnel processes keep their session's connection.
-    for (label, child) in pair.iter().flat_map(Tunnel::children) {
+    for (label, child) in pairs.iter().flatten().flat_map(Tunnel::children) {
         let (_, proc_notes) = finish(label, child, 1)?;
         match tunnel_mems.iter_mut().find(|m| m.name == label) {
             Some(row) => row.notes.extend(proc_notes),
@@ -527,45 +466,12 @@ fn run(opts: &Options) -> Result<bool> {
         &mut footprints,
         &idle_streams,
     );
+    if opts.resume == Mode::Both {
+        resume::print(&rows, &tunnel_mems, s.streams);
+    }
     drop(peer_runs);
     Ok(ok)
 }
-
-/// The tunnel under test: a relay, and a client connected to it with `-L` and `-R` to the
-/// sink/echo server (and [`ECHO_LISTENERS`] more `-L` to the echo child, if there is one).
-struct Tunnel {
-    relay: Relay,
-    client: procs::TunnelClient,
-}
-
-impl Tunnel {
-    fn start(bin: &std::path::Path, server: SocketAddr, echo: Option<SocketAddr>) -> Result<Self> {
-        let relay = procs::relay(bin).context("relay")?;
-        let echoes = echo.into_iter().flat_map(|e| [e; ECHO_LISTENERS]);
-        let targets: Vec<SocketAddr> = std::iter::once(server).chain(echoes).collect();
-        let client = procs::tunnel_client(bin, relay.addr, &targets, server).context("client")?;
-        eprintln!(
-            "tunnel: relay on {}, client pid {}: -L {:?}, -R {}",
-            relay.addr,
-            client.child.pid(),
-            client.locals,
-            client.remote
-        );
-        Ok(Tunnel { relay, client })
-    }
-
-    fn children(&self) -> [(&'static str, &ChildGuard); 2] {
-        [(RELAY, &self.relay.child), (CLIENT, &self.client.child)]
-    }
-
-    fn watched(&self) -> Vec<(&'static str, u32)> {
-        self.children().map(|(l, c)| (l, c.pid())).to_vec()
-    }
-}
-
-/// `-L` listeners to the echo child: one serves at most 4,096 connections, and the idle-stream
-/// test holds up to 10,000.
-const ECHO_LISTENERS: usize = 3;
 
 /// Row and process names of the tunnel.
 pub const TUNNEL_L: &str = "tunnel -L";

@@ -388,6 +388,10 @@ fn display(label: &str) -> String {
     match label {
         "burrow" => "burrow proxy".into(),
         RELAY | CLIENT => format!("burrow {label}"),
+        // the off pair of `--resume-both`
+        other if other.starts_with(RELAY) || other.starts_with(CLIENT) => {
+            format!("burrow {other}")
+        }
         other => other.into(),
     }
 }

@@ -290,17 +290,23 @@ fn client_line(line: &str) -> Option<ClientLine> {
 /// and `-R 127.0.0.1:0:R` for `reverse_to`, and waits until every listener is up and the
 /// relay has bound the `-R` port (so the session is connected). State lines go to stdout,
 /// whatever `RUST_LOG` says; later ones other than (re)connecting are kept for the report.
+/// Without `resume`, the client runs with `--no-resume` (streams reset on a reconnect, no
+/// frames kept for a replay).
 pub fn tunnel_client(
     bin: &Path,
     relay: SocketAddr,
     forward_to: &[SocketAddr],
     reverse_to: SocketAddr,
+    resume: bool,
 ) -> Result<TunnelClient> {
     let mut cmd = Command::new(bin);
     cmd.arg("client")
         .arg(format!("ws://{relay}/burrow"))
         .args(["--max-streams", MAX_HELD])
         .env("RUST_LOG", "warn");
+    if !resume {
+        cmd.arg("--no-resume");
+    }
     for t in forward_to {
         cmd.arg("-L").arg(format!("127.0.0.1:0:{t}"));
     }

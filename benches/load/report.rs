@@ -355,7 +355,8 @@ fn print_tunnel_mems(tunnel_mems: &[TunnelMem], idle_streams: &[usize], streams:
         let per_stream = m.held.last().map_or(0.0, |(n, mem)| {
             mem.rss_kib.saturating_sub(m.idle.rss_kib) as f64 / (*n).max(1) as f64
         });
-        let bulk = |path: &str| match m.bulk.iter().find(|(p, _)| *p == path) {
+        // The off pair's paths (`--resume-both`) are named after these, with a suffix.
+        let bulk = |path: &str| match m.bulk.iter().find(|(p, _)| p.starts_with(path)) {
             Some((_, b)) => format!(
                 "{} (from {}){}",
                 mib(b.peak_kib),
