@@ -277,13 +277,21 @@ fn a_cut_in_the_middle_of_the_resume_handshake_is_resumed_again() {
         let relay_end = ex.spawn(relay.resume_driver().run(r2));
         read_resume(&mut raw).await;
         drop(raw);
-        assert!(deadline("relay detaches again", relay_end).await.is_link_failure());
+        assert!(
+            deadline("relay detaches again", relay_end)
+                .await
+                .is_link_failure()
+        );
         // Connection 3: the client sends its RESUME, the relay's never comes.
         let (c3, mut raw) = ws_pair().await;
         let client_end = ex.spawn(client.resume_driver().run(c3));
         read_resume(&mut raw).await;
         drop(raw);
-        assert!(deadline("client detaches again", client_end).await.is_link_failure());
+        assert!(
+            deadline("client detaches again", client_end)
+                .await
+                .is_link_failure()
+        );
         assert!(!client.is_closed() && !relay.is_closed());
         // Connection 4: both sides; everything arrives once.
         let (c4, r4) = ws_pair().await;
