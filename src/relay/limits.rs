@@ -37,10 +37,12 @@ pub struct RelayLimits {
 
 impl Default for RelayLimits {
     /// Sized for a 1-GiB VPS with a 65,536-descriptor limit (worst cases, every peer hostile
-    /// or stalled at once; about 575 MiB together):
+    /// or stalled at once; about 860 MiB together, 575 MiB with `--no-resume`):
     /// - connections 1024: 256 unfinished heads × 64 KiB = 16 MiB, one descriptor each;
     /// - sessions 32: a session may make us buffer its window budget (8 MiB), its writer
-    ///   queue (2 MiB) and its queue of session frames (512 KiB): 32 × 10.5 MiB = 336 MiB;
+    ///   queue (2 MiB) and its queue of session frames (512 KiB), and, resumable, keep what
+    ///   the peer has not acknowledged (8 MiB of DATA, 1 MiB of other frames):
+    ///   32 × 19.5 MiB = 624 MiB (336 MiB without resumption);
     /// - streams 8192: beyond the budgets each stream keeps at least a 16-KiB window, parks
     ///   up to 8 KiB in its copy and about 3 KiB of state: 8192 × 27 KiB = 216 MiB, and one
     ///   descriptor each, well under the limit together with the connections;

@@ -24,8 +24,8 @@ const COPY_BELOW: usize = 8 * 1024;
 /// Most bytes of frames other than DATA the peer may leave unacknowledged. DATA is capped by
 /// the writers (`Outbox`), but answers, WINDOWs and OPENs are not: a peer that reads them and
 /// never acknowledges would make us keep them without end. A peer that acknowledges as it reads
-/// is never near this (it acknowledges every 256 KiB).
-pub(crate) const MAX_UNACKED_OTHER: usize = 4 * 1024 * 1024;
+/// is never near this: it acknowledges every 64 frames, and these frames are 9 to 270 bytes.
+pub(crate) const MAX_UNACKED_OTHER: usize = 1024 * 1024;
 
 /// A count from the peer that cannot be right: the session ends with a protocol error.
 #[derive(Debug, Clone, PartialEq, Eq)]
