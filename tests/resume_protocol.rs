@@ -28,6 +28,30 @@ fn resumable() -> SessionConfig {
     }
 }
 
+/// A resumable client and relay session on one connection, their drivers running on `ex`,
+/// sharing one `Metrics`.
+struct Pair {
+    m: Arc<Metrics>,
+    client: Session,
+    relay: Session,
+    client_end: smol::Task<CloseReason>,
+    relay_end: smol::Task<CloseReason>,
+}
+
+async fn resumable_pair(ex: &Arc<smol::Executor<'static>>) -> Pair {
+    let m = Arc::new(Metrics::default());
+    let (c1, r1) = ws_pair().await;
+    let (client, cd) = Session::new(Side::Client, resumable(), "client".into(), m.clone());
+    let (relay, rd) = Session::new(Side::Relay, resumable(), "relay".into(), m.clone());
+    Pair {
+        m,
+        client,
+        relay,
+        client_end: ex.spawn(cd.run(c1)),
+        relay_end: ex.spawn(rd.run(r1)),
+    }
+}
+
 fn frame(f: Frame) -> Message {
     Message::Binary(Bytes::from(f.to_bytes()))
 }
@@ -139,11 +163,13 @@ fn a_peer_that_never_acknowledges_is_cut_off_at_the_cap() {
 #[test]
 fn streams_continue_on_a_second_connection_with_nothing_lost() {
     on_own_executor(|ex| async move {
-        let m = Arc::new(Metrics::default());
-        let (c1, r1) = ws_pair().await;
-        let (client, cd) = Session::new(Side::Client, resumable(), "client".into(), m.clone());
-        let (relay, rd) = Session::new(Side::Relay, resumable(), "relay".into(), m.clone());
-        let (client_end, relay_end) = (ex.spawn(cd.run(c1)), ex.spawn(rd.run(r1)));
+        let Pair {
+            m,
+            client,
+            relay,
+            client_end,
+            relay_end,
+        } = resumable_pair(&ex).await;
         // An echo on the relay's side.
         let acceptor = relay.clone();
         let _echo = ex.spawn(async move {
@@ -187,11 +213,13 @@ fn streams_continue_on_a_second_connection_with_nothing_lost() {
 #[test]
 fn open_fin_and_reset_made_while_the_connection_is_down_arrive_once_it_is_back() {
     on_own_executor(|ex| async move {
-        let m = Arc::new(Metrics::default());
-        let (c1, r1) = ws_pair().await;
-        let (client, cd) = Session::new(Side::Client, resumable(), "client".into(), m.clone());
-        let (relay, rd) = Session::new(Side::Relay, resumable(), "relay".into(), m.clone());
-        let (client_end, relay_end) = (ex.spawn(cd.run(c1)), ex.spawn(rd.run(r1)));
+        let Pair {
+            m: _,
+            client,
+            relay,
+            client_end,
+            relay_end,
+        } = resumable_pair(&ex).await;
         // Two streams up: one will be reset, one half-closed.
         let doomed = client.open_early(OpenTarget::Bound { bind_id: 1 }).unwrap();
         let doomed_far = deadline("accept 1", relay.accept()).await.unwrap().accept();
@@ -256,11 +284,13 @@ async fn read_resume(raw: &mut async_tungstenite::WebSocketStream<pipe::End>) ->
 #[test]
 fn a_cut_in_the_middle_of_the_resume_handshake_is_resumed_again() {
     on_own_executor(|ex| async move {
-        let m = Arc::new(Metrics::default());
-        let (c1, r1) = ws_pair().await;
-        let (client, cd) = Session::new(Side::Client, resumable(), "client".into(), m.clone());
-        let (relay, rd) = Session::new(Side::Relay, resumable(), "relay".into(), m.clone());
-        let (client_end, relay_end) = (ex.spawn(cd.run(c1)), ex.spawn(rd.run(r1)));
+        let Pair {
+            m: _,
+            client,
+            relay,
+            client_end,
+            relay_end,
+        } = resumable_pair(&ex).await;
         let s = client.open_early(OpenTarget::Bound { bind_id: 1 }).unwrap();
         let mut far = deadline("accept", relay.accept()).await.unwrap().accept();
         let (mut r, mut w) = (s.clone(), s);

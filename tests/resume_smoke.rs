@@ -11,18 +11,28 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use std::sync::atomic::Ordering;
 
+/// An echo server, a relay with `cfg`, a forwarder in front of it that can cut the link, and a
+/// connected client with `-L 127.0.0.1:0:ECHO` (its address: `locals[0]`).
+async fn echo_through_a_forwarder(
+    sp: &burrow::exec::Spawner,
+    cfg: RelayConfig,
+) -> (smol::Task<()>, RunningRelay, Forwarder, RunningClient) {
+    let (echo, echo_task) = start_echo().await;
+    let relay = start_relay(sp, cfg).await;
+    let fwd = Forwarder::start(relay.addr).await;
+    let url = format!("ws://{}/burrow", fwd.addr).parse().unwrap();
+    let mut client = ClientConfig::new(url);
+    client.locals = vec![format!("127.0.0.1:0:{echo}").parse().unwrap()];
+    let c = start_client(sp, client).await;
+    c.wait("connected", |e| *e == Event::Connected).await;
+    (echo_task, relay, fwd, c)
+}
+
 #[test]
 fn an_echo_stream_continues_across_a_cut() {
     let _ = env_logger::builder().is_test(true).try_init();
     run(|sp| async move {
-        let (echo, _e) = start_echo().await;
-        let relay = start_relay(&sp, RelayConfig::default()).await;
-        let fwd = Forwarder::start(relay.addr).await;
-        let url = format!("ws://{}/burrow", fwd.addr).parse().unwrap();
-        let mut cfg = ClientConfig::new(url);
-        cfg.locals = vec![format!("127.0.0.1:0:{echo}").parse().unwrap()];
-        let c = start_client(&sp, cfg).await;
-        c.wait("connected", |e| *e == Event::Connected).await;
+        let (_e, relay, fwd, c) = echo_through_a_forwarder(&sp, RelayConfig::default()).await;
         let mut s = TcpStream::connect(c.locals[0]).await.unwrap();
         let mut back = vec![0u8; 100_000];
         for round in 0..6u8 {
@@ -94,21 +104,11 @@ fn a_returning_client_resumes_over_its_stale_connection() {
 #[test]
 fn a_relay_that_does_not_resume_resets_the_streams_as_before() {
     run(|sp| async move {
-        let (echo, _e) = start_echo().await;
-        let relay = start_relay(
-            &sp,
-            RelayConfig {
-                resume: false,
-                ..RelayConfig::default()
-            },
-        )
-        .await;
-        let fwd = Forwarder::start(relay.addr).await;
-        let url = format!("ws://{}/burrow", fwd.addr).parse().unwrap();
-        let mut cfg = ClientConfig::new(url);
-        cfg.locals = vec![format!("127.0.0.1:0:{echo}").parse().unwrap()];
-        let c = start_client(&sp, cfg).await;
-        c.wait("connected", |e| *e == Event::Connected).await;
+        let no_resume = RelayConfig {
+            resume: false,
+            ..RelayConfig::default()
+        };
+        let (_e, _relay, fwd, c) = echo_through_a_forwarder(&sp, no_resume).await;
         let mut s = TcpStream::connect(c.locals[0]).await.unwrap();
         s.write_all(b"ping").await.unwrap();
         let mut back = [0u8; 4];

@@ -470,6 +470,27 @@ else
         "$CLIENT_ERR" "$RELAY_LOG"
 fi
 
+# browser_download NAME: the browser fetches the 50 MiB file (rate-limited) in the background,
+# its progress lines in $WORK/browser-NAME.log; returns once 4 MiB have arrived (bounded: 60 s,
+# Chromium's start included), false if the download never got that far. Sets B (the log),
+# DL_PID and at (bytes so far).
+browser_download() {
+    B="$WORK/browser-$1.log"
+    timeout 120 ip netns exec "$NS_CLOUD" node "$HERE/browser.mjs" "${PROXY_ARGS[@]}" \
+        --fetch "/big.bin?rate=$BIG_RATE" "http://app.internal/" </dev/null >"$B" 2>"$B.stderr" &
+    DL_PID=$!
+    PIDS+=("$DL_PID")
+    at=0
+    for _ in $(seq 600); do
+        at=$(grep -Eo '^progress [0-9]+' "$B" 2>/dev/null | tail -n 1 | awk '{print $2}') || true
+        at=${at:-0}
+        ((at >= 4 * 1024 * 1024)) && return 0
+        running "$DL_PID" || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
 # --- check 4b: the corporate proxy restarts while the browser downloads 50 MiB ------------------
 # tinyproxy gets SIGTERM mid-download (it closes every connection it carries, the client's
 # tunnel to the relay among them) and starts again on the same port: the client reconnects
@@ -480,21 +501,7 @@ names=("tinyproxy restart mid-download: the browser's 50 MiB fetch completes wit
 if ! running "$CLIENT_PID"; then
     for n in "${names[@]}"; do fail "$n" "the client is not running" "$CLIENT_ERR"; done
 else
-    B="$WORK/browser-4b-proxy-restart.log"
-    timeout 120 ip netns exec "$NS_CLOUD" node "$HERE/browser.mjs" "${PROXY_ARGS[@]}" \
-        --fetch "/big.bin?rate=$BIG_RATE" "http://app.internal/" </dev/null >"$B" 2>"$B.stderr" &
-    DL_PID=$!
-    PIDS+=("$DL_PID")
-    # Restart once at least 4 MiB have arrived (bounded: 60 s, Chromium's start included).
-    at=0
-    for _ in $(seq 600); do
-        at=$(grep -Eo '^progress [0-9]+' "$B" 2>/dev/null | tail -n 1 | awk '{print $2}') || true
-        at=${at:-0}
-        ((at >= 4 * 1024 * 1024)) && break
-        running "$DL_PID" || break
-        sleep 0.1
-    done
-    if ((at < 4 * 1024 * 1024)); then
+    if ! browser_download 4b-proxy-restart; then
         for n in "${names[@]}"; do
             fail "$n" "the download never got going: $(tr '\n' '|' <"$B")" "$B.stderr" "$CLIENT_ERR"
         done
@@ -556,21 +563,7 @@ names=("client SIGTERM mid-download: the browser's 50 MiB fetch completes with t
 if ! running "$CLIENT_PID"; then
     for n in "${names[@]}"; do fail "$n" "the client is not running" "$CLIENT_ERR"; done
 else
-    B="$WORK/browser-5-download.log"
-    timeout 120 ip netns exec "$NS_CLOUD" node "$HERE/browser.mjs" "${PROXY_ARGS[@]}" \
-        --fetch "/big.bin?rate=$BIG_RATE" "http://app.internal/" </dev/null >"$B" 2>"$B.stderr" &
-    DL_PID=$!
-    PIDS+=("$DL_PID")
-    # SIGTERM once at least 4 MiB have arrived (bounded: 60 s, Chromium's start included).
-    at=0
-    for _ in $(seq 600); do
-        at=$(grep -Eo '^progress [0-9]+' "$B" 2>/dev/null | tail -n 1 | awk '{print $2}') || true
-        at=${at:-0}
-        ((at >= 4 * 1024 * 1024)) && break
-        running "$DL_PID" || break
-        sleep 0.1
-    done
-    if ((at < 4 * 1024 * 1024)); then
+    if ! browser_download 5-download; then
         for n in "${names[@]}"; do
             fail "$n" "the download never got going: $(tr '\n' '|' <"$B")" "$B.stderr" "$CLIENT_ERR"
         done
