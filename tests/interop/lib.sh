@@ -151,6 +151,21 @@ sha_of() {
 # ---------------------------------------------------------------------------------------------
 # Daemons shared by the scripts.
 
+# start_relay NAME LISTEN [ARGS...]: `burrow server --listen LISTEN ARGS` in the background,
+# its output in $WORK/NAME.log. Sets RELAY (ip:port, from its log), RELAY_PID and RELAY_LOG;
+# false if it exited or printed no address within 10 s.
+start_relay() {
+    local name=$1 listen=$2 line
+    shift 2
+    RELAY_LOG="$WORK/$name.log"
+    "$BURROW" server --listen "$listen" "$@" </dev/null >"$RELAY_LOG" 2>&1 &
+    RELAY_PID=$!
+    PIDS+=("$RELAY_PID")
+    line=$(wait_match "$RELAY_LOG" 'relay listening on 127\.0\.0\.1:[0-9]+' "$RELAY_PID") ||
+        return 1
+    RELAY=${line##* }
+}
+
 # start_origin: python's http.server over a directory with a small known file and 5 MiB of
 # random bytes. Sets WWW, HELLO, BIG_SHA, ORIGIN_PORT, ORIGIN_LOG, ORIGIN and CLOSED_PORT (a
 # port nothing listens on: picked free and left unbound).

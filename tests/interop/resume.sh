@@ -37,16 +37,14 @@ RS_SHA=$(sha256sum "$WWW/big256.bin" | cut -d' ' -f1)
 # ---------------------------------------------------------------------------------------------
 # Helpers (rs_ names: tunnel.sh's helpers may or may not be defined).
 
-# rs_relay NAME: `burrow server` on 127.0.0.1:0; sets RS_RELAY, RS_RELAY_PID, RS_RELAY_LOG.
+# rs_relay NAME: `burrow server` on 127.0.0.1:0 with the token (lib.sh's start_relay); sets
+# RS_RELAY, RS_RELAY_PID, RS_RELAY_LOG.
 rs_relay() {
-    local line
-    RS_RELAY_LOG="$WORK/resume-$1.log"
-    "$BURROW" server --listen 127.0.0.1:0 --token "$RS_TOKEN" </dev/null >"$RS_RELAY_LOG" 2>&1 &
-    RS_RELAY_PID=$!
-    PIDS+=("$RS_RELAY_PID")
-    line=$(wait_match "$RS_RELAY_LOG" 'relay listening on 127\.0\.0\.1:[0-9]+' "$RS_RELAY_PID") ||
+    start_relay "resume-$1" 127.0.0.1:0 --token "$RS_TOKEN" || {
+        RS_RELAY_LOG=$RELAY_LOG
         return 1
-    RS_RELAY=${line##* }
+    }
+    RS_RELAY=$RELAY RS_RELAY_PID=$RELAY_PID RS_RELAY_LOG=$RELAY_LOG
 }
 
 # rs_cutter NAME [CUTTER-ARGS...]: cutter.py in front of the relay; sets CUT_URL (the ws://
@@ -334,16 +332,13 @@ rs_crash() {
     fi
     # The port was just freed; another process may hold it for a moment: retry, bounded.
     for _ in $(seq 20); do
-        RS_RELAY_LOG="$WORK/resume-crash-2.log"
-        "$BURROW" server --listen "$relay" --token "$RS_TOKEN" </dev/null >"$RS_RELAY_LOG" 2>&1 &
-        RS_RELAY_PID=$!
-        PIDS+=("$RS_RELAY_PID")
-        if wait_match "$RS_RELAY_LOG" 'relay listening on' "$RS_RELAY_PID" >/dev/null; then
+        if start_relay resume-crash-2 "$relay" --token "$RS_TOKEN"; then
             r2=1
             break
         fi
         sleep 0.25
     done
+    RS_RELAY_PID=$RELAY_PID RS_RELAY_LOG=$RELAY_LOG
     if ((r2 == 0)); then
         fail_all "no second relay could listen on $relay" "$RS_RELAY_LOG" "${names[@]:1}"
     elif wait_match "$RS_CLIENT_LOG" '^lost: relay did not resume the session: 1 streams reset' \

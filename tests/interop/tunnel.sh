@@ -26,21 +26,6 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Helpers.
 
-# start_relay NAME LISTEN [ARGS...]: `burrow server --listen LISTEN ARGS` in the background,
-# its output in $WORK/NAME.log. Sets RELAY (ip:port, from its log), RELAY_PID and RELAY_LOG;
-# false if it exited or printed no address within 10 s.
-start_relay() {
-    local name=$1 listen=$2 line
-    shift 2
-    RELAY_LOG="$WORK/$name.log"
-    "$BURROW" server --listen "$listen" "$@" </dev/null >"$RELAY_LOG" 2>&1 &
-    RELAY_PID=$!
-    PIDS+=("$RELAY_PID")
-    line=$(wait_match "$RELAY_LOG" 'relay listening on 127\.0\.0\.1:[0-9]+' "$RELAY_PID") ||
-        return 1
-    RELAY=${line##* }
-}
-
 # start_client NAME ARGS...: `burrow client ARGS` in the background; its state lines (stdout)
 # and its log (stderr) both go to $WORK/NAME.log, the state lines being the ones without a
 # `[time level]` prefix. Sets CLIENT_PID and CLIENT_LOG.
