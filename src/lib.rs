@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod refusal;
 pub mod relay;
+pub mod reload;
 pub mod secret;
 pub mod shutdown;
 pub mod splice;

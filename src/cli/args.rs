@@ -101,6 +101,10 @@ pub struct ServerArgs {
     /// allow --admin on a non-loopback address (its /metrics needs no token)
     #[argh(switch)]
     pub open_admin: bool,
+    /// bearer token for /status, /status.json, /config and /metrics on a non-loopback
+    /// --admin (or set BURROW_ADMIN_TOKEN)
+    #[argh(option)]
+    pub admin_token: Option<String>,
 }
 
 fn relay_limits() -> crate::relay::limits::RelayLimits {

@@ -137,7 +137,12 @@ pub fn admin_addr(a: &ServerArgs) -> Result<Option<SocketAddr>, Usage> {
 /// but unusable is an error, never "unset" (a secret that is not valid UTF-8 would otherwise
 /// turn auth off).
 pub fn check_env() -> Result<(), Usage> {
-    for name in ["BURROW_PROXY_AUTH", "BURROW_TOKEN", "BURROW_THREADS"] {
+    for name in [
+        "BURROW_PROXY_AUTH",
+        "BURROW_TOKEN",
+        "BURROW_ADMIN_TOKEN",
+        "BURROW_THREADS",
+    ] {
         if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(name) {
             return Err(usage(format!("{name} is set but is not valid UTF-8")));
         }
@@ -185,6 +190,12 @@ pub fn relay_config(a: &ServerArgs, token: Option<Secret>) -> Result<RelayConfig
         handshake_timeout: crate::tunnel::ws::HANDSHAKE_TIMEOUT,
         limits: relay_limits(a)?,
         admin: admin_addr(a)?,
+        tokens: Vec::new(),
+        admin_token: a
+            .admin_token
+            .clone()
+            .or_else(|| std::env::var("BURROW_ADMIN_TOKEN").ok())
+            .map(Secret::new),
         #[cfg(feature = "tls")]
         tls: None,
     })

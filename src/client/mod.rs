@@ -185,6 +185,11 @@ impl Client {
         })
     }
 
+    /// A handle that applies a new configuration to this client while it runs.
+    pub fn handle(&self) -> ClientHandle {
+        ClientHandle { _todo: () }
+    }
+
     /// State changes, in order (the receiver may be cloned; each event goes to one receiver).
     pub fn events(&self) -> Receiver<Event> {
         self.events.1.clone()
@@ -304,6 +309,28 @@ impl Client {
             .get(bind_id.wrapping_sub(1) as usize)
             .map(|r| r.to_string())
             .unwrap_or_else(|| format!("binding {bind_id}"))
+    }
+}
+
+/// Applies new configurations to a running [`Client`] (see [`crate::reload`]).
+#[derive(Debug, Clone)]
+pub struct ClientHandle {
+    _todo: (),
+}
+
+impl ClientHandle {
+    /// Applies `cfg` to the running client: added `-L`/`-R` start, removed ones stop (their
+    /// open streams drain), changed ones are replaced, unchanged ones are not touched; rules and
+    /// credentials apply to new streams at once. Another relay URL, token, `--via`, TLS or
+    /// session setting is [`ReloadError::Restart`](crate::reload::ReloadError::Restart).
+    pub async fn reload(
+        &self,
+        cfg: ClientConfig,
+    ) -> Result<crate::reload::Changes, crate::reload::ReloadError> {
+        let _ = cfg;
+        Err(crate::reload::ReloadError::Restart(
+            "live reload of the client is not built yet".into(),
+        ))
     }
 }
 

@@ -13,4 +13,4 @@ mod forward;
 pub mod server;
 
 pub use config::ProxyConfig;
-pub use server::{Proxy, serve_connection};
+pub use server::{Proxy, ProxyHandle, serve_connection};

@@ -33,6 +33,7 @@ pub mod limits;
 mod resume;
 mod session;
 mod streams;
+pub mod tokens;
 
 use binds::{Bindings, GraceHold, hold_for_grace, session_frames_loop};
 use front::{FrontStream, reply};
@@ -45,8 +46,11 @@ pub use crate::tunnel::ws::HANDSHAKE_TIMEOUT;
 /// Everything `burrow server` is configured with.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// required bearer token; `None` only with `--no-auth`
+    /// required bearer token; `None` only with `--no-auth` (or when `tokens` has them all)
     pub token: Option<Secret>,
+    /// per-client tokens (`[[relay.tokens]]`), each with a name and limits of its own; a
+    /// client may present any of them or `token`
+    pub tokens: Vec<tokens::TokenSpec>,
     /// ports clients may bind (inclusive)
     pub allow_ports: (u16, u16),
     /// rules for targets clients ask us to dial
@@ -68,6 +72,9 @@ pub struct RelayConfig {
     /// serve `/healthz` and `/metrics` without a token on this address (`--admin`; meant
     /// for loopback)
     pub admin: Option<SocketAddr>,
+    /// bearer token for `/status`, `/status.json`, `/config` and `/metrics` on a non-loopback
+    /// `--admin` (`--admin-token`)
+    pub admin_token: Option<Secret>,
     /// serve `wss://` with this certificate (reloadable)
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<crate::tls::ServerTls>>,
@@ -77,6 +84,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             token: None,
+            tokens: Vec::new(),
             allow_ports: (1024, 65535),
             rules: Rules::default(),
             session: SessionConfig::default(),
@@ -87,6 +95,7 @@ impl Default for RelayConfig {
             handshake_timeout: HANDSHAKE_TIMEOUT,
             limits: RelayLimits::default(),
             admin: None,
+            admin_token: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -153,6 +162,11 @@ impl Relay {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// A handle that applies a new configuration to this relay while it runs.
+    pub fn handle(&self) -> RelayHandle {
+        RelayHandle { _todo: () }
+    }
+
     /// The relay's counters (what `/metrics` shows).
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
@@ -194,5 +208,26 @@ impl Relay {
             |stream, peer, open| front::over_limit(&ctx, stream, peer, open),
         );
         futures_lite::future::zip(admin, public).await;
+    }
+}
+
+/// Applies new configurations to a running [`Relay`] (see [`crate::reload`]).
+#[derive(Debug, Clone)]
+pub struct RelayHandle {
+    _todo: (),
+}
+
+impl RelayHandle {
+    /// Applies `cfg` to the running relay: tokens, rules, ports, limits and certificates apply
+    /// to new sessions and streams at once; sessions of a removed token get GO_AWAY. A new
+    /// `admin` address is [`ReloadError::Restart`](crate::reload::ReloadError::Restart).
+    pub fn reload(
+        &self,
+        cfg: RelayConfig,
+    ) -> Result<crate::reload::Changes, crate::reload::ReloadError> {
+        let _ = cfg;
+        Err(crate::reload::ReloadError::Restart(
+            "live reload of the relay is not built yet".into(),
+        ))
     }
 }
