@@ -20,6 +20,7 @@
 pub mod bridge;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod connect;
 pub mod demo;
 pub mod dial;

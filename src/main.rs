@@ -1,17 +1,18 @@
 //! The `burrow` binary: maps the command line onto the library's roles.
 
-use anyhow::{Context, Result, bail};
+use anyhow::Context as _;
+use anyhow::Result;
+use burrow::cli::run::roles;
 use burrow::cli::{
-    self, Args, ClientArgs, Command, ConnectArgs, ProxyArgs, ServerArgs, Usage, configs, usage,
+    self, Args, CheckArgs, ClientArgs, Command, ConnectArgs, ProxyArgs, RunArgs, ServerArgs, Usage,
+    configs, usage,
 };
-use burrow::client::Client;
-use burrow::client::spec::LocalSpec;
+use burrow::config::walk::Section;
+use burrow::config::{self, Problem, Which, build};
 use burrow::dial::chain::Upstream;
 use burrow::exec::Runtime;
-use burrow::proxy::Proxy;
-use burrow::relay::Relay;
-use burrow::secret::Secret;
 use burrow::shutdown::{self, Shutdown};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -32,6 +33,8 @@ fn main() -> ExitCode {
         Command::Server(a) => run_server(a),
         Command::Client(a) => run_client(a),
         Command::Demo(_) => burrow_demo(),
+        Command::Run(a) => run_file(a),
+        Command::Check(a) => check_file(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,64 +62,52 @@ fn runtime() -> Runtime {
     Runtime::new(workers)
 }
 
+/// The arguments after the subcommand, as typed (for `--config`: which flags override the file).
+fn cli_args() -> Vec<String> {
+    std::env::args().skip(2).collect()
+}
+
+/// The `--config` file's section (or none: the flags alone).
+fn section_of(config: &Option<PathBuf>, which: Which) -> Result<Section> {
+    match config {
+        Some(path) => Ok(config::section(path, which)
+            .map_err(|e| usage(e.to_string()))?
+            .0),
+        None => Ok(Section::default()),
+    }
+}
+
+/// A section's error: `FILE:LINE:COLUMN: message` for a file, the message for flags.
+fn placed(config: &Option<PathBuf>, section: &Section, p: Problem) -> anyhow::Error {
+    match config {
+        Some(path) if section.file => {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let file = path.display().to_string();
+            usage(config::ConfigErrors::new(&file, &text, vec![p]).to_string()).into()
+        }
+        _ => usage(p.message).into(),
+    }
+}
+
 fn run_server(a: ServerArgs) -> Result<()> {
-    let (token, generated) = configs::relay_token(&a)?;
-    #[allow(unused_mut)]
-    let mut cfg = configs::relay_config(&a, token)?;
-    #[cfg(feature = "tls")]
-    let tls = match (&a.tls_cert, &a.tls_key) {
-        (Some(cert), Some(key)) => Some(std::sync::Arc::new(
-            burrow::tls::ServerTls::load(cert, key).map_err(|e| usage(e.to_string()))?,
-        )),
-        (None, None) => None,
-        _ => bail!(usage("--tls-cert and --tls-key go together")),
-    };
-    #[cfg(feature = "tls")]
-    {
-        cfg.tls = tls.clone();
-    }
-    #[cfg(not(feature = "tls"))]
-    if a.tls_cert.is_some() || a.tls_key.is_some() {
-        bail!(usage("this build has no TLS (the `tls` feature is off)"));
-    }
+    let section = section_of(&a.config, Which::Relay)?;
+    let (_, role) =
+        build::relay(&section, &cli_args(), true).map_err(|p| placed(&a.config, &section, p))?;
     let rt = runtime();
     let sd = Shutdown::new();
     let _signals = rt.spawner().spawn_boxed(Box::pin(watch(sd.clone())));
     #[cfg(feature = "tls")]
-    let _reloads = tls.map(|tls| rt.spawner().spawn_boxed(Box::pin(reload_on_hangup(tls))));
-    let (spawner, signal, listen) = (rt.spawner(), sd.signal(), a.listen);
-    let scheme = if a.tls_cert.is_some() { "wss" } else { "ws" };
+    let _reloads = role
+        .config
+        .tls
+        .clone()
+        .map(|tls| rt.spawner().spawn_boxed(Box::pin(reload_on_hangup(tls))));
+    let (spawner, signal) = (rt.spawner(), sd.signal());
     rt.block_on(async move {
-        let relay = Relay::bind(listen, cfg)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = relay.local_addr()?;
-        log::info!("relay listening on {addr}");
-        if let Some(admin) = relay.admin_addr() {
-            log::info!("relay admin (/healthz, /metrics) on {admin}");
-        }
-        if let Some(t) = generated {
-            print_client_command(scheme, addr, &t);
-        }
-        relay.run(spawner, signal).await;
-        log::info!("relay stopped");
+        let running = roles::start_relay(role, &spawner, &signal).await?;
+        running.stopped().await;
         Ok(())
     })
-}
-
-/// A generated token is shown once, on stdout (never in the log), with the command to use it.
-fn print_client_command(scheme: &str, addr: std::net::SocketAddr, token: &Secret) {
-    let host = if addr.ip().is_unspecified() {
-        "RELAY_HOST".to_string()
-    } else {
-        addr.ip().to_string()
-    };
-    println!("no --token given: generated one. Clients connect with:");
-    println!(
-        "  burrow client {scheme}://{}/burrow --token {} -R 8000:localhost:3000",
-        burrow::dial::host_port(&host, addr.port()),
-        token.expose()
-    );
 }
 
 /// SIGHUP reloads the relay's certificate; a bad one keeps the old.
@@ -132,76 +123,67 @@ async fn reload_on_hangup(tls: std::sync::Arc<burrow::tls::ServerTls>) {
 }
 
 fn run_client(a: ClientArgs) -> Result<()> {
-    let cfg = configs::client_config(&a)?;
-    let status = a.status;
-    let stdio = cfg
-        .locals
-        .iter()
-        .any(|l| matches!(l, LocalSpec::Stdio { .. }));
+    let section = section_of(&a.config, Which::Client)?;
+    let name = section.name.clone().unwrap_or_else(|| "client".into());
+    let (_, role) =
+        build::client(&section, &cli_args(), name).map_err(|p| placed(&a.config, &section, p))?;
     let rt = runtime();
     let sd = Shutdown::new();
     let _signals = rt.spawner().spawn_boxed(Box::pin(watch(sd.clone())));
     let (spawner, signal) = (rt.spawner(), sd.signal());
     rt.block_on(async move {
-        let client = Client::bind(cfg).await?;
-        let events = client.events();
-        let _status = match status {
-            Some(addr) => Some(serve_status(addr, &client, &spawner, &signal).await?),
-            None => None,
-        };
-        // State lines go to stderr when stdout carries the stdio stream.
-        let _printer = spawner.spawn_boxed(Box::pin(async move {
-            while let Ok(e) = events.recv().await {
-                if stdio {
-                    eprintln!("{e}");
-                } else {
-                    println!("{e}");
-                }
-            }
-        }));
-        client.run(spawner, signal).await?;
-        Ok(())
+        let (tx, ended) = smol::channel::bounded(1);
+        let running =
+            roles::start_client(role, roles::Lines::Plain, &spawner, &signal, Some(tx)).await?;
+        let result = ended.recv().await;
+        running.stopped().await;
+        match result {
+            Ok(r) => r.map_err(anyhow::Error::from),
+            Err(_) => Ok(()),
+        }
     })
-}
-
-/// `--status ADDR`: /healthz, /readyz and /metrics of the client, on a task of its own.
-async fn serve_status(
-    addr: std::net::SocketAddr,
-    client: &Client,
-    spawner: &burrow::exec::Spawner,
-    signal: &burrow::shutdown::ShutdownSignal,
-) -> Result<burrow::exec::TaskGuard> {
-    let listener = smol::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("--status: cannot listen on {addr}"))?;
-    log::info!("status on http://{}/readyz", listener.local_addr()?);
-    let route = burrow::http::surface::standard_route(client.metrics(), Some(client.readiness()));
-    let serve = burrow::http::surface::serve_listener_as(
-        "status",
-        listener,
-        route,
-        spawner.clone(),
-        signal.clone(),
-    );
-    Ok(spawner.spawn_boxed(Box::pin(serve)))
 }
 
 fn run_proxy(a: ProxyArgs) -> Result<()> {
-    let config = configs::proxy_config(&a)?;
+    let section = section_of(&a.config, Which::Proxy)?;
+    let (_, role) =
+        build::proxy(&section, &cli_args()).map_err(|p| placed(&a.config, &section, p))?;
     let rt = runtime();
     let sd = Shutdown::new();
     let _signals = rt.spawner().spawn_boxed(Box::pin(watch(sd.clone())));
-    let (spawner, signal, listen, hops) = (rt.spawner(), sd.signal(), a.listen, a.upstream.len());
+    let (spawner, signal) = (rt.spawner(), sd.signal());
     rt.block_on(async move {
-        let proxy = Proxy::bind(listen, config)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = proxy.local_addr()?;
-        log::info!("proxy listening on {addr} ({hops} upstream hops)");
-        proxy.run(spawner, signal).await;
-        log::info!("proxy stopped");
+        let running = roles::start_proxy(role, &spawner, &signal).await?;
+        running.stopped().await;
         Ok(())
     })
+}
+
+/// `burrow run FILE`: every role of the file; SIGHUP or a change of the file reloads it.
+fn run_file(a: RunArgs) -> Result<()> {
+    let first = config::load(&a.file).map_err(|e| usage(e.to_string()))?;
+    let rt = runtime();
+    let sd = Shutdown::new();
+    let _signals = rt.spawner().spawn_boxed(Box::pin(watch(sd.clone())));
+    let (spawner, signal, path) = (rt.spawner(), sd.signal(), a.file);
+    rt.block_on(cli::run::run(path, first, spawner, signal))
+}
+
+/// `burrow check FILE`: every error at once (exit 2), or what the file would run.
+fn check_file(a: CheckArgs) -> Result<()> {
+    let cfg = config::load(&a.file).map_err(|e| usage(e.to_string()))?;
+    let mut parts = Vec::new();
+    if let Some(r) = &cfg.relay {
+        parts.push(format!("relay on {}", r.role.listen));
+    }
+    if let Some(p) = &cfg.proxy {
+        parts.push(format!("proxy on {}", p.role.listen));
+    }
+    for c in &cfg.clients {
+        parts.push(format!("{} to {}", c.role.name, c.role.config.url));
+    }
+    println!("{}: ok: {}", a.file.display(), parts.join(", "));
+    Ok(())
 }
 
 async fn watch(sd: Shutdown) {

@@ -27,6 +27,29 @@ pub enum Command {
     Client(ClientArgs),
     /// `burrow demo`
     Demo(DemoArgs),
+    /// `burrow run`
+    Run(RunArgs),
+    /// `burrow check`
+    Check(CheckArgs),
+}
+
+/// Run every role a config file declares ([proxy], [relay], [[client]]) in one process;
+/// SIGHUP or a change of the file applies the new configuration live.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "run")]
+pub struct RunArgs {
+    /// the config file (TOML; see docs/CONFIG.md)
+    #[argh(positional)]
+    pub file: std::path::PathBuf,
+}
+
+/// Check a config file without starting anything: every error with FILE:LINE:COLUMN, exit 2.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "check")]
+pub struct CheckArgs {
+    /// the config file (TOML; see docs/CONFIG.md)
+    #[argh(positional)]
+    pub file: std::path::PathBuf,
 }
 
 /// The relay: tunnel clients connect here over WebSocket; it binds their -R ports and dials
@@ -34,6 +57,9 @@ pub enum Command {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "server")]
 pub struct ServerArgs {
+    /// read the [relay] section of this config file; flags given here override it
+    #[argh(option)]
+    pub config: Option<std::path::PathBuf>,
     /// address to listen on (default 0.0.0.0:8080)
     #[argh(option, default = "SocketAddr::from(([0, 0, 0, 0], 8080))")]
     pub listen: SocketAddr,
@@ -115,9 +141,12 @@ fn relay_limits() -> crate::relay::limits::RelayLimits {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "client")]
 pub struct ClientArgs {
-    /// relay URL, ws://HOST:PORT[/burrow]
+    /// relay URL, ws://HOST:PORT[/burrow] (or `relays` in the --config file)
     #[argh(positional)]
-    pub url: String,
+    pub url: Option<String>,
+    /// read the [[client]] section (the only one) of this config file; flags given here override it
+    #[argh(option)]
+    pub config: Option<std::path::PathBuf>,
     /// local forward: [BIND:]PORT:HOST:PORT, stdio:HOST:PORT, or [BIND:]PORT:proxy
     #[argh(option, short = 'L', long = "local")]
     pub local: Vec<String>,
@@ -177,6 +206,9 @@ pub struct ClientArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "proxy")]
 pub struct ProxyArgs {
+    /// read the [proxy] section of this config file; flags given here override it
+    #[argh(option)]
+    pub config: Option<std::path::PathBuf>,
     /// address to listen on (default 127.0.0.1:3128)
     #[argh(option, default = "default_proxy_listen()")]
     pub listen: SocketAddr,

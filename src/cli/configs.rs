@@ -203,7 +203,12 @@ pub fn relay_config(a: &ServerArgs, token: Option<Secret>) -> Result<RelayConfig
 
 /// Turns `burrow client` flags into a [`ClientConfig`].
 pub fn client_config(a: &ClientArgs) -> Result<ClientConfig, Usage> {
-    let url: TunnelUrl = a.url.parse().map_err(usage)?;
+    let Some(url) = &a.url else {
+        return Err(usage(
+            "give the relay URL (ws://HOST:PORT or wss://HOST:PORT)",
+        ));
+    };
+    let url: TunnelUrl = url.parse().map_err(usage)?;
     let mut cfg = ClientConfig::new(url);
     cfg.token = a
         .token

@@ -4,6 +4,7 @@
 pub mod args;
 pub mod configs;
 pub mod log_line;
+pub mod run;
 
 pub use args::*;
 pub use configs::{Usage, usage};
