@@ -75,6 +75,10 @@ pub fn from_text(
     let file = path.display().to_string();
     let (doc, mut problems) = document(path, text, env);
     let mut out = FileConfig::default();
+    if doc.syntax_errors {
+        // What TOML could not read would only come back as missing keys.
+        return Err(ConfigErrors::new(&file, text, problems));
+    }
     if doc.proxy.is_none() && doc.relay.is_none() && doc.clients.is_empty() {
         problems.push(Problem::new(
             0,
@@ -271,3 +275,6 @@ fn remote_port(r: &RemoteSpec) -> u16 {
         RemoteSpec::Forward { port, .. } | RemoteSpec::Proxy { port, .. } => *port,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -38,8 +38,10 @@ impl Section {
     /// The position of the first flag `message` names (`--keepalive must be ...`), else the
     /// section's: where a role's own error goes.
     pub fn place(&self, message: &str) -> usize {
+        // The longest flag named (`--allow-ports` over `--allow`), its first value.
         self.flags_at
             .iter()
+            .rev()
             .filter(|(flag, _)| mentions(message, flag))
             .max_by_key(|(flag, _)| flag.len())
             .map_or(self.at, |&(_, at)| at)
@@ -63,6 +65,8 @@ pub struct Document {
     pub relay: Option<Section>,
     /// every `[[client]]`, in order
     pub clients: Vec<Section>,
+    /// the TOML itself had errors
+    pub syntax_errors: bool,
 }
 
 /// What the walk needs besides the text.
@@ -97,7 +101,10 @@ impl Walk<'_> {
             let at = e.span().map_or(0, |s| s.start);
             self.problem(at, e.message().trim_end_matches('\n').to_string());
         }
-        let mut doc = Document::default();
+        let mut doc = Document {
+            syntax_errors: !self.problems.is_empty(),
+            ..Document::default()
+        };
         for (key, value) in root.get_ref() {
             let at = key.span().start;
             match (key.get_ref().as_ref(), value.get_ref()) {
