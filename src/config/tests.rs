@@ -196,7 +196,7 @@ fn secrets_from_the_environment_and_from_files() {
         ("[relay]\ntoken = \"env:T_EMPTY\"", "the secret is empty"),
         ("[relay]\ntoken = \"file:missing\"", "cannot read"),
     ] {
-        let e = load(bad).err().expect(bad);
+        let e = load(bad).expect_err(bad);
         assert_eq!((e.list[0].0, e.list[0].1), (2, 9), "{e}");
         assert!(e.list[0].2.contains(msg), "{e}");
         // Never the secret's value in an error.
