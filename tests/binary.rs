@@ -2,130 +2,13 @@
 
 mod common;
 
+use common::proc::*;
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_burrow");
-
-/// A child process with its stderr lines collected on a thread; killed on drop.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start burrow");
-        let lines = line_reader(child.stderr.take().unwrap());
-        Proc {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits (bounded) for a stderr line containing `needle`; returns it.
-    fn wait_line(&mut self, needle: &str) -> String {
-        let end = Instant::now() + Duration::from_secs(10);
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no stderr line with {needle:?}; saw {:#?}", self.seen)
-    }
-
-    fn listening(&mut self) -> SocketAddr {
-        let line = self.wait_line("proxy listening on ");
-        let addr = line.split("proxy listening on ").nth(1).unwrap();
-        addr.split_whitespace().next().unwrap().parse().unwrap()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    /// Waits (bounded) for exit; returns the code and all stderr.
-    fn wait_exit(&mut self, limit: Duration) -> (Option<i32>, String) {
-        let end = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
-                    self.seen.push(l);
-                }
-                return (status.code(), self.seen.join("\n"));
-            }
-            assert!(
-                Instant::now() < end,
-                "burrow did not exit within {limit:?}; log: {:#?}",
-                self.seen
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // Already exited is fine.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The lines of `r`, read on a thread of their own.
-fn line_reader(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    lines
-}
-
-/// A blocking echo server on its own thread.
-fn echo_server() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || {
-                let mut w = s.try_clone().unwrap();
-                let mut r = s;
-                if std::io::copy(&mut r, &mut w).is_ok() {
-                    w.shutdown(std::net::Shutdown::Write).ok();
-                }
-            });
-        }
-    });
-    addr
-}
 
 fn connect_tunnel(proxy: SocketAddr, target: SocketAddr, extra: &str) -> (TcpStream, String) {
     let mut s = TcpStream::connect(proxy).unwrap();

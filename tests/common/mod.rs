@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod certs;
+pub mod proc;
 pub mod tunnel;
 
 /// Longest any test may take before it fails instead of hanging CI.

@@ -1,0 +1,222 @@
+//! The config file through the real binary: `burrow check` (every error placed, exit 2; every
+//! example accepted), `--config` with flags that override it, and `burrow run` applying a
+//! changed file live (roles added and removed, an invalid file refused, SIGHUP).
+
+mod common;
+
+use common::certs::{Ca, TempDir};
+use common::proc::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// Runs `burrow ARGS` to its end (bounded); returns the exit code and stdout + stderr.
+fn burrow(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut p = Proc::start(args, env);
+    p.wait_exit(Duration::from_secs(30))
+}
+
+#[test]
+fn check_reports_every_error_with_its_place_and_exits_2() {
+    let dir = TempDir::new("check");
+    let file = dir.path("bad.toml");
+    std::fs::write(
+        &file,
+        "[relay]\ntoken = \"t\"\nkeepalive = \"5x\"\nbogus = 1\n\n[[client]]\nrelays = [\"ws://127.0.0.1:1\"]\nforward = [\"nonsense\"]\n",
+    )
+    .unwrap();
+    let (code, out) = burrow(&["check", file.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2), "{out}");
+    let f = file.display();
+    for want in [
+        format!("{f}:3:13: keepalive: bad duration"),
+        format!("{f}:4:1: unknown key `bogus` in [relay]"),
+        format!("{f}:8:12: forward: bad -L \"nonsense\""),
+    ] {
+        assert!(out.contains(&want), "{want:?} missing from:\n{out}");
+    }
+    // `burrow run` refuses to start on the same errors.
+    let (code, out2) = burrow(&["run", file.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2), "{out2}");
+    assert!(out2.contains(&format!("{f}:3:13: keepalive")), "{out2}");
+    assert!(!out2.contains("listening"), "{out2}");
+}
+
+/// Every file in examples/, with its /etc/burrow/ paths pointed at test files (a certificate,
+/// a key, a CA and secrets made here) and its `env:` secrets set.
+#[test]
+fn check_accepts_every_example() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<_> = std::fs::read_dir(&examples)
+        .expect("examples/")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "examples: {files:?}");
+    let dir = TempDir::new("examples");
+    let ca = Ca::new("examples");
+    let (cert, key) = ca.leaf(&["relay.example.com"], false);
+    let etc = dir.0.display().to_string();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let text = text.replace("/etc/burrow/", &format!("{etc}/"));
+        // Whatever the example reads from /etc/burrow/: a certificate, a key, a CA or a secret.
+        for part in text.split(&format!("{etc}/")).skip(1) {
+            let name: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+                .collect();
+            let content = match name.rsplit('.').next() {
+                _ if name.contains("key") => key.clone(),
+                Some("pem" | "crt") if name.contains("ca") => ca.pem.clone(),
+                Some("pem" | "crt") => cert.clone(),
+                _ => "user:example-secret\n".to_string(),
+            };
+            std::fs::write(dir.path(&name), content).unwrap();
+        }
+        let copy = dir.path(file.file_name().unwrap().to_str().unwrap());
+        std::fs::write(&copy, &text).unwrap();
+        let mut env = Vec::new();
+        for part in text.split("\"env:").skip(1) {
+            let name: String = part.chars().take_while(|c| *c != '"').collect();
+            env.push(name);
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|n| (n.as_str(), "user:example")).collect();
+        let (code, out) = burrow(&["check", copy.to_str().unwrap()], &env);
+        assert_eq!(code, Some(0), "{}:\n{out}", file.display());
+        assert!(out.contains(": ok: "), "{out}");
+    }
+}
+
+#[test]
+fn config_flag_reads_the_section_and_flags_override_it() {
+    let dir = TempDir::new("override");
+    let file = dir.path("proxy.toml");
+    // As written, an open proxy on every address: refused.
+    std::fs::write(
+        &file,
+        "[proxy]\nlisten = \"0.0.0.0:0\"\nconnect-timeout = \"3s\"\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let (code, out) = burrow(&["proxy", "--config", path], &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains(&format!("{path}:1:2: refusing to run an open proxy")),
+        "{out}"
+    );
+    // The flag wins: loopback, and the file's other keys still apply.
+    let mut p = Proc::start(&["proxy", "--config", path, "--listen", "127.0.0.1:0"], &[]);
+    let addr = p.listening();
+    assert!(addr.ip().is_loopback());
+    let echo = echo_server();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+}
+
+/// A `burrow run` process and the addresses it reports.
+struct Run {
+    p: Proc,
+}
+
+impl Run {
+    fn start(file: &std::path::Path) -> Run {
+        Run {
+            p: Proc::start(&["run", file.to_str().unwrap()], &[("RUST_LOG", "info")]),
+        }
+    }
+    /// The address in the line with `needle`, right after it.
+    fn addr_after(&mut self, needle: &str) -> SocketAddr {
+        let line = self.p.saw_or_wait(needle);
+        let rest = line.split(needle).nth(1).unwrap();
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    }
+}
+
+fn echo_roundtrip(addr: SocketAddr, msg: &str) -> Result<String, std::io::Error> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(msg.as_bytes())?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut back = String::new();
+    s.read_to_string(&mut back)?;
+    Ok(back)
+}
+
+#[test]
+fn run_applies_a_changed_file_and_refuses_an_invalid_one() {
+    let dir = TempDir::new("run");
+    std::fs::write(dir.path("token"), "run-secret\n").unwrap();
+    // The relay in one process (its port is known once it listens) ...
+    let relay_file = dir.path("relay.toml");
+    std::fs::write(
+        &relay_file,
+        "[relay]\nlisten = \"127.0.0.1:0\"\ntoken = \"file:token\"\n",
+    )
+    .unwrap();
+    let mut relay = Run::start(&relay_file);
+    let relay_addr = relay.addr_after("relay listening on ");
+    // ... and a proxy in another, to which a client is added, then removed.
+    let echo = echo_server();
+    let file = dir.path("edge.toml");
+    let proxy_only = "[proxy]\nlisten = \"127.0.0.1:0\"\n".to_string();
+    std::fs::write(&file, &proxy_only).unwrap();
+    let mut edge = Run::start(&file);
+    let proxy = edge.addr_after("proxy listening on ");
+    let client = format!(
+        "{proxy_only}\n[[client]]\nname = \"app\"\nrelays = [\"ws://{relay_addr}/burrow\"]\ntoken = \"file:token\"\nforward = [\"127.0.0.1:0:{echo}\"]\n"
+    );
+    // Noticed on disk (no signal).
+    std::fs::write(&file, &client).unwrap();
+    let local = edge.addr_after("[app] listening L ");
+    edge.p.saw_or_wait("[app] connected");
+    edge.p
+        .saw_or_wait("reload (the file changed): 1 added, 0 removed, 0 changed, 1 unchanged");
+    assert_eq!(
+        echo_roundtrip(local, "through the new client").unwrap(),
+        "through the new client"
+    );
+    // The proxy was not touched: the same port still serves.
+    let mut s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    // An invalid file is refused with its errors; what runs stays.
+    std::fs::write(&file, format!("{client}keepalive = \"never\"\n")).unwrap();
+    edge.p
+        .saw_or_wait(&format!("{}:9:13: keepalive: bad duration", file.display()));
+    edge.p
+        .saw_or_wait("refused: 1 errors; the running configuration stays");
+    assert_eq!(echo_roundtrip(local, "still here").unwrap(), "still here");
+
+    // SIGHUP after the client's removal: it stops, its port refuses.
+    std::fs::write(&file, &proxy_only).unwrap();
+    edge.p.signal("-HUP");
+    edge.p.saw_or_wait("reload: app removed");
+    edge.p
+        .saw_or_wait("0 added, 1 removed, 0 changed, 1 unchanged");
+    let refused = (0..200).any(|_| {
+        let gone = TcpStream::connect(local).is_err();
+        if !gone {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gone
+    });
+    assert!(refused, "the removed client's -L port still accepts");
+
+    // SIGTERM drains every role and exits 0.
+    edge.p.signal("-TERM");
+    let (code, log) = edge.p.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    relay.p.signal("-TERM");
+    let (code, log) = relay.p.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+}
