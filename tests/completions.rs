@@ -1,7 +1,8 @@
 //! The shell completions in contrib/completions/: every flag that `burrow SUB --help` lists is
 //! completed for that subcommand in the bash, zsh and fish files, and so are the contract's
-//! `run`, `check` and `--config` (docs/CONFIG.md) before the binary has them; each file is
-//! valid for its shell, and bash and fish, when run, offer those flags and file names.
+//! `run`, `check` and `--config` (docs/CONFIG.md) before the binary has them, and no other
+//! flag (a typo, or a flag since removed); each file is valid for its shell, and bash and
+//! fish, when run, offer those flags and file names.
 //!
 //! A shell that is not installed is skipped with a note on stderr (.ci/run installs zsh and
 //! fish). Each file marks a subcommand's section with a `# burrow SUB` line and ends the last
@@ -38,16 +39,20 @@ struct Shell {
     file: &'static str,
     /// how the file writes `--long` or `-S`
     spell: fn(&str) -> String,
+    /// the flags a section of the file completes, as `--long` and `-S`
+    written: fn(&str) -> BTreeSet<String>,
 }
 
 const SHELLS: &[Shell] = &[
     Shell {
         file: "burrow.bash",
         spell: |flag| flag.to_string(),
+        written: dash_words,
     },
     Shell {
         file: "_burrow",
         spell: |flag| flag.to_string(),
+        written: zsh_flags,
     },
     Shell {
         file: "burrow.fish",
@@ -55,6 +60,7 @@ const SHELLS: &[Shell] = &[
             Some(long) => format!("-l {long}"),
             None => format!("-s {}", &flag[1..]),
         },
+        written: fish_flags,
     },
 ];
 
@@ -200,12 +206,67 @@ fn section<'a>(text: &'a str, sub: &str) -> Option<Vec<&'a str>> {
 /// Whether `needle` occurs in `hay` as a whole word: no flag character right before or after
 /// it (so `--max-streams` is not found in `--max-streams-total`).
 fn has_word(hay: &str, needle: &str) -> bool {
-    let flagish = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
     hay.match_indices(needle).any(|(i, _)| {
         let before = hay[..i].chars().next_back();
         let after = hay[i + needle.len()..].chars().next();
         !before.is_some_and(flagish) && !after.is_some_and(flagish)
     })
+}
+
+fn flagish(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
+/// The flags in `text` written as they are typed: `--long` and `-S` (burrow's short flags are
+/// capitals; lowercase ones are the shell's own, like zsh's `_files -g`).
+fn dash_words(text: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for (i, c) in text.char_indices() {
+        if c != '-' || text[..i].chars().next_back().is_some_and(flagish) {
+            continue;
+        }
+        let word: String = text[i..].chars().take_while(|&c| flagish(c)).collect();
+        let b = word.as_bytes();
+        let long = b.len() > 2 && b[1] == b'-' && b[2].is_ascii_lowercase();
+        let short = b.len() == 2 && b[1].is_ascii_uppercase();
+        if long || short {
+            found.insert(word);
+        }
+    }
+    found
+}
+
+/// zsh's flags: those of `dash_words` outside the `[description]` of each spec, which
+/// mentions other subcommands' flags.
+fn zsh_flags(text: &str) -> BTreeSet<String> {
+    let mut bare = String::new();
+    let mut depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => bare.push(c),
+            _ => {}
+        }
+    }
+    dash_words(&bare)
+}
+
+/// fish's flags: `-l long` and `-s S` on its `complete` lines (`set -l` is a local variable).
+fn fish_flags(text: &str) -> BTreeSet<String> {
+    let words: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("complete "))
+        .flat_map(str::split_whitespace)
+        .collect();
+    words
+        .windows(2)
+        .filter_map(|w| match w[0] {
+            "-l" => Some(format!("--{}", w[1])),
+            "-s" => Some(format!("-{}", w[1])),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -217,7 +278,7 @@ fn every_flag_of_every_subcommand_is_completed_in_each_shell() {
         "the relay has more than 20 flags: the parser misread `burrow server --help`: {:?}",
         server.1
     );
-    let mut missing = Vec::new();
+    let (mut missing, mut unknown) = (Vec::new(), Vec::new());
     for shell in SHELLS {
         let path = completions_dir().join(shell.file);
         let text = std::fs::read_to_string(&path)
@@ -228,6 +289,10 @@ fn every_flag_of_every_subcommand_is_completed_in_each_shell() {
                 continue;
             };
             let body = lines.join("\n");
+            // A flag the subcommand does not have (a typo, or one since removed).
+            for flag in (shell.written)(&body).difference(flags) {
+                unknown.push(format!("{}: burrow {sub} {flag}", shell.file));
+            }
             for flag in flags {
                 let spelled = (shell.spell)(flag);
                 if !has_word(&body, &spelled) {
@@ -240,9 +305,10 @@ fn every_flag_of_every_subcommand_is_completed_in_each_shell() {
         }
     }
     assert!(
-        missing.is_empty(),
-        "flags without a completion:\n{}",
-        missing.join("\n")
+        missing.is_empty() && unknown.is_empty(),
+        "flags without a completion:\n{}\ncompletions of flags the subcommand does not have:\n{}",
+        missing.join("\n"),
+        unknown.join("\n")
     );
 }
 
@@ -255,6 +321,18 @@ fn the_checks_see_a_missing_flag() {
     assert!(!has_word(&server, "--max-streams"));
     assert!(!has_word(&server, "--grace"));
     assert!(section(text, "proxy").is_none());
+    assert_eq!(
+        dash_words("opts=\"-L --local --max-streams\" # -x ---a --9 -- -"),
+        ["--local", "--max-streams", "-L"].map(String::from).into()
+    );
+    assert_eq!(
+        zsh_flags("'--listen[not --grace nor -R]:address:' '*'{-R,--remote}'[x]:spec:'"),
+        ["--listen", "--remote", "-R"].map(String::from).into()
+    );
+    assert_eq!(
+        fish_flags("complete -c burrow -n $c -s L -l local -x -d 'about -R'"),
+        ["--local", "-L"].map(String::from).into()
+    );
     assert!(has_word("complete -l max-streams -x", "-l max-streams"));
     assert!(!has_word("complete -l max-streams-total", "-l max-streams"));
 }
