@@ -81,6 +81,16 @@ fuzz TARGET="head" SECS="60":
     # compiler accept them (this stack's old rustix, via async-h1, does not build on nightly).
     RUSTC_BOOTSTRAP=1 cargo fuzz run {{TARGET}} -- -max_total_time={{SECS}}
 
+# install the binary (release build), systemd units, completions, examples and a first config: just install PREFIX=/usr/local DESTDIR= [SYSCONFDIR=/etc] [BIN=path]
+[positional-arguments]
+install *VARS:
+    @bash contrib/install.sh install "$@"
+
+# remove what `just install` put under PREFIX (same PREFIX and DESTDIR); the config dir stays
+[positional-arguments]
+uninstall *VARS:
+    @bash contrib/install.sh uninstall "$@"
+
 # what CI runs: fmt check, clippy, tests, interop and browser suites
 ci:
     bash .ci/run
