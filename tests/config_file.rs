@@ -82,7 +82,12 @@ fn check_accepts_every_example() {
             let name: String = part.chars().take_while(|c| *c != '"').collect();
             env.push(name);
         }
-        let env: Vec<(&str, &str)> = env.iter().map(|n| (n.as_str(), "user:example")).collect();
+        // A proxy URL for the upstream hops, credentials for the rest.
+        let value = |n: &str| match n.ends_with("_PROXY") {
+            true => "http://user:example@proxy.example:3128",
+            false => "user:example",
+        };
+        let env: Vec<(&str, &str)> = env.iter().map(|n| (n.as_str(), value(n))).collect();
         let (code, out) = burrow(&["check", copy.to_str().unwrap()], &env);
         assert_eq!(code, Some(0), "{}:\n{out}", file.display());
         assert!(out.contains(": ok: "), "{out}");
