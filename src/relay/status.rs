@@ -10,7 +10,6 @@ use crate::http::surface::{self, Answer, Guard};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 /// The configuration the relay runs with now. The one place `/config` reads it from: when
 /// the configuration becomes swappable on reload, this reads the live one.
@@ -146,12 +145,12 @@ pub(super) fn config_text(cfg: &RelayConfig, listen: Option<SocketAddr>) -> Stri
     t.string("allow-ports", ports(cfg.allow_ports));
     t.list("allow", &cfg.rules.allow);
     t.list("deny", &cfg.rules.deny);
-    t.string("keepalive", duration(cfg.session.keepalive));
-    t.string("drain-timeout", duration(cfg.drain_timeout));
+    t.duration("keepalive", cfg.session.keepalive);
+    t.duration("drain-timeout", cfg.drain_timeout);
     t.raw("max-streams", cfg.session.max_streams);
-    t.string("grace", duration(cfg.grace));
+    t.duration("grace", cfg.grace);
     t.raw("no-resume", !cfg.resume);
-    t.string("connect-timeout", duration(cfg.connect_timeout));
+    t.duration("connect-timeout", cfg.connect_timeout);
     #[cfg(feature = "tls")]
     if cfg.tls.is_some() {
         t.comment("tls-cert, tls-key: set (wss://)");
@@ -195,15 +194,6 @@ fn ports((lo, hi): (u16, u16)) -> String {
         lo.to_string()
     } else {
         format!("{lo}-{hi}")
-    }
-}
-
-/// `20s`, or `1500ms` when not whole seconds (the forms the config file reads).
-pub(crate) fn duration(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
     }
 }
 

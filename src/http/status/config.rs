@@ -44,6 +44,15 @@ impl ConfigText {
         self
     }
 
+    /// `key = "20s"` (or `"1500ms"` when not whole seconds): the forms the file reads.
+    pub fn duration(&mut self, key: &str, d: std::time::Duration) -> &mut Self {
+        if d.subsec_millis() == 0 {
+            self.string(key, format_args!("{}s", d.as_secs()))
+        } else {
+            self.string(key, format_args!("{}ms", d.as_millis()))
+        }
+    }
+
     /// `key = ["a", "b"]`.
     pub fn list<T: Display>(&mut self, key: &str, items: impl IntoIterator<Item = T>) -> &mut Self {
         let items: Vec<String> = items.into_iter().map(|i| quote(&i.to_string())).collect();
@@ -100,6 +109,8 @@ mod tests {
             .section("[relay]")
             .string("listen", "0.0.0.0:8443")
             .raw("max-streams", 100)
+            .duration("keepalive", std::time::Duration::from_secs(20))
+            .duration("grace", std::time::Duration::from_millis(1500))
             .list("allow", ["a\"b", "c\\d"])
             .secret("token", true)
             .secret("admin-token", false)
@@ -108,7 +119,7 @@ mod tests {
             .finish();
         assert_eq!(
             text,
-            "[relay]\nlisten = \"0.0.0.0:8443\"\nmax-streams = 100\n\
+            "[relay]\nlisten = \"0.0.0.0:8443\"\nmax-streams = 100\nkeepalive = \"20s\"\ngrace = \"1500ms\"\n\
              allow = [\"a\\\"b\", \"c\\\\d\"]\ntoken = \"***\"\n\n[[relay.tokens]]\n\
              token-sha256 = \"9f86d081…\"\n"
         );
