@@ -141,7 +141,7 @@ fn page(
         ("state", Cell::text(s.name)),
         ("since", Cell::time(s.since)),
         ("uptime_s", Cell::Num(board.started.elapsed().as_secs())),
-        ("streams", Cell::Num(metrics.streams.load(Relaxed))),
+        ("streams_open", Cell::Num(metrics.streams.load(Relaxed))),
         ("bytes_in", Cell::Num(metrics.bytes_in.load(Relaxed))),
         ("bytes_out", Cell::Num(metrics.bytes_out.load(Relaxed))),
         ("rtt_ms", Cell::millis(session.and_then(Session::rtt))),

@@ -52,9 +52,9 @@ fn page(ctx: &Ctx) -> Page {
     let header = vec![
         ("version", Cell::text(env!("CARGO_PKG_VERSION"))),
         ("uptime_s", Cell::Num(view.started.elapsed().as_secs())),
-        ("sessions", Cell::Num(m.sessions.load(Relaxed))),
+        ("sessions_open", Cell::Num(m.sessions.load(Relaxed))),
         ("sessions_total", Cell::Num(m.sessions_total.load(Relaxed))),
-        ("streams", Cell::Num(m.streams.load(Relaxed))),
+        ("streams_open", Cell::Num(m.streams.load(Relaxed))),
         ("streams_total", Cell::Num(m.streams_total.load(Relaxed))),
         ("bytes_in", Cell::Num(m.bytes_in.load(Relaxed))),
         ("bytes_out", Cell::Num(m.bytes_out.load(Relaxed))),
