@@ -36,7 +36,7 @@ pub(super) fn render(page: &Page) -> String {
     }
     out.push_str("</dl>\n");
     for table in &page.tables {
-        let _ = write!(out, "<h2>{}</h2>\n", escape(&words(table.name)));
+        let _ = writeln!(out, "<h2>{}</h2>", escape(&words(table.name)));
         if table.rows.is_empty() {
             let _ = writeln!(out, "<p class=\"none\" id=\"{}\">none</p>", table.name);
             continue;
