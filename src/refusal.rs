@@ -181,6 +181,92 @@ impl Refusal {
     }
 }
 
+/// Refusals an operator's view (`/status`) lists: the most recent ones, newest dropping the
+/// oldest. A peer can cause refusals at will, so the list is a fixed-size ring.
+pub const RECENT_REFUSALS: usize = 50;
+
+/// Longest detail (bytes) kept with a listed refusal: details may quote what a peer sent.
+pub const MAX_REFUSAL_DETAIL: usize = 200;
+
+/// One listed refusal: when, who (a peer address or a session), why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentRefusal {
+    /// when it happened
+    pub at: std::time::SystemTime,
+    /// the peer address or session label it concerns
+    pub who: String,
+    /// its kind
+    pub refusal: Refusal,
+    /// what was refused and why, at most [`MAX_REFUSAL_DETAIL`] bytes
+    pub detail: String,
+}
+
+/// The last [`RECENT_REFUSALS`] refusals, and how many there were in all.
+#[derive(Debug, Default)]
+pub struct RecentRefusals {
+    ring: std::sync::Mutex<std::collections::VecDeque<RecentRefusal>>,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl RecentRefusals {
+    /// Lists a refusal, dropping the oldest once [`RECENT_REFUSALS`] are listed.
+    pub fn record(&self, who: &str, refusal: Refusal, detail: &str) {
+        let entry = RecentRefusal {
+            at: std::time::SystemTime::now(),
+            who: cut(who).to_string(),
+            refusal,
+            detail: cut(detail).to_string(),
+        };
+        self.total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        if ring.len() >= RECENT_REFUSALS {
+            ring.pop_front();
+        }
+        ring.push_back(entry);
+    }
+
+    /// The listed refusals, newest first.
+    pub fn newest_first(&self) -> Vec<RecentRefusal> {
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        ring.iter().rev().cloned().collect()
+    }
+
+    /// Refusals recorded in all (listed or no longer).
+    pub fn total(&self) -> u64 {
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// `s` cut to at most [`MAX_REFUSAL_DETAIL`] bytes, at a character boundary.
+fn cut(s: &str) -> &str {
+    let mut end = s.len().min(MAX_REFUSAL_DETAIL);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Refusal {
+    /// What an operator reads for this refusal in `/status`: why, in a few words.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Auth => "wrong token",
+            Refusal::Forbidden => "refused by rules or ports",
+            Refusal::Unreachable => "target unreachable",
+            Refusal::Timeout => "target timed out",
+            Refusal::TooManyStreams => "limit hit: streams",
+            Refusal::BadRequest => "bad request",
+            Refusal::GoingAway => "going away",
+            Refusal::Other => "other",
+            Refusal::TooManyConnections => "limit hit: connections",
+            Refusal::TooManySessions => "limit hit: sessions",
+            Refusal::TooManyDials => "limit hit: dials",
+            Refusal::Version => "protocol version",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,5 +356,22 @@ mod tests {
                 "{label} is never counted"
             );
         }
+    }
+
+    #[test]
+    fn the_recent_refusals_are_a_bounded_ring_newest_first() {
+        let recent = RecentRefusals::default();
+        for i in 0..RECENT_REFUSALS + 7 {
+            recent.record(&format!("peer{i}"), Refusal::Auth, "wrong token");
+        }
+        let listed = recent.newest_first();
+        assert_eq!(listed.len(), RECENT_REFUSALS);
+        assert_eq!(recent.total(), (RECENT_REFUSALS + 7) as u64);
+        assert_eq!(listed[0].who, format!("peer{}", RECENT_REFUSALS + 6));
+        assert_eq!(listed[RECENT_REFUSALS - 1].who, "peer7");
+        // A long detail is cut at a character boundary.
+        recent.record("x", Refusal::Forbidden, &"é".repeat(MAX_REFUSAL_DETAIL));
+        let d = &recent.newest_first()[0].detail;
+        assert!(d.len() <= MAX_REFUSAL_DETAIL && d.chars().all(|c| c == 'é'));
     }
 }

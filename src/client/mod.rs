@@ -34,6 +34,7 @@ mod resume;
 mod serve;
 mod session;
 pub mod spec;
+mod status;
 
 use events::Readiness;
 pub use events::{ClientError, Event};
@@ -118,6 +119,8 @@ pub struct Client {
     bound_ports: Arc<Mutex<HashMap<u32, u16>>>,
     listeners: Vec<(LocalSpec, TcpListener)>,
     readiness: Arc<Readiness>,
+    /// what `/status` shows beyond the configuration
+    status: Arc<status::Board>,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::ClientTls>,
 }
@@ -182,6 +185,7 @@ impl Client {
             bound_ports: Arc::new(Mutex::new(HashMap::new())),
             listeners,
             readiness: Arc::new(Readiness::new(remotes)),
+            status: Arc::new(status::Board::new()),
         })
     }
 
@@ -216,6 +220,7 @@ impl Client {
 
     fn emit(&self, e: Event) {
         log::debug!("client: {e}");
+        self.status.record(&e);
         let _ = self.events.0.try_send(e);
     }
 
@@ -294,11 +299,13 @@ impl Client {
         self.readiness.set_connected(true);
         self.emit(Event::Connected);
         self.current.set(Some(session.clone()));
+        self.status.set_session(Some(session.clone()));
         let conn = (driver, link);
         let end = self
             .serve_session(session, conn, spawner, shutdown, stdio.as_ref(), retry)
             .await;
         self.current.set(None);
+        self.status.set_session(None);
         self.readiness.set_connected(false);
         end
     }

@@ -85,6 +85,8 @@ impl Client {
                             .unwrap_or_else(|e| e.into_inner())
                             .insert(bind_id, port);
                     }
+                    let remotes = self.cfg.remotes.len();
+                    self.status.bind_answer(bind_id, remotes, Ok(&addr));
                     let target = self.remote_target(bind_id);
                     self.readiness
                         .bound
@@ -94,6 +96,8 @@ impl Client {
                     self.emit(Event::Bound { addr, target });
                 }
                 Frame::BindRefused { bind_id, reason } => {
+                    let remotes = self.cfg.remotes.len();
+                    self.status.bind_answer(bind_id, remotes, Err(&reason));
                     let target = self.remote_target(bind_id);
                     self.emit(Event::BindRefused { target, reason });
                 }

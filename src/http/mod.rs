@@ -5,4 +5,5 @@ pub mod auth;
 pub mod body;
 pub mod front;
 pub mod head;
+pub mod status;
 pub mod surface;

@@ -172,6 +172,78 @@ pub fn standard_route(
     }
 }
 
+/// `first`'s answer where it has one (the `/status` routes, see [`crate::http::status::route`]),
+/// else `then`'s (the standard routes).
+pub fn combine<A, B>(first: A, then: B) -> impl Fn(&str, &str) -> Answer + Send + Sync + 'static
+where
+    A: Fn(&str, &str) -> Option<Answer> + Send + Sync + 'static,
+    B: Fn(&str, &str) -> Answer + Send + Sync + 'static,
+{
+    move |method: &str, path: &str| first(method, path).unwrap_or_else(|| then(method, path))
+}
+
+/// Who may read a surface-only listener: everyone, or (on a non-loopback `--admin` with
+/// `--admin-token`) only requests with `Authorization: Bearer <token>`, compared in constant
+/// time, for every path but `/healthz` (a load balancer's probe carries no token).
+#[derive(Debug, Clone, Default)]
+pub enum Guard {
+    /// no token asked
+    #[default]
+    Open,
+    /// this bearer token is required
+    Bearer(crate::secret::Secret),
+}
+
+impl Guard {
+    /// `Err(why)` when `head` may not read its path (answered 401).
+    pub fn check(&self, head: &RequestHead) -> Result<(), &'static str> {
+        let Guard::Bearer(want) = self else {
+            return Ok(());
+        };
+        if path_of(head) == "/healthz" {
+            return Ok(());
+        }
+        let got = head
+            .headers
+            .get("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match got {
+            Some(g) if crate::secret::constant_time_eq(g.as_bytes(), want.expose().as_bytes()) => {
+                Ok(())
+            }
+            Some(_) => Err("wrong token"),
+            None => Err("missing token (Authorization: Bearer …)"),
+        }
+    }
+}
+
+/// How often a surface logs a refused request: a scanner knocking without the token gets
+/// one line per interval, with the count of those left out.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Lets one log line through per [`REFUSAL_LOG_INTERVAL`] and counts the rest.
+#[derive(Debug, Default)]
+struct OnceIn(Mutex<(Option<Instant>, u64)>);
+
+impl OnceIn {
+    /// `Some(left_out)` when this one is logged, `None` when only counted.
+    fn hit(&self) -> Option<u64> {
+        let now = Instant::now();
+        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match w.0 {
+            Some(t) if now.saturating_duration_since(t) < REFUSAL_LOG_INTERVAL => {
+                w.1 = w.1.saturating_add(1);
+                None
+            }
+            _ => {
+                w.0 = Some(now);
+                Some(std::mem::take(&mut w.1))
+            }
+        }
+    }
+}
+
 /// Serves one request on `stream` after the caller read its head (`raw_head`: the head's
 /// bytes only), then closes. Everything, answer included, ends by `deadline` or when
 /// `shutdown` drains; a request with a body or (HTTP/1.1) without `Host` is refused.
@@ -222,7 +294,22 @@ pub async fn serve_listener_as<F>(
 ) where
     F: Fn(&str, &str) -> Answer + Send + Sync + 'static,
 {
+    serve_listener_guarded(what, listener, route, Guard::Open, spawner, shutdown).await
+}
+
+/// [`serve_listener_as`], with every request checked by `guard` first (401 when refused).
+pub async fn serve_listener_guarded<F>(
+    what: &'static str,
+    listener: smol::net::TcpListener,
+    route: F,
+    guard: Guard,
+    spawner: crate::exec::Spawner,
+    shutdown: crate::shutdown::ShutdownSignal,
+) where
+    F: Fn(&str, &str) -> Answer + Send + Sync + 'static,
+{
     let route = Arc::new(route);
+    let guard = Arc::new((guard, OnceIn::default()));
     let accept_loop = crate::listen::AcceptLoop {
         what,
         limit: MAX_SURFACE_CONNECTIONS,
@@ -230,8 +317,11 @@ pub async fn serve_listener_as<F>(
         drain: crate::listen::Drain::Cancel,
     };
     let admit = |stream, peer| {
-        let (route, shutdown) = (route.clone(), shutdown.clone());
-        Ok(async move { serve_one(what, stream, peer, route, &shutdown).await })
+        let (route, guard, shutdown) = (route.clone(), guard.clone(), shutdown.clone());
+        Ok(async move {
+            let (g, log) = &*guard;
+            serve_one(what, stream, peer, route, (g, log), &shutdown).await
+        })
     };
     let over_limit = |_stream, peer, _open| {
         log::debug!("{what} {peer}: closed, {MAX_SURFACE_CONNECTIONS} connections open");
@@ -249,6 +339,7 @@ async fn serve_one<F>(
     stream: smol::net::TcpStream,
     peer: std::net::SocketAddr,
     route: Arc<F>,
+    (guard, refusal_log): (&Guard, &OnceIn),
     shutdown: &crate::shutdown::ShutdownSignal,
 ) where
     F: Fn(&str, &str) -> Answer,
@@ -274,6 +365,25 @@ async fn serve_one<F>(
             return;
         }
     };
+    if let Err(why) = guard.check(&head) {
+        if let Some(n) = refusal_log.hit() {
+            let more = if n > 0 {
+                format!("; {n} more since")
+            } else {
+                String::new()
+            };
+            log::warn!(
+                "{what} {peer}: {} refused: {why} (401){more}",
+                path_of(&head)
+            );
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let challenge: &[(&str, &str)] = &[("WWW-Authenticate", "Bearer")];
+        if let Err(e) = front::refuse(stream, 401, why, challenge, left).await {
+            log::debug!("{what} {peer}: {e}");
+        }
+        return;
+    }
     let route = |m: &str, p: &str| route(m, p);
     if let Err(e) = serve_after_head(stream, &head, raw, route, deadline, shutdown).await {
         log::debug!("{what} {peer}: {e}");

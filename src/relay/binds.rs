@@ -1,6 +1,7 @@
 //! `-R` on the relay: binding public listeners within `--allow-ports`, carrying visitors to
 //! the client, and holding a vanished client's listeners through the grace period.
 
+use super::registry::{BindingEntry, Listed};
 use super::*;
 use crate::http::front;
 use crate::listen::{AcceptLoop, Drain};
@@ -108,17 +109,19 @@ pub(super) async fn session_frames_loop(
                 );
                 session.send_session_frame(Frame::Bound {
                     bind_id,
-                    addr: local,
+                    addr: local.clone(),
                 });
                 binds
                     .live
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(listener.clone());
+                let target = format!("session {} ({})", session.label(), describe(&mode));
+                let listed = ctx.view.add_binding(local, target);
                 tasks.spawn(accept_visitors(
                     ctx.clone(),
                     session.clone(),
-                    listener,
+                    (listener, listed),
                     bind_id,
                     proxy_cfg,
                     session_sd.signal(),
@@ -126,6 +129,7 @@ pub(super) async fn session_frames_loop(
             }
             Err((kind, why)) => {
                 ctx.metrics.refused(kind);
+                ctx.view.refused(session.label(), kind, &why);
                 log::warn!("session {}: bind refused: {why}", session.label());
                 session.send_session_frame(Frame::BindRefused {
                     bind_id,
@@ -252,7 +256,7 @@ async fn bind(
 async fn accept_visitors(
     ctx: Arc<Ctx>,
     session: Session,
-    listener: Arc<TcpListener>,
+    (listener, (counted, _listed)): (Arc<TcpListener>, (Arc<BindingEntry>, Listed)),
     bind_id: u32,
     proxy_cfg: Option<Arc<ProxyConfig>>,
     going_away: crate::shutdown::ShutdownSignal,
@@ -267,6 +271,7 @@ async fn accept_visitors(
         bind_id,
         proxy_cfg,
         going_away: going_away.clone(),
+        counted,
     });
     let accept_loop = AcceptLoop {
         what: &label,
@@ -278,6 +283,9 @@ async fn accept_visitors(
     let admit = |visitor: TcpStream, peer: SocketAddr| {
         let id = ctx.ids.fetch_add(1, Ordering::Relaxed);
         if !super::streams::may_open(&ctx, &label, peer) {
+            let why = "visitor refused: relay full (--max-streams-total)";
+            ctx.view
+                .refused(&peer.to_string(), Refusal::TooManyStreams, why);
             // A proxy visitor can read why; a forwarded one only sees the close.
             return Err(match binding.proxy_cfg {
                 Some(_) => listen::TurnAway::answer(front::refuse(
@@ -292,8 +300,11 @@ async fn accept_visitors(
         }
         Ok(binding.clone().serve(visitor, peer, id))
     };
-    let over_limit = |visitor, peer, _open| {
+    let over_limit = |visitor, peer: SocketAddr, _open| {
         ctx.ids.fetch_add(1, Ordering::Relaxed);
+        let why = format!("visitor refused: {MAX_VISITORS} already connected");
+        ctx.view
+            .refused(&peer.to_string(), Refusal::TooManyConnections, &why);
         log::warn!(
             "session {label}: visitor {peer} refused: {MAX_VISITORS} already connected (503)"
         );
@@ -321,12 +332,15 @@ struct Binding {
     dialer: Arc<MuxDialer>,
     /// the session's drain
     going_away: crate::shutdown::ShutdownSignal,
+    /// this binding as `/status` lists it (its visitors counted)
+    counted: Arc<BindingEntry>,
 }
 
 impl Binding {
     /// One visitor: served as a proxy client (`:proxy`), or carried to the client as a
     /// stream of its own.
     async fn serve(self: Arc<Self>, visitor: TcpStream, peer: SocketAddr, id: u64) {
+        let _visitor = self.counted.visitor();
         let label = self.session.label();
         match &self.proxy_cfg {
             Some(cfg) => {

@@ -75,6 +75,9 @@ fn refuse_conn(
     why: &limits::ConnRefusal,
 ) -> listen::TurnAway {
     ctx.metrics.refused(Refusal::TooManyConnections);
+    let detail = why.to_string();
+    ctx.view
+        .refused(&peer.to_string(), Refusal::TooManyConnections, &detail);
     if let Some(n) = ctx.limits.logs.conns.hit() {
         log::warn!(
             "relay {peer}: connection refused: {why} (503){}",
@@ -192,6 +195,7 @@ async fn refuse_metrics<S: FrontStream>(
     let mut challenge: &[(&str, &str)] = &[];
     if status == 401 {
         ctx.metrics.refused(Refusal::Auth);
+        ctx.view.refused(&peer.to_string(), Refusal::Auth, why);
         if let Some(n) = ctx.limits.logs.auth.hit() {
             log::warn!("relay {peer}: /metrics refused: {why} (401){}", left_out(n));
         }

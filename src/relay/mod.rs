@@ -30,8 +30,10 @@ use std::time::{Duration, Instant};
 mod binds;
 mod front;
 pub mod limits;
+mod registry;
 mod resume;
 mod session;
+mod status;
 mod streams;
 pub mod tokens;
 
@@ -115,6 +117,8 @@ struct Ctx {
     reapers: TaskSet,
     /// relay-wide limit counters
     limits: Limiter,
+    /// what the operator's view lists: sessions, bindings, last refusals
+    view: Arc<registry::Registry>,
 }
 
 /// A bound relay, ready to run.
@@ -185,12 +189,16 @@ impl Relay {
             spawner: spawner.clone(),
             shutdown: shutdown.clone(),
             ids: AtomicU64::new(1),
+            view: registry::Registry::new(),
         });
+        let listen = self.listener.local_addr().ok();
         let admin = async {
             if let Some(admin) = self.admin {
-                let route = surface::standard_route(ctx.metrics.clone(), None);
+                let route = status::admin_route(&ctx, listen);
+                let guard = status::admin_guard(&ctx.cfg);
                 let sd = shutdown.clone();
-                surface::serve_listener_as("admin", admin, route, spawner.clone(), sd).await;
+                let sp = spawner.clone();
+                surface::serve_listener_guarded("admin", admin, route, guard, sp, sd).await;
             }
         };
         let accept_loop = AcceptLoop {

@@ -35,6 +35,12 @@ pub(super) async fn tunnel<S: FrontStream>(
     let mut cfg = ctx.cfg.session.clone();
     cfg.resumable = key.is_some();
     let (session, driver) = Session::new(Side::Relay, cfg, label.clone(), ctx.metrics.clone());
+    let _listed = ctx.view.add_session(super::registry::SessionEntry {
+        token: super::registry::token_name(&ctx.cfg),
+        peer,
+        since: std::time::SystemTime::now(),
+        session: session.clone(),
+    });
     // Dropped when this session has wound down: a successor with the same id waits for it.
     let (_wound_down, wound_down_rx) = smol::channel::bounded::<()>(1);
     take_over(&ctx, &session_id, &session, wound_down_rx).await;
@@ -87,6 +93,7 @@ async fn upgrade<S: FrontStream>(
         Upgrade::Refuse(refusal, why) => {
             let status = refusal.http_status();
             ctx.metrics.refused(refusal);
+            ctx.view.refused(&peer.to_string(), refusal, &why);
             if let Some(n) = ctx.limits.logs.auth.hit() {
                 log::warn!(
                     "relay {peer}: tunnel refused: {why} ({status}){}",
@@ -163,6 +170,11 @@ async fn admit_session<S: FrontStream>(
         Ok(p) => Some(p),
         Err(why) => {
             ctx.metrics.refused(Refusal::TooManySessions);
+            ctx.view.refused(
+                &peer.to_string(),
+                Refusal::TooManySessions,
+                &why.to_string(),
+            );
             if let Some(n) = ctx.limits.logs.sessions.hit() {
                 log::warn!("relay {peer}: tunnel refused: {why} (503){}", left_out(n));
             }

@@ -2,7 +2,8 @@
 // browser download). run.sh runs it inside the `cloud` network namespace.
 //
 // Usage: node browser.mjs [--proxy http://HOST:PORT [--user U --pass P]] [--timeout MS]
-//                         [--fetch PATH] URL...
+//                         [--fetch PATH] [--dom SELECTOR]... [--viewport WxH]
+//                         [--screenshot FILE.png] URL...
 //
 // Visits each URL in one browser context and prints one line per URL:
 //   goto URL status=N text=FIRST-200-CHARS-OF-THE-PAGE-TEXT
@@ -11,6 +12,10 @@
 // reads the body as a stream, reporting `progress BYTES` lines as it goes, and prints
 //   fetch PATH sha256=HEX bytes=N        (crypto.subtle.digest over the whole body)
 //   fetch PATH error=WHAT
+// With --dom SELECTOR (repeatable), after the first URL loads, for each selector:
+//   dom SELECTOR text=FIRST-500-CHARS-OF-ITS-TEXT       (or `dom SELECTOR error=none`)
+// With --screenshot FILE.png, the first URL's page (the viewport, --viewport, default 1000x600)
+// is saved there, and `screenshot FILE.png bytes=N` printed.
 // The exit status is 0 whenever the browser ran (run.sh judges the lines), 2 if it did not.
 
 import { chromium } from 'playwright-core';
@@ -24,10 +29,16 @@ for (let i = 0; i < args.length; i++) {
   else if (a === '--pass') opt.pass = args[++i];
   else if (a === '--timeout') opt.timeout = Number(args[++i]);
   else if (a === '--fetch') opt.fetch = args[++i];
+  else if (a === '--dom') (opt.dom ||= []).push(args[++i]);
+  else if (a === '--screenshot') opt.screenshot = args[++i];
+  else if (a === '--viewport') {
+    const [width, height] = args[++i].split('x').map(Number);
+    opt.viewport = { width, height };
+  }
   else opt.urls.push(a);
 }
 
-const oneLine = (s) => String(s).replace(/\s+/g, ' ').trim().slice(0, 200);
+const oneLine = (s, n = 200) => String(s).replace(/\s+/g, ' ').trim().slice(0, n);
 
 // A last resort so that a wedged browser never hangs the suite (run.sh also bounds us).
 const guard = setTimeout(() => {
@@ -67,7 +78,10 @@ try {
 
 try {
   // The HTTPS app has a self-signed certificate: the point here is the tunnel, not its cert.
-  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  const context = await browser.newContext({
+    ignoreHTTPSErrors: true,
+    viewport: opt.viewport || { width: 1000, height: 600 },
+  });
   const page = await context.newPage();
   await page.exposeFunction('reportProgress', (n) => console.log(`progress ${n}`));
   for (const [i, url] of opt.urls.entries()) {
@@ -78,6 +92,19 @@ try {
     } catch (e) {
       console.log(`goto ${url} error=${oneLine(e.message.split('\n')[0])}`);
       continue;
+    }
+    if (i === 0 && opt.dom) {
+      for (const sel of opt.dom) {
+        const t = await page.evaluate((s) => {
+          const el = document.querySelector(s);
+          return el ? el.innerText : null;
+        }, sel);
+        console.log(t === null ? `dom ${sel} error=none` : `dom ${sel} text=${oneLine(t, 500)}`);
+      }
+    }
+    if (i === 0 && opt.screenshot) {
+      const png = await page.screenshot({ path: opt.screenshot });
+      console.log(`screenshot ${opt.screenshot} bytes=${png.length}`);
     }
     if (i === 0 && opt.fetch) {
       const r = await page.evaluate(async (path) => {

@@ -10,6 +10,8 @@
 #   BURROW_BIN=path  use this binary instead of building target/debug/burrow
 #   KEEP_WORK=1      keep the temp dir (logs, certificates) for a look afterwards
 #   CHROMIUM=path    the browser (default /usr/bin/chromium, Debian's package)
+#   STATUS_PNG=path  save the relay's /status screenshot there too (docs/status.png is one)
+#   ONLY_STATUS=1    stop after the operator's-view check (check 3b)
 # Needs: iproute2, tinyproxy, openssl, python3, curl, node + npm, Debian's chromium, and
 # playwright-core in tests/e2e-browser/node_modules (`npm ci --prefix tests/e2e-browser`;
 # .ci/run installs all of it). No browser is ever downloaded.
@@ -21,7 +23,8 @@
 #   private 10.231.1.2 (+ .10 app.internal, .11 secure.internal, .12 blocked.internal)
 #      │  apps (python3), burrow client --via http://10.231.1.1:8888
 #   corp    10.231.1.1 │ 10.231.2.1      tinyproxy on 10.231.1.1:8888, the only way out
-#   public  10.231.2.2 │ 10.231.3.1      burrow server on 0.0.0.0:8443 (wss, test CA), -R 18080
+#   public  10.231.2.2 │ 10.231.3.1      burrow server on 0.0.0.0:8443 (wss, test CA), -R 18080,
+#                                        --admin 127.0.0.1:9900 (/status, seen by a Chromium here)
 #   cloud   10.231.3.2                   Chromium (playwright-core), proxy http://10.231.3.1:18080
 #
 # Names resolve per namespace from /etc/netns/NS/hosts (ip netns exec mounts it over /etc/hosts):
@@ -209,6 +212,7 @@ CORP_IP=10.231.1.1
 RELAY_PUBLIC_IP=10.231.2.2
 RELAY_CLOUD_IP=10.231.3.1
 PROXY_PORT=18080
+ADMIN_PORT=9900
 RELAY_PROXY="http://$RELAY_CLOUD_IP:$PROXY_PORT"
 TOKEN="tok-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 P_USER=tester
@@ -289,7 +293,7 @@ start_relay() {
         RELAY_N=$((RELAY_N + 1))
         RELAY_LOG="$WORK/relay-$RELAY_N.log"
         bg "$NS_PUB" "$RELAY_LOG" "$BURROW" server --listen 0.0.0.0:8443 --token "$TOKEN" \
-            --tls-cert "$PKI/relay.pem" --tls-key "$PKI/relay.key"
+            --tls-cert "$PKI/relay.pem" --tls-key "$PKI/relay.key" --admin "127.0.0.1:$ADMIN_PORT"
         RELAY_PID=$BG_PID
         if wait_match "$RELAY_LOG" 'relay listening on [0-9.]+:8443' "$RELAY_PID" >/dev/null; then
             return 0
@@ -425,6 +429,61 @@ if grep -q '^request .* host=blocked\.internal' "$WORK/app-http.log"; then
         "$WORK/app-http.log"
 else
     pass "apps: the denied requests for blocked.internal never reached the app"
+fi
+
+# --- check 3b: the operator's view: the relay's /status in Chromium, with the live session ----
+# A wrong token first, so the page has a refusal to list. The browser runs in the public
+# namespace: the admin listener is on the relay's loopback.
+names=("operator's view: the relay's /status loads in Chromium (200, 'burrow relay')"
+    "operator's view: /status lists the client's session with its token name and peer"
+    "operator's view: /status lists the binding 0.0.0.0:$PROXY_PORT (proxy) with its visitors"
+    "operator's view: /status lists the wrong-token refusal"
+    "operator's view: a screenshot of /status was saved"
+    "operator's view: /config masks the relay's token")
+nsx "$NS_PUB" curl -q -s -o /dev/null --max-time 5 --cacert "$PKI/ca.pem" \
+    -H "Authorization: Bearer wrong-token" https://relay.public:8443/metrics || true
+STATUS_URL="http://127.0.0.1:$ADMIN_PORT/status"
+STATUS_SHOT="$WORK/status.png"
+B="$WORK/browser-3b-status.log"
+timeout 120 ip netns exec "$NS_PUB" node "$HERE/browser.mjs" --viewport 1000x600 \
+    --dom '#sessions' --dom '#bindings' --dom '#refusals' --screenshot "$STATUS_SHOT" \
+    "$STATUS_URL" </dev/null >"$B" 2>"$B.stderr" || echo "browser.mjs exit $?" >>"$B"
+expect_page "${names[0]}" "$B" "$STATUS_URL" "burrow relay" "$B.stderr" "$RELAY_LOG"
+dom_line() { grep -F -- "dom $1 text=" "$B" | head -n 1 || true; }
+line=$(dom_line '#sessions')
+# The session's peer is tinyproxy's address on the public side.
+if [[ $line == *default*10.231.2.1:* ]]; then
+    pass "${names[1]}"
+else
+    fail "${names[1]}" "got: ${line:-$(tr '\n' '|' <"$B")}" "$B.stderr"
+fi
+line=$(dom_line '#bindings')
+if [[ $line == *"0.0.0.0:$PROXY_PORT"*"(proxy)"* ]]; then
+    pass "${names[2]}"
+else
+    fail "${names[2]}" "got: ${line:-$(tr '\n' '|' <"$B")}" "$B.stderr"
+fi
+line=$(dom_line '#refusals')
+if [[ $line == *"wrong token"* ]]; then
+    pass "${names[3]}"
+else
+    fail "${names[3]}" "got: ${line:-$(tr '\n' '|' <"$B")}" "$B.stderr"
+fi
+if grep -Eq "^screenshot .* bytes=[1-9][0-9]*$" "$B" && [[ -s $STATUS_SHOT ]]; then
+    pass "${names[4]} ($(stat -c %s "$STATUS_SHOT") bytes)"
+    if [[ -n ${STATUS_PNG:-} ]]; then cp "$STATUS_SHOT" "$STATUS_PNG"; fi
+else
+    fail "${names[4]}" "$(tr '\n' '|' <"$B")" "$B.stderr"
+fi
+config=$(nsx "$NS_PUB" curl -q -sS --max-time 5 "http://127.0.0.1:$ADMIN_PORT/config" 2>&1 || true)
+if [[ $config == *'token = "***"'* && $config != *"$TOKEN"* ]]; then
+    pass "${names[5]}"
+else
+    fail "${names[5]}" "no token = \"***\" line, or the token itself in the text"
+fi
+if [[ -n ${ONLY_STATUS:-} ]]; then
+    summary
+    exit
 fi
 
 # --- check 4: the relay dies (SIGKILL) and comes back; the client reconnects through tinyproxy ---

@@ -247,7 +247,7 @@ pub async fn start_client(
     })
 }
 
-/// `--status ADDR`: /healthz, /readyz and /metrics of the client, on a task of its own.
+/// `--status ADDR`: /status, /status.json, /config, /healthz, /readyz and /metrics of the client, on a task of its own.
 async fn serve_status(
     addr: SocketAddr,
     client: &Client,
@@ -258,7 +258,10 @@ async fn serve_status(
         .await
         .with_context(|| format!("--status: cannot listen on {addr}"))?;
     log::info!("status on http://{}/readyz", listener.local_addr()?);
-    let route = crate::http::surface::standard_route(client.metrics(), Some(client.readiness()));
+    let route = crate::http::surface::combine(
+        client.status_route(),
+        crate::http::surface::standard_route(client.metrics(), Some(client.readiness())),
+    );
     let serve = crate::http::surface::serve_listener_as(
         "status",
         listener,

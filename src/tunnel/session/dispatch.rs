@@ -132,6 +132,7 @@ impl Shared {
         }
         st.recv.push_back(payload);
         self.metrics.bytes_in.fetch_add(n as u64, Relaxed);
+        self.bytes_received.fetch_add(n as u64, Relaxed);
         if let Some(w) = st.reader.take() {
             w.wake();
         }

@@ -327,6 +327,7 @@ impl<'a> Batch<'a> {
             Out::Data(buf, len) => {
                 let payload = len.saturating_sub(crate::tunnel::frame::HEADER);
                 self.data += payload;
+                shared.bytes_sent.fetch_add(payload as u64, Relaxed);
                 let bytes = shared.out.pool().message_bytes(buf, len);
                 if resumable {
                     shared.replay().push_data(&bytes, payload);

@@ -165,6 +165,11 @@ pub(crate) struct Shared {
     srtt_us: AtomicU64,
     start: Instant,
     refused: AtomicU64,
+    /// payload bytes of DATA frames written to the peer (this session's share of
+    /// `metrics.bytes_out`, counted as the writer takes them)
+    bytes_sent: AtomicU64,
+    /// payload bytes of DATA frames received from the peer (its share of `metrics.bytes_in`)
+    bytes_received: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -241,6 +246,8 @@ impl Session {
             srtt_us: AtomicU64::new(0),
             start: Instant::now(),
             refused: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
             metrics,
         });
         metrics_inc(&shared.metrics.sessions, 1);
@@ -421,6 +428,29 @@ impl Session {
     /// OPENs refused so far (by either side's answer from here).
     pub fn refused_count(&self) -> u64 {
         self.shared.refused.load(Relaxed)
+    }
+
+    /// Payload bytes sent to the peer so far (DATA frames handed to the writer).
+    pub fn bytes_sent(&self) -> u64 {
+        self.shared.bytes_sent.load(Relaxed)
+    }
+
+    /// Payload bytes received from the peer so far (DATA frames accepted).
+    pub fn bytes_received(&self) -> u64 {
+        self.shared.bytes_received.load(Relaxed)
+    }
+
+    /// The smoothed round trip of the keepalive pings; `None` until a pong came back.
+    pub fn rtt(&self) -> Option<Duration> {
+        match self.shared.srtt_us.load(Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// How long ago the session was created.
+    pub fn age(&self) -> Duration {
+        self.shared.start.elapsed()
     }
 
     /// True when both handles are of the same session.
