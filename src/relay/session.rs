@@ -4,10 +4,78 @@
 
 use super::resume::{self, Attach};
 use super::*;
+use crate::metrics::TokenSession;
 use crate::tunnel::ws::BoxIo;
+use std::time::SystemTime;
 
 /// How long a returning client waits for its stale earlier session to wind down.
 const REPLACE_WAIT: Duration = Duration::from_secs(5);
+
+/// One open session on the relay, as `/status` shows it.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// the name of the token it presented (`None` with `--no-auth`); never the token
+    pub token_name: Option<String>,
+    /// the client's address (of the connection that started the session)
+    pub peer: SocketAddr,
+    /// when the session started
+    pub since: SystemTime,
+    /// the session (its label, streams, state)
+    pub session: Session,
+}
+
+/// A session in [`Shared::sessions`]: what it shows, the grant it started with, and where
+/// a reload sends the reason to end it.
+pub(super) struct Tracked {
+    pub(super) info: SessionInfo,
+    pub(super) grant: Arc<Grant>,
+    revoke: smol::channel::Sender<String>,
+}
+
+impl Tracked {
+    /// Asks the session to go away with `why`; false if it was asked already.
+    pub(super) fn revoke(&self, why: &str) -> bool {
+        self.revoke.try_send(why.to_string()).is_ok()
+    }
+}
+
+/// A session's place in [`Shared::sessions`], left when dropped.
+struct Tracking {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Tracking {
+    fn drop(&mut self) {
+        let mut sessions = self.shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.remove(&self.id);
+    }
+}
+
+/// Registers a session for reloads and `/status`. Its token is checked against the active
+/// configuration under the same lock a reload holds while it swaps and scans, so a session
+/// authenticated just before a reload that removed its token is revoked all the same.
+fn track(
+    ctx: &Ctx,
+    info: SessionInfo,
+    grant: &Arc<Grant>,
+) -> (Tracking, smol::channel::Receiver<String>) {
+    let (tx, rx) = smol::channel::bounded(1);
+    let id = ctx.ids.fetch_add(1, Ordering::Relaxed);
+    let tracked = Tracked {
+        info,
+        grant: grant.clone(),
+        revoke: tx,
+    };
+    let mut sessions = ctx.shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
+    if ctx.active().auth.current(grant).is_none() {
+        let name = grant.token_name.as_deref().unwrap_or_default();
+        tracked.revoke(&format!("token {name} removed by reload"));
+    }
+    sessions.insert(id, tracked);
+    let shared = ctx.shared.clone();
+    (Tracking { shared, id }, rx)
+}
 
 /// The tunnel upgrade, then the session's life. `conn` (this connection's slot) is held
 /// until the session ends, or handed to the session this connection resumes.
@@ -23,18 +91,28 @@ pub(super) async fn tunnel<S: FrontStream>(
     let Some(up) = upgrade(&ctx, &stream, peer, &head, &mut conn, deadline).await else {
         return;
     };
-    let session_id = up.session_id;
+    let session_id = up.session_id.clone();
+    let grant = up.grant.clone();
     let stream: BoxIo = Box::new(stream);
     let ws = ws::server_stream(stream, leftover).await;
-    let label = format!("{}@{peer}", &session_id[..session_id.len().min(8)]);
+    let id8 = &session_id[..session_id.len().min(8)];
+    let label = format!("{id8}@{peer}{}", grant.log_suffix());
     let key = match up.plan {
         Plan::Resume(to) => return resume::hand_over(to, Attach { ws, conn }, &label).await,
         Plan::Plain => None,
         Plan::New(key) => Some(key),
     };
-    let mut cfg = ctx.cfg.session.clone();
+    let mut cfg = ctx.active().cfg.session.clone();
+    cfg.max_streams = grant.max_streams;
     cfg.resumable = key.is_some();
     let (session, driver) = Session::new(Side::Relay, cfg, label.clone(), ctx.metrics.clone());
+    let info = SessionInfo {
+        token_name: grant.token_name.clone(),
+        peer,
+        since: SystemTime::now(),
+        session: session.clone(),
+    };
+    let (_tracking, revoke) = track(&ctx, info, &grant);
     // Dropped when this session has wound down: a successor with the same id waits for it.
     let (_wound_down, wound_down_rx) = smol::channel::bounded::<()>(1);
     take_over(&ctx, &session_id, &session, wound_down_rx).await;
@@ -45,7 +123,7 @@ pub(super) async fn tunnel<S: FrontStream>(
         &ctx,
         &session,
         (driver, first, attach.as_ref().map(|(_, rx)| rx)),
-        &session_id,
+        (&session_id, &grant, &revoke),
         reclaimed,
     )
     .await;
@@ -55,11 +133,13 @@ pub(super) async fn tunnel<S: FrontStream>(
     hand_back(&ctx, session_id, &session, listeners, hold);
 }
 
-/// A checked upgrade: the client's session id, its slot under the session limits (none when
-/// it resumes a session that holds one), and what happens to the session.
+/// A checked upgrade: the client's session id, what its token grants, its slot under the
+/// session limits and in its token's gauge (none when it resumes a session that holds
+/// them), and what happens to the session.
 struct Upgraded {
     session_id: String,
-    _permit: Option<limits::SessionPermit>,
+    grant: Arc<Grant>,
+    _permit: Option<(limits::SessionPermit, Option<TokenSession>)>,
     plan: Plan,
 }
 
@@ -83,8 +163,14 @@ async fn upgrade<S: FrontStream>(
     conn: &mut ConnPermit,
     deadline: Instant,
 ) -> Option<Upgraded> {
-    let (accept, session_id, ask) = match ws::check_upgrade(head, ctx.cfg.token.as_ref()) {
-        Upgrade::Refuse(refusal, why) => {
+    let active = ctx.active();
+    let mut grant = None;
+    let checked = ws::check_upgrade_with(head, |token| {
+        grant = Some(active.auth.check(token)?);
+        Ok(())
+    });
+    let (accept, session_id, ask, grant) = match (checked, grant) {
+        (Upgrade::Refuse(refusal, why), _) => {
             let status = refusal.http_status();
             ctx.metrics.refused(refusal);
             if let Some(n) = ctx.limits.logs.auth.hit() {
@@ -100,11 +186,19 @@ async fn upgrade<S: FrontStream>(
             reply(stream, status, &why, challenge).await;
             return None;
         }
-        Upgrade::Accept {
-            accept,
-            session_id,
-            resume,
-        } => (accept, session_id, resume),
+        (
+            Upgrade::Accept {
+                accept,
+                session_id,
+                resume,
+            },
+            Some(grant),
+        ) => (accept, session_id, resume, grant),
+        // Accepted without a token judged: cannot happen; refused all the same.
+        (Upgrade::Accept { .. }, None) => {
+            reply(stream, 401, "missing token", &[("WWW-Authenticate", "Bearer")]).await;
+            return None;
+        }
     };
     let (plan, key) = match ask.filter(|_| ctx.cfg.resume) {
         None => (Plan::Plain, None),
@@ -119,7 +213,7 @@ async fn upgrade<S: FrontStream>(
     // A resumed session keeps the slot it holds.
     let permit = match plan {
         Plan::Resume(_) => None,
-        _ => Some(admit_session(ctx, stream, peer, &session_id).await?),
+        _ => Some(admit_session(ctx, stream, peer, &session_id, &grant).await?),
     };
     let response = ws::switching_protocols(&accept, key.as_deref().map(|k| (k, ctx.cfg.grace)));
     let mut w = stream.clone();
@@ -135,23 +229,26 @@ async fn upgrade<S: FrontStream>(
     conn.upgraded();
     Some(Upgraded {
         session_id,
+        grant,
         _permit: permit,
         plan,
     })
 }
 
-/// Admits a session under `--max-sessions` and `--max-sessions-per-token`, or answers 503
-/// (the client retries with backoff). With a token the count is per token (one token today,
-/// so it is a second total); with `--no-auth` it is per client address.
+/// Admits a session under `--max-sessions` and its token's `max-sessions` (else
+/// `--max-sessions-per-token`), or answers 503 (the client retries with backoff). With a
+/// token the count is per token name; with `--no-auth` it is per client address. The
+/// session then counts in its token's gauge.
 async fn admit_session<S: FrontStream>(
     ctx: &Ctx,
     stream: &S,
     peer: SocketAddr,
     session_id: &str,
-) -> Option<limits::SessionPermit> {
-    let key = match &ctx.cfg.token {
-        Some(_) => "token".to_string(),
-        None => peer.ip().to_string(),
+    grant: &Grant,
+) -> Option<(limits::SessionPermit, Option<TokenSession>)> {
+    let key = match &grant.token_name {
+        Some(name) => format!("token {name}"),
+        None => format!("address {}", peer.ip()),
     };
     let replacing = ctx
         .registry
@@ -159,12 +256,22 @@ async fn admit_session<S: FrontStream>(
         .unwrap_or_else(|e| e.into_inner())
         .live
         .contains_key(session_id);
-    match ctx.limits.sessions.admit(&key, replacing) {
-        Ok(p) => Some(p),
+    match ctx.limits.sessions.admit(&key, grant.max_sessions, replacing) {
+        Ok(p) => {
+            let gauge = grant.token_name.as_deref().map(|n| ctx.metrics.token_session(n));
+            Some((p, gauge))
+        }
         Err(why) => {
             ctx.metrics.refused(Refusal::TooManySessions);
+            if let Some(name) = &grant.token_name {
+                ctx.metrics.token_refused(name);
+            }
             if let Some(n) = ctx.limits.logs.sessions.hit() {
-                log::warn!("relay {peer}: tunnel refused: {why} (503){}", left_out(n));
+                log::warn!(
+                    "relay {peer}: tunnel refused{}: {why} (503){}",
+                    grant.log_suffix(),
+                    left_out(n)
+                );
             }
             reply(stream, 503, &why.to_string(), &[]).await;
             None
@@ -229,8 +336,9 @@ fn reclaim(ctx: &Ctx, session_id: &str, label: &str) -> Vec<Arc<TcpListener>> {
 }
 
 /// The session's life: its connections (the driver on each), its session frames (BIND), the
-/// streams the client opens, and the relay's drain, raced until one ends. Returns the
-/// listeners it holds, and whether to hold them for the client's return.
+/// streams the client opens, the relay's drain, and a reload revoking its token, raced until
+/// one ends. Returns the listeners it holds, and whether to hold them for the client's
+/// return (not after its token was revoked).
 async fn serve(
     ctx: &Arc<Ctx>,
     session: &Session,
@@ -239,13 +347,14 @@ async fn serve(
         Attach,
         Option<&smol::channel::Receiver<Attach>>,
     ),
-    session_id: &str,
+    (session_id, grant, revoke): (&str, &Arc<Grant>, &smol::channel::Receiver<String>),
     reclaimed: Vec<Arc<TcpListener>>,
 ) -> (Vec<Arc<TcpListener>>, bool) {
     let tasks = TaskSet::new(ctx.spawner.clone());
     let state = Bindings {
         reclaimed: Mutex::new(reclaimed),
         live: Mutex::new(Vec::new()),
+        grant: grant.clone(),
     };
     // This session's own drain: the relay's, or the client's GO_AWAY. Visitors' idle
     // keep-alive connections close on it, so a client's shutdown is not held up by them.
@@ -258,17 +367,54 @@ async fn serve(
         resume::Ended::Closed
     };
     let incoming = async {
-        incoming_loop(ctx, session, &tasks).await;
+        incoming_loop(ctx, session, &tasks, grant).await;
         resume::Ended::Closed
     };
     let drain = async {
         drain_session(ctx, session, &session_sd).await;
         resume::Ended::Closed
     };
-    let ended = drive.or(frames).or(incoming).or(drain).await;
+    let revoked = std::sync::atomic::AtomicBool::new(false);
+    let revoke = async {
+        revoke_session(ctx, session, &session_sd, revoke, &revoked).await;
+        resume::Ended::Closed
+    };
+    let ended = drive.or(frames).or(incoming).or(drain).or(revoke).await;
     drop(tasks);
     let listeners = std::mem::take(&mut *state.live.lock().unwrap_or_else(|e| e.into_inner()));
-    (listeners, ended != resume::Ended::GraceOver)
+    let hold = ended != resume::Ended::GraceOver && !revoked.load(Ordering::Relaxed);
+    (listeners, hold)
+}
+
+/// When a reload removed (or changed) the session's token: go-away with the reason, then
+/// close once its streams are done, or at the drain timeout.
+async fn revoke_session(
+    ctx: &Ctx,
+    session: &Session,
+    session_sd: &crate::shutdown::Shutdown,
+    revoke: &smol::channel::Receiver<String>,
+    revoked: &std::sync::atomic::AtomicBool,
+) {
+    // The sender lives in `Shared::sessions` as long as the session does.
+    let Ok(why) = revoke.recv().await else {
+        return std::future::pending().await;
+    };
+    revoked.store(true, Ordering::Relaxed);
+    log::info!(
+        "session {}: {why}: going away, {} streams drain",
+        session.label(),
+        session.stream_count()
+    );
+    session_sd.drain();
+    session.go_away(&why);
+    let done = async {
+        session.streams_done().await;
+        Ok(())
+    };
+    // Late: the close below resets what is left.
+    let _ = crate::time::with_timeout(ctx.cfg.drain_timeout, done, || ()).await;
+    session.close(&why);
+    std::future::pending().await
 }
 
 /// On drain: go-away, then close the session once its streams are done.
