@@ -4,7 +4,7 @@
 //! values filled in where the token has none).
 
 use super::RelayConfig;
-use super::tokens::TokenKey;
+use super::tokens::{TokenKey, TokenSpec};
 use crate::dial::rules::Rules;
 use crate::refusal::Refusal;
 use sha2::{Digest, Sha256};
@@ -192,9 +192,19 @@ impl Auth {
     }
 }
 
-/// What a reload does to the tokens: a line for each token added or with new limits, and the
-/// tokens whose sessions must go, with `"removed"` or `"changed"` (its key).
-pub fn diff(old: &Auth, new: &Auth) -> (Vec<String>, Vec<(String, &'static str)>) {
+/// What a reload does to the tokens: a line for each token added or whose own limits
+/// changed (`specs`: the old and new `[[relay.tokens]]`; relay-wide changes have lines of
+/// their own), and the tokens whose sessions must go, with `"removed"` or `"changed"` (key).
+pub fn diff(
+    (old, new): (&Auth, &Auth),
+    specs: (&[TokenSpec], &[TokenSpec]),
+) -> (Vec<String>, Vec<(String, &'static str)>) {
+    let own_limits = |specs: &[TokenSpec], name: &str| {
+        specs.iter().find(|s| s.name == name).map(|s| {
+            let s = s.clone();
+            (s.allow_ports, s.rules, s.max_sessions, s.max_streams)
+        })
+    };
     let (mut lines, mut gone) = (Vec::new(), Vec::new());
     let named = |a: &Auth, n: &str| {
         a.grants()
@@ -207,7 +217,9 @@ pub fn diff(old: &Auth, new: &Auth) -> (Vec<String>, Vec<(String, &'static str)>
         match named(new, name) {
             None => gone.push((name.clone(), "removed")),
             Some(n) if !n.same_token(g) => gone.push((name.clone(), "changed")),
-            Some(n) if *n != **g => lines.push(format!("token {name} limits changed")),
+            Some(_) if own_limits(specs.0, name) != own_limits(specs.1, name) => {
+                lines.push(format!("token {name} limits changed"))
+            }
             Some(_) => {}
         }
     }
@@ -223,7 +235,6 @@ pub fn diff(old: &Auth, new: &Auth) -> (Vec<String>, Vec<(String, &'static str)>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay::tokens::TokenSpec;
     use crate::secret::Secret;
 
     /// SHA-256("test"), the vector in docs/CONFIG.md's example.
@@ -306,21 +317,21 @@ mod tests {
 
     #[test]
     fn diff_names_added_removed_changed() {
-        let mk = |specs: Vec<TokenSpec>| {
+        let mk = |specs: &[TokenSpec]| {
             Auth::from_config(&RelayConfig {
-                tokens: specs,
+                tokens: specs.to_vec(),
                 ..RelayConfig::default()
             })
             .unwrap()
         };
         let plain = |s: &str| TokenKey::Plain(Secret::new(s));
-        let old = mk(vec![
+        let old_specs = [
             spec("keep", plain("k")),
             spec("gone", plain("g")),
             spec("rekey", plain("r1")),
             spec("limit", plain("l")),
-        ]);
-        let new = mk(vec![
+        ];
+        let new_specs = [
             spec("keep", TokenKey::Sha256(sha256(b"k"))),
             spec("rekey", plain("r2")),
             TokenSpec {
@@ -328,8 +339,9 @@ mod tests {
                 ..spec("limit", plain("l"))
             },
             spec("fresh", plain("f")),
-        ]);
-        let (lines, gone) = diff(&old, &new);
+        ];
+        let (old, new) = (mk(&old_specs), mk(&new_specs));
+        let (lines, gone) = diff((&old, &new), (&old_specs, &new_specs));
         assert_eq!(lines, ["token limit limits changed", "token fresh added"]);
         assert_eq!(
             gone,

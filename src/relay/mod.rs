@@ -340,7 +340,7 @@ impl RelayHandle {
         let mut changes = Vec::new();
         #[cfg(feature = "tls")]
         changes.extend(reload_tls(&old.cfg, &cfg)?);
-        let (lines, gone) = auth::diff(&old.auth, &auth);
+        let (lines, gone) = auth::diff((&old.auth, &auth), (&old.cfg.tokens, &cfg.tokens));
         changes.extend(lines);
         changes.extend(setting_changes(&old.cfg, &cfg));
         changes.extend(sh.limits.apply(&old.cfg.limits, &cfg.limits));
