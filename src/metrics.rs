@@ -95,7 +95,10 @@ impl Metrics {
 
     /// Counts an open session of token `name` until the guard is dropped.
     pub fn token_session(self: &Arc<Self>, name: &str) -> TokenSession {
-        self.lock_tokens().entry(name.to_string()).or_default().sessions += 1;
+        self.lock_tokens()
+            .entry(name.to_string())
+            .or_default()
+            .sessions += 1;
         TokenSession {
             metrics: self.clone(),
             name: name.to_string(),
@@ -250,8 +253,14 @@ mod token_tests {
         m.token_refused("b\"x");
         m.token_refused("not-configured");
         let text = m.render();
-        assert!(text.contains("burrow_token_sessions{token=\"a\"} 1\n"), "{text}");
-        assert!(text.contains("burrow_token_refusals_total{token=\"b\\\"x\"} 1\n"), "{text}");
+        assert!(
+            text.contains("burrow_token_sessions{token=\"a\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("burrow_token_refusals_total{token=\"b\\\"x\"} 1\n"),
+            "{text}"
+        );
         assert!(!text.contains("not-configured"), "{text}");
         // Removed by a reload: kept while its session is open, then gone.
         m.set_tokens(&["b\"x".into()]);

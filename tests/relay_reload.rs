@@ -102,14 +102,22 @@ async fn raw_session(relay: SocketAddr, tok: &str, id: &str) -> (Session, smol::
         .await
         .unwrap();
     let secret = Secret::new(tok);
-    let ws = within(10, "handshake", client_handshake(tcp, &url, Some(&secret), id))
-        .await
-        .unwrap();
+    let ws = within(
+        10,
+        "handshake",
+        client_handshake(tcp, &url, Some(&secret), id),
+    )
+    .await
+    .unwrap();
     let metrics = Arc::new(Metrics::default());
-    let (session, driver) = Session::new(Side::Client, SessionConfig::default(), id.into(), metrics);
-    (session, smol::spawn(async move {
-        driver.run(ws).await;
-    }))
+    let (session, driver) =
+        Session::new(Side::Client, SessionConfig::default(), id.into(), metrics);
+    (
+        session,
+        smol::spawn(async move {
+            driver.run(ws).await;
+        }),
+    )
 }
 
 #[test]
@@ -145,7 +153,10 @@ fn a_removed_token_goes_away_while_another_tokens_stream_keeps_flowing() {
         // ends; the client says so (its log has the GO_AWAY's reason), and its token gets in
         // no more.
         echo(&mut draining, b"still").await;
-        assert!(!reaches(&gone).await, "a new stream on a going-away session");
+        assert!(
+            !reaches(&gone).await,
+            "a new stream on a going-away session"
+        );
         drop(draining);
         gone.wait("lost", |e| matches!(e, Event::Lost(_))).await;
         let refused = |e: &Event| matches!(e, Event::Lost(w) if w.contains("wrong token"));
@@ -155,7 +166,10 @@ fn a_removed_token_goes_away_while_another_tokens_stream_keeps_flowing() {
         echo(&mut stream, b"after").await;
         assert!(reaches(&kept).await, "a new stream of an unchanged token");
         while let Ok(e) = kept.events.try_recv() {
-            assert!(!matches!(e, Event::Lost(_)), "the kept session was touched: {e}");
+            assert!(
+                !matches!(e, Event::Lost(_)),
+                "the kept session was touched: {e}"
+            );
         }
         // The added token works at once.
         forwarder(&sp, relay.url(), "f", target).await;
@@ -180,7 +194,10 @@ fn changed_rules_apply_to_the_next_open_and_limits_to_the_next_session() {
         fenced.limits.max_sessions = 1;
         let changes = handle.reload(fenced.clone()).unwrap();
         assert_eq!(changes, ["rules changed", "max-sessions 32 -> 1"]);
-        assert!(!reaches(&client).await, "the next OPEN is under the new rules");
+        assert!(
+            !reaches(&client).await,
+            "the next OPEN is under the new rules"
+        );
         echo(&mut open, b"two").await;
         let url = relay.url();
         let tcp = TcpStream::connect(relay.addr).await.unwrap();

@@ -65,11 +65,17 @@ async fn relay_with(
 /// The relay's answer to a tunnel upgrade with `token`: `Ok` (101) or the refusal.
 async fn handshake(url: &TunnelUrl, token: &str, id: &str) -> Result<(), HandshakeError> {
     let addr = format!("{}:{}", url.host, url.port);
-    let tcp = within(10, "connect", TcpStream::connect(addr)).await.unwrap();
-    let secret = Secret::new(token);
-    within(10, "handshake", client_handshake(tcp, url, Some(&secret), id))
+    let tcp = within(10, "connect", TcpStream::connect(addr))
         .await
-        .map(drop)
+        .unwrap();
+    let secret = Secret::new(token);
+    within(
+        10,
+        "handshake",
+        client_handshake(tcp, url, Some(&secret), id),
+    )
+    .await
+    .map(drop)
 }
 
 fn client(relay: &RunningRelay, token: &str) -> ClientConfig {
@@ -205,16 +211,22 @@ fn a_token_over_its_max_sessions_gets_503_and_another_token_does_not() {
         let url = relay.url();
         let tcp = TcpStream::connect(relay.addr).await.unwrap();
         let secret = Secret::new("c");
-        let _first = within(10, "first", client_handshake(tcp, &url, Some(&secret), "c1"))
-            .await
-            .unwrap();
+        let _first = within(
+            10,
+            "first",
+            client_handshake(tcp, &url, Some(&secret), "c1"),
+        )
+        .await
+        .unwrap();
         match handshake(&url, "c", "c2").await {
             Err(HandshakeError::Rejected(503, why)) => {
                 assert!(why.contains("1 sessions with this token"), "{why}")
             }
             other => panic!("{other:?}"),
         }
-        handshake(&url, "o", "o1").await.expect("another token's own count");
+        handshake(&url, "o", "o1")
+            .await
+            .expect("another token's own count");
         assert_eq!(relay.metrics.token("capped").map(|t| t.1), Some(1));
         // The gauge follows sessions that end.
         eventually("o1 gone", || relay.metrics.token("other") == Some((0, 0))).await;

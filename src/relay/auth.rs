@@ -302,7 +302,10 @@ mod tests {
             ..RelayConfig::default()
         };
         let auth = Auth::from_config(&cfg).unwrap();
-        assert!(auth.check(None).is_err(), "tokens without `token` is not open");
+        assert!(
+            auth.check(None).is_err(),
+            "tokens without `token` is not open"
+        );
     }
 
     #[test]

@@ -447,7 +447,10 @@ mod tests {
             "each key has its own cap"
         );
         let _c1 = s.admit("c", 2, false).unwrap();
-        assert_eq!(s.admit("d", 2, false).unwrap_err(), SessionRefusal::Total(4));
+        assert_eq!(
+            s.admit("d", 2, false).unwrap_err(),
+            SessionRefusal::Total(4)
+        );
         // A returning client replacing its own stale session is let in.
         let a3 = s.admit("a", 2, true).unwrap();
         assert_eq!(s.count(), 5);
@@ -456,7 +459,10 @@ mod tests {
         assert!(s.admit("d", 2, false).is_ok());
         // A reload lowers the total: sessions beyond it stay, new ones wait.
         s.set_max(2);
-        assert_eq!(s.admit("e", 2, false).unwrap_err(), SessionRefusal::Total(2));
+        assert_eq!(
+            s.admit("e", 2, false).unwrap_err(),
+            SessionRefusal::Total(2)
+        );
     }
 
     #[test]

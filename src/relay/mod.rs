@@ -40,8 +40,8 @@ use auth::{Auth, Grant};
 use binds::{Bindings, GraceHold, hold_for_grace, session_frames_loop};
 use front::{FrontStream, reply};
 use limits::{ConnPermit, Limiter, RelayLimits, left_out};
-use session::{Tracked, tunnel};
 pub use session::SessionInfo;
+use session::{Tracked, tunnel};
 use streams::incoming_loop;
 
 pub use crate::tunnel::ws::HANDSHAKE_TIMEOUT;
@@ -129,7 +129,10 @@ struct Shared {
 
 impl Shared {
     fn active(&self) -> Arc<Active> {
-        self.active.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.active
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -303,7 +306,11 @@ impl std::fmt::Debug for RelayHandle {
 impl RelayHandle {
     /// The sessions open now, each with its token's name.
     pub fn sessions(&self) -> Vec<SessionInfo> {
-        let sessions = self.shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let sessions = self
+            .shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         sessions.values().map(|t| t.info.clone()).collect()
     }
 
@@ -353,7 +360,10 @@ impl RelayHandle {
                 continue;
             }
             let name = t.info.token_name.clone().unwrap_or_default();
-            let what = gone.iter().find(|(n, _)| *n == name).map_or("changed", |g| g.1);
+            let what = gone
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or("changed", |g| g.1);
             if t.revoke(&format!("token {name} {what} by reload")) {
                 *closed.entry(name).or_default() += 1;
             }
@@ -415,7 +425,10 @@ fn setting_changes(old: &RelayConfig, new: &RelayConfig) -> Vec<String> {
     let later = [
         ("grace", old.grace != new.grace),
         ("resume", old.resume != new.resume),
-        ("connect-timeout", old.connect_timeout != new.connect_timeout),
+        (
+            "connect-timeout",
+            old.connect_timeout != new.connect_timeout,
+        ),
         ("drain-timeout", old.drain_timeout != new.drain_timeout),
     ];
     for (name, changed) in later {

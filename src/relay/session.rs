@@ -47,7 +47,11 @@ struct Tracking {
 
 impl Drop for Tracking {
     fn drop(&mut self) {
-        let mut sessions = self.shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sessions = self
+            .shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         sessions.remove(&self.id);
     }
 }
@@ -67,7 +71,11 @@ fn track(
         grant: grant.clone(),
         revoke: tx,
     };
-    let mut sessions = ctx.shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
+    let mut sessions = ctx
+        .shared
+        .sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     if ctx.active().auth.current(grant).is_none() {
         let name = grant.token_name.as_deref().unwrap_or_default();
         tracked.revoke(&format!("token {name} removed by reload"));
@@ -196,7 +204,13 @@ async fn upgrade<S: FrontStream>(
         ) => (accept, session_id, resume, grant),
         // Accepted without a token judged: cannot happen; refused all the same.
         (Upgrade::Accept { .. }, None) => {
-            reply(stream, 401, "missing token", &[("WWW-Authenticate", "Bearer")]).await;
+            reply(
+                stream,
+                401,
+                "missing token",
+                &[("WWW-Authenticate", "Bearer")],
+            )
+            .await;
             return None;
         }
     };
@@ -256,9 +270,16 @@ async fn admit_session<S: FrontStream>(
         .unwrap_or_else(|e| e.into_inner())
         .live
         .contains_key(session_id);
-    match ctx.limits.sessions.admit(&key, grant.max_sessions, replacing) {
+    match ctx
+        .limits
+        .sessions
+        .admit(&key, grant.max_sessions, replacing)
+    {
         Ok(p) => {
-            let gauge = grant.token_name.as_deref().map(|n| ctx.metrics.token_session(n));
+            let gauge = grant
+                .token_name
+                .as_deref()
+                .map(|n| ctx.metrics.token_session(n));
             Some((p, gauge))
         }
         Err(why) => {
