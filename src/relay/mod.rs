@@ -40,9 +40,10 @@ use auth::{Auth, Grant};
 use binds::{Bindings, GraceHold, hold_for_grace, session_frames_loop};
 use front::{FrontStream, reply};
 use limits::{ConnPermit, Limiter, RelayLimits, left_out};
-pub use session::SessionInfo;
-use session::{Tracked, tunnel};
+use session::tunnel;
 use streams::incoming_loop;
+pub use tokens::SessionInfo;
+use tokens::Tracked;
 
 pub use crate::tunnel::ws::HANDSHAKE_TIMEOUT;
 

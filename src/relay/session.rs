@@ -3,6 +3,7 @@
 //! listeners, the session's life, and holding its listeners through the grace period.
 
 use super::resume::{self, Attach};
+use super::tokens::{SessionInfo, revoke_session, track};
 use super::*;
 use crate::metrics::TokenSession;
 use crate::tunnel::ws::BoxIo;
@@ -10,80 +11,6 @@ use std::time::SystemTime;
 
 /// How long a returning client waits for its stale earlier session to wind down.
 const REPLACE_WAIT: Duration = Duration::from_secs(5);
-
-/// One open session on the relay, as `/status` shows it.
-#[derive(Debug, Clone)]
-pub struct SessionInfo {
-    /// the name of the token it presented (`None` with `--no-auth`); never the token
-    pub token_name: Option<String>,
-    /// the client's address (of the connection that started the session)
-    pub peer: SocketAddr,
-    /// when the session started
-    pub since: SystemTime,
-    /// the session (its label, streams, state)
-    pub session: Session,
-}
-
-/// A session in [`Shared::sessions`]: what it shows, the grant it started with, and where
-/// a reload sends the reason to end it.
-pub(super) struct Tracked {
-    pub(super) info: SessionInfo,
-    pub(super) grant: Arc<Grant>,
-    revoke: smol::channel::Sender<String>,
-}
-
-impl Tracked {
-    /// Asks the session to go away with `why`; false if it was asked already.
-    pub(super) fn revoke(&self, why: &str) -> bool {
-        self.revoke.try_send(why.to_string()).is_ok()
-    }
-}
-
-/// A session's place in [`Shared::sessions`], left when dropped.
-struct Tracking {
-    shared: Arc<Shared>,
-    id: u64,
-}
-
-impl Drop for Tracking {
-    fn drop(&mut self) {
-        let mut sessions = self
-            .shared
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        sessions.remove(&self.id);
-    }
-}
-
-/// Registers a session for reloads and `/status`. Its token is checked against the active
-/// configuration under the same lock a reload holds while it swaps and scans, so a session
-/// authenticated just before a reload that removed its token is revoked all the same.
-fn track(
-    ctx: &Ctx,
-    info: SessionInfo,
-    grant: &Arc<Grant>,
-) -> (Tracking, smol::channel::Receiver<String>) {
-    let (tx, rx) = smol::channel::bounded(1);
-    let id = ctx.ids.fetch_add(1, Ordering::Relaxed);
-    let tracked = Tracked {
-        info,
-        grant: grant.clone(),
-        revoke: tx,
-    };
-    let mut sessions = ctx
-        .shared
-        .sessions
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if ctx.active().auth.current(grant).is_none() {
-        let name = grant.token_name.as_deref().unwrap_or_default();
-        tracked.revoke(&format!("token {name} removed by reload"));
-    }
-    sessions.insert(id, tracked);
-    let shared = ctx.shared.clone();
-    (Tracking { shared, id }, rx)
-}
 
 /// The tunnel upgrade, then the session's life. `conn` (this connection's slot) is held
 /// until the session ends, or handed to the session this connection resumes.
@@ -405,37 +332,6 @@ async fn serve(
     let listeners = std::mem::take(&mut *state.live.lock().unwrap_or_else(|e| e.into_inner()));
     let hold = ended != resume::Ended::GraceOver && !revoked.load(Ordering::Relaxed);
     (listeners, hold)
-}
-
-/// When a reload removed (or changed) the session's token: go-away with the reason, then
-/// close once its streams are done, or at the drain timeout.
-async fn revoke_session(
-    ctx: &Ctx,
-    session: &Session,
-    session_sd: &crate::shutdown::Shutdown,
-    revoke: &smol::channel::Receiver<String>,
-    revoked: &std::sync::atomic::AtomicBool,
-) {
-    // The sender lives in `Shared::sessions` as long as the session does.
-    let Ok(why) = revoke.recv().await else {
-        return std::future::pending().await;
-    };
-    revoked.store(true, Ordering::Relaxed);
-    log::info!(
-        "session {}: {why}: going away, {} streams drain",
-        session.label(),
-        session.stream_count()
-    );
-    session_sd.drain();
-    session.go_away(&why);
-    let done = async {
-        session.streams_done().await;
-        Ok(())
-    };
-    // Late: the close below resets what is left.
-    let _ = crate::time::with_timeout(ctx.cfg.drain_timeout, done, || ()).await;
-    session.close(&why);
-    std::future::pending().await
 }
 
 /// On drain: go-away, then close the session once its streams are done.
