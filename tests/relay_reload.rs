@@ -251,3 +251,61 @@ fn a_handle_works_before_run_and_refuses_what_needs_a_restart() {
         forwarder(&sp, relay.url(), "a", target).await;
     });
 }
+
+#[cfg(feature = "tls")]
+#[test]
+fn a_reload_rereads_the_same_certificate_files_or_swaps_in_others() {
+    use burrow::tls::ServerTls;
+    use common::certs::{Ca, TempDir};
+    run(|sp| async move {
+        let dir = TempDir::new("relay-reload");
+        let (one, two, three) = (Ca::new("one"), Ca::new("two"), Ca::new("three"));
+        let (cert, key) = one.write_leaf(&dir, "relay", &["localhost"], false);
+        let tls = Arc::new(ServerTls::load(&cert, &key).unwrap());
+        let cfg = RelayConfig {
+            tls: Some(tls),
+            ..with_tokens(vec![token("a", "a")])
+        };
+        let (relay, handle) = relay_with(&sp, cfg.clone()).await;
+        let trusting = |ca: &Ca, tag: &str| {
+            let url = format!("wss://localhost:{}/burrow", relay.addr.port());
+            let mut c = ClientConfig::new(url.parse().unwrap());
+            c.token = Some(Secret::new("a"));
+            c.tls.ca = Some(ca.write(&dir, tag));
+            c
+        };
+        let first = start_client(&sp, trusting(&one, "one")).await;
+        first.wait("first", |e| *e == Event::Connected).await;
+
+        // The same files with new content: the running `ServerTls` re-reads them.
+        let (c2, k2) = two.leaf(&["localhost"], false);
+        std::fs::write(&cert, c2).unwrap();
+        std::fs::write(&key, k2).unwrap();
+        assert_eq!(
+            handle.reload(cfg.clone()).unwrap(),
+            ["certificate reloaded"]
+        );
+        let second = start_client(&sp, trusting(&two, "two")).await;
+        second.wait("second", |e| *e == Event::Connected).await;
+
+        // Other files: the new `ServerTls` serves the next connections.
+        let (c3, k3) = three.write_leaf(&dir, "other", &["localhost"], false);
+        let other = RelayConfig {
+            tls: Some(Arc::new(ServerTls::load(&c3, &k3).unwrap())),
+            ..cfg.clone()
+        };
+        let changes = handle.reload(other).unwrap();
+        assert_eq!(changes, ["certificate replaced (new connections)"]);
+        let third = start_client(&sp, trusting(&three, "three")).await;
+        third.wait("third", |e| *e == Event::Connected).await;
+
+        while let Ok(e) = first.events.try_recv() {
+            assert!(
+                !matches!(e, Event::Lost(_)),
+                "the first session dropped: {e}"
+            );
+        }
+        let plain = RelayConfig { tls: None, ..cfg };
+        assert!(matches!(handle.reload(plain), Err(ReloadError::Restart(_))));
+    });
+}
