@@ -232,3 +232,79 @@ fn a_token_over_its_max_sessions_gets_503_and_another_token_does_not() {
         eventually("o1 gone", || relay.metrics.token("other") == Some((0, 0))).await;
     });
 }
+
+#[test]
+fn another_tokens_client_cannot_take_over_a_session_id() {
+    run(|sp| async move {
+        let (relay, _h) = relay_with(&sp, vec![token("a", "ta"), token("b", "tb")]).await;
+        let url = relay.url();
+        let tcp = TcpStream::connect(relay.addr).await.unwrap();
+        let secret = Secret::new("ta");
+        let _a = within(10, "a", client_handshake(tcp, &url, Some(&secret), "mine"))
+            .await
+            .unwrap();
+        match handshake(&url, "tb", "mine").await {
+            Err(HandshakeError::Rejected(403, why)) => assert!(why.contains("another token")),
+            other => panic!("{other:?}"),
+        }
+        // The same token's client may (a returning client whose old connection is stale).
+        handshake(&url, "ta", "mine").await.expect("same token");
+    });
+}
+
+#[test]
+fn a_tokens_max_streams_caps_each_of_its_sessions() {
+    run(|sp| async move {
+        let (echo, _e) = start_echo().await;
+        let one = TokenSpec {
+            max_streams: Some(1),
+            ..token("one-stream", "s")
+        };
+        let (relay, _h) = relay_with(&sp, vec![one]).await;
+        let mut cfg = client(&relay, "s");
+        cfg.locals = vec![format!("127.0.0.1:0:{echo}").parse().unwrap()];
+        let c = start_client(&sp, cfg).await;
+        c.wait("connected", |e| *e == Event::Connected).await;
+        let mut a = TcpStream::connect(c.locals[0]).await.unwrap();
+        a.write_all(b"a").await.unwrap();
+        let mut byte = [0u8; 1];
+        within(10, "first stream", a.read_exact(&mut byte))
+            .await
+            .unwrap();
+        let mut b = TcpStream::connect(c.locals[0]).await.unwrap();
+        b.write_all(b"b").await.unwrap();
+        let n = within(10, "second refused", b.read(&mut byte))
+            .await
+            .unwrap_or(0);
+        assert_eq!(n, 0, "a second stream on a one-stream token's session");
+    });
+}
+
+#[test]
+fn metrics_on_the_public_port_are_for_any_tokens_holder() {
+    run(|sp| async move {
+        let (relay, _h) = relay_with(&sp, vec![token("a", "ta"), token("b", "tb")]).await;
+        let get = |auth: &'static str| async move {
+            let mut s = TcpStream::connect(relay.addr).await.unwrap();
+            let req = format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            within(10, "answer", s.read_to_end(&mut out)).await.unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        for auth in [
+            "Authorization: Bearer ta\r\n",
+            "Authorization: Bearer tb\r\n",
+        ] {
+            let answer = get(auth).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            assert!(answer.contains("burrow_token_sessions{token=\"b\"} 0"));
+        }
+        assert!(
+            get("Authorization: Bearer tc\r\n")
+                .await
+                .starts_with("HTTP/1.1 401")
+        );
+        assert!(get("").await.starts_with("HTTP/1.1 401"));
+    });
+}

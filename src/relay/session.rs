@@ -3,7 +3,7 @@
 //! listeners, the session's life, and holding its listeners through the grace period.
 
 use super::resume::{self, Attach};
-use super::tokens::{SessionInfo, revoke_session, track};
+use super::tokens::{SessionInfo, owned_by_other, revoke_session, track};
 use super::*;
 use crate::metrics::TokenSession;
 use crate::tunnel::ws::BoxIo;
@@ -141,6 +141,21 @@ async fn upgrade<S: FrontStream>(
             return None;
         }
     };
+    if owned_by_other(ctx, &session_id, &grant) {
+        // A session id is the client's; another token's client may not take it over (or
+        // resume it).
+        let why = "session id in use by a session of another token";
+        ctx.metrics.refused(Refusal::Forbidden);
+        if let Some(n) = ctx.limits.logs.auth.hit() {
+            let who = grant.log_suffix();
+            log::warn!(
+                "relay {peer}: tunnel refused{who}: {why} (403){}",
+                left_out(n)
+            );
+        }
+        reply(stream, 403, why, &[]).await;
+        return None;
+    }
     let (plan, key) = match ask.filter(|_| ctx.cfg.resume) {
         None => (Plan::Plain, None),
         Some(ask) => match resume::find(ctx, &session_id, &ask) {

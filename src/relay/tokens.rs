@@ -75,6 +75,26 @@ impl Tracked {
     }
 }
 
+/// Whether the live session `session_id` (if any) belongs to a token other than `grant`'s.
+/// A live session is always tracked (from before it goes live until after it left), so one
+/// not found is taken as another's: refused rather than handed over.
+pub(super) fn owned_by_other(ctx: &Ctx, session_id: &str, grant: &Grant) -> bool {
+    let live = ctx.registry.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((old, _)) = live.live.get(session_id) else {
+        return false;
+    };
+    let old = old.clone();
+    drop(live);
+    let sessions = ctx
+        .shared
+        .sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    !sessions
+        .values()
+        .any(|t| t.info.session.same(&old) && t.grant.token_name == grant.token_name)
+}
+
 /// A session's place in [`Shared::sessions`], left when dropped.
 pub(super) struct Tracking {
     shared: Arc<Shared>,
