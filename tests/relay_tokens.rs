@@ -207,7 +207,12 @@ fn a_token_over_its_max_sessions_gets_503_and_another_token_does_not() {
             max_sessions: Some(1),
             ..token("capped", "c")
         };
-        let (relay, _h) = relay_with(&sp, vec![capped, token("other", "o")]).await;
+        // Capped at one too: the counts are per token, not one count for all tokens.
+        let other = TokenSpec {
+            max_sessions: Some(1),
+            ..token("other", "o")
+        };
+        let (relay, _h) = relay_with(&sp, vec![capped, other]).await;
         let url = relay.url();
         let tcp = TcpStream::connect(relay.addr).await.unwrap();
         let secret = Secret::new("c");
