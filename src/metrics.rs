@@ -40,7 +40,7 @@ pub struct Metrics {
 struct TokenSeries {
     /// sessions open now
     sessions: u64,
-    /// sessions, binds and streams of this token refused
+    /// sessions over its cap, binds refused, and streams over a relay limit, of this token
     refusals: u64,
     /// the token is in the running configuration (else the series goes with its last session)
     configured: bool,
@@ -105,7 +105,8 @@ impl Metrics {
         }
     }
 
-    /// Counts a refusal (session, bind or stream) of a client with token `name`.
+    /// Counts a refusal of a client with token `name`: a session over its cap, a bind, or a
+    /// stream over a relay-wide limit (a stream the rules refuse is counted by reason only).
     pub fn token_refused(&self, name: &str) {
         let mut tokens = self.lock_tokens();
         // Only tokens with a series: the set stays what the configuration made it.
@@ -221,7 +222,7 @@ impl Metrics {
         }
         let _ = write!(
             out,
-            "# HELP burrow_token_refusals_total Sessions, binds and streams refused, by token name.\n# TYPE burrow_token_refusals_total counter\n"
+            "# HELP burrow_token_refusals_total Sessions over their cap, binds, and streams over a relay limit refused, by token name.\n# TYPE burrow_token_refusals_total counter\n"
         );
         for (name, t) in tokens.iter() {
             let _ = writeln!(
