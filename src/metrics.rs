@@ -1,7 +1,9 @@
 //! Counters and gauges, rendered as Prometheus text for `/metrics`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 /// The counters of refusals are keyed by the crate's one refusal type.
 use crate::refusal::Refusal;
@@ -28,6 +30,39 @@ pub struct Metrics {
     /// bytes (whole frames) sent again after a resume: what the peer had not received
     pub replayed_bytes: AtomicU64,
     refusals: [AtomicU64; Refusal::LABELS.len()],
+    /// the relay's per-token series, by token name: only names from the configuration (and,
+    /// after a reload removed one, until its last session is gone), so the set is bounded
+    tokens: Mutex<BTreeMap<String, TokenSeries>>,
+}
+
+/// One token's series.
+#[derive(Debug, Default)]
+struct TokenSeries {
+    /// sessions open now
+    sessions: u64,
+    /// sessions over its cap, binds refused, and streams over a relay limit, of this token
+    refusals: u64,
+    /// the token is in the running configuration (else the series goes with its last session)
+    configured: bool,
+}
+
+/// One open session of a token, counted in `burrow_token_sessions` until dropped.
+#[derive(Debug)]
+pub struct TokenSession {
+    metrics: Arc<Metrics>,
+    name: String,
+}
+
+impl Drop for TokenSession {
+    fn drop(&mut self) {
+        let mut tokens = self.metrics.lock_tokens();
+        if let Some(t) = tokens.get_mut(&self.name) {
+            t.sessions = t.sessions.saturating_sub(1);
+            if t.sessions == 0 && !t.configured {
+                tokens.remove(&self.name);
+            }
+        }
+    }
 }
 
 impl Metrics {
@@ -39,6 +74,52 @@ impl Metrics {
     /// How many refusals were counted under this refusal's label (see [`Refusal::label`]).
     pub fn refusals(&self, why: Refusal) -> u64 {
         self.refusals[why.counter()].load(Relaxed)
+    }
+
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, TokenSeries>> {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The relay's tokens now (at start and after each reload): each gets its series; a
+    /// removed one keeps its series until its last session is gone.
+    pub fn set_tokens(&self, names: &[String]) {
+        let mut tokens = self.lock_tokens();
+        tokens.retain(|name, t| {
+            t.configured = names.contains(name);
+            t.configured || t.sessions > 0
+        });
+        for n in names {
+            tokens.entry(n.clone()).or_default().configured = true;
+        }
+    }
+
+    /// Counts an open session of token `name` until the guard is dropped.
+    pub fn token_session(self: &Arc<Self>, name: &str) -> TokenSession {
+        self.lock_tokens()
+            .entry(name.to_string())
+            .or_default()
+            .sessions += 1;
+        TokenSession {
+            metrics: self.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Counts a refusal of a client with token `name`: a session over its cap, a bind, or a
+    /// stream over a relay-wide limit (a stream the rules refuse is counted by reason only).
+    pub fn token_refused(&self, name: &str) {
+        let mut tokens = self.lock_tokens();
+        // Only tokens with a series: the set stays what the configuration made it.
+        if let Some(t) = tokens.get_mut(name) {
+            t.refusals += 1;
+        }
+    }
+
+    /// Sessions open now and refusals counted for token `name` (`None`: no series).
+    pub fn token(&self, name: &str) -> Option<(u64, u64)> {
+        self.lock_tokens()
+            .get(name)
+            .map(|t| (t.sessions, t.refusals))
     }
 
     /// Prometheus text exposition format.
@@ -116,7 +197,78 @@ impl Metrics {
                 self.refusals[i].load(Relaxed)
             );
         }
+        self.render_tokens(&mut out);
         out
+    }
+
+    /// The per-token series (none without `[[relay.tokens]]` or a relay token).
+    fn render_tokens(&self, out: &mut String) {
+        let tokens = self.lock_tokens();
+        if tokens.is_empty() {
+            return;
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
+            "# HELP burrow_token_sessions Tunnel sessions open now, by token name.\n# TYPE burrow_token_sessions gauge\n"
+        );
+        for (name, t) in tokens.iter() {
+            let _ = writeln!(
+                out,
+                "burrow_token_sessions{{token=\"{}\"}} {}",
+                label_value(name),
+                t.sessions
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP burrow_token_refusals_total Sessions over their cap, binds, and streams over a relay limit refused, by token name.\n# TYPE burrow_token_refusals_total counter\n"
+        );
+        for (name, t) in tokens.iter() {
+            let _ = writeln!(
+                out,
+                "burrow_token_refusals_total{{token=\"{}\"}} {}",
+                label_value(name),
+                t.refusals
+            );
+        }
+    }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label_value(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn token_series_are_bounded_by_the_config() {
+        let m = Arc::new(Metrics::default());
+        m.set_tokens(&["a".into(), "b\"x".into()]);
+        let s = m.token_session("a");
+        m.token_refused("b\"x");
+        m.token_refused("not-configured");
+        let text = m.render();
+        assert!(
+            text.contains("burrow_token_sessions{token=\"a\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("burrow_token_refusals_total{token=\"b\\\"x\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("not-configured"), "{text}");
+        // Removed by a reload: kept while its session is open, then gone.
+        m.set_tokens(&["b\"x".into()]);
+        assert_eq!(m.token("a"), Some((1, 0)));
+        drop(s);
+        assert_eq!(m.token("a"), None);
+        assert!(!m.render().contains("token=\"a\""));
     }
 }
 

@@ -41,6 +41,8 @@ pub(super) struct Bindings {
     pub(super) reclaimed: Mutex<Vec<Arc<TcpListener>>>,
     /// listeners in use
     pub(super) live: Mutex<Vec<Arc<TcpListener>>>,
+    /// what the session's token grants (its ports are looked up anew for each BIND)
+    pub(super) grant: Arc<super::Grant>,
 }
 
 pub(super) fn hold_for_grace(ctx: &Arc<Ctx>, session_id: String, listeners: Vec<Arc<TcpListener>>) {
@@ -130,6 +132,9 @@ pub(super) async fn session_frames_loop(
             Err((kind, why)) => {
                 ctx.metrics.refused(kind);
                 ctx.view.refused(session.label(), kind, &why);
+                if let Some(name) = &binds.grant.token_name {
+                    ctx.metrics.token_refused(name);
+                }
                 log::warn!("session {}: bind refused: {why}", session.label());
                 session.send_session_frame(Frame::BindRefused {
                     bind_id,
@@ -206,9 +211,9 @@ async fn bind(
             .parse()
             .map_err(|_| format!("bad bind address {addr:?}"))?
     };
-    let (lo, hi) = ctx.cfg.allow_ports;
+    let ((lo, hi), whose) = ctx.allow_ports(&binds.grant)?;
     if port != 0 && !(lo..=hi).contains(&port) {
-        return Err(format!("port {port} is outside --allow-ports {lo}-{hi}"));
+        return Err(format!("port {port} is outside {whose} {lo}-{hi}"));
     }
     if port != 0 {
         let handed_back = {
@@ -249,7 +254,7 @@ async fn bind(
             return Ok(Arc::new(l));
         }
     }
-    Err(format!("no free port in --allow-ports {lo}-{hi}"))
+    Err(format!("no free port in {whose} {lo}-{hi}"))
 }
 
 /// Accepts visitors at a public listener and carries each to the client.

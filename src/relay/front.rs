@@ -32,14 +32,16 @@ pub(super) fn admit(
     stream: TcpStream,
     peer: SocketAddr,
 ) -> Result<BoxFuture, listen::TurnAway> {
+    let active = ctx.active();
     // One deadline for everything before a tunnel: TLS, head, and a surface answer.
-    let deadline = Instant::now() + ctx.cfg.handshake_timeout;
+    let deadline = Instant::now() + active.cfg.handshake_timeout;
     let permit = match ctx.limits.admit_conn() {
         Ok(p) => p,
         Err(why) => return Err(refuse_conn(ctx, stream, peer, &why)),
     };
+    // The certificate as of now: a reload swaps it for the next connections.
     #[cfg(feature = "tls")]
-    if let Some(tls) = ctx.cfg.tls.clone() {
+    if let Some(tls) = active.cfg.tls.clone() {
         let ctx = ctx.clone();
         return Ok(Box::pin(tls_front_door(
             ctx, tls, stream, peer, permit, deadline,
@@ -85,7 +87,7 @@ fn refuse_conn(
         );
     }
     #[cfg(feature = "tls")]
-    if ctx.cfg.tls.is_some() {
+    if ctx.active().cfg.tls.is_some() {
         return listen::TurnAway::Close;
     }
     listen::TurnAway::answer(front::refuse(
@@ -204,23 +206,18 @@ async fn refuse_metrics<S: FrontStream>(
     reply(stream, status, why, challenge).await
 }
 
-/// Who may read `/metrics` on the public port: the token holder (`Authorization: Bearer`,
-/// compared in constant time). With `--no-auth` there is no token, so nobody: 404 (use
+/// Who may read `/metrics` on the public port: the holder of a token (the relay's `token`
+/// or any `[[relay.tokens]]` entry, as for a tunnel: `Authorization: Bearer`, compared by
+/// SHA-256 in constant time). With `--no-auth` there is no token, so nobody: 404 (use
 /// `--admin`).
 fn metrics_access(ctx: &Ctx, head: &RequestHead) -> Result<(), (u16, &'static str)> {
-    let Some(want) = &ctx.cfg.token else {
+    let auth = &ctx.active().auth;
+    if auth.is_open() {
         return Err((404, "not found (use --admin for /metrics)"));
-    };
-    let got = head
-        .headers
-        .get("authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match got {
-        Some(g) if crate::secret::constant_time_eq(g.as_bytes(), want.expose().as_bytes()) => {
-            Ok(())
-        }
-        Some(_) => Err((401, "wrong token")),
-        None => Err((401, "missing token (Authorization: Bearer …)")),
+    }
+    match (auth.check(ws::bearer(head)), ws::bearer(head)) {
+        (Ok(_), _) => Ok(()),
+        (Err(_), Some(_)) => Err((401, "wrong token")),
+        (Err(_), None) => Err((401, "missing token (Authorization: Bearer …)")),
     }
 }

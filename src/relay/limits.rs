@@ -27,7 +27,8 @@ pub struct RelayLimits {
     pub max_connections: usize,
     /// tunnel sessions at once
     pub max_sessions: usize,
-    /// tunnel sessions at once with one token (with `--no-auth`: from one client address)
+    /// tunnel sessions at once with one token, unless the token sets its own
+    /// `max-sessions` (with `--no-auth`: from one client address)
     pub max_sessions_per_token: usize,
     /// streams of all sessions at once
     pub max_streams_total: usize,
@@ -52,7 +53,7 @@ impl Default for RelayLimits {
         RelayLimits {
             max_connections: 1024,
             max_sessions: 32,
-            // One token is shared by every client today: as many as the total.
+            // With one shared token, as many as the total; per-client tokens set their own.
             max_sessions_per_token: 32,
             max_streams_total: 8192,
             max_dials: 256,
@@ -64,7 +65,8 @@ impl Default for RelayLimits {
 #[derive(Debug)]
 pub struct Counter {
     used: AtomicUsize,
-    cap: usize,
+    /// changed by a reload: slots taken beyond a lowered cap are kept until given back
+    cap: AtomicUsize,
 }
 
 impl Counter {
@@ -72,7 +74,7 @@ impl Counter {
     pub fn new(cap: usize) -> Arc<Counter> {
         Arc::new(Counter {
             used: AtomicUsize::new(0),
-            cap,
+            cap: AtomicUsize::new(cap),
         })
     }
 
@@ -80,7 +82,7 @@ impl Counter {
     pub fn try_take(self: &Arc<Self>) -> Option<Permit> {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.cap).then_some(n + 1)
+                (n < self.cap()).then_some(n + 1)
             })
             .ok()?;
         Some(Permit(self.clone()))
@@ -93,7 +95,12 @@ impl Counter {
 
     /// The cap.
     pub fn cap(&self) -> usize {
-        self.cap
+        self.cap.load(Ordering::Acquire)
+    }
+
+    /// A new cap for the next `try_take` (a reload).
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Release);
     }
 }
 
@@ -127,7 +134,8 @@ impl ConnPermit {
 pub enum SessionRefusal {
     /// `max_sessions` are connected
     Total(usize),
-    /// `max_sessions_per_token` are connected with this token (or from this address)
+    /// this many are connected with this token (its `max-sessions`, or
+    /// `max_sessions_per_token`; with `--no-auth`: from this address)
     PerToken(usize),
 }
 
@@ -136,19 +144,19 @@ impl std::fmt::Display for SessionRefusal {
         match self {
             SessionRefusal::Total(n) => write!(f, "relay full: {n} sessions (--max-sessions)"),
             SessionRefusal::PerToken(n) => {
-                write!(f, "{n} sessions with this token (--max-sessions-per-token)")
+                write!(f, "{n} sessions with this token (its max-sessions)")
             }
         }
     }
 }
 
-/// Sessions by principal (the token, or the client address with `--no-auth`).
+/// Sessions by principal (the token's name, or the client address with `--no-auth`).
 #[derive(Debug)]
 pub struct Sessions {
     by_key: Mutex<HashMap<String, usize>>,
     total: AtomicUsize,
-    max: usize,
-    max_per_key: usize,
+    /// `max_sessions`, changed by a reload (sessions beyond a lowered cap stay)
+    max: AtomicUsize,
 }
 
 /// A session's slots, given back when dropped.
@@ -159,32 +167,39 @@ pub struct SessionPermit {
 }
 
 impl Sessions {
-    fn new(max: usize, max_per_key: usize) -> Arc<Sessions> {
+    fn new(max: usize) -> Arc<Sessions> {
         Arc::new(Sessions {
             by_key: Mutex::new(HashMap::new()),
             total: AtomicUsize::new(0),
-            max,
-            max_per_key,
+            max: AtomicUsize::new(max),
         })
     }
 
-    /// Admits a session of `key`. `replacing`: the same client's earlier session is still
+    /// A new `max_sessions` for the next admission (a reload).
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Release);
+    }
+
+    /// Admits a session of `key`, of which at most `max_per_key` may be open (the token's
+    /// `max-sessions`, or `--max-sessions-per-token`). `replacing`: the same client's earlier session is still
     /// registered and is about to be closed for this one, so the count does not really grow
     /// (a client must be able to come back while its stale session is not yet noticed dead).
     pub fn admit(
         self: &Arc<Self>,
         key: &str,
+        max_per_key: usize,
         replacing: bool,
     ) -> Result<SessionPermit, SessionRefusal> {
         let mut by_key = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
         let total = self.total.load(Ordering::Acquire);
+        let max = self.max.load(Ordering::Acquire);
         let mine = by_key.get(key).copied().unwrap_or(0);
         if !replacing {
-            if total >= self.max {
-                return Err(SessionRefusal::Total(self.max));
+            if total >= max {
+                return Err(SessionRefusal::Total(max));
             }
-            if mine >= self.max_per_key {
-                return Err(SessionRefusal::PerToken(self.max_per_key));
+            if mine >= max_per_key {
+                return Err(SessionRefusal::PerToken(max_per_key));
             }
         }
         by_key.insert(key.to_string(), mine.saturating_add(1));
@@ -259,7 +274,7 @@ pub fn left_out(n: u64) -> String {
 /// The relay's limit state, shared by every connection task.
 #[derive(Debug)]
 pub struct Limiter {
-    /// the configured limits
+    /// the limits configured at start (a reload changes the counters' caps, not this)
     pub cfg: RelayLimits,
     conns: Arc<Counter>,
     front: Arc<Counter>,
@@ -313,7 +328,7 @@ impl Limiter {
         Limiter {
             conns: Counter::new(cfg.max_connections),
             front: Counter::new((cfg.max_connections / PRE_UPGRADE_SHARE).max(1)),
-            sessions: Sessions::new(cfg.max_sessions, cfg.max_sessions_per_token),
+            sessions: Sessions::new(cfg.max_sessions),
             dials: Counter::new(cfg.max_dials),
             logs: Logs::default(),
             cfg,
@@ -334,6 +349,43 @@ impl Limiter {
             _all: all,
             front: Some(front),
         })
+    }
+
+    /// Applies a reload's limits: sessions and dials at once (slots beyond a lowered cap
+    /// are kept until given back). Connections keep the caps they started with: the accept
+    /// loop's bound is fixed when it starts. Returns a line per change.
+    pub fn apply(&self, old: &RelayLimits, new: &RelayLimits) -> Vec<String> {
+        let mut lines = Vec::new();
+        if old.max_sessions != new.max_sessions {
+            self.sessions.set_max(new.max_sessions);
+            lines.push(format!(
+                "max-sessions {} -> {}",
+                old.max_sessions, new.max_sessions
+            ));
+        }
+        if old.max_sessions_per_token != new.max_sessions_per_token {
+            lines.push(format!(
+                "max-sessions-per-token {} -> {}",
+                old.max_sessions_per_token, new.max_sessions_per_token
+            ));
+        }
+        if old.max_streams_total != new.max_streams_total {
+            lines.push(format!(
+                "max-streams-total {} -> {}",
+                old.max_streams_total, new.max_streams_total
+            ));
+        }
+        if old.max_dials != new.max_dials {
+            self.dials.set_cap(new.max_dials);
+            lines.push(format!("max-dials {} -> {}", old.max_dials, new.max_dials));
+        }
+        if old.max_connections != new.max_connections {
+            lines.push(format!(
+                "max-connections {} -> {}: takes effect after a restart",
+                old.max_connections, new.max_connections
+            ));
+        }
+        lines
     }
 
     /// Connections open now (all of them, and those not yet upgraded).
@@ -381,21 +433,36 @@ mod tests {
 
     #[test]
     fn sessions_total_per_key_and_replacement() {
-        let s = Sessions::new(3, 2);
-        let a1 = s.admit("a", false).unwrap();
-        let _a2 = s.admit("a", false).unwrap();
+        let s = Sessions::new(4);
+        let a1 = s.admit("a", 2, false).unwrap();
+        let _a2 = s.admit("a", 2, false).unwrap();
         assert_eq!(
-            s.admit("a", false).unwrap_err(),
+            s.admit("a", 2, false).unwrap_err(),
             SessionRefusal::PerToken(2)
         );
-        let _b1 = s.admit("b", false).unwrap();
-        assert_eq!(s.admit("c", false).unwrap_err(), SessionRefusal::Total(3));
+        let _b1 = s.admit("b", 1, false).unwrap();
+        assert_eq!(
+            s.admit("b", 1, false).unwrap_err(),
+            SessionRefusal::PerToken(1),
+            "each key has its own cap"
+        );
+        let _c1 = s.admit("c", 2, false).unwrap();
+        assert_eq!(
+            s.admit("d", 2, false).unwrap_err(),
+            SessionRefusal::Total(4)
+        );
         // A returning client replacing its own stale session is let in.
-        let a3 = s.admit("a", true).unwrap();
-        assert_eq!(s.count(), 4);
+        let a3 = s.admit("a", 2, true).unwrap();
+        assert_eq!(s.count(), 5);
         drop((a1, a3));
-        assert_eq!(s.count(), 2);
-        assert!(s.admit("c", false).is_ok());
+        assert_eq!(s.count(), 3);
+        assert!(s.admit("d", 2, false).is_ok());
+        // A reload lowers the total: sessions beyond it stay, new ones wait.
+        s.set_max(2);
+        assert_eq!(
+            s.admit("e", 2, false).unwrap_err(),
+            SessionRefusal::Total(2)
+        );
     }
 
     #[test]

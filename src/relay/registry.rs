@@ -162,17 +162,6 @@ impl Registry {
     }
 }
 
-/// The name `/status` and the logs give the token a session presented: `"-"` with
-/// `--no-auth`, else `"default"` (the one relay token) until per-client tokens name
-/// themselves. The one place that decides it.
-pub(super) fn token_name(cfg: &super::RelayConfig) -> String {
-    if cfg.token.is_none() && cfg.tokens.is_empty() {
-        "-".into()
-    } else {
-        "default".into()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

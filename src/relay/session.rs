@@ -3,8 +3,11 @@
 //! listeners, the session's life, and holding its listeners through the grace period.
 
 use super::resume::{self, Attach};
+use super::tokens::{SessionInfo, owned_by_other, revoke_session, track};
 use super::*;
+use crate::metrics::TokenSession;
 use crate::tunnel::ws::BoxIo;
+use std::time::SystemTime;
 
 /// How long a returning client waits for its stale earlier session to wind down.
 const REPLACE_WAIT: Duration = Duration::from_secs(5);
@@ -23,20 +26,30 @@ pub(super) async fn tunnel<S: FrontStream>(
     let Some(up) = upgrade(&ctx, &stream, peer, &head, &mut conn, deadline).await else {
         return;
     };
-    let session_id = up.session_id;
+    let session_id = up.session_id.clone();
+    let grant = up.grant.clone();
     let stream: BoxIo = Box::new(stream);
     let ws = ws::server_stream(stream, leftover).await;
-    let label = format!("{}@{peer}", &session_id[..session_id.len().min(8)]);
+    let id8 = &session_id[..session_id.len().min(8)];
+    let label = format!("{id8}@{peer}{}", grant.log_suffix());
     let key = match up.plan {
         Plan::Resume(to) => return resume::hand_over(to, Attach { ws, conn }, &label).await,
         Plan::Plain => None,
         Plan::New(key) => Some(key),
     };
-    let mut cfg = ctx.cfg.session.clone();
+    let mut cfg = ctx.active().cfg.session.clone();
+    cfg.max_streams = grant.max_streams;
     cfg.resumable = key.is_some();
     let (session, driver) = Session::new(Side::Relay, cfg, label.clone(), ctx.metrics.clone());
+    let info = SessionInfo {
+        token_name: grant.token_name.clone(),
+        peer,
+        since: SystemTime::now(),
+        session: session.clone(),
+    };
+    let (_tracking, revoke) = track(&ctx, info, &grant);
     let _listed = ctx.view.add_session(super::registry::SessionEntry {
-        token: super::registry::token_name(&ctx.cfg),
+        token: grant.token_name.clone().unwrap_or_else(|| "-".into()),
         peer,
         since: std::time::SystemTime::now(),
         session: session.clone(),
@@ -51,7 +64,7 @@ pub(super) async fn tunnel<S: FrontStream>(
         &ctx,
         &session,
         (driver, first, attach.as_ref().map(|(_, rx)| rx)),
-        &session_id,
+        (&session_id, &grant, &revoke),
         reclaimed,
     )
     .await;
@@ -61,11 +74,13 @@ pub(super) async fn tunnel<S: FrontStream>(
     hand_back(&ctx, session_id, &session, listeners, hold);
 }
 
-/// A checked upgrade: the client's session id, its slot under the session limits (none when
-/// it resumes a session that holds one), and what happens to the session.
+/// A checked upgrade: the client's session id, what its token grants, its slot under the
+/// session limits and in its token's gauge (none when it resumes a session that holds
+/// them), and what happens to the session.
 struct Upgraded {
     session_id: String,
-    _permit: Option<limits::SessionPermit>,
+    grant: Arc<Grant>,
+    _permit: Option<(limits::SessionPermit, Option<TokenSession>)>,
     plan: Plan,
 }
 
@@ -89,8 +104,14 @@ async fn upgrade<S: FrontStream>(
     conn: &mut ConnPermit,
     deadline: Instant,
 ) -> Option<Upgraded> {
-    let (accept, session_id, ask) = match ws::check_upgrade(head, ctx.cfg.token.as_ref()) {
-        Upgrade::Refuse(refusal, why) => {
+    let active = ctx.active();
+    let mut grant = None;
+    let checked = ws::check_upgrade_with(head, |token| {
+        grant = Some(active.auth.check(token)?);
+        Ok(())
+    });
+    let (accept, session_id, ask, grant) = match (checked, grant) {
+        (Upgrade::Refuse(refusal, why), _) => {
             let status = refusal.http_status();
             ctx.metrics.refused(refusal);
             ctx.view.refused(&peer.to_string(), refusal, &why);
@@ -107,12 +128,41 @@ async fn upgrade<S: FrontStream>(
             reply(stream, status, &why, challenge).await;
             return None;
         }
-        Upgrade::Accept {
-            accept,
-            session_id,
-            resume,
-        } => (accept, session_id, resume),
+        (
+            Upgrade::Accept {
+                accept,
+                session_id,
+                resume,
+            },
+            Some(grant),
+        ) => (accept, session_id, resume, grant),
+        // Accepted without a token judged: cannot happen; refused all the same.
+        (Upgrade::Accept { .. }, None) => {
+            reply(
+                stream,
+                401,
+                "missing token",
+                &[("WWW-Authenticate", "Bearer")],
+            )
+            .await;
+            return None;
+        }
     };
+    if owned_by_other(ctx, &session_id, &grant) {
+        // A session id is the client's; another token's client may not take it over (or
+        // resume it).
+        let why = "session id in use by a session of another token";
+        ctx.metrics.refused(Refusal::Forbidden);
+        if let Some(n) = ctx.limits.logs.auth.hit() {
+            let who = grant.log_suffix();
+            log::warn!(
+                "relay {peer}: tunnel refused{who}: {why} (403){}",
+                left_out(n)
+            );
+        }
+        reply(stream, 403, why, &[]).await;
+        return None;
+    }
     let (plan, key) = match ask.filter(|_| ctx.cfg.resume) {
         None => (Plan::Plain, None),
         Some(ask) => match resume::find(ctx, &session_id, &ask) {
@@ -126,7 +176,7 @@ async fn upgrade<S: FrontStream>(
     // A resumed session keeps the slot it holds.
     let permit = match plan {
         Plan::Resume(_) => None,
-        _ => Some(admit_session(ctx, stream, peer, &session_id).await?),
+        _ => Some(admit_session(ctx, stream, peer, &session_id, &grant).await?),
     };
     let response = ws::switching_protocols(&accept, key.as_deref().map(|k| (k, ctx.cfg.grace)));
     let mut w = stream.clone();
@@ -142,23 +192,26 @@ async fn upgrade<S: FrontStream>(
     conn.upgraded();
     Some(Upgraded {
         session_id,
+        grant,
         _permit: permit,
         plan,
     })
 }
 
-/// Admits a session under `--max-sessions` and `--max-sessions-per-token`, or answers 503
-/// (the client retries with backoff). With a token the count is per token (one token today,
-/// so it is a second total); with `--no-auth` it is per client address.
+/// Admits a session under `--max-sessions` and its token's `max-sessions` (else
+/// `--max-sessions-per-token`), or answers 503 (the client retries with backoff). With a
+/// token the count is per token name; with `--no-auth` it is per client address. The
+/// session then counts in its token's gauge.
 async fn admit_session<S: FrontStream>(
     ctx: &Ctx,
     stream: &S,
     peer: SocketAddr,
     session_id: &str,
-) -> Option<limits::SessionPermit> {
-    let key = match &ctx.cfg.token {
-        Some(_) => "token".to_string(),
-        None => peer.ip().to_string(),
+    grant: &Grant,
+) -> Option<(limits::SessionPermit, Option<TokenSession>)> {
+    let key = match &grant.token_name {
+        Some(name) => format!("token {name}"),
+        None => format!("address {}", peer.ip()),
     };
     let replacing = ctx
         .registry
@@ -166,8 +219,18 @@ async fn admit_session<S: FrontStream>(
         .unwrap_or_else(|e| e.into_inner())
         .live
         .contains_key(session_id);
-    match ctx.limits.sessions.admit(&key, replacing) {
-        Ok(p) => Some(p),
+    match ctx
+        .limits
+        .sessions
+        .admit(&key, grant.max_sessions, replacing)
+    {
+        Ok(p) => {
+            let gauge = grant
+                .token_name
+                .as_deref()
+                .map(|n| ctx.metrics.token_session(n));
+            Some((p, gauge))
+        }
         Err(why) => {
             ctx.metrics.refused(Refusal::TooManySessions);
             ctx.view.refused(
@@ -175,8 +238,15 @@ async fn admit_session<S: FrontStream>(
                 Refusal::TooManySessions,
                 &why.to_string(),
             );
+            if let Some(name) = &grant.token_name {
+                ctx.metrics.token_refused(name);
+            }
             if let Some(n) = ctx.limits.logs.sessions.hit() {
-                log::warn!("relay {peer}: tunnel refused: {why} (503){}", left_out(n));
+                log::warn!(
+                    "relay {peer}: tunnel refused{}: {why} (503){}",
+                    grant.log_suffix(),
+                    left_out(n)
+                );
             }
             reply(stream, 503, &why.to_string(), &[]).await;
             None
@@ -241,8 +311,9 @@ fn reclaim(ctx: &Ctx, session_id: &str, label: &str) -> Vec<Arc<TcpListener>> {
 }
 
 /// The session's life: its connections (the driver on each), its session frames (BIND), the
-/// streams the client opens, and the relay's drain, raced until one ends. Returns the
-/// listeners it holds, and whether to hold them for the client's return.
+/// streams the client opens, the relay's drain, and a reload revoking its token, raced until
+/// one ends. Returns the listeners it holds, and whether to hold them for the client's
+/// return (not after its token was revoked).
 async fn serve(
     ctx: &Arc<Ctx>,
     session: &Session,
@@ -251,13 +322,14 @@ async fn serve(
         Attach,
         Option<&smol::channel::Receiver<Attach>>,
     ),
-    session_id: &str,
+    (session_id, grant, revoke): (&str, &Arc<Grant>, &smol::channel::Receiver<String>),
     reclaimed: Vec<Arc<TcpListener>>,
 ) -> (Vec<Arc<TcpListener>>, bool) {
     let tasks = TaskSet::new(ctx.spawner.clone());
     let state = Bindings {
         reclaimed: Mutex::new(reclaimed),
         live: Mutex::new(Vec::new()),
+        grant: grant.clone(),
     };
     // This session's own drain: the relay's, or the client's GO_AWAY. Visitors' idle
     // keep-alive connections close on it, so a client's shutdown is not held up by them.
@@ -270,17 +342,23 @@ async fn serve(
         resume::Ended::Closed
     };
     let incoming = async {
-        incoming_loop(ctx, session, &tasks).await;
+        incoming_loop(ctx, session, &tasks, grant).await;
         resume::Ended::Closed
     };
     let drain = async {
         drain_session(ctx, session, &session_sd).await;
         resume::Ended::Closed
     };
-    let ended = drive.or(frames).or(incoming).or(drain).await;
+    let revoked = std::sync::atomic::AtomicBool::new(false);
+    let revoke = async {
+        revoke_session(ctx, session, &session_sd, revoke, &revoked).await;
+        resume::Ended::Closed
+    };
+    let ended = drive.or(frames).or(incoming).or(drain).or(revoke).await;
     drop(tasks);
     let listeners = std::mem::take(&mut *state.live.lock().unwrap_or_else(|e| e.into_inner()));
-    (listeners, ended != resume::Ended::GraceOver)
+    let hold = ended != resume::Ended::GraceOver && !revoked.load(Ordering::Relaxed);
+    (listeners, hold)
 }
 
 /// On drain: go-away, then close the session once its streams are done.

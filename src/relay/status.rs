@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 /// The configuration the relay runs with now. The one place `/config` reads it from: when
 /// the configuration becomes swappable on reload, this reads the live one.
 fn live_config(ctx: &Ctx) -> RelayConfig {
-    ctx.cfg.clone()
+    ctx.active().cfg.clone()
 }
 
 /// Every route of the admin listener: the operator's view, then `/healthz` and `/metrics`.

@@ -6,13 +6,25 @@ use crate::dial::host_port;
 use crate::refusal::Refusal;
 use limits::Permit;
 
-/// Streams the client opens: `-L` dials from the relay's network. Over
+/// Streams the client opens: `-L` dials from the relay's network, under the rules of the
+/// session's token as they are now (a reload applies to the next OPEN). Over
 /// `--max-streams-total` or `--max-dials`, an OPEN is refused at once (TOO_MANY_STREAMS), so
-/// its early data is freed rather than queued behind the dials in progress.
-pub(super) async fn incoming_loop(ctx: &Arc<Ctx>, session: &Session, tasks: &TaskSet) {
+/// its early data is freed rather than queued behind the dials in progress; so is one whose
+/// token was removed meanwhile.
+pub(super) async fn incoming_loop(
+    ctx: &Arc<Ctx>,
+    session: &Session,
+    tasks: &TaskSet,
+    grant: &Grant,
+) {
     while let Some(inc) = session.accept().await {
         let label = session.label();
-        let max = ctx.cfg.limits.max_streams_total;
+        let active = ctx.active();
+        let Some(now) = active.auth.current(grant) else {
+            bridge::refuse(inc, Refusal::Forbidden, &revoked(), label, &ctx.metrics);
+            continue;
+        };
+        let max = active.cfg.limits.max_streams_total;
         // The gauge counts this stream already (the session added it on OPEN).
         let open =
             usize::try_from(ctx.metrics.streams.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
@@ -23,6 +35,7 @@ pub(super) async fn incoming_loop(ctx: &Arc<Ctx>, session: &Session, tasks: &Tas
                 log::warn!("session {label}: refused stream: {why}{}", left_out(n));
             }
             inc.refuse(Refusal::TooManyStreams.wire_code(), &why);
+            count_refusal(ctx, &now);
             continue;
         }
         match inc.target.clone() {
@@ -30,7 +43,7 @@ pub(super) async fn incoming_loop(ctx: &Arc<Ctx>, session: &Session, tasks: &Tas
                 let Some(dial) = ctx.limits.dials.try_take() else {
                     let why = format!(
                         "{} dials in progress on the relay (--max-dials)",
-                        ctx.cfg.limits.max_dials
+                        ctx.limits.dials.cap()
                     );
                     ctx.metrics.refused(Refusal::TooManyDials);
                     if let Some(n) = ctx.limits.logs.dials.hit() {
@@ -41,11 +54,15 @@ pub(super) async fn incoming_loop(ctx: &Arc<Ctx>, session: &Session, tasks: &Tas
                         );
                     }
                     inc.refuse(Refusal::TooManyDials.wire_code(), &why);
+                    count_refusal(ctx, &now);
                     continue;
                 };
                 let ctx = ctx.clone();
                 let label = label.to_string();
-                tasks.spawn(async move { serve_dial(&ctx, inc, host, port, dial, &label).await });
+                tasks.spawn(async move {
+                    let dial = (host, port, dial);
+                    serve_dial(&ctx, inc, dial, &now, &label).await
+                });
             }
             OpenTarget::Bound { .. } => {
                 bridge::refuse(
@@ -61,10 +78,23 @@ pub(super) async fn incoming_loop(ctx: &Arc<Ctx>, session: &Session, tasks: &Tas
     std::future::pending::<()>().await
 }
 
-/// Dials `host:port` under the rules holding one `--max-dials` slot, gives the slot back,
-/// then answers the OPEN and splices until done.
-async fn serve_dial(ctx: &Ctx, inc: Incoming, host: String, port: u16, dial: Permit, label: &str) {
-    let (rules, timeout, metrics) = (&ctx.cfg.rules, ctx.cfg.connect_timeout, &ctx.metrics);
+/// A refused OPEN of a token's session, in its series.
+fn count_refusal(ctx: &Ctx, grant: &Grant) {
+    if let Some(name) = &grant.token_name {
+        ctx.metrics.token_refused(name);
+    }
+}
+
+/// Dials `host:port` under the token's rules holding one `--max-dials` slot, gives the slot
+/// back, then answers the OPEN and splices until done.
+async fn serve_dial(
+    ctx: &Ctx,
+    inc: Incoming,
+    (host, port, dial): (String, u16, Permit),
+    grant: &Grant,
+    label: &str,
+) {
+    let (rules, timeout, metrics) = (&grant.rules, ctx.cfg.connect_timeout, &ctx.metrics);
     let dialed = bridge::dial_or_refuse(inc, &host, port, rules, timeout, label, metrics).await;
     drop(dial);
     if let Some((tcp, inc)) = dialed {
@@ -75,7 +105,7 @@ async fn serve_dial(ctx: &Ctx, inc: Incoming, host: String, port: u16, dial: Per
 /// Whether the relay may open one more stream (for a `-R` visitor); logs and counts a
 /// refusal.
 pub(super) fn may_open(ctx: &Ctx, label: &str, peer: SocketAddr) -> bool {
-    let max = ctx.cfg.limits.max_streams_total;
+    let max = ctx.active().cfg.limits.max_streams_total;
     let open = usize::try_from(ctx.metrics.streams.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
     if open < max {
         return true;

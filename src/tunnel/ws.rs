@@ -14,7 +14,7 @@ use std::fmt;
 use std::str::FromStr;
 
 mod upgrade;
-pub use upgrade::{Upgrade, check_upgrade, switching_protocols};
+pub use upgrade::{Upgrade, bearer, check_upgrade, check_upgrade_with, switching_protocols};
 
 /// Any byte stream a session can run over.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}

@@ -22,8 +22,17 @@ pub enum Upgrade {
 
 /// Checks an upgrade request's WebSocket headers, token and version.
 pub fn check_upgrade(head: &RequestHead, token: Option<&Secret>) -> Upgrade {
+    check_upgrade_with(head, |_| check_token(head, token))
+}
+
+/// [`check_upgrade`] with the token judged by `auth`, which gets the presented bearer token
+/// (if any) after the WebSocket headers passed and before the version is checked.
+pub fn check_upgrade_with(
+    head: &RequestHead,
+    auth: impl FnOnce(Option<&str>) -> Result<(), (Refusal, String)>,
+) -> Upgrade {
     let checked = websocket_key(head).and_then(|key| {
-        check_token(head, token)?;
+        auth(bearer(head))?;
         check_version(head)?;
         Ok((key, session_id(head)?, resume_ask(head)?))
     });
@@ -81,16 +90,20 @@ fn websocket_key(head: &RequestHead) -> Result<&str, Refused> {
         .ok_or_else(|| bad("missing Sec-WebSocket-Key"))
 }
 
+/// The token of an `Authorization: Bearer` header, if any.
+pub fn bearer(head: &RequestHead) -> Option<&str> {
+    head.headers
+        .get("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 /// `Authorization: Bearer` against the relay's token (constant-time), when it has one.
 fn check_token(head: &RequestHead, token: Option<&Secret>) -> Result<(), Refused> {
     let Some(want) = token else {
         return Ok(());
     };
-    let got = head
-        .headers
-        .get("authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let got = bearer(head);
     let ok = got
         .is_some_and(|g| crate::secret::constant_time_eq(g.as_bytes(), want.expose().as_bytes()));
     match (ok, got) {
