@@ -1,0 +1,475 @@
+//! Live reload of a running client (issue 11): `-L` and `-R` added, removed and unchanged on a
+//! live session, with a download running through an unchanged one; removed ports refuse
+//! connections while their open streams finish; a relay without the UNBIND capability; the
+//! settings that need a restart, and a busy port that leaves everything as it was.
+
+mod common;
+
+use burrow::client::{Client, ClientConfig, ClientHandle, Event};
+use burrow::relay::RelayConfig;
+use burrow::reload::ReloadError;
+use burrow::shutdown::Shutdown;
+use common::tunnel::{RunningRelay, start_relay};
+use common::{lo, run, start_echo, within};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use smol::channel::Receiver;
+use smol::net::{TcpListener, TcpStream};
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The download that runs across the reloads: large enough that it cannot finish before the
+/// test has read its first part and reloaded (windows and socket buffers hold a few MiB).
+const DOWNLOAD: usize = 12 * 1024 * 1024;
+/// What the test reads of it before it reloads.
+const FIRST_PART: usize = 256 * 1024;
+
+/// Logs to the test's output with `RUST_LOG=debug` (shown for failing tests).
+fn logs() {
+    let _ = env_logger::builder().is_test(true).try_init();
+}
+
+/// Byte `i` of every download.
+fn pattern(i: usize) -> u8 {
+    (i as u8).wrapping_mul(31) ^ ((i >> 16) as u8)
+}
+
+/// A server that sends each connection [`DOWNLOAD`] bytes of [`pattern`], then closes.
+async fn start_download() -> (SocketAddr, smol::Task<()>) {
+    let l = TcpListener::bind(lo()).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = smol::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((mut s, _)) = l.accept().await {
+            conns.push(smol::spawn(async move {
+                let mut at = 0;
+                while at < DOWNLOAD {
+                    let n = (DOWNLOAD - at).min(64 * 1024);
+                    let chunk: Vec<u8> = (at..at + n).map(pattern).collect();
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    at += n;
+                }
+                s.close().await.ok();
+            }));
+        }
+    });
+    (addr, task)
+}
+
+/// A download in progress: its connection and how much was read and checked.
+struct Download {
+    conn: TcpStream,
+    read: usize,
+}
+
+impl Download {
+    /// Starts a download through `at` and reads (and checks) its first part.
+    async fn start(at: SocketAddr) -> Download {
+        let conn = within(10, "connect", TcpStream::connect(at)).await.unwrap();
+        let mut d = Download { conn, read: 0 };
+        within(10, "first part", d.read_up_to(FIRST_PART)).await;
+        d
+    }
+
+    async fn read_up_to(&mut self, until: usize) {
+        let mut buf = vec![0u8; 64 * 1024];
+        while self.read < until {
+            let want = (until - self.read).min(buf.len());
+            let n = self.conn.read(&mut buf[..want]).await.unwrap();
+            assert!(n > 0, "download ended early at {}", self.read);
+            let at = self.read;
+            assert!(
+                buf[..n].iter().enumerate().all(|(k, b)| *b == pattern(at + k)),
+                "download corrupted near byte {at}"
+            );
+            self.read += n;
+        }
+    }
+
+    /// Reads the rest: every byte intact, then the end.
+    async fn finish(mut self) {
+        within(20, "rest of the download", self.read_up_to(DOWNLOAD)).await;
+        let mut one = [0u8; 1];
+        let n = within(10, "end", self.conn.read(&mut one)).await.unwrap();
+        assert_eq!(n, 0, "more than {DOWNLOAD} bytes");
+    }
+}
+
+/// A client, run by the test, with its handle.
+struct Running {
+    handle: ClientHandle,
+    events: Receiver<Event>,
+    locals: Vec<SocketAddr>,
+    ready: burrow::http::surface::Ready,
+    shutdown: Shutdown,
+    _task: smol::Task<Result<(), burrow::client::ClientError>>,
+}
+
+impl Running {
+    async fn start(sp: &burrow::exec::Spawner, cfg: ClientConfig) -> Running {
+        let client = Client::bind(cfg).await.unwrap();
+        // The handle works before `run`.
+        let handle = client.handle();
+        let (events, locals, ready) = (client.events(), client.local_addrs(), client.readiness());
+        let shutdown = Shutdown::new();
+        let task = smol::spawn(client.run(sp.clone(), shutdown.signal()));
+        Running {
+            handle,
+            events,
+            locals,
+            ready,
+            shutdown,
+            _task: task,
+        }
+    }
+
+    /// The next event matching `pred` (others are skipped), within 10 s.
+    async fn wait(&self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+        within(10, what, async {
+            loop {
+                let e = self.events.recv().await.expect("client events ended");
+                if pred(&e) {
+                    return e;
+                }
+            }
+        })
+        .await
+    }
+
+    /// The relay's address for the binding that leads to `target`.
+    async fn bound_to(&self, target: SocketAddr) -> SocketAddr {
+        let want = target.to_string();
+        match self
+            .wait("bound", |e| match e {
+                Event::Bound { target, .. } | Event::BindRefused { target, .. } => {
+                    *target == want
+                }
+                _ => false,
+            })
+            .await
+        {
+            Event::Bound { addr, .. } => addr.parse().unwrap(),
+            other => panic!("binding refused: {other:?}"),
+        }
+    }
+
+    /// Where the `-L` a reload added listens.
+    async fn listening(&self, spec: &str) -> SocketAddr {
+        let spec = spec.to_string();
+        match self
+            .wait("listening", |e| matches!(e, Event::Listening { spec: s, .. } if *s == spec))
+            .await
+        {
+            Event::Listening { addr, .. } => addr,
+            _ => unreachable!(),
+        }
+    }
+}
+
+fn client_cfg(relay: &RunningRelay) -> ClientConfig {
+    let mut cfg = ClientConfig::new(relay.url());
+    cfg.max_backoff = Duration::from_millis(300);
+    cfg
+}
+
+/// Waits (bounded) until connecting to `addr` is refused: the listener is closed.
+async fn refuses(addr: SocketAddr, what: &str) {
+    within(10, what, async {
+        loop {
+            match TcpStream::connect(addr).await {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return,
+                Err(e) => panic!("{what}: {e}"),
+                // Still listening (its accept loop is stopping): poll again.
+                Ok(_) => {
+                    smol::Timer::after(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// One round trip on an open echo stream.
+async fn echo_once(conn: &mut TcpStream, msg: &[u8]) {
+    conn.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    within(10, "echo", conn.read_exact(&mut back)).await.unwrap();
+    assert_eq!(back, msg);
+}
+
+/// A new connection through `at` echoes.
+async fn echoes(at: SocketAddr) {
+    let mut c = within(10, "connect", TcpStream::connect(at)).await.unwrap();
+    echo_once(&mut c, b"new").await;
+}
+
+#[test]
+fn forwards_added_removed_and_unchanged_while_a_download_runs() {
+    logs();
+    run(|sp| async move {
+        let relay = start_relay(&sp, RelayConfig::default()).await;
+        let (data, _d) = start_download().await;
+        let (echo, _e) = start_echo().await;
+        let mut cfg = client_cfg(&relay);
+        let (keep, drop_, add) = (
+            format!("127.0.0.1:0:{data}"),
+            format!("127.0.0.1:0:{echo}"),
+            format!("127.0.0.1:0:localhost:{}", echo.port()),
+        );
+        cfg.locals = vec![keep.parse().unwrap(), drop_.parse().unwrap()];
+        let client = Running::start(&sp, cfg.clone()).await;
+        client.wait("connected", |e| *e == Event::Connected).await;
+        let (kept_at, dropped_at) = (client.locals[0], client.locals[1]);
+        let download = Download::start(kept_at).await;
+        let mut open = within(10, "connect", TcpStream::connect(dropped_at))
+            .await
+            .unwrap();
+        echo_once(&mut open, b"before").await;
+
+        cfg.locals = vec![keep.parse().unwrap(), add.parse().unwrap()];
+        let changes = within(10, "reload", client.handle.reload(cfg)).await.unwrap();
+        assert_eq!(
+            changes,
+            [
+                format!("forward {drop_} removed"),
+                format!("forward {add} added")
+            ]
+        );
+        // The removed port refuses at once; its open stream goes on until it ends.
+        refuses(dropped_at, "removed -L").await;
+        echo_once(&mut open, b"after the removal").await;
+        drop(open);
+        // The added one works; the unchanged one kept its listener and its download.
+        let added_at = client.listening(&format!("localhost:{}", echo.port())).await;
+        echoes(added_at).await;
+        download.finish().await;
+        Download::start(kept_at).await.finish().await;
+        client.shutdown.drain();
+    });
+}
+
+#[test]
+fn exposes_added_removed_and_unchanged_while_a_download_runs() {
+    logs();
+    run(|sp| async move {
+        let relay = start_relay(&sp, RelayConfig::default()).await;
+        let (data, _d) = start_download().await;
+        let (echo, _e) = start_echo().await;
+        let (echo2, _e2) = start_echo().await;
+        let mut cfg = client_cfg(&relay);
+        let (keep, drop_, add) = (
+            format!("127.0.0.1:0:{data}"),
+            format!("127.0.0.1:0:{echo}"),
+            format!("127.0.0.1:0:{echo2}"),
+        );
+        cfg.remotes = vec![keep.parse().unwrap(), drop_.parse().unwrap()];
+        let client = Running::start(&sp, cfg.clone()).await;
+        let kept_at = client.bound_to(data).await;
+        let dropped_at = client.bound_to(echo).await;
+        assert!((client.ready)(), "both -R bound: ready");
+        let download = Download::start(kept_at).await;
+        let mut open = within(10, "connect", TcpStream::connect(dropped_at))
+            .await
+            .unwrap();
+        echo_once(&mut open, b"before").await;
+
+        cfg.remotes = vec![keep.parse().unwrap(), add.parse().unwrap()];
+        let changes = within(10, "reload", client.handle.reload(cfg)).await.unwrap();
+        assert_eq!(
+            changes,
+            [
+                format!("expose {drop_} removed"),
+                format!("expose {add} added")
+            ]
+        );
+        // The relay released the removed port (UNBIND); its open stream goes on.
+        refuses(dropped_at, "removed -R").await;
+        echo_once(&mut open, b"after the removal").await;
+        drop(open);
+        let added_at = client.bound_to(echo2).await;
+        echoes(added_at).await;
+        common::tunnel::eventually("ready with the new -R", || (client.ready)()).await;
+        // The unchanged binding kept its port (no second BOUND for it) and its download.
+        download.finish().await;
+        Download::start(kept_at).await.finish().await;
+        while let Ok(e) = client.events.try_recv() {
+            assert!(
+                !matches!(&e, Event::Bound { target, .. } if *target == data.to_string()),
+                "the unchanged -R was bound again: {e:?}"
+            );
+        }
+        client.shutdown.drain();
+    });
+}
+
+#[test]
+fn a_relay_without_unbind_keeps_the_port_and_the_client_refuses_its_streams() {
+    logs();
+    run(|sp| async move {
+        let relay = start_relay(&sp, RelayConfig::default()).await;
+        // An older relay: its 101 announces no capabilities.
+        let older = StripCaps::start(relay.addr).await;
+        let (echo, _e) = start_echo().await;
+        let (echo2, _e2) = start_echo().await;
+        let mut cfg = ClientConfig::new(format!("ws://{}/burrow", older.addr).parse().unwrap());
+        let drop_ = format!("127.0.0.1:0:{echo}");
+        cfg.remotes = vec![drop_.parse().unwrap(), format!("127.0.0.1:0:{echo2}").parse().unwrap()];
+        let client = Running::start(&sp, cfg.clone()).await;
+        let dropped_at = client.bound_to(echo).await;
+        let kept_at = client.bound_to(echo2).await;
+        let mut open = within(10, "connect", TcpStream::connect(dropped_at))
+            .await
+            .unwrap();
+        echo_once(&mut open, b"before").await;
+
+        cfg.remotes.remove(0);
+        let changes = within(10, "reload", client.handle.reload(cfg)).await.unwrap();
+        assert_eq!(changes, [format!("expose {drop_} removed")]);
+        // No UNBIND was sent: the relay still listens, but a new visitor's stream is refused
+        // by the client (the visitor sees the connection close, nothing echoed).
+        let mut visitor = within(10, "connect", TcpStream::connect(dropped_at))
+            .await
+            .expect("the port stays bound on a relay without UNBIND");
+        visitor.write_all(b"anyone?").await.ok();
+        let mut buf = [0u8; 16];
+        let got = within(10, "refusal", visitor.read(&mut buf)).await;
+        assert!(matches!(got, Ok(0) | Err(_)), "a removed binding served: {got:?}");
+        // The open stream finishes; the other binding works.
+        echo_once(&mut open, b"after the removal").await;
+        echoes(kept_at).await;
+        client.shutdown.drain();
+    });
+}
+
+#[test]
+fn restart_settings_and_a_busy_port_change_nothing() {
+    logs();
+    run(|sp| async move {
+        let relay = start_relay(&sp, RelayConfig::default()).await;
+        let (echo, _e) = start_echo().await;
+        let mut cfg = client_cfg(&relay);
+        cfg.locals = vec![format!("127.0.0.1:0:{echo}").parse().unwrap()];
+        let client = Running::start(&sp, cfg.clone()).await;
+        client.wait("connected", |e| *e == Event::Connected).await;
+        let at = client.locals[0];
+
+        let mut other = cfg.clone();
+        other.url = "ws://127.0.0.1:1/burrow".parse().unwrap();
+        let answer = client.handle.reload(other).await;
+        assert!(matches!(&answer, Err(ReloadError::Restart(w)) if w.contains("url")), "{answer:?}");
+        let mut other = cfg.clone();
+        other.token = Some(burrow::secret::Secret::new("another"));
+        let answer = client.handle.reload(other).await;
+        assert!(matches!(&answer, Err(ReloadError::Restart(w)) if w.contains("token")), "{answer:?}");
+        let mut other = cfg.clone();
+        other.locals.push("stdio:localhost:22".parse().unwrap());
+        let answer = client.handle.reload(other).await;
+        assert!(matches!(answer, Err(ReloadError::Failed(_))), "{answer:?}");
+
+        // A busy port: the free new -L, the added -R and the removal are not applied either.
+        let busy = std::net::TcpListener::bind(lo()).unwrap();
+        let mut other = cfg.clone();
+        other.locals = vec![
+            format!("127.0.0.1:0:localhost:{}", echo.port()).parse().unwrap(),
+            format!("{}:{echo}", busy.local_addr().unwrap()).parse().unwrap(),
+        ];
+        other.remotes = vec![format!("127.0.0.1:0:{echo}").parse().unwrap()];
+        let answer = client.handle.reload(other).await;
+        assert!(
+            matches!(&answer, Err(ReloadError::Failed(w)) if w.contains("cannot listen")),
+            "{answer:?}"
+        );
+        echoes(at).await;
+        // The config in force is still the first one: reloading it changes nothing.
+        let same = within(10, "reload", client.handle.reload(cfg)).await;
+        assert_eq!(same, Ok(vec![]));
+        while let Ok(e) = client.events.try_recv() {
+            assert!(
+                !matches!(e, Event::Listening { .. } | Event::Bound { .. }),
+                "a failed reload applied something: {e:?}"
+            );
+        }
+        client.shutdown.drain();
+    });
+}
+
+#[test]
+fn a_reload_before_run_applies_when_it_runs() {
+    logs();
+    run(|sp| async move {
+        let relay = start_relay(&sp, RelayConfig::default()).await;
+        let (echo, _e) = start_echo().await;
+        let mut cfg = client_cfg(&relay);
+        cfg.locals = vec![format!("127.0.0.1:0:{echo}").parse().unwrap()];
+        let client = Client::bind(cfg.clone()).await.unwrap();
+        let (handle, events) = (client.handle(), client.events());
+        let first = client.local_addrs()[0];
+        cfg.locals = vec![format!("127.0.0.1:0:localhost:{}", echo.port()).parse().unwrap()];
+        let changes = within(10, "reload", handle.reload(cfg)).await.unwrap();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        refuses(first, "removed before run").await;
+        let now = client.local_addrs();
+        assert_eq!(now.len(), 1);
+        let shutdown = Shutdown::new();
+        let _task = smol::spawn(client.run(sp.clone(), shutdown.signal()));
+        within(10, "connected", async {
+            while events.recv().await.unwrap() != Event::Connected {}
+        })
+        .await;
+        echoes(now[0]).await;
+        shutdown.drain();
+    });
+}
+
+/// A relay as an older version answers: a pass-through that drops the `Burrow-Caps` line from
+/// the relay's `101`.
+struct StripCaps {
+    addr: SocketAddr,
+    _accept: smol::Task<()>,
+}
+
+impl StripCaps {
+    async fn start(relay: SocketAddr) -> StripCaps {
+        let l = TcpListener::bind(lo()).await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accept = smol::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((client, _)) = l.accept().await {
+                let Ok(up) = TcpStream::connect(relay).await else {
+                    continue;
+                };
+                conns.push(smol::spawn(strip_caps(client, up)));
+            }
+        });
+        StripCaps {
+            addr,
+            _accept: accept,
+        }
+    }
+}
+
+async fn strip_caps(client: TcpStream, up: TcpStream) {
+    let to_relay = futures_lite::io::copy(client.clone(), up.clone());
+    let to_client = async {
+        let (mut r, mut w) = (up.clone(), client.clone());
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if r.read(&mut byte).await? == 0 {
+                return Ok(0);
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_string();
+        assert!(head.contains("Burrow-Caps: unbind\r\n"), "{head}");
+        let stripped: String = head
+            .split_inclusive("\r\n")
+            .filter(|l| !l.starts_with("Burrow-Caps:"))
+            .collect();
+        w.write_all(stripped.as_bytes()).await?;
+        futures_lite::io::copy(r, w).await
+    };
+    let _ = futures_lite::future::or(to_relay, to_client).await;
+}
