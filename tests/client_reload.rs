@@ -20,7 +20,7 @@ use std::time::Duration;
 
 /// The download that runs across the reloads: large enough that it cannot finish before the
 /// test has read its first part and reloaded (windows and socket buffers hold a few MiB).
-const DOWNLOAD: usize = 12 * 1024 * 1024;
+const DOWNLOAD: usize = 16 * 1024 * 1024;
 /// What the test reads of it before it reloads.
 const FIRST_PART: usize = 256 * 1024;
 
@@ -81,7 +81,10 @@ impl Download {
             assert!(n > 0, "download ended early at {}", self.read);
             let at = self.read;
             assert!(
-                buf[..n].iter().enumerate().all(|(k, b)| *b == pattern(at + k)),
+                buf[..n]
+                    .iter()
+                    .enumerate()
+                    .all(|(k, b)| *b == pattern(at + k)),
                 "download corrupted near byte {at}"
             );
             self.read += n;
@@ -143,9 +146,7 @@ impl Running {
         let want = target.to_string();
         match self
             .wait("bound", |e| match e {
-                Event::Bound { target, .. } | Event::BindRefused { target, .. } => {
-                    *target == want
-                }
+                Event::Bound { target, .. } | Event::BindRefused { target, .. } => *target == want,
                 _ => false,
             })
             .await
@@ -159,7 +160,10 @@ impl Running {
     async fn listening(&self, spec: &str) -> SocketAddr {
         let spec = spec.to_string();
         match self
-            .wait("listening", |e| matches!(e, Event::Listening { spec: s, .. } if *s == spec))
+            .wait(
+                "listening",
+                |e| matches!(e, Event::Listening { spec: s, .. } if *s == spec),
+            )
             .await
         {
             Event::Listening { addr, .. } => addr,
@@ -195,7 +199,9 @@ async fn refuses(addr: SocketAddr, what: &str) {
 async fn echo_once(conn: &mut TcpStream, msg: &[u8]) {
     conn.write_all(msg).await.unwrap();
     let mut back = vec![0u8; msg.len()];
-    within(10, "echo", conn.read_exact(&mut back)).await.unwrap();
+    within(10, "echo", conn.read_exact(&mut back))
+        .await
+        .unwrap();
     assert_eq!(back, msg);
 }
 
@@ -229,7 +235,9 @@ fn forwards_added_removed_and_unchanged_while_a_download_runs() {
         echo_once(&mut open, b"before").await;
 
         cfg.locals = vec![keep.parse().unwrap(), add.parse().unwrap()];
-        let changes = within(10, "reload", client.handle.reload(cfg)).await.unwrap();
+        let changes = within(10, "reload", client.handle.reload(cfg))
+            .await
+            .unwrap();
         assert_eq!(
             changes,
             [
@@ -242,7 +250,9 @@ fn forwards_added_removed_and_unchanged_while_a_download_runs() {
         echo_once(&mut open, b"after the removal").await;
         drop(open);
         // The added one works; the unchanged one kept its listener and its download.
-        let added_at = client.listening(&format!("localhost:{}", echo.port())).await;
+        let added_at = client
+            .listening(&format!("localhost:{}", echo.port()))
+            .await;
         echoes(added_at).await;
         download.finish().await;
         Download::start(kept_at).await.finish().await;
@@ -276,7 +286,9 @@ fn exposes_added_removed_and_unchanged_while_a_download_runs() {
         echo_once(&mut open, b"before").await;
 
         cfg.remotes = vec![keep.parse().unwrap(), add.parse().unwrap()];
-        let changes = within(10, "reload", client.handle.reload(cfg)).await.unwrap();
+        let changes = within(10, "reload", client.handle.reload(cfg))
+            .await
+            .unwrap();
         assert_eq!(
             changes,
             [
@@ -315,7 +327,10 @@ fn a_relay_without_unbind_keeps_the_port_and_the_client_refuses_its_streams() {
         let (echo2, _e2) = start_echo().await;
         let mut cfg = ClientConfig::new(format!("ws://{}/burrow", older.addr).parse().unwrap());
         let drop_ = format!("127.0.0.1:0:{echo}");
-        cfg.remotes = vec![drop_.parse().unwrap(), format!("127.0.0.1:0:{echo2}").parse().unwrap()];
+        cfg.remotes = vec![
+            drop_.parse().unwrap(),
+            format!("127.0.0.1:0:{echo2}").parse().unwrap(),
+        ];
         let client = Running::start(&sp, cfg.clone()).await;
         let dropped_at = client.bound_to(echo).await;
         let kept_at = client.bound_to(echo2).await;
@@ -325,8 +340,19 @@ fn a_relay_without_unbind_keeps_the_port_and_the_client_refuses_its_streams() {
         echo_once(&mut open, b"before").await;
 
         cfg.remotes.remove(0);
-        let changes = within(10, "reload", client.handle.reload(cfg)).await.unwrap();
+        let changes = within(10, "reload", client.handle.reload(cfg.clone()))
+            .await
+            .unwrap();
         assert_eq!(changes, [format!("expose {drop_} removed")]);
+        // A fence: the relay answers session frames in order, so once this BIND is answered
+        // an UNBIND sent before it would have closed the port.
+        let (echo3, _e3) = start_echo().await;
+        cfg.remotes
+            .push(format!("127.0.0.1:0:{echo3}").parse().unwrap());
+        within(10, "reload", client.handle.reload(cfg))
+            .await
+            .unwrap();
+        client.bound_to(echo3).await;
         // No UNBIND was sent: the relay still listens, but a new visitor's stream is refused
         // by the client (the visitor sees the connection close, nothing echoed).
         let mut visitor = within(10, "connect", TcpStream::connect(dropped_at))
@@ -335,7 +361,10 @@ fn a_relay_without_unbind_keeps_the_port_and_the_client_refuses_its_streams() {
         visitor.write_all(b"anyone?").await.ok();
         let mut buf = [0u8; 16];
         let got = within(10, "refusal", visitor.read(&mut buf)).await;
-        assert!(matches!(got, Ok(0) | Err(_)), "a removed binding served: {got:?}");
+        assert!(
+            matches!(got, Ok(0) | Err(_)),
+            "a removed binding served: {got:?}"
+        );
         // The open stream finishes; the other binding works.
         echo_once(&mut open, b"after the removal").await;
         echoes(kept_at).await;
@@ -358,11 +387,17 @@ fn restart_settings_and_a_busy_port_change_nothing() {
         let mut other = cfg.clone();
         other.url = "ws://127.0.0.1:1/burrow".parse().unwrap();
         let answer = client.handle.reload(other).await;
-        assert!(matches!(&answer, Err(ReloadError::Restart(w)) if w.contains("url")), "{answer:?}");
+        assert!(
+            matches!(&answer, Err(ReloadError::Restart(w)) if w.contains("url")),
+            "{answer:?}"
+        );
         let mut other = cfg.clone();
         other.token = Some(burrow::secret::Secret::new("another"));
         let answer = client.handle.reload(other).await;
-        assert!(matches!(&answer, Err(ReloadError::Restart(w)) if w.contains("token")), "{answer:?}");
+        assert!(
+            matches!(&answer, Err(ReloadError::Restart(w)) if w.contains("token")),
+            "{answer:?}"
+        );
         let mut other = cfg.clone();
         other.locals.push("stdio:localhost:22".parse().unwrap());
         let answer = client.handle.reload(other).await;
@@ -372,8 +407,12 @@ fn restart_settings_and_a_busy_port_change_nothing() {
         let busy = std::net::TcpListener::bind(lo()).unwrap();
         let mut other = cfg.clone();
         other.locals = vec![
-            format!("127.0.0.1:0:localhost:{}", echo.port()).parse().unwrap(),
-            format!("{}:{echo}", busy.local_addr().unwrap()).parse().unwrap(),
+            format!("127.0.0.1:0:localhost:{}", echo.port())
+                .parse()
+                .unwrap(),
+            format!("{}:{echo}", busy.local_addr().unwrap())
+                .parse()
+                .unwrap(),
         ];
         other.remotes = vec![format!("127.0.0.1:0:{echo}").parse().unwrap()];
         let answer = client.handle.reload(other).await;
@@ -406,7 +445,11 @@ fn a_reload_before_run_applies_when_it_runs() {
         let client = Client::bind(cfg.clone()).await.unwrap();
         let (handle, events) = (client.handle(), client.events());
         let first = client.local_addrs()[0];
-        cfg.locals = vec![format!("127.0.0.1:0:localhost:{}", echo.port()).parse().unwrap()];
+        cfg.locals = vec![
+            format!("127.0.0.1:0:localhost:{}", echo.port())
+                .parse()
+                .unwrap(),
+        ];
         let changes = within(10, "reload", handle.reload(cfg)).await.unwrap();
         assert_eq!(changes.len(), 2, "{changes:?}");
         refuses(first, "removed before run").await;
