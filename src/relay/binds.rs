@@ -66,7 +66,10 @@ impl Bindings {
             .remove(&bind_id);
         let Some((listener, stop)) = found else {
             // A binding that was refused, or unbound already: nothing to release.
-            log::debug!("session {}: UNBIND of unknown binding {bind_id}", session.label());
+            log::debug!(
+                "session {}: UNBIND of unknown binding {bind_id}",
+                session.label()
+            );
             return;
         };
         self.live

@@ -431,9 +431,7 @@ impl Frame {
                 reason: r.text()?,
             },
             code::GO_AWAY => Frame::GoAway { reason: r.text()? },
-            code::UNBIND => Frame::Unbind {
-                bind_id: r.u32()?,
-            },
+            code::UNBIND => Frame::Unbind { bind_id: r.u32()? },
             code::ACK => Frame::Ack { received: r.u64()? },
             code::RESUME => Frame::Resume { received: r.u64()? },
             other => return Err(FrameError::UnknownType(other)),
