@@ -516,3 +516,66 @@ async fn strip_caps(client: TcpStream, up: TcpStream) {
     };
     let _ = futures_lite::future::or(to_relay, to_client).await;
 }
+
+#[test]
+fn rules_and_credentials_apply_to_new_streams() {
+    logs();
+    run(|sp| async move {
+        let relay = start_relay(&sp, RelayConfig::default()).await;
+        let (echo, _e) = start_echo().await;
+        let mut cfg = client_cfg(&relay);
+        cfg.locals = vec!["127.0.0.1:0:proxy".parse().unwrap()];
+        cfg.remotes = vec!["127.0.0.1:0:proxy".parse().unwrap()];
+        let client = Running::start(&sp, cfg.clone()).await;
+        let public = match client
+            .wait("bound", |e| matches!(e, Event::Bound { .. }))
+            .await
+        {
+            Event::Bound { addr, .. } => addr.parse::<SocketAddr>().unwrap(),
+            _ => unreachable!(),
+        };
+        let local = client.locals[0];
+        let (head, mut visitor) = common::connect_via(public, echo, "").await;
+        assert_eq!(head.status, 200);
+        let (head, mut user) = common::connect_via(local, echo, "").await;
+        assert_eq!(head.status, 200);
+
+        // Rules decide what -R …:proxy visitors reach from this network: the next one.
+        cfg.rules.deny = vec!["127.0.0.1".parse().unwrap()];
+        let changes = within(10, "reload", client.handle.reload(cfg.clone())).await;
+        assert_eq!(changes, Ok(vec!["rules changed".to_string()]));
+        let (head, _) = common::connect_via(public, echo, "").await;
+        assert_eq!(head.status, 403, "the new rules apply to the next visitor");
+        visitor.get_mut().write_all(b"open").await.unwrap();
+        let mut back = [0u8; 4];
+        within(10, "echo", visitor.read_exact(&mut back))
+            .await
+            .unwrap();
+        assert_eq!(&back, b"open");
+
+        // The relay holds a -R …:proxy binding's credentials: a restart changes them.
+        cfg.proxy_auth = Some("u:p".parse().unwrap());
+        let answer = client.handle.reload(cfg.clone()).await;
+        assert!(matches!(answer, Err(ReloadError::Restart(_))), "{answer:?}");
+        // Without it, -L …:proxy asks the next connection for the new credentials.
+        cfg.remotes.clear();
+        let changes = within(10, "reload", client.handle.reload(cfg))
+            .await
+            .unwrap();
+        assert_eq!(
+            changes,
+            ["expose 127.0.0.1:0:proxy removed", "proxy-auth changed"]
+        );
+        let (head, _) = common::connect_via(local, echo, "").await;
+        assert_eq!(head.status, 407);
+        let (head, _) = common::connect_via(local, echo, &common::basic("u:p")).await;
+        assert_eq!(head.status, 200);
+        user.get_mut().write_all(b"still").await.unwrap();
+        let mut back = [0u8; 5];
+        within(10, "echo", user.read_exact(&mut back))
+            .await
+            .unwrap();
+        assert_eq!(&back, b"still");
+        client.shutdown.drain();
+    });
+}

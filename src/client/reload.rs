@@ -43,9 +43,20 @@ impl ClientHandle {
             let olds: Vec<RemoteSpec> = st.remotes.iter().map(|r| r.spec.clone()).collect();
             let (l_keep, l_added) = matching(&held, &cfg.locals);
             let (r_keep, r_added) = matching(&olds, &cfg.remotes);
-            (l_keep, l_added, r_keep, r_added)
+            (l_keep, l_added, r_keep, r_added, olds)
         };
-        let (l_keep, l_added, r_keep, r_added) = plan;
+        let (l_keep, l_added, r_keep, r_added, olds) = plan;
+        // A `-R …:proxy` binding's credentials live on the relay, given in its BIND: only a
+        // new session (or removing the binding) changes them.
+        let kept_rproxy = olds
+            .iter()
+            .zip(&r_keep)
+            .any(|(r, keep)| keep.is_some() && matches!(r, RemoteSpec::Proxy { .. }));
+        if kept_rproxy && old.proxy_auth != cfg.proxy_auth {
+            return Err(ReloadError::Restart(
+                "proxy-auth changed, and a -R …:proxy binding carries it".into(),
+            ));
+        }
         let stdio = |i: &usize, specs: &[LocalSpec]| matches!(specs[*i], LocalSpec::Stdio { .. });
         let l_removed: Vec<usize> = (0..l_keep.len()).filter(|i| l_keep[*i].is_none()).collect();
         if l_added.iter().any(|i| stdio(i, &cfg.locals))
