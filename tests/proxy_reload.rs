@@ -39,7 +39,10 @@ fn new_settings_apply_to_the_next_connection_and_open_tunnels_keep_working() {
         let changes = handle.reload(with_auth.clone()).unwrap();
         assert_eq!(changes, ["auth changed"]);
         let (head, _) = connect_via(addr, echo, "").await;
-        assert_eq!(head.status, 407, "the next connection needs the new credentials");
+        assert_eq!(
+            head.status, 407,
+            "the next connection needs the new credentials"
+        );
         let (head, mut second) = connect_via(addr, echo, &basic("alice:s3cret")).await;
         assert_eq!(head.status, 200);
         echo_once(&mut second, b"with credentials").await;

@@ -355,7 +355,8 @@ mod tests {
                 "drain-timeout changed"
             ]
         );
-        let restart: [(&str, fn(&mut ClientConfig)); 6] = [
+        type Change = fn(&mut ClientConfig);
+        let restart: [(&str, Change); 6] = [
             ("url", |c| c.url = "ws://127.0.0.1:2".parse().unwrap()),
             ("token", |c| c.token = Some(Secret::new("t"))),
             ("session (keepalive, max-streams)", |c| {
