@@ -579,3 +579,66 @@ fn rules_and_credentials_apply_to_new_streams() {
         client.shutdown.drain();
     });
 }
+
+#[test]
+fn the_relay_releases_a_port_on_unbind_and_refuses_a_bind_id_in_use() {
+    use burrow::tunnel::{BindMode, Frame};
+    logs();
+    run(|sp| async move {
+        let relay = start_relay(&sp, RelayConfig::default()).await;
+        let (session, _driver) = common::tunnel::raw_session(relay.addr, "unbinder").await;
+        let bind = |bind_id| Frame::Bind {
+            bind_id,
+            addr: "127.0.0.1".into(),
+            port: 0,
+            mode: BindMode::Forward,
+        };
+        let answer = || async {
+            within(10, "answer", session.session_frame())
+                .await
+                .expect("session open")
+        };
+        session.send_session_frame(bind(1));
+        let Frame::Bound { bind_id: 1, addr } = answer().await else {
+            panic!("not bound")
+        };
+        let first: SocketAddr = addr.parse().unwrap();
+        session.send_session_frame(bind(1));
+        let twice = answer().await;
+        assert!(
+            matches!(&twice, Frame::BindRefused { bind_id: 1, reason } if reason.contains("in use")),
+            "{twice:?}"
+        );
+        // Unknown ids are ignored; the session goes on.
+        session.send_session_frame(Frame::Unbind { bind_id: 99 });
+        session.send_session_frame(Frame::Unbind { bind_id: 1 });
+        refuses(first, "unbound port").await;
+        // The id is free again.
+        session.send_session_frame(bind(1));
+        assert!(matches!(answer().await, Frame::Bound { bind_id: 1, .. }));
+    });
+}
+
+#[test]
+fn readiness_survives_a_resumed_connection() {
+    logs();
+    run(|sp| async move {
+        let relay = start_relay(&sp, RelayConfig::default()).await;
+        let link = common::tunnel::Forwarder::start(relay.addr).await;
+        let (echo, _e) = start_echo().await;
+        let mut cfg = ClientConfig::new(format!("ws://{}/burrow", link.addr).parse().unwrap());
+        cfg.max_backoff = Duration::from_millis(300);
+        cfg.remotes = vec![format!("127.0.0.1:0:{echo}").parse().unwrap()];
+        let client = Running::start(&sp, cfg).await;
+        let public = client.bound_to(echo).await;
+        assert!((client.ready)());
+        link.cut();
+        client
+            .wait("resumed", |e| matches!(e, Event::Resumed { .. }))
+            .await;
+        // The relay kept the binding across the resume: still ready, still served.
+        echoes(public).await;
+        assert!((client.ready)(), "not ready after a resume");
+        client.shutdown.drain();
+    });
+}
