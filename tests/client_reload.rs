@@ -643,3 +643,30 @@ fn readiness_survives_a_resumed_connection() {
         client.shutdown.drain();
     });
 }
+
+#[test]
+fn a_forward_given_another_target_keeps_its_port() {
+    logs();
+    run(|sp| async move {
+        let relay = start_relay(&sp, RelayConfig::default()).await;
+        let (echo, _e) = start_echo().await;
+        let (data, _d) = start_download().await;
+        let mut cfg = client_cfg(&relay);
+        cfg.locals = vec![format!("127.0.0.1:0:{echo}").parse().unwrap()];
+        let client = Running::start(&sp, cfg.clone()).await;
+        client.wait("connected", |e| *e == Event::Connected).await;
+        let at = client.locals[0];
+        let mut open = within(10, "connect", TcpStream::connect(at)).await.unwrap();
+        echo_once(&mut open, b"before").await;
+        // The same address, another target: the listener is handed over, never closed.
+        cfg.locals = vec![format!("{at}:{data}").parse().unwrap()];
+        let changes = within(10, "reload", client.handle.reload(cfg))
+            .await
+            .unwrap();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(client.listening(&data.to_string()).await, at);
+        Download::start(at).await.finish().await;
+        echo_once(&mut open, b"after").await;
+        client.shutdown.drain();
+    });
+}

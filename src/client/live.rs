@@ -25,10 +25,24 @@ pub(super) struct Remote {
 /// One `-L` entry in force.
 pub(super) struct LocalEntry {
     pub(super) spec: LocalSpec,
+    /// what its listener serves new connections with: `spec`, shared with the accept loop
+    /// (a reload that gives the same address another target changes it in place)
+    pub(super) target: Arc<Mutex<LocalSpec>>,
     /// `None` for `stdio:` (it has no listener)
     pub(super) listener: Option<TcpListener>,
     /// stops this listener alone (a reload removed it); its connections in flight finish
     pub(super) stop: Shutdown,
+}
+
+impl LocalEntry {
+    pub(super) fn new(spec: LocalSpec, listener: Option<TcpListener>) -> Self {
+        LocalEntry {
+            target: Arc::new(Mutex::new(spec.clone())),
+            spec,
+            listener,
+            stop: Shutdown::new(),
+        }
+    }
 }
 
 /// Where new `-L` listeners are served once the client runs.
@@ -158,7 +172,7 @@ impl Live {
             return;
         };
         let serve = serve_local(
-            entry.spec.clone(),
+            entry.target.clone(),
             listener.clone(),
             self.clone(),
             runner.current.clone(),

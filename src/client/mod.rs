@@ -147,11 +147,7 @@ impl Client {
             let bind = match spec {
                 LocalSpec::Forward { bind, .. } | LocalSpec::Proxy { bind } => *bind,
                 LocalSpec::Stdio { .. } => {
-                    listeners.push(live::LocalEntry {
-                        spec: spec.clone(),
-                        listener: None,
-                        stop: crate::shutdown::Shutdown::new(),
-                    });
+                    listeners.push(live::LocalEntry::new(spec.clone(), None));
                     continue;
                 }
             };
@@ -165,11 +161,7 @@ impl Client {
                 spec: describe_local(spec),
                 addr,
             });
-            listeners.push(live::LocalEntry {
-                spec: spec.clone(),
-                listener: Some(l),
-                stop: crate::shutdown::Shutdown::new(),
-            });
+            listeners.push(live::LocalEntry::new(spec.clone(), Some(l)));
         }
         #[cfg(feature = "tls")]
         let tls = match cfg.url.tls {

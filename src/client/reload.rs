@@ -7,7 +7,6 @@
 use super::live::{LocalEntry, Remote, bind_frame};
 use super::*;
 use crate::reload::{Changes, ReloadError};
-use crate::shutdown::Shutdown;
 
 /// Applies new configurations to a running [`Client`] (see [`crate::reload`]).
 #[derive(Clone)]
@@ -41,11 +40,12 @@ impl ClientHandle {
             let st = self.live.lock();
             let held: Vec<LocalSpec> = st.locals.iter().map(|l| l.spec.clone()).collect();
             let olds: Vec<RemoteSpec> = st.remotes.iter().map(|r| r.spec.clone()).collect();
-            let (l_keep, l_added) = matching(&held, &cfg.locals);
+            let (l_keep, mut l_added) = matching(&held, &cfg.locals);
             let (r_keep, r_added) = matching(&olds, &cfg.remotes);
-            (l_keep, l_added, r_keep, r_added, olds)
+            let retarget = retargets(&st.locals, &l_keep, &mut l_added, &cfg.locals);
+            (l_keep, l_added, r_keep, r_added, held, olds, retarget)
         };
-        let (l_keep, l_added, r_keep, r_added, olds) = plan;
+        let (l_keep, l_added, r_keep, r_added, held, olds, retarget) = plan;
         // A `-R …:proxy` binding's credentials live on the relay, given in its BIND: only a
         // new session (or removing the binding) changes them.
         let kept_rproxy = olds
@@ -57,11 +57,9 @@ impl ClientHandle {
                 "proxy-auth changed, and a -R …:proxy binding carries it".into(),
             ));
         }
-        let stdio = |i: &usize, specs: &[LocalSpec]| matches!(specs[*i], LocalSpec::Stdio { .. });
-        let l_removed: Vec<usize> = (0..l_keep.len()).filter(|i| l_keep[*i].is_none()).collect();
-        if l_added.iter().any(|i| stdio(i, &cfg.locals))
-            || l_removed.iter().any(|i| stdio(i, &old.locals))
-        {
+        let stdio = |spec: &LocalSpec| matches!(spec, LocalSpec::Stdio { .. });
+        let removed_stdio = (held.iter().zip(&l_keep)).any(|(h, k)| k.is_none() && stdio(h));
+        if removed_stdio || l_added.iter().any(|&i| stdio(&cfg.locals[i])) {
             return Err(ReloadError::Failed(
                 "a stdio: forward cannot be added or removed live".into(),
             ));
@@ -69,45 +67,21 @@ impl ClientHandle {
         // Bound before anything changes: a busy port leaves the running config as it was.
         let mut fresh = Vec::new();
         for &i in &l_added {
-            fresh.push(self.bind_local(&cfg.locals[i], &l_removed).await?);
+            fresh.push(bind_local(&cfg.locals[i]).await?);
         }
-        Ok(self.commit(cfg, (l_keep, fresh), (r_keep, r_added)))
-    }
-
-    /// A listener for an added `-L`: the listener of a removed entry on the very same
-    /// address is taken over (the port never closes); otherwise a new one.
-    async fn bind_local(
-        &self,
-        spec: &LocalSpec,
-        removed: &[usize],
-    ) -> Result<(LocalSpec, TcpListener), ReloadError> {
-        let bind = match spec {
-            LocalSpec::Forward { bind, .. } | LocalSpec::Proxy { bind } => *bind,
-            LocalSpec::Stdio { .. } => {
-                return Err(ReloadError::Failed("stdio: has no listener".into()));
-            }
+        let locals = Locals {
+            keep: l_keep,
+            retarget,
+            fresh,
         };
-        if bind.port() != 0 {
-            let st = self.live.lock();
-            let same = removed
-                .iter()
-                .filter_map(|&i| st.locals.get(i)?.listener.as_ref())
-                .find(|l| l.local_addr().is_ok_and(|a| a == bind));
-            if let Some(l) = same {
-                return Ok((spec.clone(), l.clone()));
-            }
-        }
-        let listener = TcpListener::bind(bind)
-            .await
-            .map_err(|e| ReloadError::Failed(format!("cannot listen on {bind}: {e}")))?;
-        Ok((spec.clone(), listener))
+        Ok(self.commit(cfg, locals, (r_keep, r_added)))
     }
 
     /// Applies the reload (nothing here can fail); one line per change.
     fn commit(
         &self,
         cfg: ClientConfig,
-        (l_keep, fresh): (Vec<Option<usize>>, Vec<(LocalSpec, TcpListener)>),
+        l: Locals,
         (r_keep, r_added): (Vec<Option<usize>>, Vec<usize>),
     ) -> Changes {
         let mut changes = Changes::new();
@@ -116,33 +90,32 @@ impl ClientHandle {
         // -L: removed ones stop accepting (and let go of their port) at once.
         let mut stopped = Vec::new();
         let locals = std::mem::take(&mut st.locals);
-        for (entry, keep) in locals.into_iter().zip(&l_keep) {
-            match keep {
-                Some(_) => st.locals.push(entry),
+        for (j, (mut entry, keep)) in locals.into_iter().zip(&l.keep).enumerate() {
+            if keep.is_some() {
+                st.locals.push(entry);
+                continue;
+            }
+            changes.push(format!("forward {} removed", local_line(&entry.spec)));
+            match l.retarget.iter().find(|(old, _)| *old == j) {
+                // Same address, another target: new connections go to the new one.
+                Some(&(_, i)) => {
+                    entry.spec = cfg.locals[i].clone();
+                    *entry.target.lock().unwrap_or_else(|e| e.into_inner()) = entry.spec.clone();
+                    self.added_local(&entry, &mut changes);
+                    st.locals.push(entry);
+                }
                 None => {
                     entry.stop.drain();
-                    changes.push(format!("forward {} removed", local_line(&entry.spec)));
                     stopped.push(entry);
                 }
             }
         }
-        for (spec, listener) in fresh {
-            let entry = LocalEntry {
-                spec,
-                listener: Some(listener),
-                stop: Shutdown::new(),
-            };
+        for (spec, listener) in l.fresh {
+            let entry = LocalEntry::new(spec, Some(listener));
             if let Some(runner) = &st.runner {
                 self.live.spawn_local(runner, &entry);
             }
-            if let Some(addr) = entry.listener.as_ref().and_then(|l| l.local_addr().ok()) {
-                // Unbounded channel: never full; closed only when the client is gone.
-                let _ = self.events.try_send(Event::Listening {
-                    spec: describe_local(&entry.spec),
-                    addr,
-                });
-            }
-            changes.push(format!("forward {} added", local_line(&entry.spec)));
+            self.added_local(&entry, &mut changes);
             st.locals.push(entry);
         }
         // -R: removed ones are released on the relay, added ones asked for.
@@ -204,6 +177,18 @@ impl ClientHandle {
         changes
     }
 
+    /// Reports a `-L` that serves a new spec (an event for its listener, a change line).
+    fn added_local(&self, entry: &LocalEntry, changes: &mut Changes) {
+        if let Some(addr) = entry.listener.as_ref().and_then(|l| l.local_addr().ok()) {
+            // Unbounded channel: never full; closed only when the client is gone.
+            let _ = self.events.try_send(Event::Listening {
+                spec: describe_local(&entry.spec),
+                addr,
+            });
+        }
+        changes.push(format!("forward {} added", local_line(&entry.spec)));
+    }
+
     /// A removed binding: its port is not asked for again, and it no longer counts for
     /// readiness.
     fn forget_binding(&self, bind_id: u32) {
@@ -213,6 +198,66 @@ impl ClientHandle {
             .remove(&bind_id);
         self.readiness.unbound(bind_id);
     }
+}
+
+/// The `-L` changes of a reload: `keep[j]` for each entry in force (as [`matching`] gives),
+/// the removed entries whose listener serves an added spec instead, and the listeners bound
+/// for the other added specs.
+struct Locals {
+    keep: Vec<Option<usize>>,
+    /// (removed entry, added spec) on the same address
+    retarget: Vec<(usize, usize)>,
+    fresh: Vec<(LocalSpec, TcpListener)>,
+}
+
+/// Added `-L` specs that listen exactly where a removed entry listens (a new target for the
+/// same port): that listener serves them, so the port never closes and no second listener
+/// is needed. Taken out of `added`.
+fn retargets(
+    held: &[LocalEntry],
+    keep: &[Option<usize>],
+    added: &mut Vec<usize>,
+    specs: &[LocalSpec],
+) -> Vec<(usize, usize)> {
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    added.retain(|&i| {
+        let bind = match &specs[i] {
+            LocalSpec::Forward { bind, .. } | LocalSpec::Proxy { bind } if bind.port() != 0 => {
+                *bind
+            }
+            _ => return true,
+        };
+        let found = (0..held.len()).find(|&j| {
+            keep[j].is_none()
+                && !pairs.iter().any(|(o, _)| *o == j)
+                && held[j]
+                    .listener
+                    .as_ref()
+                    .is_some_and(|l| l.local_addr().is_ok_and(|a| a == bind))
+        });
+        match found {
+            Some(j) => {
+                pairs.push((j, i));
+                false
+            }
+            None => true,
+        }
+    });
+    pairs
+}
+
+/// A new listener for an added `-L`.
+async fn bind_local(spec: &LocalSpec) -> Result<(LocalSpec, TcpListener), ReloadError> {
+    let bind = match spec {
+        LocalSpec::Forward { bind, .. } | LocalSpec::Proxy { bind } => *bind,
+        LocalSpec::Stdio { .. } => {
+            return Err(ReloadError::Failed("stdio: has no listener".into()));
+        }
+    };
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|e| ReloadError::Failed(format!("cannot listen on {bind}: {e}")))?;
+    Ok((spec.clone(), listener))
 }
 
 /// Pairs each old entry with an equal new one (each used once): `keep[i]` is the new index of

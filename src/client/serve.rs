@@ -29,7 +29,7 @@ const MAX_LOCAL_CONNECTIONS: usize = 4096;
 /// Accepts at one `-L` listener until `shutdown` (the client's, or this listener's own when
 /// a reload removes it); each connection goes through the session.
 pub(super) async fn serve_local(
-    spec: LocalSpec,
+    target: Arc<Mutex<LocalSpec>>,
     listener: TcpListener,
     live: Arc<live::Live>,
     current: Arc<CurrentSession>,
@@ -39,7 +39,7 @@ pub(super) async fn serve_local(
     let ids = AtomicU64::new(1);
     let local = Arc::new(Local {
         connect_timeout: live.cfg().connect_timeout,
-        spec,
+        target,
         live,
         current,
         shutdown: shutdown.clone(),
@@ -52,11 +52,12 @@ pub(super) async fn serve_local(
     };
     let admit = |tcp, peer| {
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        Ok(local.clone().serve(tcp, peer, id))
+        // Read at accept: the connection keeps the target it arrived for.
+        Ok(local.clone().serve(tcp, peer, id, local.spec()))
     };
     let over_limit = |tcp, peer, _open| {
         log::warn!("local {peer}: refused: {MAX_LOCAL_CONNECTIONS} connections open");
-        match &local.spec {
+        match local.spec() {
             LocalSpec::Proxy { .. } => listen::TurnAway::answer(front::refuse(
                 tcp,
                 503,
@@ -74,7 +75,8 @@ pub(super) async fn serve_local(
 
 /// What every connection of one `-L` listener shares.
 struct Local {
-    spec: LocalSpec,
+    /// what new connections are served with (a reload may change it)
+    target: Arc<Mutex<LocalSpec>>,
     /// limit for reaching the relay or a target (a restart changes it, never a reload)
     connect_timeout: Duration,
     /// where a `-L …:proxy` connection reads the proxy config in force
@@ -84,14 +86,21 @@ struct Local {
 }
 
 impl Local {
+    fn spec(&self) -> LocalSpec {
+        self.target
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// One local connection, carried through the current session (waiting, bounded, for
     /// one to come up): as a stream to the `-L` target, or as a proxy client.
-    async fn serve(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, id: u64) {
+    async fn serve(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, id: u64, spec: LocalSpec) {
         let Some(session) = self.current.wait(self.connect_timeout).await else {
             log::warn!("local {peer}: no session to the relay; closing");
             return;
         };
-        match &self.spec {
+        match &spec {
             LocalSpec::Forward { host, port, .. } => {
                 let target = host_port(host, *port);
                 let open = OpenTarget::Dial {
