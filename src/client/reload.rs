@@ -26,9 +26,11 @@ impl std::fmt::Debug for ClientHandle {
 impl ClientHandle {
     /// Applies `cfg` to the running client: added `-L`/`-R` start, removed ones stop (their
     /// open streams drain), unchanged ones are not touched; rules and credentials apply to new
-    /// streams at once. Another relay URL, token, `--via`, TLS, resume or session setting, or
-    /// timeout for reaching the relay, is [`ReloadError::Restart`]; a `-L` port that cannot be
-    /// bound (or a `stdio:` added or removed) is [`ReloadError::Failed`] with nothing applied.
+    /// streams at once (but the relay holds a `-R …:proxy` binding's credentials: changing
+    /// `proxy_auth` while one stays is a restart). Another relay URL, token, `--via`, TLS,
+    /// resume or session setting, or timeout for reaching the relay, is
+    /// [`ReloadError::Restart`]; a `-L` port that cannot be bound (or a `stdio:` added or
+    /// removed) is [`ReloadError::Failed`] with nothing applied.
     pub async fn reload(&self, cfg: ClientConfig) -> Result<Changes, ReloadError> {
         let _one_at_a_time = self.live.reload_lock.lock().await;
         let old = self.live.cfg();
@@ -43,9 +45,16 @@ impl ClientHandle {
             let (l_keep, mut l_added) = matching(&held, &cfg.locals);
             let (r_keep, r_added) = matching(&olds, &cfg.remotes);
             let retarget = retargets(&st.locals, &l_keep, &mut l_added, &cfg.locals);
-            (l_keep, l_added, r_keep, r_added, held, olds, retarget)
+            // Ids are never reused: four billion added bindings end a client's reloads.
+            let ids_left = (u32::MAX - st.next_bind_id) as usize >= r_added.len();
+            (
+                l_keep, l_added, r_keep, r_added, held, olds, retarget, ids_left,
+            )
         };
-        let (l_keep, l_added, r_keep, r_added, held, olds, retarget) = plan;
+        let (l_keep, l_added, r_keep, r_added, held, olds, retarget, ids_left) = plan;
+        if !ids_left {
+            return Err(ReloadError::Failed("out of binding ids".into()));
+        }
         // A `-R …:proxy` binding's credentials live on the relay, given in its BIND: only a
         // new session (or removing the binding) changes them.
         let kept_rproxy = olds
@@ -142,13 +151,9 @@ impl ClientHandle {
             }
         }
         for &i in &r_added {
+            // Checked before the commit: `next_bind_id + r_added.len()` fits in a u32.
             let id = st.next_bind_id;
-            let Some(next) = id.checked_add(1) else {
-                // Four billion reloads that each add a binding: not a real client.
-                log::warn!("client: out of binding ids; {} not bound", cfg.remotes[i]);
-                continue;
-            };
-            st.next_bind_id = next;
+            st.next_bind_id = id.saturating_add(1);
             let remote = Remote {
                 id,
                 spec: cfg.remotes[i].clone(),
