@@ -3,7 +3,7 @@
 //! worth a retry.
 
 use super::*;
-use crate::tunnel::ws::{ResumeAsk, ResumeOffer};
+use crate::tunnel::ws::{Caps, ResumeAsk, ResumeOffer};
 
 /// A failed connection attempt, classified in one place: fatal when retrying cannot help
 /// (the user has to fix something: credentials, token, certificate, version), otherwise
@@ -44,6 +44,8 @@ impl From<crate::tls::HandshakeFailure> for AttemptError {
 pub(super) struct Link {
     pub(super) ws: WebSocketStream<BoxIo>,
     pub(super) offer: Option<ResumeOffer>,
+    /// what the relay understands (UNBIND)
+    pub(super) caps: Caps,
 }
 
 impl Client {
@@ -81,19 +83,14 @@ impl Client {
         stream.set_nodelay(true).ok();
         let transport = self.secure(stream).await?;
         let token = cfg.token.as_ref();
-        let handshake = async {
-            if cfg.resume {
-                ws::client_handshake_resumable(transport, url, token, &self.session_id, ask).await
-            } else {
-                let ws = ws::client_handshake(transport, url, token, &self.session_id).await?;
-                Ok((ws, None))
-            }
-        };
-        let (ws, offer) = crate::time::with_timeout(cfg.handshake_timeout, handshake, || {
+        // With --no-resume, nothing is asked (and nothing offered).
+        let ask = cfg.resume.then_some(ask);
+        let handshake = ws::client_handshake_caps(transport, url, token, &self.session_id, ask);
+        let (ws, offer, caps) = crate::time::with_timeout(cfg.handshake_timeout, handshake, || {
             HandshakeError::Failed("no answer to the upgrade in time".into())
         })
         .await?;
-        Ok(Link { ws, offer })
+        Ok(Link { ws, offer, caps })
     }
 
     /// A new session for `link`: resumable when the relay offered it.

@@ -1,5 +1,6 @@
 //! What the client tells its user: state changes, fatal errors, readiness.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -98,32 +99,51 @@ impl fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
-/// What `/readyz` reports: connected, and every `-R` bound.
+/// What `/readyz` reports: connected, and every `-R` in force bound.
 #[derive(Default)]
 pub(super) struct Readiness {
     connected: std::sync::atomic::AtomicBool,
     /// bindings the relay confirmed in this session
-    pub(super) bound: Mutex<std::collections::HashSet<u32>>,
-    /// how many `-R` there are
-    want: usize,
+    pub(super) bound: Mutex<HashSet<u32>>,
+    /// the ids of the `-R` in force (a reload changes them)
+    want: Mutex<HashSet<u32>>,
 }
 
 impl Readiness {
-    /// Ready once connected with `want` bindings confirmed.
-    pub(super) fn new(want: usize) -> Self {
+    /// Ready once connected with every binding of `want` confirmed.
+    pub(super) fn new(want: Vec<u32>) -> Self {
         Readiness {
-            want,
+            want: Mutex::new(want.into_iter().collect()),
             ..Readiness::default()
         }
     }
 
-    pub(super) fn set_connected(&self, up: bool) {
+    /// A new session: nothing is bound in it yet.
+    pub(super) fn new_session(&self) {
         self.bound.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Connected or not; a resumed session keeps its bindings (the relay kept them).
+    pub(super) fn set_connected(&self, up: bool) {
         self.connected.store(up, Ordering::SeqCst);
     }
 
+    /// The bindings in force changed (a reload).
+    pub(super) fn set_want(&self, want: Vec<u32>) {
+        *self.want.lock().unwrap_or_else(|e| e.into_inner()) = want.into_iter().collect();
+    }
+
+    /// A binding was removed: it is no longer bound (nor wanted).
+    pub(super) fn unbound(&self, bind_id: u32) {
+        self.bound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&bind_id);
+    }
+
     pub(super) fn is_ready(&self) -> bool {
+        let want = self.want.lock().unwrap_or_else(|e| e.into_inner()).clone();
         self.connected.load(Ordering::SeqCst)
-            && self.bound.lock().unwrap_or_else(|e| e.into_inner()).len() >= self.want
+            && want.is_subset(&self.bound.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }

@@ -29,7 +29,9 @@ mod attempt;
 mod backoff;
 mod current;
 mod events;
+mod live;
 mod policy;
+mod reload;
 mod resume;
 mod serve;
 mod session;
@@ -38,6 +40,7 @@ mod status;
 
 use events::Readiness;
 pub use events::{ClientError, Event};
+pub use reload::ClientHandle;
 
 use crate::tunnel::ws::ResumeAsk;
 use attempt::{AttemptError, Link};
@@ -117,7 +120,8 @@ pub struct Client {
     current: Arc<CurrentSession>,
     /// ports the relay gave each binding, asked for again after a reconnect
     bound_ports: Arc<Mutex<HashMap<u32, u16>>>,
-    listeners: Vec<(LocalSpec, TcpListener)>,
+    /// what a reload changes: the config in force, `-L` listeners, `-R` bindings
+    live: Arc<live::Live>,
     readiness: Arc<Readiness>,
     /// what `/status` shows beyond the configuration
     status: Arc<status::Board>,
@@ -130,7 +134,7 @@ impl std::fmt::Debug for Client {
         // The session id is left out: it reclaims this client's bindings.
         f.debug_struct("Client")
             .field("cfg", &self.cfg)
-            .field("listeners", &self.listeners.len())
+            .field("listeners", &self.local_addrs().len())
             .finish_non_exhaustive()
     }
 }
@@ -141,12 +145,14 @@ impl Client {
         // Credentials a BIND cannot carry whole are refused here, never cut on the wire.
         cfg.bind_auth().map_err(ClientError::Config)?;
         let mut listeners = Vec::new();
-        let remotes = cfg.remotes.len();
         let events = smol::channel::unbounded();
         for spec in &cfg.locals {
             let bind = match spec {
                 LocalSpec::Forward { bind, .. } | LocalSpec::Proxy { bind } => *bind,
-                LocalSpec::Stdio { .. } => continue,
+                LocalSpec::Stdio { .. } => {
+                    listeners.push(live::LocalEntry::new(spec.clone(), None));
+                    continue;
+                }
             };
             let l = TcpListener::bind(bind)
                 .await
@@ -158,7 +164,7 @@ impl Client {
                 spec: describe_local(spec),
                 addr,
             });
-            listeners.push((spec.clone(), l));
+            listeners.push(live::LocalEntry::new(spec.clone(), Some(l)));
         }
         #[cfg(feature = "tls")]
         let tls = match cfg.url.tls {
@@ -174,24 +180,32 @@ impl Client {
                 "--insecure: the relay's certificate is not verified; anyone on the path can read and change the tunnel"
             );
         }
+        let cfg = Arc::new(cfg);
+        let live = Arc::new(live::Live::new(cfg.clone(), listeners));
+        let readiness = Arc::new(Readiness::new(live.remote_ids()));
         Ok(Client {
             #[cfg(feature = "tls")]
             tls,
-            cfg: Arc::new(cfg),
+            cfg,
             metrics: Arc::new(Metrics::default()),
             session_id: ws::random_id(),
             events,
             current: Arc::new(CurrentSession::new()),
             bound_ports: Arc::new(Mutex::new(HashMap::new())),
-            listeners,
-            readiness: Arc::new(Readiness::new(remotes)),
+            live,
+            readiness,
             status: Arc::new(status::Board::new()),
         })
     }
 
     /// A handle that applies a new configuration to this client while it runs.
     pub fn handle(&self) -> ClientHandle {
-        ClientHandle { _todo: () }
+        ClientHandle {
+            live: self.live.clone(),
+            readiness: self.readiness.clone(),
+            bound_ports: self.bound_ports.clone(),
+            events: self.events.0.clone(),
+        }
     }
 
     /// State changes, in order (the receiver may be cloned; each event goes to one receiver).
@@ -210,12 +224,9 @@ impl Client {
         Arc::new(move || r.is_ready())
     }
 
-    /// The local addresses of the `-L` listeners, in spec order.
+    /// The local addresses of the `-L` listeners in force, in spec order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|(_, l)| l.local_addr().ok())
-            .collect()
+        self.live.local_addrs()
     }
 
     fn emit(&self, e: Event) {
@@ -227,7 +238,22 @@ impl Client {
     /// Runs until shutdown (then drains) or a fatal error. With `-L stdio:…`, runs until
     /// that one stream ends.
     pub async fn run(self, spawner: Spawner, shutdown: ShutdownSignal) -> Result<(), ClientError> {
-        let _locals = self.spawn_locals(&spawner, &shutdown);
+        self.live.start_locals(live::Runner {
+            tasks: TaskSet::new(spawner.clone()),
+            spawner: spawner.clone(),
+            shutdown: shutdown.clone(),
+            current: self.current.clone(),
+        });
+        let result = self.run_sessions(spawner, shutdown).await;
+        self.live.stop_locals();
+        result
+    }
+
+    async fn run_sessions(
+        &self,
+        spawner: Spawner,
+        shutdown: ShutdownSignal,
+    ) -> Result<(), ClientError> {
         let stdio = self.cfg.locals.iter().find_map(|s| match s {
             LocalSpec::Stdio { host, port } => Some((host.clone(), *port)),
             _ => None,
@@ -267,22 +293,6 @@ impl Client {
         }
     }
 
-    /// The `-L` listeners, each on its own task (cancelled when the set is dropped).
-    fn spawn_locals(&self, spawner: &Spawner, shutdown: &ShutdownSignal) -> TaskSet {
-        let tasks = TaskSet::new(spawner.clone());
-        for (spec, listener) in &self.listeners {
-            tasks.spawn(serve_local(
-                spec.clone(),
-                listener.clone(),
-                self.cfg.clone(),
-                self.current.clone(),
-                spawner.clone(),
-                shutdown.clone(),
-            ));
-        }
-        tasks
-    }
-
     /// A new session that is up: it is the current one (ready, `-L` connections use it) while
     /// it is served, across the connections that resume it.
     #[allow(clippy::too_many_arguments)]
@@ -296,6 +306,7 @@ impl Client {
         stdio: &Option<(String, u16)>,
         retry: &mut Retry,
     ) -> SessionEnd {
+        self.readiness.new_session();
         self.readiness.set_connected(true);
         self.emit(Event::Connected);
         self.current.set(Some(session.clone()));
@@ -304,6 +315,7 @@ impl Client {
         let end = self
             .serve_session(session, conn, spawner, shutdown, stdio.as_ref(), retry)
             .await;
+        self.live.session_ended(session);
         self.current.set(None);
         self.status.set_session(None);
         self.readiness.set_connected(false);
@@ -311,33 +323,10 @@ impl Client {
     }
 
     fn remote_target(&self, bind_id: u32) -> String {
-        self.cfg
-            .remotes
-            .get(bind_id.wrapping_sub(1) as usize)
+        self.live
+            .remote(bind_id)
             .map(|r| r.to_string())
             .unwrap_or_else(|| format!("binding {bind_id}"))
-    }
-}
-
-/// Applies new configurations to a running [`Client`] (see [`crate::reload`]).
-#[derive(Debug, Clone)]
-pub struct ClientHandle {
-    _todo: (),
-}
-
-impl ClientHandle {
-    /// Applies `cfg` to the running client: added `-L`/`-R` start, removed ones stop (their
-    /// open streams drain), changed ones are replaced, unchanged ones are not touched; rules and
-    /// credentials apply to new streams at once. Another relay URL, token, `--via`, TLS or
-    /// session setting is [`ReloadError::Restart`](crate::reload::ReloadError::Restart).
-    pub async fn reload(
-        &self,
-        cfg: ClientConfig,
-    ) -> Result<crate::reload::Changes, crate::reload::ReloadError> {
-        let _ = cfg;
-        Err(crate::reload::ReloadError::Restart(
-            "live reload of the client is not built yet".into(),
-        ))
     }
 }
 

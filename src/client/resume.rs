@@ -61,7 +61,8 @@ impl Client {
         let deadline = held.map(|(_, d)| d);
         loop {
             if backoff {
-                let mut delay = retry.rng.backoff(retry.attempt, self.cfg.max_backoff);
+                let max_backoff = self.live.cfg().max_backoff;
+                let mut delay = retry.rng.backoff(retry.attempt, max_backoff);
                 retry.attempt = retry.attempt.saturating_add(1);
                 if let Some(d) = deadline {
                     let left = d.saturating_duration_since(Instant::now());
@@ -167,6 +168,7 @@ impl Client {
             });
             driver = session.resume_driver();
             (ws, offer) = (link.ws, link.offer);
+            self.live.resumed_on(session, link.caps);
         }
     }
 

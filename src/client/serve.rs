@@ -26,25 +26,21 @@ pub(super) async fn run_stdio(session: &Session, host: &str, port: u16) -> Resul
 /// the one session.
 const MAX_LOCAL_CONNECTIONS: usize = 4096;
 
-/// Accepts at one `-L` listener until shutdown; each connection goes through the session.
+/// Accepts at one `-L` listener until `shutdown` (the client's, or this listener's own when
+/// a reload removes it); each connection goes through the session.
 pub(super) async fn serve_local(
-    spec: LocalSpec,
+    target: Arc<Mutex<LocalSpec>>,
     listener: TcpListener,
-    cfg: Arc<ClientConfig>,
+    live: Arc<live::Live>,
     current: Arc<CurrentSession>,
     spawner: Spawner,
     shutdown: ShutdownSignal,
 ) {
     let ids = AtomicU64::new(1);
     let local = Arc::new(Local {
-        proxy_cfg: Arc::new(ProxyConfig {
-            // `-L …:proxy` visitors present the same --proxy-auth as `-R …:proxy` ones.
-            auth: cfg.proxy_auth.clone(),
-            connect_timeout: cfg.connect_timeout,
-            ..ProxyConfig::default()
-        }),
-        spec,
-        cfg,
+        connect_timeout: live.cfg().connect_timeout,
+        target,
+        live,
         current,
         shutdown: shutdown.clone(),
     });
@@ -56,11 +52,12 @@ pub(super) async fn serve_local(
     };
     let admit = |tcp, peer| {
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        Ok(local.clone().serve(tcp, peer, id))
+        // Read at accept: the connection keeps the target it arrived for.
+        Ok(local.clone().serve(tcp, peer, id, local.spec()))
     };
     let over_limit = |tcp, peer, _open| {
         log::warn!("local {peer}: refused: {MAX_LOCAL_CONNECTIONS} connections open");
-        match &local.spec {
+        match local.spec() {
             LocalSpec::Proxy { .. } => listen::TurnAway::answer(front::refuse(
                 tcp,
                 503,
@@ -78,23 +75,32 @@ pub(super) async fn serve_local(
 
 /// What every connection of one `-L` listener shares.
 struct Local {
-    spec: LocalSpec,
-    cfg: Arc<ClientConfig>,
+    /// what new connections are served with (a reload may change it)
+    target: Arc<Mutex<LocalSpec>>,
+    /// limit for reaching the relay or a target (a restart changes it, never a reload)
+    connect_timeout: Duration,
+    /// where a `-L …:proxy` connection reads the proxy config in force
+    live: Arc<live::Live>,
     current: Arc<CurrentSession>,
-    /// the proxy a `-L …:proxy` listener serves its clients with
-    proxy_cfg: Arc<ProxyConfig>,
     shutdown: ShutdownSignal,
 }
 
 impl Local {
+    fn spec(&self) -> LocalSpec {
+        self.target
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// One local connection, carried through the current session (waiting, bounded, for
     /// one to come up): as a stream to the `-L` target, or as a proxy client.
-    async fn serve(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, id: u64) {
-        let Some(session) = self.current.wait(self.cfg.connect_timeout).await else {
+    async fn serve(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, id: u64, spec: LocalSpec) {
+        let Some(session) = self.current.wait(self.connect_timeout).await else {
             log::warn!("local {peer}: no session to the relay; closing");
             return;
         };
-        match &self.spec {
+        match &spec {
             LocalSpec::Forward { host, port, .. } => {
                 let target = host_port(host, *port);
                 let open = OpenTarget::Dial {
@@ -110,9 +116,10 @@ impl Local {
             LocalSpec::Proxy { .. } => {
                 let dialer = Arc::new(MuxDialer {
                     session,
-                    timeout: self.cfg.connect_timeout,
+                    timeout: self.connect_timeout,
                 });
-                let (cfg, sd) = (self.proxy_cfg.clone(), self.shutdown.clone());
+                // Read per connection: a reload's --proxy-auth applies to the next one.
+                let (cfg, sd) = (self.live.local_proxy(), self.shutdown.clone());
                 // Boxed: the proxy door's state is four times a forward's, and every `-L`
                 // connection's task would otherwise be allocated at that size.
                 Box::pin(serve_connection(tcp, peer, id, cfg, dialer, sd)).await;
@@ -122,23 +129,26 @@ impl Local {
     }
 }
 
-/// Streams the relay opens: `-R` visitors, and requests of `-R …:proxy` visitors.
+/// Streams the relay opens: `-R` visitors, and requests of `-R …:proxy` visitors. The
+/// bindings and rules in force when the stream arrives decide (a removed binding's new
+/// streams are refused).
 pub(super) async fn serve_incoming(
     cfg: &ClientConfig,
+    live: &live::Live,
     inc: Incoming,
     label: &str,
     metrics: &Metrics,
 ) {
     match inc.target.clone() {
-        OpenTarget::Bound { bind_id } => match cfg.remotes.get(bind_id.wrapping_sub(1) as usize) {
+        OpenTarget::Bound { bind_id } => match live.remote(bind_id) {
             Some(RemoteSpec::Forward {
                 host, target_port, ..
             }) => {
                 // The user named this target: no rules apply to it.
                 bridge::serve_dial(
                     inc,
-                    host.clone(),
-                    *target_port,
+                    host,
+                    target_port,
                     &Rules::default(),
                     cfg.connect_timeout,
                     label,
@@ -155,11 +165,7 @@ pub(super) async fn serve_incoming(
             ),
         },
         OpenTarget::Dial { host, port } => {
-            if !cfg
-                .remotes
-                .iter()
-                .any(|r| matches!(r, RemoteSpec::Proxy { .. }))
-            {
+            if !live.exposes_proxy() {
                 bridge::refuse(
                     inc,
                     Refusal::BadRequest,
@@ -169,16 +175,8 @@ pub(super) async fn serve_incoming(
                 );
                 return;
             }
-            bridge::serve_dial(
-                inc,
-                host,
-                port,
-                &cfg.rules,
-                cfg.connect_timeout,
-                label,
-                metrics,
-            )
-            .await;
+            let rules = live.cfg().rules.clone();
+            bridge::serve_dial(inc, host, port, &rules, cfg.connect_timeout, label, metrics).await;
         }
     }
 }

@@ -15,7 +15,8 @@ impl Client {
         retry: &mut Retry,
     ) -> SessionEnd {
         let streams = TaskSet::new(spawner.clone());
-        self.send_binds(session);
+        self.live
+            .send_binds(session, conn.1.caps, &self.bound_ports);
         let done = std::sync::atomic::AtomicBool::new(false);
         let mut conns = std::pin::pin!(self.connections(session, conn, shutdown, retry, &done));
         let stdio_job = async {
@@ -43,41 +44,20 @@ impl Client {
         end
     }
 
-    /// Asks for every `-R` binding, on the port the relay gave it last time if any.
-    fn send_binds(&self, session: &Session) {
-        for (i, r) in self.cfg.remotes.iter().enumerate() {
-            let bind_id = i as u32 + 1;
-            let remembered = self
-                .bound_ports
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&bind_id)
-                .copied();
-            let (bind, port, mode) = match r {
-                RemoteSpec::Forward { bind, port, .. } => (bind, *port, BindMode::Forward),
-                RemoteSpec::Proxy { bind, port } => {
-                    // Checked to fit by `Client::bind`; should it not, the binding is skipped
-                    // rather than sent with cut (unparseable) credentials.
-                    let Ok(auth) = self.cfg.bind_auth() else {
-                        continue;
-                    };
-                    (bind, *port, BindMode::Proxy { auth })
-                }
-            };
-            session.send_session_frame(Frame::Bind {
-                bind_id,
-                addr: bind.clone(),
-                port: remembered.unwrap_or(port),
-                mode,
-            });
-        }
-    }
-
     /// The relay's answers to the bindings (BOUND, BIND_REFUSED): remembered, reported,
     /// counted for readiness. Never ends by itself.
     async fn watch_binds(&self, session: &Session) -> SessionEnd {
         while let Some(frame) = session.session_frame().await {
             match frame {
+                // An answer to a binding a reload removed since: not ours any more.
+                Frame::Bound { bind_id, .. } | Frame::BindRefused { bind_id, .. }
+                    if self.live.remote(bind_id).is_none() =>
+                {
+                    log::debug!(
+                        "session {}: answer to removed binding {bind_id}",
+                        session.label()
+                    );
+                }
                 Frame::Bound { bind_id, addr } => {
                     if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse().ok()) {
                         self.bound_ports
@@ -85,8 +65,8 @@ impl Client {
                             .unwrap_or_else(|e| e.into_inner())
                             .insert(bind_id, port);
                     }
-                    let remotes = self.cfg.remotes.len();
-                    self.status.bind_answer(bind_id, remotes, Ok(&addr));
+                    let in_force = self.live.remote_ids();
+                    self.status.bind_answer(bind_id, &in_force, Ok(&addr));
                     let target = self.remote_target(bind_id);
                     self.readiness
                         .bound
@@ -96,8 +76,8 @@ impl Client {
                     self.emit(Event::Bound { addr, target });
                 }
                 Frame::BindRefused { bind_id, reason } => {
-                    let remotes = self.cfg.remotes.len();
-                    self.status.bind_answer(bind_id, remotes, Err(&reason));
+                    let in_force = self.live.remote_ids();
+                    self.status.bind_answer(bind_id, &in_force, Err(&reason));
                     let target = self.remote_target(bind_id);
                     self.emit(Event::BindRefused { target, reason });
                 }
@@ -112,10 +92,10 @@ impl Client {
     /// itself.
     async fn accept_streams(&self, session: &Session, streams: &TaskSet) -> SessionEnd {
         while let Some(inc) = session.accept().await {
-            let cfg = self.cfg.clone();
+            let (cfg, live) = (self.cfg.clone(), self.live.clone());
             let metrics = self.metrics.clone();
             let label = session.label().to_string();
-            streams.spawn(async move { serve_incoming(&cfg, inc, &label, &metrics).await });
+            streams.spawn(async move { serve_incoming(&cfg, &live, inc, &label, &metrics).await });
         }
         std::future::pending().await
     }
@@ -129,7 +109,8 @@ impl Client {
             session.streams_done().await;
             Ok(())
         };
-        let settled = crate::time::with_timeout(self.cfg.drain_timeout, settled, || ());
+        let drain_timeout = self.live.cfg().drain_timeout;
+        let settled = crate::time::with_timeout(drain_timeout, settled, || ());
         // Late or aborted: the close below cuts what is left.
         let _ = settled
             .or(async {

@@ -87,14 +87,16 @@ impl Board {
         self.state().session = session;
     }
 
-    /// The relay's answer to `-R` number `bind_id`: its public address, or why not. Ids the
-    /// client never asked for are not kept.
-    pub(super) fn bind_answer(&self, bind_id: u32, remotes: usize, answer: Result<&str, &str>) {
-        if bind_id == 0 || bind_id as usize > remotes {
-            return;
-        }
+    /// The relay's answer to binding `bind_id` (one in force: the caller checks): its public
+    /// address, or why not. Answers of bindings no longer in force are dropped, so the map
+    /// holds at most one entry per `-R` in force.
+    pub(super) fn bind_answer(&self, bind_id: u32, in_force: &[u32], answer: Result<&str, &str>) {
         let answer = answer.map(cut).map_err(cut);
-        self.state().remotes.insert(bind_id, answer);
+        let mut st = self.state();
+        st.remotes.retain(|id, _| in_force.contains(id));
+        if in_force.contains(&bind_id) {
+            st.remotes.insert(bind_id, answer);
+        }
     }
 }
 
@@ -107,22 +109,18 @@ impl Client {
     /// it on the `--status` listener together with the standard routes:
     /// `surface::combine(client.status_route(), surface::standard_route(…))`.
     pub fn status_route(&self) -> impl Fn(&str, &str) -> Option<Answer> + Send + Sync + 'static {
-        let cfg = self.cfg.clone();
+        // The configuration in force, after any reload.
+        let live = self.live.clone();
         let board = self.status.clone();
         let metrics = self.metrics.clone();
-        let locals: Vec<(String, String)> = self
-            .listeners
-            .iter()
-            .map(|(spec, l)| {
-                let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                (addr, super::describe_local(spec))
-            })
-            .collect();
         let page: Source<Page> = {
-            let cfg = cfg.clone();
-            Arc::new(move || page(&cfg, &board, &metrics, &locals))
+            let live = live.clone();
+            Arc::new(move || {
+                let (locals, remotes) = live.in_force();
+                page(&live.cfg(), &board, &metrics, &locals, &remotes)
+            })
         };
-        let config: Source<String> = Arc::new(move || config_text(&cfg));
+        let config: Source<String> = Arc::new(move || config_text(&live.cfg()));
         status::route(page, config)
     }
 }
@@ -132,6 +130,7 @@ fn page(
     board: &Board,
     metrics: &crate::metrics::Metrics,
     locals: &[(String, String)],
+    remotes: &[(u32, String)],
 ) -> Page {
     let s = board.state();
     let session = s.session.as_ref();
@@ -154,13 +153,10 @@ fn page(
         .iter()
         .map(|(local, target)| vec![Cell::text(local), Cell::text(target)])
         .collect();
-    let exposes = cfg
-        .remotes
+    let exposes = remotes
         .iter()
-        .enumerate()
-        .map(|(i, spec)| {
-            let (public, state) = match u32::try_from(i + 1).ok().and_then(|id| s.remotes.get(&id))
-            {
+        .map(|(id, spec)| {
+            let (public, state) = match s.remotes.get(id) {
                 Some(Ok(addr)) => (Cell::text(addr), Cell::text("bound")),
                 Some(Err(why)) => (Cell::Missing, Cell::text(format!("refused: {why}"))),
                 None => (Cell::Missing, Cell::text("pending")),
@@ -271,10 +267,13 @@ mod tests {
         b.record(&Event::Connecting);
         assert_eq!(name(&b), "reconnecting");
         assert_eq!(b.state().last_error.as_deref(), Some("gone"));
-        b.bind_answer(1, 1, Ok("1.2.3.4:5"));
-        b.bind_answer(2, 1, Ok("never asked"));
-        b.bind_answer(0, 1, Ok("never asked"));
+        b.bind_answer(1, &[1], Ok("1.2.3.4:5"));
+        b.bind_answer(2, &[1], Ok("never asked"));
+        b.bind_answer(0, &[1], Ok("never asked"));
         assert_eq!(b.state().remotes.len(), 1);
+        // Binding 1 removed by a reload, 3 added: 1's answer goes.
+        b.bind_answer(3, &[3], Ok("1.2.3.4:6"));
+        assert_eq!(b.state().remotes.keys().collect::<Vec<_>>(), [&3]);
     }
 
     #[test]

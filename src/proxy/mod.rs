@@ -10,7 +10,9 @@
 mod config;
 mod conn;
 mod forward;
+mod reload;
 pub mod server;
 
 pub use config::ProxyConfig;
-pub use server::{Proxy, ProxyHandle, serve_connection};
+pub use reload::ProxyHandle;
+pub use server::{Proxy, serve_connection};

@@ -3,20 +3,22 @@
 use super::config::ProxyConfig;
 use super::conn::{Conn, Next};
 use super::forward;
+use super::reload::{Live, ProxyHandle};
+use crate::dial::Dialer;
 use crate::dial::host_port;
-use crate::dial::{Dialer, DirectDialer};
 use crate::exec::Spawner;
 use crate::http::front::{self, REFUSAL_AT_ACCEPT};
 use crate::http::head::{RequestHead, Target, Version};
 use crate::listen::{AcceptLoop, Drain, TurnAway};
 use crate::shutdown::ShutdownSignal;
 use crate::splice::{self, Outcome};
+use futures_lite::FutureExt;
 use futures_lite::io::{AsyncWriteExt, BufReader};
 use smol::net::{TcpListener, TcpStream};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// Read buffer for request heads and forwarded request bodies; dropped once a CONNECT tunnel
@@ -24,31 +26,28 @@ use std::time::Instant;
 /// once should not leave a thousand 8 KiB holes in the heap.
 const READ_BUF: usize = 2 * 1024;
 
-/// Applies new configurations to a running [`Proxy`] (see [`crate::reload`]).
-#[derive(Debug, Clone)]
-pub struct ProxyHandle {
-    _todo: (),
-}
-
-impl ProxyHandle {
-    /// Applies `config` to the running proxy: upstreams, credentials, rules and timeouts apply
-    /// to new connections at once; open connections keep what they started with.
-    pub fn reload(
-        &self,
-        config: ProxyConfig,
-    ) -> Result<crate::reload::Changes, crate::reload::ReloadError> {
-        let _ = config;
-        Err(crate::reload::ReloadError::Restart(
-            "live reload of the proxy is not built yet".into(),
-        ))
-    }
-}
-
 /// A bound proxy, ready to [`run`](Proxy::run).
 #[derive(Debug)]
 pub struct Proxy {
     listener: TcpListener,
-    config: Arc<ProxyConfig>,
+    /// the configuration in force, swapped by [`ProxyHandle::reload`]
+    live: Arc<Live>,
+}
+
+/// Counts a connection being served for as long as it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn new(count: &Arc<AtomicUsize>) -> Open {
+        count.fetch_add(1, Ordering::SeqCst);
+        Open(count.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Proxy {
@@ -56,13 +55,15 @@ impl Proxy {
     pub async fn bind(addr: SocketAddr, config: ProxyConfig) -> io::Result<Proxy> {
         Ok(Proxy {
             listener: TcpListener::bind(addr).await?,
-            config: Arc::new(config),
+            live: Live::new(config),
         })
     }
 
     /// A handle that applies a new configuration to this proxy while it runs.
     pub fn handle(&self) -> ProxyHandle {
-        ProxyHandle { _todo: () }
+        ProxyHandle {
+            live: self.live.clone(),
+        }
     }
 
     /// The bound address (useful with port 0).
@@ -71,43 +72,64 @@ impl Proxy {
     }
 
     /// Serves until `shutdown` drains: then stops accepting, lets open connections finish
-    /// within the drain timeout (or until abort), and cancels the rest.
+    /// within the drain timeout (or until abort), and cancels the rest. Each connection is
+    /// served with the configuration in force when it arrived.
     pub async fn run(self, spawner: Spawner, shutdown: ShutdownSignal) {
-        let Proxy { listener, config } = self;
-        let dialer = Arc::new(DirectDialer {
-            upstream: config.upstream.clone(),
-            rules: config.rules.clone(),
-            names: config.names,
-            timeout: config.connect_timeout,
-        });
+        let Proxy { listener, live } = self;
         let ids = AtomicU64::new(1);
+        let open = Arc::new(AtomicUsize::new(0));
         let accept_loop = AcceptLoop {
             what: "proxy",
-            limit: config.max_connections,
-            drain: Drain::Within(config.drain_timeout),
+            // The limit is `max_connections` in force, checked in `admit` (a reload changes
+            // it); the loop's own would be fixed at start.
+            limit: usize::MAX,
+            // The drain timeout in force when the drain begins is applied below.
+            drain: Drain::Owner,
         };
-        let admit = |stream, peer| {
-            let id = ids.fetch_add(1, Ordering::Relaxed);
-            let (config, dialer) = (config.clone(), dialer.clone());
-            Ok(serve_connection(
-                stream,
-                peer,
-                id,
-                config,
-                dialer,
-                shutdown.clone(),
-            ))
-        };
-        let over_limit = |stream, peer, open| {
-            let id = ids.fetch_add(1, Ordering::Relaxed);
-            log::warn!("conn {id} {peer}: refused, {open} connections open (503)");
+        let refuse = |stream, peer, id, n| {
+            log::warn!("conn {id} {peer}: refused, {n} connections open (503)");
             let refusal =
                 front::refuse(stream, 503, "too many connections", &[], REFUSAL_AT_ACCEPT);
             TurnAway::answer(refusal)
         };
-        accept_loop
-            .run(listener, spawner, &shutdown, admit, over_limit)
-            .await;
+        let admit = |stream, peer| {
+            let id = ids.fetch_add(1, Ordering::Relaxed);
+            let now = live.current();
+            let n = open.load(Ordering::SeqCst);
+            if n >= now.config.max_connections {
+                return Err(refuse(stream, peer, id, n));
+            }
+            let counted = Open::new(&open);
+            let (config, dialer, sd) = (now.config.clone(), now.dialer.clone(), shutdown.clone());
+            Ok(async move {
+                let _counted = counted;
+                serve_connection(stream, peer, id, config, dialer, sd).await
+            })
+        };
+        let over_limit =
+            |stream, peer, n| refuse(stream, peer, ids.fetch_add(1, Ordering::Relaxed), n);
+        let serve = accept_loop.run(listener, spawner, &shutdown, admit, over_limit);
+        // Cancel-safety: when the deadline wins, the loop is dropped with its connections.
+        serve.or(drain_deadline(&live, &open, &shutdown)).await;
+    }
+}
+
+/// Once the drain begins: waits the drain timeout in force (or until abort), then logs what
+/// is cut. Ends only then (the accept loop ends first when every connection finished).
+async fn drain_deadline(live: &Live, open: &AtomicUsize, shutdown: &ShutdownSignal) {
+    shutdown.draining().await;
+    let timeout = live.current().config.drain_timeout;
+    let n = open.load(Ordering::SeqCst);
+    if n > 0 {
+        log::info!("proxy draining {n} connections");
+    }
+    let late = async {
+        smol::Timer::after(timeout).await;
+    };
+    late.or(shutdown.aborted()).await;
+    let left = open.load(Ordering::SeqCst);
+    if left > 0 {
+        log::warn!("proxy drain ended: cancelled {left} connections");
     }
 }
 

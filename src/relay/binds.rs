@@ -41,8 +41,64 @@ pub(super) struct Bindings {
     pub(super) reclaimed: Mutex<Vec<Arc<TcpListener>>>,
     /// listeners in use
     pub(super) live: Mutex<Vec<Arc<TcpListener>>>,
+    /// the bindings in use by id, each with what stops its accept loop (UNBIND); one entry
+    /// per listener in `live`, so bounded by [`MAX_BINDS`]
+    by_id: Mutex<HashMap<u32, (Arc<TcpListener>, crate::shutdown::Shutdown)>>,
     /// what the session's token grants (its ports are looked up anew for each BIND)
     pub(super) grant: Arc<super::Grant>,
+}
+
+impl Bindings {
+    /// A session's bindings, starting with the listeners held for it since its last session.
+    pub(super) fn new(reclaimed: Vec<Arc<TcpListener>>, grant: Arc<super::Grant>) -> Self {
+        Bindings {
+            reclaimed: Mutex::new(reclaimed),
+            live: Mutex::new(Vec::new()),
+            by_id: Mutex::new(HashMap::new()),
+            grant,
+        }
+    }
+
+    /// UNBIND: the binding's listener stops accepting and is closed at once (the port is
+    /// free once its accept loop lets go of it); its visitors in flight finish. The
+    /// listener is no longer held for this client.
+    fn unbind(&self, session: &Session, bind_id: u32) {
+        let found = self
+            .by_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&bind_id);
+        let Some((listener, stop)) = found else {
+            // A binding that was refused, or unbound already: nothing to release.
+            log::debug!(
+                "session {}: UNBIND of unknown binding {bind_id}",
+                session.label()
+            );
+            return;
+        };
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|l| !Arc::ptr_eq(l, &listener));
+        let local = listener.local_addr().map(|a| a.to_string());
+        drop(listener);
+        stop.drain();
+        log::info!(
+            "session {}: unbound {} (binding {bind_id}); its open streams finish",
+            session.label(),
+            local.unwrap_or_else(|_| "?".into())
+        );
+    }
+}
+
+/// Drains `child` when `parent` drains and aborts it when `parent` aborts: a binding stops
+/// with its session, or alone on UNBIND. Never ends.
+async fn follow(parent: crate::shutdown::ShutdownSignal, child: crate::shutdown::Shutdown) {
+    parent.draining().await;
+    child.drain();
+    parent.aborted().await;
+    child.abort();
+    std::future::pending::<()>().await
 }
 
 pub(super) fn hold_for_grace(ctx: &Arc<Ctx>, session_id: String, listeners: Vec<Arc<TcpListener>>) {
@@ -89,6 +145,10 @@ pub(super) async fn session_frames_loop(
             session_sd.drain();
             continue;
         }
+        if let Frame::Unbind { bind_id } = frame {
+            binds.unbind(session, bind_id);
+            continue;
+        }
         let Frame::Bind {
             bind_id,
             addr,
@@ -98,7 +158,7 @@ pub(super) async fn session_frames_loop(
         else {
             continue;
         };
-        match admit_bind(ctx, session_id, binds, &addr, port, &mode).await {
+        match admit_bind(ctx, session_id, binds, bind_id, &addr, port, &mode).await {
             Ok((listener, proxy_cfg)) => {
                 let local = listener
                     .local_addr()
@@ -120,14 +180,22 @@ pub(super) async fn session_frames_loop(
                     .push(listener.clone());
                 let target = format!("session {} ({})", session.label(), describe(&mode));
                 let listed = ctx.view.add_binding(local, target);
-                tasks.spawn(accept_visitors(
+                // The binding's own stop: its session's drain, or UNBIND.
+                let stop = crate::shutdown::Shutdown::new();
+                binds
+                    .by_id
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(bind_id, (listener.clone(), stop.clone()));
+                let accept = accept_visitors(
                     ctx.clone(),
                     session.clone(),
                     (listener, listed),
                     bind_id,
                     proxy_cfg,
-                    session_sd.signal(),
-                ));
+                    stop.signal(),
+                );
+                tasks.spawn(accept.or(follow(session_sd.signal(), stop)));
             }
             Err((kind, why)) => {
                 ctx.metrics.refused(kind);
@@ -153,10 +221,20 @@ async fn admit_bind(
     ctx: &Ctx,
     session_id: &str,
     binds: &Bindings,
+    bind_id: u32,
     addr: &str,
     port: u16,
     mode: &BindMode,
 ) -> Result<(Arc<TcpListener>, Option<Arc<ProxyConfig>>), (Refusal, String)> {
+    if binds
+        .by_id
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains_key(&bind_id)
+    {
+        // Its UNBIND could release only one of the two: refused, never doubled.
+        return Err((Refusal::BadRequest, format!("binding {bind_id} is in use")));
+    }
     let bound = binds.live.lock().unwrap_or_else(|e| e.into_inner()).len();
     if bound >= MAX_BINDS {
         let why = format!("too many bindings on one session (at most {MAX_BINDS})");

@@ -326,11 +326,7 @@ async fn serve(
     reclaimed: Vec<Arc<TcpListener>>,
 ) -> (Vec<Arc<TcpListener>>, bool) {
     let tasks = TaskSet::new(ctx.spawner.clone());
-    let state = Bindings {
-        reclaimed: Mutex::new(reclaimed),
-        live: Mutex::new(Vec::new()),
-        grant: grant.clone(),
-    };
+    let state = Bindings::new(reclaimed, grant.clone());
     // This session's own drain: the relay's, or the client's GO_AWAY. Visitors' idle
     // keep-alive connections close on it, so a client's shutdown is not held up by them.
     let session_sd = crate::shutdown::Shutdown::new();

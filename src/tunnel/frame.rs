@@ -44,6 +44,7 @@ pub(crate) mod code {
     pub const BOUND: u8 = 0x11;
     pub const BIND_REFUSED: u8 = 0x12;
     pub const GO_AWAY: u8 = 0x13;
+    pub const UNBIND: u8 = 0x14;
 }
 
 /// What an OPEN asks the receiver to connect the new stream to.
@@ -162,6 +163,12 @@ pub enum Frame {
     GoAway {
         /// why
         reason: String,
+    },
+    /// Client → relay: close the listener of this binding (its open streams drain). Sent
+    /// only to a relay that announced the `unbind` capability in the handshake.
+    Unbind {
+        /// binding id, as in its BIND
+        bind_id: u32,
     },
     /// Resumable sessions: the sender has received `received` numbered frames of this
     /// session (every frame but ACK and RESUME is numbered); the peer may forget them.
@@ -313,6 +320,10 @@ impl Frame {
                 header(out, code::GO_AWAY, 0);
                 put_text(out, reason);
             }
+            Frame::Unbind { bind_id } => {
+                header(out, code::UNBIND, 0);
+                out.extend_from_slice(&bind_id.to_be_bytes());
+            }
             Frame::Ack { received } => {
                 header(out, code::ACK, 0);
                 out.extend_from_slice(&received.to_be_bytes());
@@ -420,6 +431,7 @@ impl Frame {
                 reason: r.text()?,
             },
             code::GO_AWAY => Frame::GoAway { reason: r.text()? },
+            code::UNBIND => Frame::Unbind { bind_id: r.u32()? },
             code::ACK => Frame::Ack { received: r.u64()? },
             code::RESUME => Frame::Resume { received: r.u64()? },
             other => return Err(FrameError::UnknownType(other)),
@@ -433,6 +445,7 @@ impl Frame {
                 | Frame::Bound { .. }
                 | Frame::BindRefused { .. }
                 | Frame::GoAway { .. }
+                | Frame::Unbind { .. }
                 | Frame::Ack { .. }
                 | Frame::Resume { .. }
         );

@@ -86,6 +86,8 @@ fn all_frames() -> Vec<Frame> {
         Frame::GoAway {
             reason: "relay shutting down".into(),
         },
+        Frame::Unbind { bind_id: 3 },
+        Frame::Unbind { bind_id: u32::MAX },
         Frame::Ack { received: 0 },
         Frame::Ack { received: u64::MAX },
         Frame::Resume { received: 1 << 40 },
@@ -139,6 +141,12 @@ fn bad_frames_are_refused() {
             vec![0x13, 0, 0, 0, 5, 0],
             FrameError::Invalid("stream id 0 is for session frames only"),
         ),
+        (
+            vec![0x14, 0, 0, 0, 1, 0, 0, 0, 1],
+            FrameError::Invalid("stream id 0 is for session frames only"),
+        ),
+        (vec![0x14, 0, 0, 0, 0, 0, 0, 1], FrameError::Truncated),
+        (vec![0x14, 0, 0, 0, 0, 0, 0, 0, 1, 0], FrameError::TooLong),
         (
             vec![0x03, 0, 0, 0, 1, 1, 2, 0xff, 0xfe],
             FrameError::Invalid("text is not utf-8"),

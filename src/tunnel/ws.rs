@@ -38,6 +38,31 @@ pub const RESUME_HEADER: &str = "Burrow-Resume";
 /// was lost.
 pub const GRACE_HEADER: &str = "Burrow-Grace";
 
+/// Header of the relay's answer: the optional protocol features it understands, a
+/// comma-separated list (today only `unbind`). A relay without it understands none of them.
+pub const CAPS_HEADER: &str = "Burrow-Caps";
+/// The capability a relay announces when it understands UNBIND.
+pub const CAP_UNBIND: &str = "unbind";
+
+/// The optional features a relay announced in [`CAPS_HEADER`]; unknown ones are ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps {
+    /// the relay closes a binding's listener on UNBIND
+    pub unbind: bool,
+}
+
+impl Caps {
+    /// Reads a [`CAPS_HEADER`] value (`None`: the header was absent: no capabilities).
+    pub fn parse(value: Option<&str>) -> Caps {
+        let has = |cap: &str| {
+            value.is_some_and(|v| v.split(',').any(|c| c.trim().eq_ignore_ascii_case(cap)))
+        };
+        Caps {
+            unbind: has(CAP_UNBIND),
+        }
+    }
+}
+
 /// What the relay offered for resuming: the key of the session it serves on this connection
 /// (the one asked for if it resumed it) and how long it holds it when the connection is lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +203,25 @@ where
     Ok(handshake(stream, url, token, session_id, None).await?.0)
 }
 
+/// A finished upgrade: the tunnel, the relay's resume offer (`None`: it cannot resume, or
+/// it was not asked) and the capabilities it announced.
+pub type Upgraded<S> = (WebSocketStream<S>, Option<ResumeOffer>, Caps);
+
+/// [`client_handshake`] that also returns what the relay announced: its resume offer when
+/// `resume` asks for one, and its [`Caps`].
+pub async fn client_handshake_caps<S>(
+    stream: S,
+    url: &TunnelUrl,
+    token: Option<&Secret>,
+    session_id: &str,
+    resume: Option<&ResumeAsk>,
+) -> Result<Upgraded<S>, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    handshake_full(stream, url, token, session_id, resume).await
+}
+
 /// [`client_handshake`] for a resumable session: asks for `resume`; the relay's offer is
 /// `None` when it does not resume sessions (an older relay).
 pub async fn client_handshake_resumable<S>(
@@ -200,6 +244,20 @@ async fn handshake<S>(
     session_id: &str,
     resume: Option<&ResumeAsk>,
 ) -> Result<(WebSocketStream<S>, Option<ResumeOffer>), HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (ws, offer, _) = handshake_full(stream, url, token, session_id, resume).await?;
+    Ok((ws, offer))
+}
+
+async fn handshake_full<S>(
+    stream: S,
+    url: &TunnelUrl,
+    token: Option<&Secret>,
+    session_id: &str,
+    resume: Option<&ResumeAsk>,
+) -> Result<Upgraded<S>, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -238,7 +296,10 @@ where
                 Some(_) => resume_offer(resp.headers())?,
                 None => None,
             };
-            Ok((ws, offer))
+            let caps = resp.headers().get(CAPS_HEADER).map(|v| v.to_str());
+            // A value that is not text announces nothing (fail closed: no UNBIND is sent).
+            let caps = Caps::parse(caps.and_then(Result::ok));
+            Ok((ws, offer, caps))
         }
         Err(async_tungstenite::tungstenite::Error::Http(resp)) => {
             let status = resp.status().as_u16();
@@ -316,6 +377,24 @@ pub fn random_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capabilities_are_read_from_a_list_and_absent_means_none() {
+        let cases = [
+            (None, false),
+            (Some(""), false),
+            (Some("unbind"), true),
+            (Some(" Unbind "), true),
+            (Some("later, unbind"), true),
+            (Some("unbinding"), false),
+            (Some("later"), false),
+        ];
+        for (value, unbind) in cases {
+            assert_eq!(Caps::parse(value), Caps { unbind }, "{value:?}");
+        }
+        let answer = String::from_utf8(upgrade::switching_protocols("x", None)).unwrap();
+        assert!(answer.contains("\r\nBurrow-Caps: unbind\r\n"), "{answer}");
+    }
 
     #[test]
     fn tunnel_urls() {
