@@ -209,7 +209,8 @@ fn run_applies_a_changed_file_and_refuses_an_invalid_one() {
     edge.p
         .saw_or_wait("0 added, 1 removed, 0 changed, 1 unchanged");
     let refused = (0..200).any(|_| {
-        let gone = TcpStream::connect(local).is_err();
+        // Bounded: a listener that no longer accepts fills its backlog, then connect hangs.
+        let gone = TcpStream::connect_timeout(&local, Duration::from_secs(1)).is_err();
         if !gone {
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -146,7 +146,11 @@ impl Live {
                 (addr, super::describe_local(&l.spec))
             })
             .collect();
-        let remotes = st.remotes.iter().map(|r| (r.id, r.spec.to_string())).collect();
+        let remotes = st
+            .remotes
+            .iter()
+            .map(|r| (r.id, r.spec.to_string()))
+            .collect();
         (locals, remotes)
     }
 
@@ -182,10 +186,21 @@ impl Live {
         st.runner = Some(runner);
     }
 
-    /// The client stopped: its `-L` listeners stop with it (cancelled outside the lock).
+    /// The client stopped: its `-L` listeners stop with it (cancelled outside the lock) and
+    /// close, even while a handle or a `/status` route still holds this state: their ports
+    /// refuse at once.
     pub(super) fn stop_locals(&self) {
-        let runner = self.lock().runner.take();
+        let (runner, listeners) = {
+            let mut st = self.lock();
+            let listeners: Vec<_> = st
+                .locals
+                .iter_mut()
+                .filter_map(|l| l.listener.take())
+                .collect();
+            (st.runner.take(), listeners)
+        };
         drop(runner);
+        drop(listeners);
     }
 
     /// Serves one `-L` listener on `runner` until it is stopped alone or with the client.
