@@ -226,3 +226,119 @@ fn run_applies_a_changed_file_and_refuses_an_invalid_one() {
     let (code, log) = relay.p.wait_exit(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// A server that sends `len` bytes of a known pattern to each connection, then closes.
+fn pattern_server(len: usize) -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let block: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(block.len());
+                    if s.write_all(&block[..n]).is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The test: a download runs through a tunnel the reload leaves alone while another
+/// tunnel is added and a third removed; the download completes intact, the new tunnel works,
+/// the removed one refuses.
+#[test]
+fn run_reload_leaves_an_unchanged_tunnel_alone() {
+    const LEN: usize = 64 << 20;
+    let dir = TempDir::new("reload-download");
+    std::fs::write(dir.path("token"), "reload-secret\n").unwrap();
+    let relay_file = dir.path("relay.toml");
+    std::fs::write(
+        &relay_file,
+        "[relay]\nlisten = \"127.0.0.1:0\"\ntoken = \"file:token\"\n",
+    )
+    .unwrap();
+    let mut relay = Run::start(&relay_file);
+    let relay_addr = relay.addr_after("relay listening on ");
+    let (download, kept, added) = (pattern_server(LEN), echo_server(), echo_server());
+    let file = dir.path("client.toml");
+    let client = |forwards: &[SocketAddr]| {
+        let list: Vec<String> = forwards
+            .iter()
+            .map(|t| format!("\"127.0.0.1:0:{t}\""))
+            .collect();
+        format!(
+            "[[client]]\nname = \"app\"\nrelays = [\"ws://{relay_addr}/burrow\"]\ntoken = \"file:token\"\nforward = [{}]\n",
+            list.join(", ")
+        )
+    };
+    let removed = echo_server();
+    std::fs::write(&file, client(&[download, kept, removed])).unwrap();
+    let mut run = Run::start(&file);
+    let local = |run: &mut Run, target: SocketAddr| -> SocketAddr {
+        let line = run.p.saw_or_wait(&format!("({target})"));
+        let addr = line.split("listening L ").nth(1).unwrap();
+        addr.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (dl_local, kept_local, removed_local) = (
+        local(&mut run, download),
+        local(&mut run, kept),
+        local(&mut run, removed),
+    );
+    run.p.saw_or_wait("connected");
+    // The download starts and is read a little ...
+    let mut dl = TcpStream::connect(dl_local).unwrap();
+    dl.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut got = vec![0u8; 1 << 20];
+    dl.read_exact(&mut got).unwrap();
+    let mut total = got.len();
+    // ... while the reload adds one tunnel and removes another.
+    std::fs::write(&file, client(&[download, kept, added])).unwrap();
+    run.p.signal("-HUP");
+    run.p
+        .saw_or_wait(&format!("app: forward 127.0.0.1:0:{removed} removed"));
+    run.p
+        .saw_or_wait(&format!("app: forward 127.0.0.1:0:{added} added"));
+    run.p
+        .saw_or_wait("0 added, 0 removed, 1 changed, 0 unchanged");
+    let added_local = local(&mut run, added);
+    assert_eq!(echo_roundtrip(added_local, "new").unwrap(), "new");
+    assert_eq!(echo_roundtrip(kept_local, "kept").unwrap(), "kept");
+    let refused = (0..200).any(|_| {
+        let gone = TcpStream::connect_timeout(&removed_local, Duration::from_secs(1)).is_err();
+        if !gone {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gone
+    });
+    assert!(refused, "the removed tunnel's port still accepts");
+    // The download finishes, every byte in its place.
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = dl.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        for (i, b) in buf[..n].iter().enumerate() {
+            let at = total + i;
+            assert_eq!(*b, ((at % 65536) % 251) as u8, "byte {at}");
+        }
+        total += n;
+    }
+    for (i, b) in got.iter().enumerate() {
+        assert_eq!(*b, ((i % 65536) % 251) as u8, "byte {i}");
+    }
+    assert_eq!(total, LEN);
+    run.p.signal("-TERM");
+    let (code, log) = run.p.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("restarting"), "{log}");
+    relay.p.signal("-TERM");
+    relay.p.wait_exit(Duration::from_secs(30));
+}
