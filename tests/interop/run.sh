@@ -3,7 +3,8 @@
 # netcat, OpenSSH (ssh through `burrow connect`) and tinyproxy (as burrow's upstream and as
 # burrow's client), with python's http.server as the origin (it answers HTTP/1.0, as many
 # real origins still do). At the end it runs tunnel.sh: the WebSocket tunnel (`burrow server`
-# and `burrow client`) against curl, OpenSSH and python's `websockets`.
+# and `burrow client`) against curl, OpenSSH and python's `websockets`; resume.sh: sessions
+# across cut connections; config.sh: `burrow check` and `burrow run` with live reload.
 #
 # Usage: bash tests/interop/run.sh        (or `just e2e`)
 #   BURROW_BIN=path  use this binary instead of building target/debug/burrow
@@ -381,5 +382,7 @@ fi
 source "$ROOT/tests/interop/tunnel.sh"
 # shellcheck source=tests/interop/resume.sh
 source "$ROOT/tests/interop/resume.sh"
+# shellcheck source=tests/interop/config.sh
+source "$ROOT/tests/interop/config.sh"
 
 summary
