@@ -138,7 +138,11 @@ impl Client {
         loop {
             let reason = driver.run(ws).await;
             let Some(held) = offer.filter(|_| !session.is_closed()) else {
-                return SessionEnd::Lost(reason.to_string());
+                // A relay that said why it ends the session (GO_AWAY): the user hears it.
+                return SessionEnd::Lost(match session.peer_going_away() {
+                    Some(why) => format!("{reason}: {why}"),
+                    None => reason.to_string(),
+                });
             };
             self.readiness.set_connected(false);
             let streams = session.stream_count();

@@ -165,7 +165,7 @@ name = "other"
 token-sha256 = "$(printf other | sha256sum | cut -d' ' -f1)"
 EOF
 kill -HUP "$CF_RELAY_PID"
-if wait_match "$CF/edge.log" 'peer is going away: token interop removed by reload' \
+if wait_match "$CF/edge.log" '\[edge\] lost: closed by peer: token interop removed by reload' \
     "$CF_EDGE_PID" >/dev/null; then
     pass "config: a token removed by the relay's reload: its client hears GO_AWAY with the reason"
 else

@@ -57,7 +57,10 @@ impl Shared {
             }
             Frame::GoAway { ref reason } => {
                 log::info!("session {}: peer is going away: {reason}", self.label);
-                self.lock_state().peer_going_away = true;
+                let mut st = self.lock_state();
+                st.peer_going_away = true;
+                st.peer_going_away_why = Some(reason.clone());
+                drop(st);
                 self.to_role(frame)
             }
             other => self.to_role(other),

@@ -119,6 +119,8 @@ struct State {
     streams: HashMap<u32, Arc<StreamShared>>,
     /// the peer sent GO_AWAY: open nothing new
     peer_going_away: bool,
+    /// the reason the peer's GO_AWAY gave (a frame's text: bounded by the frame limit)
+    peer_going_away_why: Option<String>,
     /// we sent GO_AWAY: accept nothing new
     going_away: bool,
     closed: Option<String>,
@@ -225,6 +227,7 @@ impl Session {
                 peer_max_id: 0,
                 streams: HashMap::new(),
                 peer_going_away: false,
+                peer_going_away_why: None,
                 going_away: false,
                 closed: None,
             }),
@@ -390,6 +393,12 @@ impl Session {
     /// Why the session closed, if it has.
     pub fn close_reason(&self) -> Option<String> {
         self.shared.lock_state().closed.clone()
+    }
+
+    /// The reason of the peer's GO_AWAY, once one came (the relay says why it ends a session:
+    /// shutting down, a token removed by a reload).
+    pub fn peer_going_away(&self) -> Option<String> {
+        self.shared.lock_state().peer_going_away_why.clone()
     }
 
     /// Resolves once no stream is open (woken as streams leave the table, never by a
