@@ -57,14 +57,15 @@ client_listening() {
     wait_match "$CLIENT_LOG" '^connected$' "$CLIENT_PID" >/dev/null
 }
 
-# How the relay logs the end of a session: `session LABEL: REASON`.
+# How the relay logs the end of a session: `session LABEL: REASON`, LABEL being `ID@PEER`
+# with ` token NAME` after it when the relay has tokens.
 SESSION_END='(closed by peer|closed locally: .*|peer silent for 3 keepalive intervals|protocol error \([0-9]+\): .*|transport failed: .*)'
 
 # session_end LOG LABEL-REGEX: prints how the relay says session LABEL ended, once it has
 # (bounded: 5 s); false if it never said.
 session_end() {
     local m
-    m=$(wait_match "$1" "session $2: $SESSION_END" "" 1 5) || return 1
+    m=$(wait_match "$1" "session $2( token [^ :]+)?: $SESSION_END" "" 1 5) || return 1
     printf '%s\n' "${m#*: }"
 }
 
@@ -368,7 +369,8 @@ else
     DRAIN_CLIENT_PID=$CLIENT_PID
     DRAIN_CLIENT_LOG=$CLIENT_LOG
     # The relay's name for this session, from its `session LABEL: bound ADDR` line.
-    drain_label=$(wait_match "$MAIN_LOG" "session [^ ]+: bound $BOUND " "" 1 5 | awk '{print $2}') ||
+    drain_label=$(wait_match "$MAIN_LOG" "session [^ ]+( token [^ :]+)?: bound $BOUND " "" 1 5 |
+        awk '{print $2}') ||
         true
     drain_label=${drain_label%:}
     tslow="$WORK/tunnel-slow.bin"
