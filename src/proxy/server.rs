@@ -37,6 +37,25 @@ pub struct Proxy {
 /// Counts a connection being served for as long as it lives.
 struct Open(Arc<AtomicUsize>);
 
+pin_project_lite::pin_project! {
+    /// A connection's future with its [`Open`] count, dropped together.
+    struct Counted<F> {
+        #[pin]
+        fut: F,
+        _open: Open,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Counted<F> {
+    type Output = F::Output;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.project().fut.poll(cx)
+    }
+}
+
 impl Open {
     fn new(count: &Arc<AtomicUsize>) -> Open {
         count.fetch_add(1, Ordering::SeqCst);
@@ -101,9 +120,11 @@ impl Proxy {
             }
             let counted = Open::new(&open);
             let (config, dialer, sd) = (now.config.clone(), now.dialer.clone(), shutdown.clone());
-            Ok(async move {
-                let _counted = counted;
-                serve_connection(stream, peer, id, config, dialer, sd).await
+            // The count rides beside the connection's future, not inside an async block that
+            // would keep a second copy of its arguments for the connection's whole life.
+            Ok(Counted {
+                fut: serve_connection(stream, peer, id, config, dialer, sd),
+                _open: counted,
             })
         };
         let over_limit =

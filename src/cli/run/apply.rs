@@ -228,18 +228,18 @@ async fn one(
         (None, None) => None,
         (None, Some((fp, new))) => match start(new, c.lines, c.spawner, c.sd).await {
             Ok(slot) => {
-                log::info!("reload: {what} added");
+                log::info!(target: super::LOG, "reload: {what} added");
                 t.added += 1;
                 Some(with(fp, slot))
             }
             Err(e) => {
-                log::error!("reload: {what} not started: {e:#}");
+                log::error!(target: super::LOG, "reload: {what} not started: {e:#}");
                 t.failed += 1;
                 None
             }
         },
         (Some(old), None) => {
-            log::info!("reload: {what} removed (its streams drain)");
+            log::info!(target: super::LOG, "reload: {what} removed (its streams drain)");
             old.running.stop();
             t.removed += 1;
             // Its tasks end by themselves once drained; dropping it would cancel them.
@@ -270,7 +270,7 @@ async fn one(
             match result {
                 Ok(changes) => {
                     for c in &changes {
-                        log::info!("reload: {what}: {c}");
+                        log::info!(target: super::LOG, "reload: {what}: {c}");
                     }
                     t.changed += 1;
                     let mut old = old;
@@ -284,7 +284,7 @@ async fn one(
                 }
                 Err(ReloadError::Restart(why)) => restart(old, fp, new, what, &why, c).await,
                 Err(ReloadError::Failed(why)) => {
-                    log::error!("reload: {what}: not applied, it keeps running as it was: {why}");
+                    log::error!(target: super::LOG, "reload: {what}: not applied, it keeps running as it was: {why}");
                     t.failed += 1;
                     Some(old)
                 }
@@ -302,7 +302,7 @@ async fn restart(
     why: &str,
     c: &mut Ctx<'_>,
 ) -> Option<Slot> {
-    log::info!("reload: {what}: restarting ({why}); its streams drain first");
+    log::info!(target: super::LOG, "reload: {what}: restarting ({why}); its streams drain first");
     old.running.stop();
     old.running.stopped().await;
     drop(old);
@@ -312,7 +312,7 @@ async fn restart(
             Some(with(fp, slot))
         }
         Err(e) => {
-            log::error!("reload: {what}: stopped, and the new one cannot start: {e:#}");
+            log::error!(target: super::LOG, "reload: {what}: stopped, and the new one cannot start: {e:#}");
             c.t.failed += 1;
             None
         }
@@ -324,8 +324,10 @@ fn reload_certificate(slot: &Slot) {
     #[cfg(feature = "tls")]
     if let Handle::Relay(_, Some(tls)) = &slot.running.handle {
         match tls.reload() {
-            Ok(()) => log::info!("reload: relay: TLS certificate reloaded"),
-            Err(e) => log::error!("reload: relay: keeping the old TLS certificate: {e}"),
+            Ok(()) => log::info!(target: super::LOG, "reload: relay: TLS certificate reloaded"),
+            Err(e) => {
+                log::error!(target: super::LOG, "reload: relay: keeping the old TLS certificate: {e}")
+            }
         }
     }
     #[cfg(not(feature = "tls"))]

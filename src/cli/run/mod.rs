@@ -15,6 +15,11 @@ use futures_lite::FutureExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The log target of the process-level lines (roles listening and stopping, reloads): the
+/// binary's own, as when `main.rs` wrote them, so `RUST_LOG=warn,burrow=info,burrow::=warn`
+/// keeps them and mutes the per-connection lines of the library.
+pub const LOG: &str = "burrow";
+
 /// How often the file is looked at for changes: a change is applied within this (and the
 /// issue's promise is five seconds).
 pub const WATCH_EVERY: Duration = Duration::from_secs(2);
@@ -43,7 +48,7 @@ pub async fn run(
             let _ = tx.try_send(());
         };
         if let Err(e) = crate::shutdown::watch_hangups(send).await {
-            log::error!("cannot watch SIGHUP: {e}");
+            log::error!(target: LOG, "cannot watch SIGHUP: {e}");
         }
     }));
     loop {
@@ -71,7 +76,7 @@ pub async fn run(
             None if now != seen => Trigger::Changed,
             None => {
                 if state.all_done() {
-                    log::warn!("every role has stopped: exiting");
+                    log::warn!(target: LOG, "every role has stopped: exiting");
                     break;
                 }
                 continue;
@@ -98,9 +103,9 @@ async fn reload(
     match config::load(path) {
         Err(errors) => {
             for line in errors.to_string().lines() {
-                log::error!("reload: {line}");
+                log::error!(target: LOG, "reload: {line}");
             }
-            log::error!(
+            log::error!(target: LOG,
                 "reload ({why}) refused: {} errors; the running configuration stays",
                 errors.list.len()
             );
@@ -109,7 +114,7 @@ async fn reload(
             let summary = state
                 .apply(new, trigger == Trigger::Hangup, spawner, shutdown)
                 .await;
-            log::info!("reload ({why}): {summary}");
+            log::info!(target: LOG, "reload ({why}): {summary}");
         }
     }
 }

@@ -101,7 +101,7 @@ pub async fn start_proxy(
     let proxy = Proxy::bind(listen, role.config)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    log::info!(
+    log::info!(target: super::LOG,
         "proxy listening on {} ({hops} upstream hops)",
         proxy.local_addr()?
     );
@@ -110,7 +110,7 @@ pub async fn start_proxy(
     let (sp, signal) = (spawner.clone(), stop.signal());
     let (task, done) = spawn_tracked(spawner, async move {
         proxy.run(sp, signal).await;
-        log::info!("proxy stopped");
+        log::info!(target: super::LOG, "proxy stopped");
     });
     Ok(Running {
         what: "proxy".into(),
@@ -134,9 +134,9 @@ pub async fn start_relay(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = relay.local_addr()?;
-    log::info!("relay listening on {addr}");
+    log::info!(target: super::LOG, "relay listening on {addr}");
     if let Some(admin) = relay.admin_addr() {
-        log::info!("relay admin (/status, /healthz, /metrics) on {admin}");
+        log::info!(target: super::LOG, "relay admin (/status, /healthz, /metrics) on {admin}");
     }
     if let Some(t) = &role.generated {
         let scheme = if role.tls { "wss" } else { "ws" };
@@ -150,7 +150,7 @@ pub async fn start_relay(
     let (sp, signal) = (spawner.clone(), stop.signal());
     let (task, done) = spawn_tracked(spawner, async move {
         relay.run(sp, signal).await;
-        log::info!("relay stopped");
+        log::info!(target: super::LOG, "relay stopped");
     });
     Ok(Running {
         what: "relay".into(),
@@ -231,7 +231,7 @@ pub async fn start_client(
     let (task, done) = spawn_tracked(spawner, async move {
         let r = client.run(sp, signal).await;
         if let Err(e) = &r {
-            log::error!("{what} stopped: {e}");
+            log::error!(target: super::LOG, "{what} stopped: {e}");
         }
         if let Some(tx) = result {
             let _ = tx.try_send(r);
@@ -257,7 +257,7 @@ async fn serve_status(
     let listener = smol::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("--status: cannot listen on {addr}"))?;
-    log::info!("status on http://{}/readyz", listener.local_addr()?);
+    log::info!(target: super::LOG, "status on http://{}/readyz", listener.local_addr()?);
     let route = crate::http::surface::combine(
         client.status_route(),
         crate::http::surface::standard_route(client.metrics(), Some(client.readiness())),
