@@ -135,12 +135,46 @@ impl Run {
             p: Proc::start(&["run", file.to_str().unwrap()], &[("RUST_LOG", "info")]),
         }
     }
+    /// A relay in `burrow run` of its own, on 127.0.0.1:0, its token in `dir/token` (which
+    /// the clients' files name too); returns it with its address.
+    fn relay(dir: &TempDir) -> (Run, SocketAddr) {
+        std::fs::write(dir.path("token"), "run-secret\n").unwrap();
+        let file = dir.path("relay.toml");
+        let text = "[relay]\nlisten = \"127.0.0.1:0\"\ntoken = \"file:token\"\n";
+        std::fs::write(&file, text).unwrap();
+        let mut relay = Run::start(&file);
+        let addr = relay.addr_after("relay listening on ");
+        (relay, addr)
+    }
+
+    /// SIGTERM: every role drains, the process exits 0 (bounded); returns its output.
+    fn terminate(&mut self) -> String {
+        self.p.signal("-TERM");
+        let (code, log) = self.p.wait_exit(Duration::from_secs(30));
+        assert_eq!(code, Some(0), "{log}");
+        log
+    }
+
     /// The address in the line with `needle`, right after it.
     fn addr_after(&mut self, needle: &str) -> SocketAddr {
         let line = self.p.saw_or_wait(needle);
         let rest = line.split(needle).nth(1).unwrap();
         rest.split_whitespace().next().unwrap().parse().unwrap()
     }
+}
+
+/// Polls (bounded: 200 tries, 50 ms apart) until `addr` refuses connections.
+fn assert_refuses(addr: SocketAddr, what: &str) {
+    let refused = (0..200).any(|_| {
+        // Each try bounded too: a listener that no longer accepts fills its backlog, then a
+        // connect would hang.
+        let gone = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err();
+        if !gone {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gone
+    });
+    assert!(refused, "{what} still accepts connections");
 }
 
 fn echo_roundtrip(addr: SocketAddr, msg: &str) -> Result<String, std::io::Error> {
@@ -156,16 +190,8 @@ fn echo_roundtrip(addr: SocketAddr, msg: &str) -> Result<String, std::io::Error>
 #[test]
 fn run_applies_a_changed_file_and_refuses_an_invalid_one() {
     let dir = TempDir::new("run");
-    std::fs::write(dir.path("token"), "run-secret\n").unwrap();
     // The relay in one process (its port is known once it listens) ...
-    let relay_file = dir.path("relay.toml");
-    std::fs::write(
-        &relay_file,
-        "[relay]\nlisten = \"127.0.0.1:0\"\ntoken = \"file:token\"\n",
-    )
-    .unwrap();
-    let mut relay = Run::start(&relay_file);
-    let relay_addr = relay.addr_after("relay listening on ");
+    let (mut relay, relay_addr) = Run::relay(&dir);
     // ... and a proxy in another, to which a client is added, then removed.
     let echo = echo_server();
     let file = dir.path("edge.toml");
@@ -208,23 +234,11 @@ fn run_applies_a_changed_file_and_refuses_an_invalid_one() {
     edge.p.saw_or_wait("reload: app removed");
     edge.p
         .saw_or_wait("0 added, 1 removed, 0 changed, 1 unchanged");
-    let refused = (0..200).any(|_| {
-        // Bounded: a listener that no longer accepts fills its backlog, then connect hangs.
-        let gone = TcpStream::connect_timeout(&local, Duration::from_secs(1)).is_err();
-        if !gone {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        gone
-    });
-    assert!(refused, "the removed client's -L port still accepts");
+    assert_refuses(local, "the removed client's -L port");
 
     // SIGTERM drains every role and exits 0.
-    edge.p.signal("-TERM");
-    let (code, log) = edge.p.wait_exit(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
-    relay.p.signal("-TERM");
-    let (code, log) = relay.p.wait_exit(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    edge.terminate();
+    relay.terminate();
 }
 
 /// A server that sends `len` bytes of a known pattern to each connection, then closes.
@@ -257,15 +271,7 @@ fn pattern_server(len: usize) -> SocketAddr {
 fn run_reload_leaves_an_unchanged_tunnel_alone() {
     const LEN: usize = 64 << 20;
     let dir = TempDir::new("reload-download");
-    std::fs::write(dir.path("token"), "reload-secret\n").unwrap();
-    let relay_file = dir.path("relay.toml");
-    std::fs::write(
-        &relay_file,
-        "[relay]\nlisten = \"127.0.0.1:0\"\ntoken = \"file:token\"\n",
-    )
-    .unwrap();
-    let mut relay = Run::start(&relay_file);
-    let relay_addr = relay.addr_after("relay listening on ");
+    let (mut relay, relay_addr) = Run::relay(&dir);
     let (download, kept, added) = (pattern_server(LEN), echo_server(), echo_server());
     let file = dir.path("client.toml");
     let client = |forwards: &[SocketAddr]| {
@@ -310,14 +316,7 @@ fn run_reload_leaves_an_unchanged_tunnel_alone() {
     let added_local = local(&mut run, added);
     assert_eq!(echo_roundtrip(added_local, "new").unwrap(), "new");
     assert_eq!(echo_roundtrip(kept_local, "kept").unwrap(), "kept");
-    let refused = (0..200).any(|_| {
-        let gone = TcpStream::connect_timeout(&removed_local, Duration::from_secs(1)).is_err();
-        if !gone {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        gone
-    });
-    assert!(refused, "the removed tunnel's port still accepts");
+    assert_refuses(removed_local, "the removed tunnel's port");
     // The download finishes, every byte in its place.
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -335,10 +334,7 @@ fn run_reload_leaves_an_unchanged_tunnel_alone() {
         assert_eq!(*b, ((i % 65536) % 251) as u8, "byte {i}");
     }
     assert_eq!(total, LEN);
-    run.p.signal("-TERM");
-    let (code, log) = run.p.wait_exit(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    let log = run.terminate();
     assert!(!log.contains("restarting"), "{log}");
-    relay.p.signal("-TERM");
-    relay.p.wait_exit(Duration::from_secs(30));
+    relay.terminate();
 }

@@ -207,21 +207,6 @@ where
 /// it was not asked) and the capabilities it announced.
 pub type Upgraded<S> = (WebSocketStream<S>, Option<ResumeOffer>, Caps);
 
-/// [`client_handshake`] that also returns what the relay announced: its resume offer when
-/// `resume` asks for one, and its [`Caps`].
-pub async fn client_handshake_caps<S>(
-    stream: S,
-    url: &TunnelUrl,
-    token: Option<&Secret>,
-    session_id: &str,
-    resume: Option<&ResumeAsk>,
-) -> Result<Upgraded<S>, HandshakeError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    handshake_full(stream, url, token, session_id, resume).await
-}
-
 /// [`client_handshake`] for a resumable session: asks for `resume`; the relay's offer is
 /// `None` when it does not resume sessions (an older relay).
 pub async fn client_handshake_resumable<S>(
@@ -247,11 +232,13 @@ async fn handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (ws, offer, _) = handshake_full(stream, url, token, session_id, resume).await?;
+    let (ws, offer, _) = client_handshake_caps(stream, url, token, session_id, resume).await?;
     Ok((ws, offer))
 }
 
-async fn handshake_full<S>(
+/// [`client_handshake`] that also returns what the relay announced: its resume offer when
+/// `resume` asks for one, and its [`Caps`].
+pub async fn client_handshake_caps<S>(
     stream: S,
     url: &TunnelUrl,
     token: Option<&Secret>,
