@@ -9,10 +9,9 @@ use burrow::relay::tokens::{TokenKey, TokenSpec};
 use burrow::relay::{Relay, RelayConfig, RelayHandle};
 use burrow::reload::ReloadError;
 use burrow::secret::Secret;
-use burrow::shutdown::Shutdown;
 use burrow::tunnel::ws::{HandshakeError, TunnelUrl, client_handshake};
 use burrow::tunnel::{Frame, Session, SessionConfig, Side};
-use common::tunnel::{RunningClient, RunningRelay, eventually, start_client};
+use common::tunnel::{RunningClient, RunningRelay, eventually, run_relay, start_client};
 use common::{lo, run, start_echo, within};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
@@ -21,14 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn token(name: &str, value: &str) -> TokenSpec {
-    TokenSpec {
-        name: name.into(),
-        key: TokenKey::Plain(Secret::new(value)),
-        allow_ports: None,
-        rules: None,
-        max_sessions: None,
-        max_streams: None,
-    }
+    TokenSpec::new(name, TokenKey::Plain(Secret::new(value)))
 }
 
 fn with_tokens(tokens: Vec<TokenSpec>) -> RelayConfig {
@@ -41,24 +33,10 @@ fn with_tokens(tokens: Vec<TokenSpec>) -> RelayConfig {
     }
 }
 
-/// Runs a bound relay; its handle was taken before (a handle works before `run`).
-fn start(sp: &burrow::exec::Spawner, relay: Relay) -> RunningRelay {
-    let addr = relay.local_addr().unwrap();
-    let metrics = relay.metrics();
-    let shutdown = Shutdown::new();
-    let task = smol::spawn(relay.run(sp.clone(), shutdown.signal()));
-    RunningRelay {
-        addr,
-        shutdown,
-        metrics,
-        task,
-    }
-}
-
 async fn relay_with(sp: &burrow::exec::Spawner, cfg: RelayConfig) -> (RunningRelay, RelayHandle) {
     let relay = Relay::bind(lo(), cfg).await.unwrap();
     let handle = relay.handle();
-    (start(sp, relay), handle)
+    (run_relay(sp, relay), handle)
 }
 
 /// A client with `token` and `-L` to `target`, connected.
@@ -231,7 +209,7 @@ fn a_handle_works_before_run_and_refuses_what_needs_a_restart() {
             .reload(with_tokens(vec![token("a", "a"), token("b", "b")]))
             .unwrap();
         assert_eq!(changes, ["token b added"]);
-        let relay = start(&sp, relay);
+        let relay = run_relay(&sp, relay);
         forwarder(&sp, relay.url(), "b", target).await;
 
         let admin = RelayConfig {

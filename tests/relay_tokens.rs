@@ -28,14 +28,7 @@ fn unhex(s: &str) -> [u8; 32] {
 }
 
 fn token(name: &str, value: &str) -> TokenSpec {
-    TokenSpec {
-        name: name.into(),
-        key: TokenKey::Plain(Secret::new(value)),
-        allow_ports: None,
-        rules: None,
-        max_sessions: None,
-        max_streams: None,
-    }
+    TokenSpec::new(name, TokenKey::Plain(Secret::new(value)))
 }
 
 /// A relay with these tokens (no relay-wide `token`), and its handle.

@@ -249,14 +249,7 @@ mod tests {
     }
 
     fn spec(name: &str, key: TokenKey) -> TokenSpec {
-        TokenSpec {
-            name: name.into(),
-            key,
-            allow_ports: None,
-            rules: None,
-            max_sessions: None,
-            max_streams: None,
-        }
+        TokenSpec::new(name, key)
     }
 
     #[test]

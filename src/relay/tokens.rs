@@ -47,6 +47,20 @@ pub struct TokenSpec {
     pub max_streams: Option<usize>,
 }
 
+impl TokenSpec {
+    /// A token named `name` with the relay-wide limits.
+    pub fn new(name: impl Into<String>, key: TokenKey) -> Self {
+        TokenSpec {
+            name: name.into(),
+            key,
+            allow_ports: None,
+            rules: None,
+            max_sessions: None,
+            max_streams: None,
+        }
+    }
+}
+
 /// One open session on the relay, as `/status` shows it.
 #[derive(Debug, Clone)]
 pub struct SessionInfo {

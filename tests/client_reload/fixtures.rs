@@ -2,12 +2,10 @@
 //! client run with its handle, waits for a closed port and for echoes, and a relay that
 //! answers as an older version (no capabilities).
 
-use super::common::tunnel::RunningRelay;
+use super::common::tunnel::{RunningClient, RunningRelay, run_client};
 use super::common::{lo, within};
 use burrow::client::{Client, ClientConfig, ClientHandle, Event};
-use burrow::shutdown::Shutdown;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use smol::channel::Receiver;
 use smol::net::{TcpListener, TcpStream};
 use std::io;
 use std::net::SocketAddr;
@@ -97,44 +95,30 @@ impl Download {
 }
 
 /// A client, run by the test, with its handle.
+/// A running client (the common fixture) with its reload handle and readiness.
 pub struct Running {
+    pub client: RunningClient,
     pub handle: ClientHandle,
-    pub events: Receiver<Event>,
-    pub locals: Vec<SocketAddr>,
     pub ready: burrow::http::surface::Ready,
-    pub shutdown: Shutdown,
-    _task: smol::Task<Result<(), burrow::client::ClientError>>,
+}
+
+impl std::ops::Deref for Running {
+    type Target = RunningClient;
+    fn deref(&self) -> &RunningClient {
+        &self.client
+    }
 }
 
 impl Running {
     pub async fn start(sp: &burrow::exec::Spawner, cfg: ClientConfig) -> Running {
         let client = Client::bind(cfg).await.unwrap();
         // The handle works before `run`.
-        let handle = client.handle();
-        let (events, locals, ready) = (client.events(), client.local_addrs(), client.readiness());
-        let shutdown = Shutdown::new();
-        let task = smol::spawn(client.run(sp.clone(), shutdown.signal()));
+        let (handle, ready) = (client.handle(), client.readiness());
         Running {
+            client: run_client(sp, client),
             handle,
-            events,
-            locals,
             ready,
-            shutdown,
-            _task: task,
         }
-    }
-
-    /// The next event matching `pred` (others are skipped), within 10 s.
-    pub async fn wait(&self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
-        within(10, what, async {
-            loop {
-                let e = self.events.recv().await.expect("client events ended");
-                if pred(&e) {
-                    return e;
-                }
-            }
-        })
-        .await
     }
 
     /// The relay's address for the binding that leads to `target`.

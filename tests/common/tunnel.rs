@@ -33,7 +33,11 @@ impl RunningRelay {
 }
 
 pub async fn start_relay(sp: &Spawner, cfg: RelayConfig) -> RunningRelay {
-    let relay = Relay::bind(lo(), cfg).await.unwrap();
+    run_relay(sp, Relay::bind(lo(), cfg).await.unwrap())
+}
+
+/// Runs a bound relay (whose handle a test may have taken first) on its own task.
+pub fn run_relay(sp: &Spawner, relay: Relay) -> RunningRelay {
     let addr = relay.local_addr().unwrap();
     let metrics = relay.metrics();
     let shutdown = Shutdown::new();
@@ -55,7 +59,11 @@ pub struct RunningClient {
 }
 
 pub async fn start_client(sp: &Spawner, cfg: ClientConfig) -> RunningClient {
-    let client = Client::bind(cfg).await.unwrap();
+    run_client(sp, Client::bind(cfg).await.unwrap())
+}
+
+/// Runs a bound client (whose handle a test may have taken first) on its own task.
+pub fn run_client(sp: &Spawner, client: Client) -> RunningClient {
     let events = client.events();
     let locals = client.local_addrs();
     let metrics = client.metrics();
