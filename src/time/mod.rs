@@ -1,7 +1,9 @@
-//! Deadlines: racing a future against a timer ([`Sleep`], which costs no system call to set).
+//! Deadlines: racing a future against a timer ([`Sleep`], which costs no system call to set);
+//! and [`utc::UtcSecond`], a UTC time printed without a date-time crate.
 
 use std::time::Duration;
 
+pub mod utc;
 mod wheel;
 pub use wheel::Sleep;
 

@@ -6,7 +6,7 @@
 use crate::http::surface::Answer;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 mod config;
 mod html;
@@ -99,29 +99,7 @@ pub fn route(
 
 /// `t` as `YYYY-MM-DDTHH:MM:SSZ` (UTC, whole seconds; the epoch for a time before it).
 pub fn utc(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Year, month and day of the day `days` after 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`; the same as the log lines' clock, which lives in the binary's part).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + u64::from(m <= 2), m, d)
+    crate::time::utc::UtcSecond::at(t).to_string()
 }
 
 #[cfg(test)]
@@ -146,8 +124,8 @@ mod tests {
 
     #[test]
     fn utc_is_rfc3339() {
-        assert_eq!(utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        assert_eq!(utc(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
         assert_eq!(utc(t), "2026-11-18T11:06:40Z");
     }
 
