@@ -88,6 +88,10 @@ pub struct ServerArgs {
     /// most streams per session (default 10000)
     #[argh(option, default = "10000")]
     pub max_streams: usize,
+    /// on SIGTERM, answer /readyz 503 but keep serving for this long (for load balancers to
+    /// notice), then drain (default 5s)
+    #[argh(option, default = "secs(5)", from_str_fn(parse_duration))]
+    pub lame_duck: Duration,
     /// how long a disconnected client's session (its streams and -R ports) is held for it
     /// (default 60s)
     #[argh(option, default = "secs(60)", from_str_fn(parse_duration))]
@@ -141,9 +145,10 @@ fn relay_limits() -> crate::relay::limits::RelayLimits {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "client")]
 pub struct ClientArgs {
-    /// relay URL, ws://HOST:PORT[/burrow] (or `relays` in the --config file)
+    /// relay URL, ws://HOST:PORT[/burrow]; several for one session to each relay (or
+    /// `relays` in the --config file)
     #[argh(positional)]
-    pub url: Option<String>,
+    pub url: Vec<String>,
     /// read the [[client]] section (the only one) of this config file; flags given here override it
     #[argh(option)]
     pub config: Option<std::path::PathBuf>,
@@ -200,6 +205,14 @@ pub struct ClientArgs {
     /// on a reconnect (the behaviour of relays and clients without resumption)
     #[argh(switch)]
     pub no_resume: bool,
+    /// share each -R port with the other clients of this token and pool NAME: the relay
+    /// spreads visitors over them (every -R needs an explicit port)
+    #[argh(option)]
+    pub pool: Option<String>,
+    /// when /readyz is 200: `all` relays (default) or `any` relay connected with every -R
+    /// bound
+    #[argh(option, default = "crate::client::ReadyWhen::All")]
+    pub ready: crate::client::ReadyWhen,
 }
 
 /// HTTP/1.1 forward proxy: CONNECT and absolute-form requests, upstream chains, auth, rules.

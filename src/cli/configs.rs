@@ -184,6 +184,7 @@ pub fn relay_config(a: &ServerArgs, token: Option<Secret>) -> Result<RelayConfig
         rules: parse_rules(&a.allow, &a.deny)?,
         session: session_config(a.keepalive, a.max_streams)?,
         drain_timeout: a.drain_timeout,
+        lame_duck: a.lame_duck,
         grace: a.grace,
         resume: !a.no_resume,
         connect_timeout: a.connect_timeout,
@@ -203,13 +204,20 @@ pub fn relay_config(a: &ServerArgs, token: Option<Secret>) -> Result<RelayConfig
 
 /// Turns `burrow client` flags into a [`ClientConfig`].
 pub fn client_config(a: &ClientArgs) -> Result<ClientConfig, Usage> {
-    let Some(url) = &a.url else {
+    let Some((url, more)) = a.url.split_first() else {
         return Err(usage(
             "give the relay URL (ws://HOST:PORT or wss://HOST:PORT)",
         ));
     };
     let url: TunnelUrl = url.parse().map_err(usage)?;
     let mut cfg = ClientConfig::new(url);
+    for u in more {
+        let u: TunnelUrl = u.parse().map_err(usage)?;
+        if cfg.relays().any(|r| r.to_string() == u.to_string()) {
+            return Err(usage(format!("relay {u} is given twice")));
+        }
+        cfg.more_relays.push(u);
+    }
     cfg.token = a
         .token
         .clone()
@@ -239,6 +247,21 @@ pub fn client_config(a: &ClientArgs) -> Result<ClientConfig, Usage> {
     cfg.connect_timeout = a.connect_timeout;
     cfg.drain_timeout = a.drain_timeout;
     cfg.resume = !a.no_resume;
+    cfg.ready = a.ready;
+    if let Some(name) = &a.pool {
+        crate::client::check_pool_name(name).map_err(|e| usage(format!("--pool: {e}")))?;
+        if let Some(r) = cfg.remotes.iter().find(|r| r.port() == 0) {
+            return Err(usage(format!(
+                "--pool: -R {r} asks for any port; a pool shares an explicit port"
+            )));
+        }
+        if cfg.remotes.is_empty() {
+            return Err(usage(
+                "--pool: a pool shares -R ports; give at least one -R",
+            ));
+        }
+        cfg.pool = Some(name.clone());
+    }
     #[cfg(feature = "tls")]
     {
         cfg.tls = crate::tls::ClientTlsOptions {

@@ -56,8 +56,16 @@ const STABLE_SESSION: Duration = Duration::from_secs(10);
 /// Everything `burrow client` is configured with.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// the relay
+    /// the relay (the first one given)
     pub url: TunnelUrl,
+    /// further relays: the client holds one session to each, beside `url`'s; every `-R` is
+    /// bound on every relay, `-L` streams go to the connected one with the lowest round trip
+    pub more_relays: Vec<TunnelUrl>,
+    /// the pool every `-R` joins on the relay (`--pool`): clients of the same token and pool
+    /// share a public port, and the relay spreads visitors over them
+    pub pool: Option<String>,
+    /// what `/readyz` waits for with several relays (`--ready`)
+    pub ready: ReadyWhen,
     /// bearer token for the relay
     pub token: Option<Secret>,
     /// CONNECT proxies on the way to the relay (`--via`)
@@ -93,6 +101,9 @@ impl ClientConfig {
     pub fn new(url: TunnelUrl) -> Self {
         ClientConfig {
             url,
+            more_relays: Vec::new(),
+            pool: None,
+            ready: ReadyWhen::All,
             token: None,
             via: Upstream::default(),
             locals: Vec::new(),
@@ -109,6 +120,57 @@ impl ClientConfig {
             tls: crate::tls::ClientTlsOptions::default(),
         }
     }
+}
+
+impl ClientConfig {
+    /// Every relay, the first one (`url`) first.
+    pub fn relays(&self) -> impl Iterator<Item = &TunnelUrl> {
+        std::iter::once(&self.url).chain(&self.more_relays)
+    }
+}
+
+/// What `/readyz` waits for when the client has several relays (`--ready`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadyWhen {
+    /// every relay connected with every `-R` bound on it
+    #[default]
+    All,
+    /// at least one relay connected with every `-R` bound on it
+    Any,
+}
+
+impl std::str::FromStr for ReadyWhen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(ReadyWhen::All),
+            "any" => Ok(ReadyWhen::Any),
+            _ => Err(format!("{s:?}: give `all` or `any`")),
+        }
+    }
+}
+
+impl std::fmt::Display for ReadyWhen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReadyWhen::All => "all",
+            ReadyWhen::Any => "any",
+        })
+    }
+}
+
+/// Longest pool name (it rides in every BIND).
+pub const MAX_POOL_NAME: usize = 64;
+
+/// A pool name: 1 to [`MAX_POOL_NAME`] letters, digits, `.`, `_` or `-`.
+pub fn check_pool_name(name: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > MAX_POOL_NAME || !name.chars().all(ok) {
+        return Err(format!(
+            "{name:?}: a pool name is 1 to {MAX_POOL_NAME} letters, digits, '.', '_' or '-'"
+        ));
+    }
+    Ok(())
 }
 
 /// The tunnel client.

@@ -163,6 +163,15 @@ impl FromStr for RemoteSpec {
     }
 }
 
+impl RemoteSpec {
+    /// The port asked for on the relay (0: any free one).
+    pub fn port(&self) -> u16 {
+        match self {
+            RemoteSpec::Forward { port, .. } | RemoteSpec::Proxy { port, .. } => *port,
+        }
+    }
+}
+
 impl fmt::Display for RemoteSpec {
     /// What a binding leads to, as printed in `bound R ADDR -> WHAT` lines.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

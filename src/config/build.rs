@@ -201,21 +201,13 @@ pub fn client(
     let keys = schema::CLIENT;
     let (mut argv, positional) = merged(keys, section, cli);
     if !positional {
-        match section.relays.as_slice() {
-            [(url, _)] => argv.push(url.clone()),
-            [] => {
-                return Err(Problem::new(
-                    section.at,
-                    "[[client]] needs `relays`: the relay URL",
-                ));
-            }
-            [_, (_, at), ..] => {
-                return Err(Problem::new(
-                    *at,
-                    "relays: one relay per [[client]] (write one [[client]] for each relay)",
-                ));
-            }
+        if section.relays.is_empty() {
+            return Err(Problem::new(
+                section.at,
+                "[[client]] needs `relays`: the relay URL (or several)",
+            ));
         }
+        argv.extend(section.relays.iter().map(|(url, _)| url.clone()));
     }
     let args: ClientArgs = parse("client", &argv).map_err(|m| problem(keys, section, &m))?;
     let config = configs::client_config(&args).map_err(|e| {

@@ -100,6 +100,7 @@ pub const RELAY: &[Key] = &[
     opt("keepalive", "--keepalive", Val::Duration),
     opt("drain-timeout", "--drain-timeout", Val::Duration),
     opt("max-streams", "--max-streams", Val::Number),
+    opt("lame-duck", "--lame-duck", Val::Duration),
     opt("grace", "--grace", Val::Duration),
     switch("no-resume", "--no-resume"),
     opt("connect-timeout", "--connect-timeout", Val::Duration),
@@ -140,6 +141,8 @@ pub const CLIENT: &[Key] = &[
     switch("insecure", "--insecure"),
     opt("status", "--status", Val::Addr),
     switch("no-resume", "--no-resume"),
+    opt("pool", "--pool", Val::Text),
+    opt("ready", "--ready", Val::Text),
 ];
 
 /// The keys of one `[[relay.tokens]]` entry (read into a `TokenSpec`, not flags).

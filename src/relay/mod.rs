@@ -65,6 +65,10 @@ pub struct RelayConfig {
     pub session: SessionConfig,
     /// how long streams may finish after shutdown begins
     pub drain_timeout: Duration,
+    /// on shutdown, how long `/readyz` answers 503 while the relay keeps accepting and serving
+    /// (so a load balancer's health check notices), before the drain starts. `burrow server`
+    /// defaults to 5 s; the library's default is 0 (the drain starts at once)
+    pub lame_duck: Duration,
     /// how long a gone client's session (resumable) or listeners are held for it
     pub grace: Duration,
     /// resume sessions whose connection was lost (`--no-resume` turns it off)
@@ -95,6 +99,7 @@ impl Default for RelayConfig {
             rules: Rules::default(),
             session: SessionConfig::default(),
             drain_timeout: Duration::from_secs(10),
+            lame_duck: Duration::ZERO,
             grace: Duration::from_secs(60),
             resume: true,
             connect_timeout: Duration::from_secs(10),
