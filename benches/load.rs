@@ -18,8 +18,11 @@
 //! the same run and rounds (one pair of each kind, the off pair's rows end in ", no resume")
 //! and prints a table of on ÷ off (see `resume::print`).
 //!
+//! `--scale` runs only what one relay holds and what a client pays per relay (`scale.rs`,
+//! docs/SCALING.md) instead.
+//!
 //! Usage: `burrow-bench [--quick] [--burrow PATH] [--idle-streams A,B]
-//! [--no-resume | --resume-both]` (or `BURROW_BIN=PATH`).
+//! [--no-resume | --resume-both] [--scale]` (or `BURROW_BIN=PATH`).
 //! `burrow-bench --echo-server` is the bench's own child process (see `server::echo_child`).
 
 #[path = "load/args.rs"]
@@ -30,6 +33,8 @@ mod client;
 mod compare;
 #[path = "load/footprint.rs"]
 mod footprint;
+#[path = "load/multirelay.rs"]
+mod multirelay;
 #[path = "load/peers.rs"]
 mod peers;
 #[path = "load/phases.rs"]
@@ -42,10 +47,16 @@ mod reaper;
 mod report;
 #[path = "load/resume.rs"]
 mod resume;
+#[path = "load/scale.rs"]
+mod scale;
 #[path = "load/server.rs"]
 mod server;
+#[path = "load/sessions.rs"]
+mod sessions;
 #[path = "load/usage.rs"]
 mod usage;
+#[path = "load/visitors.rs"]
+mod visitors;
 
 use anyhow::{Context, Result, bail};
 use args::{Options, USAGE, parse_args};
@@ -134,7 +145,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&opts) {
+    let result = if opts.scale {
+        let sizes = if opts.sizes.label == QUICK.label {
+            &scale::SCALE_QUICK
+        } else {
+            &scale::SCALE_FULL
+        };
+        scale::run(&opts.burrow, sizes)
+    } else {
+        run(&opts)
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!("burrow-bench: some paths could not be measured (see the table)");

@@ -17,10 +17,12 @@ pub struct Options {
     pub peers_bin: PathBuf,
     /// the tunnel clients with resumption on, off, or a pair of each
     pub resume: Mode,
+    /// `--scale`: only the scale measurements (docs/SCALING.md), not the comparison
+    pub scale: bool,
 }
 
 pub const USAGE: &str = "usage: burrow-bench [--quick] [--burrow PATH] [--peers DIR] \
-                     [--idle-streams A,B] [--no-resume | --resume-both]";
+                     [--idle-streams A,B] [--no-resume | --resume-both] [--scale]";
 
 pub fn parse_args() -> Result<Option<Options>> {
     let mut sizes = &FULL;
@@ -28,6 +30,7 @@ pub fn parse_args() -> Result<Option<Options>> {
     let mut idle_streams = None;
     let mut peers_bin = None;
     let mut resume = Mode::On;
+    let mut scale = false;
     let mut set_resume = |m: Mode| -> Result<()> {
         if resume != Mode::On && resume != m {
             bail!("--no-resume and --resume-both exclude each other");
@@ -39,6 +42,7 @@ pub fn parse_args() -> Result<Option<Options>> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => sizes = &QUICK,
+            "--scale" => scale = true,
             "--no-resume" => set_resume(Mode::Off)?,
             "--resume-both" => set_resume(Mode::Both)?,
             "--burrow" => burrow = Some(args.next().context("--burrow needs a PATH")?.into()),
@@ -63,7 +67,11 @@ pub fn parse_args() -> Result<Option<Options>> {
                      same rounds\n                     \
                      (rows \"tunnel -L, no resume\" …) and print on ÷ off: CPU s/GB, MB/s, \
                      RSS idle,\n                     \
-                     with idle streams and peak during bulk"
+                     with idle streams and peak during bulk\n\
+                     --scale              only what one relay holds (idle sessions, idle \
+                     streams, visitors, 1 vCPU)\n                     \
+                     and what a client pays per relay (docs/SCALING.md); with --quick: \
+                     small counts"
                 );
                 return Ok(None);
             }
@@ -81,6 +89,7 @@ pub fn parse_args() -> Result<Option<Options>> {
         idle_streams,
         peers_bin,
         resume,
+        scale,
     }))
 }
 

@@ -50,7 +50,7 @@ pub struct ChildGuard {
 type Lines = Arc<Mutex<(Vec<String>, usize)>>;
 
 /// A line handler: `true` if it consumed the line, which is then not kept.
-type OnLine = Box<dyn FnMut(&str) -> bool + Send>;
+pub type OnLine = Box<dyn FnMut(&str) -> bool + Send>;
 
 impl ChildGuard {
     pub fn pid(&self) -> u32 {
@@ -106,7 +106,7 @@ pub fn spawn_captured(
 /// Spawns `cmd` with stderr, and if `on_stdout` is given stdout, read line by line for the
 /// child's whole life (so it never blocks on a full pipe); with `stdin_pipe`, its stdin is a
 /// pipe the bench holds open (else /dev/null).
-fn spawn_with(
+pub fn spawn_with(
     mut cmd: Command,
     on_stderr: OnLine,
     on_stdout: Option<OnLine>,
@@ -187,9 +187,23 @@ pub fn burrow(bin: &Path, upstream: Option<SocketAddr>) -> Result<Relay> {
 /// Starts the tunnel relay, `burrow server --listen 127.0.0.1:0 --no-auth`, and waits for its
 /// "relay listening on ADDR" line.
 pub fn relay(bin: &Path) -> Result<Relay> {
-    let mut cmd = Command::new(bin);
+    relay_with(bin, &[], None)
+}
+
+/// [`relay`] with `extra` arguments after the bench's own (a later flag wins), run as
+/// `taskset -c CPUS burrow …` when `cpus` is given (taskset execs burrow: same pid).
+pub fn relay_with(bin: &Path, extra: &[String], cpus: Option<&str>) -> Result<Relay> {
+    let mut cmd = match cpus {
+        Some(c) => {
+            let mut t = Command::new("taskset");
+            t.args(["-c", c]).arg(bin);
+            t
+        }
+        None => Command::new(bin),
+    };
     cmd.args(["server", "--listen", "127.0.0.1:0", "--no-auth"])
         .args(["--max-streams", MAX_HELD, "--max-streams-total", MAX_HELD])
+        .args(extra)
         .env("RUST_LOG", LOG_FILTER);
     logged_listener(bin, cmd, RELAY_LISTENING)
 }

@@ -27,6 +27,14 @@ pub const ECHO: u8 = b'E';
 /// side it does not use up the ephemeral ports that tens of thousands of short connections to
 /// one port need on the connecting side.
 pub const ECHO_ONCE: u8 = b'1';
+/// First byte of an HTTP request (`GET …`): the server reads the head up to its blank line
+/// and answers `200` with an [`HTTP_BODY`]-byte body and `Connection: close`, then closes
+/// first (a visitor's short exchange, for `--scale`).
+pub const HTTP_GET: u8 = b'G';
+/// The body of the answer to [`HTTP_GET`]: a small page.
+pub const HTTP_BODY: usize = 1024;
+/// Longest request head the HTTP mode reads.
+const HTTP_MAX_HEAD: usize = 8 * 1024;
 
 /// One read on the server side. Allocated per worker thread, touched only as far as reads
 /// fill it, so 1,000 idle echo workers cost little.
@@ -165,6 +173,26 @@ fn serve(mut s: TcpStream, buf: &mut [u8]) -> io::Result<()> {
             } else {
                 s.write_all(rest)
             }
+        }
+        HTTP_GET => {
+            let mut n = n;
+            while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                if n >= HTTP_MAX_HEAD {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "head too long"));
+                }
+                let k = s.read(&mut buf[n..HTTP_MAX_HEAD])?;
+                if k == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                n += k;
+            }
+            let mut answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {HTTP_BODY}\r\nContent-Type: text/plain\r\n\
+                 Connection: close\r\n\r\n"
+            )
+            .into_bytes();
+            answer.resize(answer.len() + HTTP_BODY, b'x');
+            s.write_all(&answer)
         }
         other => Err(io::Error::new(
             io::ErrorKind::InvalidData,
