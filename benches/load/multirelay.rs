@@ -38,7 +38,9 @@ pub fn run(bin: &Path, target: SocketAddr, s: &ScaleSizes, t: &mut Table) -> Res
             Some(false) => separate(bin, &urls, target)?,
             _ => match start(bin, &urls, target, n > 1) {
                 Ok(c) => {
-                    one_process = Some(true);
+                    if n > 1 {
+                        one_process = Some(true);
+                    }
                     vec![c]
                 }
                 Err(e) if n > 1 && one_process.is_none() => {
@@ -93,7 +95,7 @@ pub fn run(bin: &Path, target: SocketAddr, s: &ScaleSizes, t: &mut Table) -> Res
 }
 
 fn sum_cpu(pids: &[u32]) -> Result<f64> {
-    pids.iter().map(|&p| usage::cpu_secs(p)).sum()
+    pids.iter().map(|&p| usage::thread_cpu_secs(p)).sum()
 }
 
 fn separate(bin: &Path, urls: &[SocketAddr], target: SocketAddr) -> Result<Vec<ChildGuard>> {

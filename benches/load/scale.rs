@@ -16,7 +16,7 @@
 
 use crate::client::{self, Route};
 use crate::procs::{self, Relay};
-use crate::sessions::{Sessions, own_cpu_secs};
+use crate::sessions::Sessions;
 use crate::usage;
 use crate::visitors::{self, Visits};
 use anyhow::{Context, Result};
@@ -209,9 +209,10 @@ fn sessions(bin: &Path, server: SocketAddr, s: &ScaleSizes, t: &mut Table) -> Re
     // CPU of the pings: both sides ping every interval; scaled to the default interval.
     let (mut relay_cpu, mut client_cpu) = (Vec::new(), Vec::new());
     for _ in 0..s.rounds {
-        let (r0, c0) = (usage::cpu_secs(pid)?, own_cpu_secs()?);
+        let me = std::process::id();
+        let (r0, c0) = (usage::thread_cpu_secs(pid)?, usage::thread_cpu_secs(me)?);
         std::thread::sleep(s.idle_window);
-        let (r1, c1) = (usage::cpu_secs(pid)?, own_cpu_secs()?);
+        let (r1, c1) = (usage::thread_cpu_secs(pid)?, usage::thread_cpu_secs(me)?);
         let scale = |d: f64| {
             // CPU fraction for 1,000 sessions at the default keepalive, in % of a core
             d / s.idle_window.as_secs_f64()
@@ -382,7 +383,7 @@ fn visitors_on(
         ),
     );
     // (d) as fast as the visitors go
-    let (mut rps, mut busy, mut p99) = (vec![], vec![], vec![]);
+    let (mut rps, mut busy, mut p99, mut per_cpu) = (vec![], vec![], vec![], vec![]);
     for _ in 0..s.rounds {
         let r0 = usage::cpu_secs(pid)?;
         let mut v = visitors::closed_loop(port, s.max_workers, s.max_time)?;
@@ -390,6 +391,7 @@ fn visitors_on(
         report_errors(t, "full speed", &v);
         rps.push(v.per_sec());
         busy.push((r1 - r0) / v.wall.as_secs_f64() * 100.0);
+        per_cpu.push(v.done as f64 / (r1 - r0).max(0.01));
         p99.push(v.percentile_ms(99.0));
     }
     let pinned = cpu.map_or("not pinned", |_| "relay on 1 CPU");

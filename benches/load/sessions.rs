@@ -114,21 +114,3 @@ impl Drop for Sessions {
         self.running.clear();
     }
 }
-
-/// CPU seconds this process has used (utime + stime of /proc/self/stat, not its children):
-/// the in-process sessions' share while the rest of the bench is idle.
-pub fn own_cpu_secs() -> Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("no command name in /proc/self/stat")?;
-    // Counted from `state` (field 3) = 0: utime is 11, stime 12 (proc(5)).
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| -> Result<f64> {
-        f.get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .context("short /proc/self/stat")
-    };
-    Ok((tick(11)? + tick(12)?) / 100.0)
-}

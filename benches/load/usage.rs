@@ -71,3 +71,25 @@ pub fn pss_kib(pid: u32) -> Result<u64> {
 pub fn per_gb(cpu_secs: f64, bytes: u64) -> f64 {
     cpu_secs / (bytes as f64 / 1e9).max(1e-12)
 }
+
+/// CPU seconds used so far by the live threads of `pid` (not its children), in nanoseconds'
+/// resolution: the sum of the first field of /proc/PID/task/*/schedstat. For idle processes,
+/// whose keepalives cost well under the 10 ms tick of /proc/PID/stat. A thread that ended
+/// drops out of the sum: use it over windows in which no thread ends.
+pub fn thread_cpu_secs(pid: u32) -> Result<f64> {
+    let dir = format!("/proc/{pid}/task");
+    let mut ns = 0u64;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let path = entry?.path().join("schedstat");
+        // A thread that ended between listing and reading is simply gone.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        ns += text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .with_context(|| format!("no run time in {}", path.display()))?;
+    }
+    Ok(ns as f64 / 1e9)
+}
