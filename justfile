@@ -26,11 +26,12 @@ e2e:
 e2e-browser:
     bash tests/e2e-browser/run.sh
 
-# load benchmark against a release build, beside direct, socat and the peers (bore, rathole, tinyproxy, squid); ARGS: --quick, --burrow PATH, ...
+# load benchmark against a release build, beside direct, socat and the peers (bore, rathole, tinyproxy, squid); ARGS: --quick, --burrow PATH, --scale (only what one relay holds: docs/SCALING.md), ...
 [positional-arguments]
 bench *ARGS:
     cargo build --release --bins
-    just bench-peers
+    # --scale measures burrow alone: no peers to install.
+    [[ " $* " == *" --scale "* ]] || just bench-peers
     # 10,000 idle streams are a descriptor each in several processes: raise the soft limit
     # as far as the hard limit allows (the bench says when it holds fewer).
     ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; ./target/release/burrow-bench "$@"

@@ -35,6 +35,8 @@ mod compare;
 mod footprint;
 #[path = "load/multirelay.rs"]
 mod multirelay;
+#[path = "load/onecpu.rs"]
+mod onecpu;
 #[path = "load/peers.rs"]
 mod peers;
 #[path = "load/phases.rs"]

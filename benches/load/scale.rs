@@ -15,14 +15,12 @@
 //! Every count and duration is bounded; everything stays on loopback.
 
 use crate::client::{self, Route};
-use crate::procs::{self, Relay};
+use crate::procs;
 use crate::sessions::Sessions;
 use crate::usage;
-use crate::visitors::{self, Visits};
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Sizes and counts of one `--scale` run.
@@ -37,8 +35,8 @@ pub struct ScaleSizes {
     /// idle streams, and the sessions (client processes) they are spread over
     pub streams: usize,
     pub stream_sessions: usize,
-    /// the fixed visitor rate, per second, and how long each round lasts
-    pub rate: f64,
+    /// the fixed visitor rates, per second, and how long each round lasts
+    pub rates: &'static [f64],
     pub rate_time: Duration,
     /// visitors at full speed, and how long each round lasts
     pub max_workers: usize,
@@ -58,7 +56,7 @@ pub const SCALE_FULL: ScaleSizes = ScaleSizes {
     idle_window: Duration::from_secs(10),
     streams: 10_000,
     stream_sessions: 4,
-    rate: 200.0,
+    rates: &[200.0, 1000.0],
     rate_time: Duration::from_secs(10),
     max_workers: 16,
     max_time: Duration::from_secs(5),
@@ -73,7 +71,7 @@ pub const SCALE_QUICK: ScaleSizes = ScaleSizes {
     idle_window: Duration::from_secs(3),
     streams: 1000,
     stream_sessions: 4,
-    rate: 200.0,
+    rates: &[200.0, 1000.0],
     rate_time: Duration::from_secs(3),
     max_workers: 16,
     max_time: Duration::from_secs(2),
@@ -84,8 +82,6 @@ pub const SCALE_QUICK: ScaleSizes = ScaleSizes {
 
 /// The default keepalive of `burrow server` and `burrow client`: the idle CPU is given for it.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(20);
-/// Concurrent visitors of the fixed-rate test (enough that none waits on another).
-const RATE_WORKERS: usize = 32;
 /// How long a held stream's echo may take.
 const HOLD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long memory is given to settle after sessions or streams open (their last frames).
@@ -153,7 +149,7 @@ pub fn run(bin: &Path, s: &ScaleSizes) -> Result<bool> {
     part(&mut t, "sessions", r);
     let r = streams(bin, echo.addr, server, s, &mut t);
     part(&mut t, "streams", r);
-    let r = pinned(bin, server, s, &mut t);
+    let r = crate::onecpu::run(bin, server, s, &mut t);
     part(&mut t, "visitors", r);
     let r = crate::multirelay::run(bin, server, s, &mut t);
     part(&mut t, "multi-relay", r);
@@ -183,12 +179,15 @@ fn sessions(bin: &Path, server: SocketAddr, s: &ScaleSizes, t: &mut Table) -> Re
     t.add("relay RSS, no session", kib(m0.rss_kib));
     let mut open = Sessions::new();
     let mut readings = vec![(0, m0)];
+    let me = std::process::id();
+    let mut mine = vec![];
     for &n in &s.sessions {
         open.grow_to(relay.addr, server, n, s.keepalive)?;
         std::thread::sleep(SETTLE);
         let m = procs::mem(pid)?;
         t.add(format!("relay RSS, {n} idle sessions"), kib(m.rss_kib));
         readings.push((n, m));
+        mine.push(procs::mem(me)?.rss_kib);
     }
     let ((n1, a), (n2, b)) = (readings[1], readings[2]);
     t.add(
@@ -197,6 +196,13 @@ fn sessions(bin: &Path, server: SocketAddr, s: &ScaleSizes, t: &mut Table) -> Re
             "{:.1} KiB ({:.1} KiB anon)",
             (b.rss_kib as f64 - a.rss_kib as f64) / (n2 - n1) as f64,
             (b.anon_kib as f64 - a.anon_kib as f64) / (n2 - n1) as f64,
+        ),
+    );
+    t.add(
+        format!("client side per idle session ({n1}→{n2}; in-process library clients)"),
+        format!(
+            "{:.1} KiB",
+            (mine[1] as f64 - mine[0] as f64) / (n2 - n1) as f64
         ),
     );
     t.add(
@@ -305,163 +311,6 @@ fn streams(
             (m.anon_kib as f64 - m0.anon_kib as f64) / n as f64
         ),
     );
-    Ok(())
-}
-
-/// (c) and (d): a relay on CPU 0, the bench and the client on CPU 1.
-fn pinned(bin: &Path, server: SocketAddr, s: &ScaleSizes, t: &mut Table) -> Result<()> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pin = cpus >= 2 && taskset_available();
-    if pin {
-        // The bench's threads, and so the client it starts, stay off the relay's CPU.
-        set_affinity(std::process::id(), "1")?;
-    } else {
-        t.add("pinning", "not pinned: needs taskset and 2 CPUs");
-    }
-    let result = visitors_on(bin, server, s, t, pin.then_some("0"));
-    if pin {
-        set_affinity(std::process::id(), &format!("0-{}", cpus - 1))?;
-    }
-    result
-}
-
-fn visitors_on(
-    bin: &Path,
-    server: SocketAddr,
-    s: &ScaleSizes,
-    t: &mut Table,
-    cpu: Option<&str>,
-) -> Result<()> {
-    let relay: Relay = procs::relay_with(bin, &[], cpu)?;
-    let pid = relay.child.pid();
-    let client = procs::tunnel_client(bin, relay.addr, &[], server, true)?;
-    let cpid = client.child.pid();
-    let port = client.remote;
-    let m0 = procs::mem(pid)?;
-    // (c) a fixed rate: CPU and memory per request
-    let (mut per_req, mut per_cpu_s, mut client_per_req, mut lat) =
-        (vec![], vec![], vec![], vec![]);
-    let mut peak = 0;
-    let mut failed = 0;
-    for _ in 0..s.rounds {
-        procs::reset_peak(pid)?;
-        let (r0, c0) = (usage::cpu_secs(pid)?, usage::cpu_secs(cpid)?);
-        let mut v = visitors::fixed_rate(port, s.rate, s.rate_time, RATE_WORKERS)?;
-        let (r1, c1) = (usage::cpu_secs(pid)?, usage::cpu_secs(cpid)?);
-        peak = peak.max(procs::mem(pid)?.peak_kib());
-        failed += v.failed;
-        report_errors(t, "fixed rate", &v);
-        let done = v.done.max(1) as f64;
-        per_req.push((r1 - r0) / done * 1e6);
-        per_cpu_s.push(done / (r1 - r0).max(0.01));
-        client_per_req.push((c1 - c0) / done * 1e6);
-        lat.push(v.percentile_ms(50.0));
-    }
-    let rate = format!("{:.0}/s for {:?}, {} rounds", s.rate, s.rate_time, s.rounds);
-    t.add(
-        format!("relay CPU per visitor request ({rate})"),
-        format!("{} µs", Spread::of(per_req).show(0)),
-    );
-    t.add(
-        "visitor requests per relay CPU-second",
-        Spread::of(per_cpu_s).show(0),
-    );
-    t.add(
-        "client CPU per visitor request",
-        format!("{} µs", Spread::of(client_per_req).show(0)),
-    );
-    t.add(
-        "visitor request p50 at the fixed rate",
-        format!("{} ms", Spread::of(lat).show(2)),
-    );
-    t.add(
-        "relay RSS idle / peak at the fixed rate",
-        format!(
-            "{} / {} (failed requests: {failed})",
-            kib(m0.rss_kib),
-            kib(peak)
-        ),
-    );
-    // (d) as fast as the visitors go
-    let (mut rps, mut busy, mut p99, mut per_cpu) = (vec![], vec![], vec![], vec![]);
-    for _ in 0..s.rounds {
-        let r0 = usage::cpu_secs(pid)?;
-        let mut v = visitors::closed_loop(port, s.max_workers, s.max_time)?;
-        let r1 = usage::cpu_secs(pid)?;
-        report_errors(t, "full speed", &v);
-        rps.push(v.per_sec());
-        busy.push((r1 - r0) / v.wall.as_secs_f64() * 100.0);
-        per_cpu.push(v.done as f64 / (r1 - r0).max(0.01));
-        p99.push(v.percentile_ms(99.0));
-    }
-    let pinned = cpu.map_or("not pinned", |_| "relay on 1 CPU");
-    t.add(
-        format!(
-            "max visitor requests/s ({pinned}, {} visitors)",
-            s.max_workers
-        ),
-        Spread::of(rps).show(0),
-    );
-    t.add(
-        "relay CPU busy at max rate",
-        format!("{}% of a core", Spread::of(busy).show(0)),
-    );
-    t.add(
-        "visitor request p99 at max rate",
-        format!("{} ms", Spread::of(p99).show(1)),
-    );
-    // throughput through the -R port
-    let route = Route {
-        entry: port,
-        tunnel_to: None,
-    };
-    for streams in [1, 8] {
-        let (mut mbs, mut gb) = (vec![], vec![]);
-        for _ in 0..s.rounds {
-            let r0 = usage::cpu_secs(pid)?;
-            let each = s.bulk / streams as u64;
-            mbs.push(client::bulk(&route, streams, each)?);
-            let r1 = usage::cpu_secs(pid)?;
-            gb.push(usage::per_gb(r1 - r0, each * streams as u64));
-        }
-        t.add(
-            format!("throughput through -R, {streams} stream(s) ({pinned})"),
-            format!(
-                "{} MB/s, relay {} CPU s/GB",
-                Spread::of(mbs).show(0),
-                Spread::of(gb).show(2)
-            ),
-        );
-    }
-    Ok(())
-}
-
-fn report_errors(t: &mut Table, what: &str, v: &Visits) {
-    if v.failed > 0 || v.late > 0 {
-        t.add(
-            format!("{what}: failed / late requests"),
-            format!("{} / {} (first: {:?})", v.failed, v.late, v.first_error),
-        );
-    }
-}
-
-fn taskset_available() -> bool {
-    Command::new("taskset")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// `taskset -a -p -c CPUS PID`: every thread of the process.
-pub fn set_affinity(pid: u32, cpus: &str) -> Result<()> {
-    let status = Command::new("taskset")
-        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .context("running taskset")?;
-    anyhow::ensure!(status.success(), "taskset -a -p -c {cpus} {pid}: {status}");
     Ok(())
 }
 
