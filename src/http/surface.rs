@@ -1,4 +1,4 @@
-//! The relay's small local HTTP surface (`/healthz`, `/metrics`, 404, 405), served with
+//! The relay's small local HTTP surface (`/healthz`, `/readyz`, `/metrics`, 404, 405), served with
 //! async-h1 once the front door has read a head that is not a tunnel upgrade.
 //!
 //! async-h1 (2.3) closes every HTTP/1.0 request without a response; those get the same answer
@@ -184,7 +184,8 @@ where
 
 /// Who may read a surface-only listener: everyone, or (on a non-loopback `--admin` with
 /// `--admin-token`) only requests with `Authorization: Bearer <token>`, compared in constant
-/// time, for every path but `/healthz` (a load balancer's probe carries no token).
+/// time, for every path but `/healthz` and `/readyz` (a load balancer's probe carries no
+/// token, and they tell nothing but up or ready).
 #[derive(Debug, Clone, Default)]
 pub enum Guard {
     /// no token asked
@@ -200,7 +201,7 @@ impl Guard {
         let Guard::Bearer(want) = self else {
             return Ok(());
         };
-        if path_of(head) == "/healthz" {
+        if matches!(path_of(head), "/healthz" | "/readyz") {
             return Ok(());
         }
         let got = head

@@ -17,7 +17,8 @@ fn live_config(ctx: &Ctx) -> RelayConfig {
     ctx.active().cfg.clone()
 }
 
-/// Every route of the admin listener: the operator's view, then `/healthz` and `/metrics`.
+/// Every route of the admin listener: the operator's view, then `/healthz`, `/readyz` and
+/// `/metrics`.
 /// `listen` is the public listener's address (shown as `listen` in `/config`).
 pub(super) fn admin_route(
     ctx: &Arc<Ctx>,
@@ -31,12 +32,12 @@ pub(super) fn admin_route(
         let ctx = ctx.clone();
         Arc::new(move || config_text(&live_config(&ctx), listen))
     };
-    let standard = surface::standard_route(ctx.metrics.clone(), None);
+    let standard = surface::standard_route(ctx.metrics.clone(), Some(ctx.ready.clone()));
     surface::combine(status::route(page, config), standard)
 }
 
 /// Who may read the admin listener: with `--admin-token` on a non-loopback `--admin`
-/// address, only the token's holder (but for `/healthz`); else anyone who can reach it (a
+/// address, only the token's holder (but for `/healthz` and `/readyz`); else anyone who can reach it (a
 /// non-loopback address without a token needs `--open-admin`, checked where flags are read).
 pub(super) fn admin_guard(cfg: &RelayConfig) -> Guard {
     match (&cfg.admin, &cfg.admin_token) {
