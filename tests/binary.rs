@@ -172,7 +172,7 @@ fn wait_output(mut child: Child) -> (Option<i32>, String, String) {
 }
 
 fn relay_proc() -> (Proc, SocketAddr) {
-    let mut relay = Proc::start(&["server", "--listen", "127.0.0.1:0", "--no-auth"], &[]);
+    let mut relay = Proc::start(&["server", "--listen", "127.0.0.1:0", "--no-auth", "--lame-duck", "0"], &[]);
     let line = relay.wait_line("relay listening on ");
     let addr = line
         .split("relay listening on ")
@@ -577,7 +577,7 @@ fn churn_leaks_no_descriptors_or_memory_in_proxy_relay_or_client() {
 
 #[test]
 fn relay_without_a_token_generates_one_and_prints_the_client_command() {
-    let (mut relay, out) = client_proc(&["server", "--listen", "127.0.0.1:0"]);
+    let (mut relay, out) = client_proc(&["server", "--listen", "127.0.0.1:0", "--lame-duck", "0"]);
     let line = relay.wait_line("relay listening on ");
     let addr = line
         .split("relay listening on ")

@@ -460,6 +460,7 @@ fn setting_changes(old: &RelayConfig, new: &RelayConfig) -> Vec<String> {
             old.connect_timeout != new.connect_timeout,
         ),
         ("drain-timeout", old.drain_timeout != new.drain_timeout),
+        ("lame-duck", old.lame_duck != new.lame_duck),
     ];
     for (name, changed) in later {
         if changed {

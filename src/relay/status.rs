@@ -148,6 +148,7 @@ pub(super) fn config_text(cfg: &RelayConfig, listen: Option<SocketAddr>) -> Stri
     t.list("deny", &cfg.rules.deny);
     t.duration("keepalive", cfg.session.keepalive);
     t.duration("drain-timeout", cfg.drain_timeout);
+    t.duration("lame-duck", cfg.lame_duck);
     t.raw("max-streams", cfg.session.max_streams);
     t.duration("grace", cfg.grace);
     t.raw("no-resume", !cfg.resume);
