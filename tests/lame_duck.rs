@@ -93,7 +93,10 @@ fn during_the_lame_duck_readyz_is_503_and_everything_is_still_served() {
         late.wait("a new session connects", |e| *e == Event::Connected)
             .await;
         echo_through(late.locals[0], "-L of a session opened in the lame duck").await;
-        assert!(!relay.task.is_finished(), "the relay runs through its lame duck");
+        assert!(
+            !relay.task.is_finished(),
+            "the relay runs through its lame duck"
+        );
 
         // An abort skips the rest of the lame duck.
         relay.shutdown.abort();
@@ -129,10 +132,14 @@ fn after_a_short_lame_duck_the_relay_drains() {
         .await;
         // ...while the open stream finishes, and run() waits for it.
         echo_on(&mut visitor, "an open stream during the drain").await;
-        assert!(!relay.task.is_finished(), "the drain waits for open streams");
+        assert!(
+            !relay.task.is_finished(),
+            "the drain waits for open streams"
+        );
         drop(visitor);
         // GO_AWAY, with the reason, reached the client; the session ends with its streams.
-        let going = |e: &Event| matches!(e, Event::Lost(why) if why.contains("relay shutting down"));
+        let going =
+            |e: &Event| matches!(e, Event::Lost(why) if why.contains("relay shutting down"));
         client.wait("lost: relay shutting down", going).await;
         within(10, "run() returns once the streams end", relay.task).await;
     });
