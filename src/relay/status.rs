@@ -37,8 +37,9 @@ pub(super) fn admin_route(
 }
 
 /// Who may read the admin listener: with `--admin-token` on a non-loopback `--admin`
-/// address, only the token's holder (but for `/healthz` and `/readyz`); else anyone who can reach it (a
-/// non-loopback address without a token needs `--open-admin`, checked where flags are read).
+/// address, only the token's holder (but for `/healthz` and `/readyz`); else anyone who can
+/// reach it (a non-loopback address without a token needs `--open-admin`, checked where flags
+/// are read).
 pub(super) fn admin_guard(cfg: &RelayConfig) -> Guard {
     match (&cfg.admin, &cfg.admin_token) {
         (Some(addr), Some(token)) if !addr.ip().is_loopback() => Guard::Bearer(token.clone()),
