@@ -390,3 +390,32 @@ async fn serve_one<F>(
         log::debug!("{what} {peer}: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The guard's answer for `GET path` with an optional bearer token.
+    fn check(path: &str, token: Option<&str>) -> Result<(), &'static str> {
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
+        let head = crate::http::head::parse_request(raw.as_bytes()).unwrap();
+        Guard::Bearer(crate::secret::Secret::new("s3cret".to_string())).check(&head)
+    }
+
+    #[test]
+    fn the_bearer_guard_lets_only_the_probes_through_without_the_token() {
+        let cases = [
+            ("/healthz", None, true),
+            ("/readyz", None, true),
+            ("/readyz?verbose", None, true),
+            ("/metrics", None, false),
+            ("/status", None, false),
+            ("/status", Some("wrong"), false),
+            ("/status", Some("s3cret"), true),
+        ];
+        for (path, token, ok) in cases {
+            assert_eq!(check(path, token).is_ok(), ok, "{path} {token:?}");
+        }
+    }
+}
