@@ -1,5 +1,5 @@
-//! The relay's small local HTTP surface (`/healthz`, `/readyz`, `/metrics`, 404, 405), served with
-//! async-h1 once the front door has read a head that is not a tunnel upgrade.
+//! The relay's small local HTTP surface (`/healthz`, `/readyz`, `/metrics`, 404, 405),
+//! served with async-h1 once the front door has read a head that is not a tunnel upgrade.
 //!
 //! async-h1 (2.3) closes every HTTP/1.0 request without a response; those get the same answer
 //! from a few lines of our own, so every client gets a response.

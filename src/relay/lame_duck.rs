@@ -42,8 +42,9 @@ impl LameDuck {
     }
 
     /// Drives the inner shutdown: drains it `delay` after the outer one drains (at once on
-    /// an abort), and aborts it with the outer one. Never ends; cancel-safe (dropping it
-    /// leaves the inner shutdown where it is, and the relay's run ends with it).
+    /// an abort), and aborts it with the outer one. Never ends. Dropping it drops the inner
+    /// trigger, which closes both stages (whatever still watches sees an abort); `run` drops
+    /// it only once the relay has stopped, or when `run` itself is dropped.
     pub(super) async fn follow(self) {
         self.outer.draining().await;
         if !self.delay.is_zero() && !self.outer.is_aborted() {
