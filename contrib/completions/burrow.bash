@@ -81,7 +81,7 @@ _burrow() {
         client)
             opts="-L --local -R --remote --token --keepalive --via --allow --deny --proxy-auth
                 --open --max-streams --connect-timeout --drain-timeout --ca --insecure --status
-                --no-resume --config --help"
+                --no-resume --pool --ready --config --help"
             ;;
         # burrow demo
         demo)
