@@ -14,7 +14,9 @@ use common::tunnel::{RunningClient, RunningRelay, run_client, run_relay, start_r
 use common::{closed_port, lo, run, start_echo, within};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -31,15 +33,61 @@ fn config(relays: &[SocketAddr], echo: SocketAddr) -> ClientConfig {
     cfg
 }
 
-/// The next event of relay `relay` matching `pred` (events of other relays are skipped).
-async fn on_relay(c: &RunningClient, relay: &TunnelUrl, pred: impl Fn(&Event) -> bool) -> Event {
-    let relay = relay.to_string();
-    let e = c
-        .wait(&format!("an event of {relay}"), |e| {
-            matches!(e.on_relay(), (Some(r), inner) if r == relay && pred(inner))
-        })
-        .await;
-    e.on_relay().1.clone()
+/// A client's events, relay by relay: waiting for one relay's events keeps the other
+/// relays' for later.
+struct Events {
+    client: RunningClient,
+    others: Mutex<VecDeque<Event>>,
+}
+
+impl Events {
+    fn new(client: RunningClient) -> Self {
+        Events {
+            client,
+            others: Mutex::default(),
+        }
+    }
+
+    /// The next event of `relay` matching `pred` (its others are skipped), within 10 s.
+    async fn on(&self, relay: &TunnelUrl, pred: impl Fn(&Event) -> bool) -> Event {
+        let relay = relay.to_string();
+        // Some(true): the one; Some(false): this relay's, skipped; None: another relay's.
+        let sort = |e: &Event| match e.on_relay() {
+            (Some(r), inner) if r == relay => Some(pred(inner)),
+            (Some(_), _) => None,
+            (None, _) => Some(false),
+        };
+        let kept: Vec<Event> = self.others.lock().unwrap().drain(..).collect();
+        let mut found = None;
+        for e in kept {
+            match (found.is_some(), sort(&e)) {
+                (false, Some(true)) => found = Some(e),
+                (_, None) | (true, _) => self.others.lock().unwrap().push_back(e),
+                (false, Some(false)) => {}
+            }
+        }
+        let e = match found {
+            Some(e) => e,
+            None => {
+                within(10, &format!("an event of {relay}"), async {
+                    loop {
+                        let e = self.client.events.recv().await.expect("events ended");
+                        match sort(&e) {
+                            Some(true) => return e,
+                            Some(false) => {}
+                            None => self.others.lock().unwrap().push_back(e),
+                        }
+                    }
+                })
+                .await
+            }
+        };
+        e.on_relay().1.clone()
+    }
+}
+
+async fn on_relay(c: &Events, relay: &TunnelUrl, pred: impl Fn(&Event) -> bool) -> Event {
+    c.on(relay, pred).await
 }
 
 /// The session to a relay is gone (for good, or waiting to be resumed).
@@ -48,7 +96,7 @@ fn gone(e: &Event) -> bool {
 }
 
 /// Waits for relay `relay` to bind the client's `-R`; its public address there.
-async fn bound_on(c: &RunningClient, relay: &TunnelUrl) -> SocketAddr {
+async fn bound_on(c: &Events, relay: &TunnelUrl) -> SocketAddr {
     let e = on_relay(c, relay, |e| {
         matches!(e, Event::Bound { .. } | Event::BindRefused { .. })
     })
@@ -72,8 +120,8 @@ async fn echo_through(addr: SocketAddr, what: &str) {
 }
 
 /// One line of the client's `/metrics` text, by its start.
-fn metric(c: &RunningClient, start: &str) -> String {
-    let text = c.metrics.render();
+fn metric(c: &Events, start: &str) -> String {
+    let text = c.client.metrics.render();
     text.lines()
         .find(|l| l.starts_with(start))
         .unwrap_or_else(|| panic!("no {start} in\n{text}"))
@@ -88,12 +136,12 @@ fn every_relay_binds_the_app_and_local_streams_fail_over() {
         let b = start_relay(&sp, RelayConfig::default()).await;
         let (url_a, url_b) = (a.url(), b.url());
         let client = Client::bind(config(&[a.addr, b.addr], echo)).await.unwrap();
-        let c = run_client(&sp, client);
+        let c = Events::new(run_client(&sp, client));
         // Every -R is bound on every relay, each with a public port of its own.
         let (on_a, on_b) = (bound_on(&c, &url_a).await, bound_on(&c, &url_b).await);
         echo_through(on_a, "visitor via relay a").await;
         echo_through(on_b, "visitor via relay b").await;
-        echo_through(c.locals[0], "a -L stream").await;
+        echo_through(c.client.locals[0], "a -L stream").await;
         let up = |url: &TunnelUrl| format!("burrow_client_relay_up{{relay=\"{url}\"}}");
         assert!(metric(&c, &up(&url_a)).ends_with(" 1"));
         assert!(metric(&c, &up(&url_b)).ends_with(" 1"));
@@ -105,7 +153,7 @@ fn every_relay_binds_the_app_and_local_streams_fail_over() {
         assert!(metric(&c, &up(&url_a)).ends_with(" 0"));
         let before = b.metrics.streams_total.load(Relaxed);
         for i in 0..3 {
-            echo_through(c.locals[0], &format!("-L stream {i} with relay a down")).await;
+            echo_through(c.client.locals[0], &format!("-L stream {i} with relay a down")).await;
         }
         assert!(b.metrics.streams_total.load(Relaxed) >= before + 3);
         echo_through(on_b, "relay b still serves its visitors").await;
@@ -126,7 +174,7 @@ fn every_relay_binds_the_app_and_local_streams_fail_over() {
 
 /// `--status` of a client: what `burrow client --status ADDR` serves.
 struct WithStatus {
-    client: RunningClient,
+    client: Events,
     status: SocketAddr,
     _serve: smol::Task<()>,
     _stop: Shutdown,
@@ -143,7 +191,7 @@ async fn with_status(sp: &Spawner, cfg: ClientConfig) -> WithStatus {
     let stop = Shutdown::new();
     let serve = surface::serve_listener_as("status", listener, route, sp.clone(), stop.signal());
     WithStatus {
-        client: run_client(sp, client),
+        client: Events::new(run_client(sp, client)),
         status,
         _serve: smol::spawn(serve),
         _stop: stop,
@@ -246,7 +294,7 @@ fn a_reload_binds_and_unbinds_on_every_relay() {
         let cfg = config(&[a.addr, b.addr], echo);
         let client = Client::bind(cfg.clone()).await.unwrap();
         let handle = client.handle();
-        let c = run_client(&sp, client);
+        let c = Events::new(run_client(&sp, client));
         bound_on(&c, &url_a).await;
         bound_on(&c, &url_b).await;
         // A second -R added: bound on both relays.
