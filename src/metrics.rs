@@ -326,7 +326,10 @@ mod relay_tests {
     #[test]
     fn relay_series_follow_their_relay() {
         let m = Metrics::default();
-        assert!(!m.render().contains("burrow_client_relay"), "no relays, no series");
+        assert!(
+            !m.render().contains("burrow_client_relay"),
+            "no relays, no series"
+        );
         m.set_relays(&["ws://a:1/burrow".into(), "ws://b\"x:2".into()]);
         m.relay_up(1, true);
         m.relay_reconnected(1);
@@ -344,7 +347,10 @@ mod relay_tests {
             assert!(text.contains(line), "{line:?} not in\n{text}");
         }
         m.relay_up(1, false);
-        assert!(m.render().contains("burrow_client_relay_up{relay=\"ws://b\\\"x:2\"} 0\n"));
+        assert!(
+            m.render()
+                .contains("burrow_client_relay_up{relay=\"ws://b\\\"x:2\"} 0\n")
+        );
     }
 }
 

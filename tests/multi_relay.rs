@@ -153,7 +153,11 @@ fn every_relay_binds_the_app_and_local_streams_fail_over() {
         assert!(metric(&c, &up(&url_a)).ends_with(" 0"));
         let before = b.metrics.streams_total.load(Relaxed);
         for i in 0..3 {
-            echo_through(c.client.locals[0], &format!("-L stream {i} with relay a down")).await;
+            echo_through(
+                c.client.locals[0],
+                &format!("-L stream {i} with relay a down"),
+            )
+            .await;
         }
         assert!(b.metrics.streams_total.load(Relaxed) >= before + 3);
         echo_through(on_b, "relay b still serves its visitors").await;
@@ -207,7 +211,10 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         let mut raw = String::new();
         s.read_to_string(&mut raw).await.unwrap();
         let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-        (head.split(' ').nth(1).unwrap().parse().unwrap(), body.into())
+        (
+            head.split(' ').nth(1).unwrap().parse().unwrap(),
+            body.into(),
+        )
     })
     .await
 }
@@ -256,7 +263,10 @@ fn readyz_waits_for_every_relay_or_with_ready_any_for_one() {
         assert!(!json.contains(&format!("\"relay\":\"{url_b}\",\"state\":\"connected")));
 
         // Relay b comes up: `all` is ready once its binding is there too.
-        let b = run_relay(&sp, Relay::bind(b_addr, RelayConfig::default()).await.unwrap());
+        let b = run_relay(
+            &sp,
+            Relay::bind(b_addr, RelayConfig::default()).await.unwrap(),
+        );
         bound_on(&all.client, &url_b).await;
         get_until(all.status, "/readyz", |code, _| code == 200).await;
         let json = get_until(all.status, "/status.json", |_, j| {

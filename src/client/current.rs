@@ -48,7 +48,7 @@ impl CurrentSession {
 
     /// The best session, waiting at most `timeout` for one to come up. Cancel-safe.
     pub(super) async fn wait(&self, timeout: Duration) -> Option<Session> {
-        let up = async { Ok(self.0.wait_for(best).await) };
+        let up = async { Ok(self.0.wait_for(|slots| best(slots)).await) };
         crate::time::with_timeout(timeout, up, || ()).await.ok()
     }
 }
@@ -67,7 +67,7 @@ fn key(usable: bool, rtt: Option<Duration>) -> (bool, bool, Option<Duration>) {
     (!usable, rtt.is_none(), rtt)
 }
 
-fn best(slots: &Vec<Option<Slot>>) -> Option<Session> {
+fn best(slots: &[Option<Slot>]) -> Option<Session> {
     slots
         .iter()
         .flatten()

@@ -140,7 +140,9 @@ impl RelayLink {
             first = false;
             let started = Instant::now();
             let (session, driver) = self.new_session(&link);
-            let live = self.live(&session, driver, *link, spawner, shutdown, &stdio, &mut retry);
+            let live = self.live(
+                &session, driver, *link, spawner, shutdown, &stdio, &mut retry,
+            );
             match live.await {
                 SessionEnd::Stdio(result) | SessionEnd::Stop(result) => return result,
                 SessionEnd::Drained => return Ok(()),

@@ -388,7 +388,11 @@ fn a_client_with_several_relays() {
     let twice = "[[client]]\nrelays = [\"ws://127.0.0.1:1\", \"ws://127.0.0.1:1/burrow\"]\nexpose = [\"0:a:1\"]\n";
     let got = errors(twice);
     assert!(got.iter().any(|e| e.2.contains("given twice")), "{got:?}");
-    let bad = "[[client]]\nrelays = [\"ws://127.0.0.1:1\"]\nexpose = [\"0:a:1\"]\nready = \"most\"\n";
+    let bad =
+        "[[client]]\nrelays = [\"ws://127.0.0.1:1\"]\nexpose = [\"0:a:1\"]\nready = \"most\"\n";
     let got = errors(bad);
-    assert!(got.iter().any(|e| e.2.contains("`all` or `any`")), "{got:?}");
+    assert!(
+        got.iter().any(|e| e.2.contains("`all` or `any`")),
+        "{got:?}"
+    );
 }
