@@ -5,6 +5,7 @@
 //! ([`live::Live`]), the set of sessions `-L` streams choose from, the metrics, the events.
 
 use super::*;
+use std::future::Future;
 use std::sync::atomic::AtomicBool;
 
 /// One relay the client holds a session to.
@@ -243,5 +244,3 @@ pub(super) async fn run_all(
     })
     .await
 }
-
-use std::future::Future;
