@@ -41,6 +41,10 @@ _burrow() {
             _burrow_files
             return
             ;;
+        --ready)
+            mapfile -t COMPREPLY < <(compgen -W "all any" -- "$cur")
+            return
+            ;;
         --upstream | --via)
             # A URL, or `env` for HTTPS_PROXY and NO_PROXY.
             mapfile -t COMPREPLY < <(compgen -W "env http://" -- "$cur")
