@@ -41,6 +41,10 @@ _burrow() {
             _burrow_files
             return
             ;;
+        --ready)
+            mapfile -t COMPREPLY < <(compgen -W "all any" -- "$cur")
+            return
+            ;;
         --upstream | --via)
             # A URL, or `env` for HTTPS_PROXY and NO_PROXY.
             mapfile -t COMPREPLY < <(compgen -W "env http://" -- "$cur")
@@ -51,7 +55,7 @@ _burrow() {
             --head-timeout | --max-connections | --drain-timeout | --token | --allow-ports | \
             --keepalive | --max-streams | --grace | --max-sessions | --max-sessions-per-token | \
             --max-streams-total | --max-dials | --admin | --admin-token | -L | --local | -R | \
-            --remote | --proxy-auth | --status)
+            --remote | --proxy-auth | --status | --lame-duck)
             # A value to type: nothing to offer.
             return
             ;;
@@ -75,13 +79,13 @@ _burrow() {
                 --drain-timeout --max-streams --grace --no-resume --connect-timeout --tls-cert
                 --tls-key --max-connections --max-sessions --max-sessions-per-token
                 --max-streams-total --max-dials --admin --open-admin --admin-token --config
-                --help"
+                --lame-duck --help"
             ;;
         # burrow client
         client)
             opts="-L --local -R --remote --token --keepalive --via --allow --deny --proxy-auth
                 --open --max-streams --connect-timeout --drain-timeout --ca --insecure --status
-                --no-resume --config --help"
+                --no-resume --pool --ready --config --help"
             ;;
         # burrow demo
         demo)

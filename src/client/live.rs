@@ -1,10 +1,11 @@
 //! What a reload can change on a running client, shared by the [`Client`] and its
 //! [`ClientHandle`]: the configuration in force, the `-R` bindings with their ids (stable
-//! across reloads), the `-L` listeners with what stops each, and the session the bindings
-//! were asked for on.
+//! across reloads), the `-L` listeners with what stops each, and the sessions (one per
+//! relay) the bindings were asked for on.
 
 use super::*;
 use crate::shutdown::Shutdown;
+use crate::tunnel::BindPool;
 use crate::tunnel::ws::Caps;
 
 /// The shared state behind one client (locked briefly, never across an await).
@@ -69,8 +70,9 @@ pub(super) struct State {
     pub(super) locals: Vec<LocalEntry>,
     /// the proxy a `-L …:proxy` listener serves new connections with (`--proxy-auth`)
     pub(super) local_proxy: Arc<ProxyConfig>,
-    /// the session the bindings were asked for on, and what its relay understands
-    pub(super) session: Option<(Session, Caps)>,
+    /// the sessions the bindings were asked for on (one per relay that has one now), and
+    /// what each relay understands
+    pub(super) sessions: Vec<(Session, Caps)>,
     /// set while the client runs
     pub(super) runner: Option<Runner>,
 }
@@ -103,7 +105,7 @@ impl Live {
                 remotes,
                 next_bind_id,
                 locals,
-                session: None,
+                sessions: Vec::new(),
                 runner: None,
             }),
             reload_lock: smol::lock::Mutex::new(()),
@@ -221,7 +223,7 @@ impl Live {
     }
 
     /// Asks for every `-R` binding in force on `session` (on the port the relay gave it last
-    /// time, if any), which becomes the session later reloads bind and unbind on.
+    /// time, if any), which becomes one of the sessions later reloads bind and unbind on.
     pub(super) fn send_binds(
         &self,
         session: &Session,
@@ -229,10 +231,11 @@ impl Live {
         bound_ports: &Mutex<HashMap<u32, u16>>,
     ) {
         let mut st = self.lock();
-        st.session = Some((session.clone(), caps));
+        st.sessions.retain(|(s, _)| !s.same(session));
+        st.sessions.push((session.clone(), caps));
         let ports = bound_ports.lock().unwrap_or_else(|e| e.into_inner());
         for r in &st.remotes {
-            if let Some(bind) = bind_frame(&st.cfg, r, ports.get(&r.id).copied()) {
+            if let Some(bind) = bind_frame(&st.cfg, r, ports.get(&r.id).copied(), caps) {
                 session.send_session_frame(bind);
             }
         }
@@ -241,28 +244,26 @@ impl Live {
     /// `session` continues on a new connection, whose relay announced `caps`.
     pub(super) fn resumed_on(&self, session: &Session, caps: Caps) {
         let mut st = self.lock();
-        if let Some((s, c)) = &mut st.session {
-            if s.same(session) {
-                *c = caps;
-            }
+        if let Some((_, c)) = st.sessions.iter_mut().find(|(s, _)| s.same(session)) {
+            *c = caps;
         }
     }
 
     /// `session` ended: reloads no longer bind on it.
     pub(super) fn session_ended(&self, session: &Session) {
-        let mut st = self.lock();
-        if st.session.as_ref().is_some_and(|(s, _)| s.same(session)) {
-            st.session = None;
-        }
+        self.lock().sessions.retain(|(s, _)| !s.same(session));
     }
 }
 
-/// The BIND for `remote` (on `remembered`, the port it had last session, if any); `None`
-/// when its credentials do not fit a BIND (checked before: never sent cut).
+/// The BIND for `remote` (on `remembered`, the port it had last session, if any), joining
+/// the configured pool; `None` when its credentials do not fit a BIND (checked before: never
+/// sent cut), or when it would join a pool on a relay that has no pools (the relay would
+/// bind it alone: refused here and logged, so `/readyz` stays 503).
 pub(super) fn bind_frame(
     cfg: &ClientConfig,
     remote: &Remote,
     remembered: Option<u16>,
+    caps: Caps,
 ) -> Option<Frame> {
     let (bind, port, mode) = match &remote.spec {
         RemoteSpec::Forward { bind, port, .. } => (bind, *port, BindMode::Forward),
@@ -274,11 +275,27 @@ pub(super) fn bind_frame(
             },
         ),
     };
+    let pool = match &cfg.pool {
+        Some(_) if !caps.pool => {
+            log::error!(
+                "-R {}: the relay does not support pools (no `pool` capability): not bound; \
+                 upgrade the relay or drop --pool",
+                remote.spec
+            );
+            return None;
+        }
+        Some(name) => Some(BindPool {
+            name: name.clone(),
+            policy: cfg.pool_policy(&remote.spec),
+        }),
+        None => None,
+    };
     Some(Frame::Bind {
         bind_id: remote.id,
         addr: bind.clone(),
         port: remembered.unwrap_or(port),
         mode,
+        pool,
     })
 }
 

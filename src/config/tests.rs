@@ -164,6 +164,21 @@ fn a_role_error_names_the_key_not_the_flag() {
         "[[client]]\nrelays = [\"http://x\"]\nforward = [\"1:a:1\"]\n",
         &[(2, 11, "")],
     );
+    // A pool shares explicit ports: the refusal is placed at `pool`.
+    assert_errors(
+        "[[client]]\nrelays = [\"ws://a\"]\nexpose = [\"0:a:1\"]\npool = \"web\"\n",
+        &[(4, 8, "a pool shares an explicit port")],
+    );
+}
+
+#[test]
+fn a_pool_and_several_relays_from_the_file() {
+    let text = "[[client]]\nrelays = [\"ws://a:1\", \"ws://b:2\"]\nexpose = [\"8080:a:1\"]\npool = \"web\"\n";
+    let cfg = load_text(text).unwrap();
+    let c = &cfg.clients[0].role.config;
+    assert_eq!(c.pool.as_deref(), Some("web"));
+    let relays: Vec<String> = c.relays().map(|u| u.to_string()).collect();
+    assert_eq!(relays, ["ws://a:1/burrow", "ws://b:2/burrow"]);
 }
 
 #[test]
@@ -371,4 +386,28 @@ fn the_fingerprint_follows_every_value() {
         ))
     };
     assert_ne!(t("x"), t("y"), "a token's value is part of it");
+}
+
+#[test]
+fn a_client_with_several_relays() {
+    let text = "[[client]]\nrelays = [\"ws://127.0.0.1:1\", \"ws://127.0.0.1:2/burrow\"]\nexpose = [\"0:a:1\"]\nready = \"any\"\n";
+    let cfg = load_text(text).unwrap_or_else(|e| panic!("{e}"));
+    let c = &cfg.clients[0].role.config;
+    let want: Vec<crate::tunnel::ws::TunnelUrl> = ["ws://127.0.0.1:1", "ws://127.0.0.1:2/burrow"]
+        .iter()
+        .map(|u| u.parse().unwrap())
+        .collect();
+    assert_eq!(c.relays().cloned().collect::<Vec<_>>(), want);
+    assert_eq!(c.ready, crate::client::ReadyWhen::Any);
+    // The same relay twice (written two ways) is refused, and so is a `ready` of neither.
+    let twice = "[[client]]\nrelays = [\"ws://127.0.0.1:1\", \"ws://127.0.0.1:1/burrow\"]\nexpose = [\"0:a:1\"]\n";
+    let got = errors(twice);
+    assert!(got.iter().any(|e| e.2.contains("given twice")), "{got:?}");
+    let bad =
+        "[[client]]\nrelays = [\"ws://127.0.0.1:1\"]\nexpose = [\"0:a:1\"]\nready = \"most\"\n";
+    let got = errors(bad);
+    assert!(
+        got.iter().any(|e| e.2.contains("`all` or `any`")),
+        "{got:?}"
+    );
 }

@@ -78,6 +78,20 @@ pub enum BindMode {
     },
 }
 
+/// The bit of a BIND's mode byte that says the pool fields follow.
+const POOLED: u8 = 0x80;
+
+/// The pool a BIND joins: clients presenting the same token and pool name share the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindPool {
+    /// the pool's name (`--pool`)
+    pub name: String,
+    /// a digest of what the member lets visitors of a `:proxy` binding reach (its
+    /// `--allow`/`--deny`); every member of a `:proxy` pool must send the same one. Empty
+    /// for a forward.
+    pub policy: String,
+}
+
 /// One mux frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -144,6 +158,9 @@ pub enum Frame {
         port: u16,
         /// what to do with visitors
         mode: BindMode,
+        /// the pool this binding joins (only to a relay with the `pool` capability): clients
+        /// of one token and pool share the port
+        pool: Option<BindPool>,
     },
     /// Relay → client: the binding listens on `addr`.
     Bound {
@@ -293,17 +310,24 @@ impl Frame {
                 addr,
                 port,
                 mode,
+                pool,
             } => {
                 header(out, code::BIND, 0);
                 out.extend_from_slice(&bind_id.to_be_bytes());
                 out.extend_from_slice(&port.to_be_bytes());
                 put_text(out, addr);
+                // The high bit of the mode says the pool fields follow.
+                let pooled = if pool.is_some() { POOLED } else { 0 };
                 match mode {
-                    BindMode::Forward => out.push(0),
+                    BindMode::Forward => out.push(pooled),
                     BindMode::Proxy { auth } => {
-                        out.push(1);
+                        out.push(1 | pooled);
                         put_text(out, auth.wire_text());
                     }
+                }
+                if let Some(pool) = pool {
+                    put_text(out, &pool.name);
+                    put_text(out, &pool.policy);
                 }
             }
             Frame::Bound { bind_id, addr } => {
@@ -407,7 +431,8 @@ impl Frame {
                 let bind_id = r.u32()?;
                 let port = r.u16()?;
                 let addr = r.text()?;
-                let mode = match r.u8()? {
+                let mode_byte = r.u8()?;
+                let mode = match mode_byte & !POOLED {
                     0 => BindMode::Forward,
                     1 => BindMode::Proxy {
                         // A text field holds at most MAX_TEXT bytes: this always fits.
@@ -415,11 +440,19 @@ impl Frame {
                     },
                     _ => return Err(FrameError::Invalid("unknown bind mode")),
                 };
+                let pool = match mode_byte & POOLED == 0 {
+                    true => None,
+                    false => Some(BindPool {
+                        name: r.text()?,
+                        policy: r.text()?,
+                    }),
+                };
                 Frame::Bind {
                     bind_id,
                     addr,
                     port,
                     mode,
+                    pool,
                 }
             }
             code::BOUND => Frame::Bound {
