@@ -105,7 +105,7 @@ fn separate(bin: &Path, urls: &[SocketAddr], target: SocketAddr) -> Result<Vec<C
 }
 
 /// `burrow client ws://R1/burrow … -R 127.0.0.1:0:TARGET --keepalive 1s`, once it has printed
-/// a `bound R` line per relay. `probe`: give up after [`MULTI_TIMEOUT`] (the client may hold
+/// a `bound R` line per relay (`relay URL: bound R …` with several). `probe`: give up after [`MULTI_TIMEOUT`] (the client may hold
 /// only the first relay).
 fn start(bin: &Path, urls: &[SocketAddr], target: SocketAddr, probe: bool) -> Result<ChildGuard> {
     let mut cmd = Command::new(bin);
@@ -117,12 +117,17 @@ fn start(bin: &Path, urls: &[SocketAddr], target: SocketAddr, probe: bool) -> Re
         .env("RUST_LOG", "warn");
     let (tx, rx) = mpsc::channel();
     let on_stdout = move |line: &str| {
-        if line.starts_with("bound R ") {
+        // With several relays a line names its relay first: `relay ws://…: bound R …`.
+        let event = line
+            .strip_prefix("relay ")
+            .and_then(|rest| rest.split_once(": "))
+            .map_or(line, |(_, event)| event);
+        if event.starts_with("bound R ") {
             // The receiver is gone once the bench has what it needs.
             let _ = tx.send(());
             return true;
         }
-        line.starts_with("connect")
+        event.starts_with("connect")
     };
     let child = procs::spawn_with(cmd, Box::new(|_| false), Some(Box::new(on_stdout)), false)
         .with_context(|| format!("starting {}", bin.display()))?;
