@@ -108,6 +108,9 @@ fn visitors_are_spread_and_a_leaving_member_loses_none() {
             seen.iter().any(|s| s == "two"),
             "member two got none: {seen:?}"
         );
+        // The operator's view lists the pool once, with its members and visitors.
+        let status = status_json(admin).await;
+        assert!(status.contains("pool web (forward): 2 members"), "{status}");
 
         // Member one shuts down (GO_AWAY, then its session closes): member two alone takes
         // every visitor from then on, and none is lost meanwhile.
