@@ -290,7 +290,7 @@ frontend visitors
     default_backend relays
 
 backend relays
-    balance roundrobin
+    balance leastconn
     option httpchk GET /readyz
     http-check expect status 200
     option log-health-checks
