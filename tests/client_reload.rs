@@ -349,6 +349,7 @@ fn the_relay_releases_a_port_on_unbind_and_refuses_a_bind_id_in_use() {
             addr: "127.0.0.1".into(),
             port: 0,
             mode: BindMode::Forward,
+            pool: None,
         };
         let answer = || async {
             within(10, "answer", session.session_frame())

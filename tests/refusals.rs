@@ -39,6 +39,7 @@ fn a_far_end_refusal_is_the_same_status_at_a_remote_proxy() {
             mode: BindMode::Proxy {
                 auth: ProxyAuth::open(),
             },
+            pool: None,
         });
         let public: SocketAddr = match within(10, "bound", session.session_frame()).await {
             Some(Frame::Bound { addr, .. }) => addr.parse().unwrap(),

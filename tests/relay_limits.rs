@@ -49,6 +49,7 @@ async fn bind_answer(session: &Session, mode: BindMode) -> Frame {
         addr: "127.0.0.1".into(),
         port: 0,
         mode,
+        pool: None,
     });
     within(10, "bind answer", session.session_frame())
         .await

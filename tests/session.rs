@@ -394,6 +394,7 @@ fn a_flood_of_session_frames_is_a_protocol_error() {
                 addr: String::new(),
                 port: 0,
                 mode: BindMode::Forward,
+                pool: None,
             };
             if raw
                 .send(Message::Binary(bind.to_bytes().into()))

@@ -257,6 +257,7 @@ fn a_wrong_token_is_listed_with_its_reason_and_the_page_escapes_peer_text() {
             mode: BindMode::Proxy {
                 auth: ProxyAuth::open(),
             },
+            pool: None,
         });
         let j = status_until(relay.admin, "the bind refusal", |j| {
             j.get("refusals").len() == 1 && j.get("sessions").len() == 1

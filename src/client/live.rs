@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::shutdown::Shutdown;
+use crate::tunnel::BindPool;
 use crate::tunnel::ws::Caps;
 
 /// The shared state behind one client (locked briefly, never across an await).
@@ -232,7 +233,7 @@ impl Live {
         st.session = Some((session.clone(), caps));
         let ports = bound_ports.lock().unwrap_or_else(|e| e.into_inner());
         for r in &st.remotes {
-            if let Some(bind) = bind_frame(&st.cfg, r, ports.get(&r.id).copied()) {
+            if let Some(bind) = bind_frame(&st.cfg, r, ports.get(&r.id).copied(), caps) {
                 session.send_session_frame(bind);
             }
         }
@@ -257,12 +258,15 @@ impl Live {
     }
 }
 
-/// The BIND for `remote` (on `remembered`, the port it had last session, if any); `None`
-/// when its credentials do not fit a BIND (checked before: never sent cut).
+/// The BIND for `remote` (on `remembered`, the port it had last session, if any), joining
+/// the configured pool; `None` when its credentials do not fit a BIND (checked before: never
+/// sent cut), or when it would join a pool on a relay that has no pools (the relay would
+/// bind it alone: refused here and logged, so `/readyz` stays 503).
 pub(super) fn bind_frame(
     cfg: &ClientConfig,
     remote: &Remote,
     remembered: Option<u16>,
+    caps: Caps,
 ) -> Option<Frame> {
     let (bind, port, mode) = match &remote.spec {
         RemoteSpec::Forward { bind, port, .. } => (bind, *port, BindMode::Forward),
@@ -274,11 +278,27 @@ pub(super) fn bind_frame(
             },
         ),
     };
+    let pool = match &cfg.pool {
+        Some(_) if !caps.pool => {
+            log::error!(
+                "-R {}: the relay does not support pools (no `pool` capability): not bound; \
+                 upgrade the relay or drop --pool",
+                remote.spec
+            );
+            return None;
+        }
+        Some(name) => Some(BindPool {
+            name: name.clone(),
+            policy: cfg.pool_policy(&remote.spec),
+        }),
+        None => None,
+    };
     Some(Frame::Bind {
         bind_id: remote.id,
         addr: bind.clone(),
         port: remembered.unwrap_or(port),
         mode,
+        pool,
     })
 }
 

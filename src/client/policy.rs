@@ -9,6 +9,27 @@ use crate::tunnel::frame::ProxyAuth;
 use std::net::IpAddr;
 
 impl ClientConfig {
+    /// What a pool member's `remote` lets visitors reach, as the digest every member of a
+    /// `:proxy` pool must share (hex SHA-256 of its sorted `--allow` and `--deny` rules);
+    /// empty for a forward, whose members may dial different targets (replicas).
+    pub fn pool_policy(&self, remote: &RemoteSpec) -> String {
+        use sha2::Digest;
+        if matches!(remote, RemoteSpec::Forward { .. }) {
+            return String::new();
+        }
+        let sorted = |rules: &[crate::dial::rules::Rule]| {
+            let mut v: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
+            v.sort();
+            v.join("\n")
+        };
+        let mut h = sha2::Sha256::new();
+        h.update(b"allow\n");
+        h.update(sorted(&self.rules.allow));
+        h.update(b"\ndeny\n");
+        h.update(sorted(&self.rules.deny));
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The credentials a `-R …:proxy` BIND carries ([`ProxyAuth::open`] without
     /// `--proxy-auth`). `Err` when they do not fit the frame's text field.
     pub fn bind_auth(&self) -> Result<ProxyAuth, String> {

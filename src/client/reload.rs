@@ -158,8 +158,8 @@ impl ClientHandle {
                 id,
                 spec: cfg.remotes[i].clone(),
             };
-            if let Some((s, _)) = &session {
-                if let Some(bind) = bind_frame(&cfg, &remote, None) {
+            if let Some((s, caps)) = &session {
+                if let Some(bind) = bind_frame(&cfg, &remote, None, *caps) {
                     s.send_session_frame(bind);
                 }
             }

@@ -26,7 +26,7 @@ pub(super) struct GraceHold {
 }
 
 impl GraceHold {
-    fn port_held_by_other(&self, session_id: &str, port: u16) -> bool {
+    pub(super) fn port_held_by_other(&self, session_id: &str, port: u16) -> bool {
         self.held
             .iter()
             .filter(|(id, _)| id.as_str() != session_id)
@@ -41,11 +41,20 @@ pub(super) struct Bindings {
     pub(super) reclaimed: Mutex<Vec<Arc<TcpListener>>>,
     /// listeners in use
     pub(super) live: Mutex<Vec<Arc<TcpListener>>>,
-    /// the bindings in use by id, each with what stops its accept loop (UNBIND); one entry
-    /// per listener in `live`, so bounded by [`MAX_BINDS`]
-    by_id: Mutex<HashMap<u32, (Arc<TcpListener>, crate::shutdown::Shutdown)>>,
+    /// the bindings in use by id, each with what stops its accept loop (UNBIND) and, for a
+    /// pool member, the flag that says it left by UNBIND; bounded by [`MAX_BINDS`]
+    by_id: Mutex<HashMap<u32, BindStop>>,
     /// what the session's token grants (its ports are looked up anew for each BIND)
     pub(super) grant: Arc<super::Grant>,
+}
+
+/// What stops one binding.
+struct BindStop {
+    /// its own listener (`None` for a pool member: the pool owns the listener)
+    listener: Option<Arc<TcpListener>>,
+    stop: crate::shutdown::Shutdown,
+    /// set before `stop` on UNBIND
+    unbound: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Bindings {
@@ -68,10 +77,25 @@ impl Bindings {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&bind_id);
-        let Some((listener, stop)) = found else {
+        let Some(BindStop {
+            listener,
+            stop,
+            unbound,
+        }) = found
+        else {
             // A binding that was refused, or unbound already: nothing to release.
             log::debug!(
                 "session {}: UNBIND of unknown binding {bind_id}",
+                session.label()
+            );
+            return;
+        };
+        unbound.store(true, Ordering::Relaxed);
+        let Some(listener) = listener else {
+            // A pool member: it leaves the pool, which keeps the port for its other members.
+            stop.drain();
+            log::info!(
+                "session {}: unbound pool binding {bind_id}; its open streams finish",
                 session.label()
             );
             return;
@@ -154,10 +178,19 @@ pub(super) async fn session_frames_loop(
             addr,
             port,
             mode,
+            pool,
         } = frame
         else {
             continue;
         };
+        if let Some(pool) = pool {
+            let bind = (bind_id, addr.as_str(), port, &mode, &pool);
+            let joined = join_pool(ctx, session, session_id, tasks, binds, session_sd, bind);
+            if let Err((kind, why)) = joined.await {
+                refuse_bind(ctx, session, binds, bind_id, kind, why);
+            }
+            continue;
+        }
         match admit_bind(ctx, session_id, binds, bind_id, &addr, port, &mode).await {
             Ok((listener, proxy_cfg)) => {
                 let local = listener
@@ -182,11 +215,16 @@ pub(super) async fn session_frames_loop(
                 let listed = ctx.view.add_binding(local, target);
                 // The binding's own stop: its session's drain, or UNBIND.
                 let stop = crate::shutdown::Shutdown::new();
+                let entry = BindStop {
+                    listener: Some(listener.clone()),
+                    stop: stop.clone(),
+                    unbound: Default::default(),
+                };
                 binds
                     .by_id
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(bind_id, (listener.clone(), stop.clone()));
+                    .insert(bind_id, entry);
                 let accept = accept_visitors(
                     ctx.clone(),
                     session.clone(),
@@ -197,22 +235,114 @@ pub(super) async fn session_frames_loop(
                 );
                 tasks.spawn(accept.or(follow(session_sd.signal(), stop)));
             }
-            Err((kind, why)) => {
-                ctx.metrics.refused(kind);
-                ctx.view.refused(session.label(), kind, &why);
-                if let Some(name) = &binds.grant.token_name {
-                    ctx.metrics.token_refused(name);
-                }
-                log::warn!("session {}: bind refused: {why}", session.label());
-                session.send_session_frame(Frame::BindRefused {
-                    bind_id,
-                    reason: why,
-                });
-            }
+            Err((kind, why)) => refuse_bind(ctx, session, binds, bind_id, kind, why),
         }
     }
     // Session closed: let the driver's result end the race.
     std::future::pending::<()>().await
+}
+
+/// Answers a BIND with BIND_REFUSED (counted, listed, logged).
+fn refuse_bind(
+    ctx: &Ctx,
+    session: &Session,
+    binds: &Bindings,
+    bind_id: u32,
+    kind: Refusal,
+    why: String,
+) {
+    ctx.metrics.refused(kind);
+    ctx.view.refused(session.label(), kind, &why);
+    if let Some(name) = &binds.grant.token_name {
+        ctx.metrics.token_refused(name);
+    }
+    log::warn!("session {}: bind refused: {why}", session.label());
+    session.send_session_frame(Frame::BindRefused {
+        bind_id,
+        reason: why,
+    });
+}
+
+/// A BIND with a pool: the session joins the pool on that port (made on the first BIND),
+/// within the same checks as a plain BIND, and is told the pool's address.
+async fn join_pool(
+    ctx: &Arc<Ctx>,
+    session: &Session,
+    session_id: &str,
+    tasks: &TaskSet,
+    binds: &Bindings,
+    session_sd: &crate::shutdown::Shutdown,
+    (bind_id, addr, port, mode, pool): (u32, &str, u16, &BindMode, &BindPool),
+) -> Result<(), (Refusal, String)> {
+    let bad = |why: String| (Refusal::BadRequest, why);
+    crate::client::check_pool_name(&pool.name).map_err(|e| bad(format!("pool: {e}")))?;
+    if pool.policy.len() > 64 {
+        return Err(bad("pool: policy digest too long".into()));
+    }
+    if port == 0 {
+        return Err(bad("a pool needs an explicit port (0 is refused)".into()));
+    }
+    {
+        let by_id = binds.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        if by_id.contains_key(&bind_id) {
+            return Err(bad(format!("binding {bind_id} is in use")));
+        }
+        if by_id.len() >= MAX_BINDS {
+            let why = format!("too many bindings on one session (at most {MAX_BINDS})");
+            return Err((Refusal::Forbidden, why));
+        }
+    }
+    let proxy_cfg = proxy_config(ctx, mode).map_err(bad)?;
+    let ip = bind_ip(ctx, addr).map_err(|why| (Refusal::Forbidden, why))?;
+    let ((lo, hi), whose) = ctx
+        .allow_ports(&binds.grant)
+        .map_err(|why| (Refusal::Forbidden, why))?;
+    if !(lo..=hi).contains(&port) {
+        let why = format!("port {port} is outside {whose} {lo}-{hi}");
+        return Err((Refusal::Forbidden, why));
+    }
+    let terms = super::pools::Terms::new(&binds.grant, pool, mode);
+    let stop = crate::shutdown::Shutdown::new();
+    let binding = Arc::new(Binding {
+        dialer: Arc::new(MuxDialer {
+            session: session.clone(),
+            timeout: ctx.cfg.connect_timeout,
+        }),
+        session: session.clone(),
+        bind_id,
+        proxy_cfg,
+        going_away: stop.signal(),
+        // The pool counts its visitors itself.
+        counted: None,
+    });
+    let unbound: Arc<std::sync::atomic::AtomicBool> = Default::default();
+    let new = super::pools::NewMember {
+        binding,
+        unbound: unbound.clone(),
+    };
+    let (pool_ref, joined, visitors) = ctx
+        .pools
+        .join(ctx, (terms, ip, port), session_id, new)
+        .await
+        .map_err(|why| (Refusal::Forbidden, why))?;
+    let local = pool_ref.local_addr();
+    session.send_session_frame(Frame::Bound {
+        bind_id,
+        addr: local.clone(),
+    });
+    let entry = BindStop {
+        listener: None,
+        stop: stop.clone(),
+        unbound,
+    };
+    binds
+        .by_id
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(bind_id, entry);
+    let member = super::pools::serve_member(joined, visitors, stop.signal());
+    tasks.spawn(member.or(follow(session_sd.signal(), stop)));
+    Ok(())
 }
 
 /// A listener for one BIND, within `MAX_BINDS`, with the proxy it serves (if `:proxy`), or
@@ -273,6 +403,17 @@ fn proxy_config(ctx: &Ctx, mode: &BindMode) -> Result<Option<Arc<ProxyConfig>>, 
     })))
 }
 
+/// The address a BIND asks for (empty: the relay's own).
+fn bind_ip(ctx: &Ctx, addr: &str) -> Result<IpAddr, String> {
+    if addr.is_empty() {
+        return Ok(ctx.default_bind);
+    }
+    addr.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| format!("bad bind address {addr:?}"))
+}
+
 /// Binds (or hands back) a public listener for a client.
 async fn bind(
     ctx: &Ctx,
@@ -281,17 +422,15 @@ async fn bind(
     port: u16,
     binds: &Bindings,
 ) -> Result<Arc<TcpListener>, String> {
-    let ip: IpAddr = if addr.is_empty() {
-        ctx.default_bind
-    } else {
-        addr.trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .map_err(|_| format!("bad bind address {addr:?}"))?
-    };
+    let ip = bind_ip(ctx, addr)?;
     let ((lo, hi), whose) = ctx.allow_ports(&binds.grant)?;
     if port != 0 && !(lo..=hi).contains(&port) {
         return Err(format!("port {port} is outside {whose} {lo}-{hi}"));
+    }
+    if port != 0 && ctx.pools.holds(port) {
+        return Err(format!(
+            "port {port} is shared by a pool (bind it with --pool)"
+        ));
     }
     if port != 0 {
         let handed_back = {
@@ -354,7 +493,7 @@ async fn accept_visitors(
         bind_id,
         proxy_cfg,
         going_away: going_away.clone(),
-        counted,
+        counted: Some(counted),
     });
     let accept_loop = AcceptLoop {
         what: &label,
@@ -407,23 +546,24 @@ async fn accept_visitors(
 }
 
 /// What every visitor of one binding shares.
-struct Binding {
-    session: Session,
+pub(super) struct Binding {
+    pub(super) session: Session,
     bind_id: u32,
     /// the proxy a `:proxy` binding serves visitors with; `None` for a plain forward
     proxy_cfg: Option<Arc<ProxyConfig>>,
     dialer: Arc<MuxDialer>,
-    /// the session's drain
-    going_away: crate::shutdown::ShutdownSignal,
-    /// this binding as `/status` lists it (its visitors counted)
-    counted: Arc<BindingEntry>,
+    /// the binding's drain (its session's, or its UNBIND)
+    pub(super) going_away: crate::shutdown::ShutdownSignal,
+    /// this binding as `/status` lists it (its visitors counted); `None` for a pool member
+    /// (the pool is listed, and counts them)
+    counted: Option<Arc<BindingEntry>>,
 }
 
 impl Binding {
     /// One visitor: served as a proxy client (`:proxy`), or carried to the client as a
     /// stream of its own.
-    async fn serve(self: Arc<Self>, visitor: TcpStream, peer: SocketAddr, id: u64) {
-        let _visitor = self.counted.visitor();
+    pub(super) async fn serve(self: Arc<Self>, visitor: TcpStream, peer: SocketAddr, id: u64) {
+        let _visitor = self.counted.as_ref().map(|c| c.visitor());
         let label = self.session.label();
         match &self.proxy_cfg {
             Some(cfg) => {

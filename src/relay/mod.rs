@@ -16,7 +16,9 @@ use crate::refusal::Refusal;
 use crate::secret::Secret;
 use crate::shutdown::ShutdownSignal;
 use crate::tunnel::ws::{self, Upgrade};
-use crate::tunnel::{BindMode, Frame, Incoming, OpenTarget, Session, SessionConfig, Side};
+use crate::tunnel::{
+    BindMode, BindPool, Frame, Incoming, OpenTarget, Session, SessionConfig, Side,
+};
 use futures_lite::FutureExt;
 use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
@@ -31,6 +33,7 @@ pub mod auth;
 mod binds;
 mod front;
 pub mod limits;
+mod pools;
 mod registry;
 mod resume;
 mod session;
@@ -162,6 +165,8 @@ struct Ctx {
     limits: Arc<Limiter>,
     /// what the operator's view lists: sessions, bindings, last refusals
     view: Arc<registry::Registry>,
+    /// public ports shared by pools of clients
+    pools: pools::Pools,
 }
 
 impl Ctx {
@@ -275,6 +280,7 @@ impl Relay {
             shutdown: shutdown.clone(),
             ids: AtomicU64::new(1),
             view: registry::Registry::new(),
+            pools: pools::Pools::default(),
         });
         let listen = self.listener.local_addr().ok();
         let admin = async {

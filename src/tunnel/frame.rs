@@ -78,6 +78,17 @@ pub enum BindMode {
     },
 }
 
+/// The pool a BIND joins: clients presenting the same token and pool name share the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindPool {
+    /// the pool's name (`--pool`)
+    pub name: String,
+    /// a digest of what the member lets visitors of a `:proxy` binding reach (its
+    /// `--allow`/`--deny`); every member of a `:proxy` pool must send the same one. Empty
+    /// for a forward.
+    pub policy: String,
+}
+
 /// One mux frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -144,6 +155,9 @@ pub enum Frame {
         port: u16,
         /// what to do with visitors
         mode: BindMode,
+        /// the pool this binding joins (only to a relay with the `pool` capability): clients
+        /// of one token and pool share the port
+        pool: Option<BindPool>,
     },
     /// Relay → client: the binding listens on `addr`.
     Bound {
@@ -293,6 +307,7 @@ impl Frame {
                 addr,
                 port,
                 mode,
+                pool,
             } => {
                 header(out, code::BIND, 0);
                 out.extend_from_slice(&bind_id.to_be_bytes());
@@ -304,6 +319,10 @@ impl Frame {
                         out.push(1);
                         put_text(out, auth.wire_text());
                     }
+                }
+                if let Some(pool) = pool {
+                    put_text(out, &pool.name);
+                    put_text(out, &pool.policy);
                 }
             }
             Frame::Bound { bind_id, addr } => {
@@ -415,11 +434,20 @@ impl Frame {
                     },
                     _ => return Err(FrameError::Invalid("unknown bind mode")),
                 };
+                // The pool fields follow only when the client joins a pool.
+                let pool = match r.0.is_empty() {
+                    true => None,
+                    false => Some(BindPool {
+                        name: r.text()?,
+                        policy: r.text()?,
+                    }),
+                };
                 Frame::Bind {
                     bind_id,
                     addr,
                     port,
                     mode,
+                    pool,
                 }
             }
             code::BOUND => Frame::Bound {

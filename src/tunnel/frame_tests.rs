@@ -50,6 +50,17 @@ fn all_frames() -> Vec<Frame> {
             addr: "0.0.0.0".into(),
             port: 0,
             mode: BindMode::Forward,
+            pool: None,
+        },
+        Frame::Bind {
+            bind_id: 7,
+            addr: "".into(),
+            port: 8080,
+            mode: BindMode::Forward,
+            pool: Some(crate::tunnel::BindPool {
+                name: "web".into(),
+                policy: "".into(),
+            }),
         },
         Frame::Bind {
             bind_id: 2,
@@ -58,6 +69,7 @@ fn all_frames() -> Vec<Frame> {
             mode: BindMode::Proxy {
                 auth: ProxyAuth::basic("u:p".parse().unwrap()).unwrap(),
             },
+            pool: None,
         },
         Frame::Bind {
             bind_id: 3,
@@ -66,6 +78,7 @@ fn all_frames() -> Vec<Frame> {
             mode: BindMode::Proxy {
                 auth: ProxyAuth::open(),
             },
+            pool: None,
         },
         Frame::Bind {
             bind_id: 4,
@@ -74,6 +87,7 @@ fn all_frames() -> Vec<Frame> {
             mode: BindMode::Proxy {
                 auth: ProxyAuth::from_text("no colon".into()).unwrap(),
             },
+            pool: None,
         },
         Frame::Bound {
             bind_id: 1,
@@ -180,6 +194,7 @@ fn bind_credentials_are_read_once_and_never_shown() {
         addr: String::new(),
         port: 0,
         mode: BindMode::Proxy { auth },
+        pool: None,
     };
     let decoded = |auth: ProxyAuth| match Frame::decode(&bind(auth).to_bytes()) {
         Ok(Frame::Bind {
@@ -221,6 +236,7 @@ fn bind_credentials_must_fit_whole() {
         addr: String::new(),
         port: 0,
         mode: BindMode::Proxy { auth },
+        pool: None,
     };
     assert_eq!(Frame::decode(&f.to_bytes()), Ok(f));
     let over = format!("u:{}", "p".repeat(MAX_TEXT - 1));
@@ -252,4 +268,33 @@ proptest::proptest! {
             proptest::prop_assert_eq!(frame.to_bytes(), data);
         }
     }
+}
+
+#[test]
+fn a_bind_without_pool_fields_is_what_relays_before_pools_read() {
+    // The pool fields are the frame's tail: without a pool the bytes are exactly the old
+    // BIND, so a client that joins no pool works with a relay of before pools.
+    let plain = Frame::Bind {
+        bind_id: 3,
+        addr: "".into(),
+        port: 9000,
+        mode: BindMode::Forward,
+        pool: None,
+    };
+    let pooled = Frame::Bind {
+        bind_id: 3,
+        addr: "".into(),
+        port: 9000,
+        mode: BindMode::Forward,
+        pool: Some(crate::tunnel::BindPool {
+            name: "web".into(),
+            policy: "ab".into(),
+        }),
+    };
+    let (a, b) = (plain.to_bytes(), pooled.to_bytes());
+    assert_eq!(&b[..a.len()], &a[..], "the pool fields are appended");
+    assert_eq!(&b[a.len()..], b"\x03web\x02ab");
+    // A truncated pool tail is an error, never a BIND without a pool.
+    let cut = &b[..b.len() - 1];
+    assert!(Frame::decode(cut).is_err());
 }

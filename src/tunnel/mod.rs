@@ -10,7 +10,7 @@ pub mod stream;
 pub mod watch;
 pub mod ws;
 
-pub use frame::{BindMode, Frame, OpenTarget, RefuseCode};
+pub use frame::{BindMode, BindPool, Frame, OpenTarget, RefuseCode};
 pub use session::{CloseReason, Driver, Incoming, OpenError, Session, SessionConfig, Side};
 pub use stream::MuxStream;
 pub use watch::Watch;

@@ -39,16 +39,20 @@ pub const RESUME_HEADER: &str = "Burrow-Resume";
 pub const GRACE_HEADER: &str = "Burrow-Grace";
 
 /// Header of the relay's answer: the optional protocol features it understands, a
-/// comma-separated list (today only `unbind`). A relay without it understands none of them.
+/// comma-separated list (`unbind`, `pool`). A relay without it understands none of them.
 pub const CAPS_HEADER: &str = "Burrow-Caps";
 /// The capability a relay announces when it understands UNBIND.
 pub const CAP_UNBIND: &str = "unbind";
+/// The capability a relay announces when it understands a BIND's pool fields.
+pub const CAP_POOL: &str = "pool";
 
 /// The optional features a relay announced in [`CAPS_HEADER`]; unknown ones are ignored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Caps {
     /// the relay closes a binding's listener on UNBIND
     pub unbind: bool,
+    /// the relay reads a BIND's pool fields (pools)
+    pub pool: bool,
 }
 
 impl Caps {
@@ -59,6 +63,7 @@ impl Caps {
         };
         Caps {
             unbind: has(CAP_UNBIND),
+            pool: has(CAP_POOL),
         }
     }
 }
@@ -368,19 +373,24 @@ mod tests {
     #[test]
     fn capabilities_are_read_from_a_list_and_absent_means_none() {
         let cases = [
-            (None, false),
-            (Some(""), false),
-            (Some("unbind"), true),
-            (Some(" Unbind "), true),
-            (Some("later, unbind"), true),
-            (Some("unbinding"), false),
-            (Some("later"), false),
+            (None, false, false),
+            (Some(""), false, false),
+            (Some("unbind"), true, false),
+            (Some(" Unbind "), true, false),
+            (Some("later, unbind"), true, false),
+            (Some("unbinding"), false, false),
+            (Some("later"), false, false),
+            (Some("unbind, pool"), true, true),
+            (Some("pools,pool"), false, true),
         ];
-        for (value, unbind) in cases {
-            assert_eq!(Caps::parse(value), Caps { unbind }, "{value:?}");
+        for (value, unbind, pool) in cases {
+            assert_eq!(Caps::parse(value), Caps { unbind, pool }, "{value:?}");
         }
         let answer = String::from_utf8(upgrade::switching_protocols("x", None)).unwrap();
-        assert!(answer.contains("\r\nBurrow-Caps: unbind\r\n"), "{answer}");
+        assert!(
+            answer.contains("\r\nBurrow-Caps: unbind, pool\r\n"),
+            "{answer}"
+        );
     }
 
     #[test]

@@ -280,6 +280,12 @@ impl Session {
         self.shared.cfg.resumable
     }
 
+    /// True while a connection carries the session (false while a resumable session waits
+    /// for its next one, and once it is over).
+    pub fn is_attached(&self) -> bool {
+        self.shared.attached.load(Relaxed) && !self.is_closed()
+    }
+
     /// True once the session is over (its streams have failed); a resumable session whose
     /// connection was lost is not closed.
     pub fn is_closed(&self) -> bool {

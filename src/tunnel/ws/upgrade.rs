@@ -51,7 +51,7 @@ pub fn check_upgrade_with(
 /// connection and the grace period.
 pub fn switching_protocols(accept: &str, resume: Option<(&str, std::time::Duration)>) -> Vec<u8> {
     let mut r = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{VERSION_HEADER}: {VERSION}\r\n{CAPS_HEADER}: {CAP_UNBIND}\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{VERSION_HEADER}: {VERSION}\r\n{CAPS_HEADER}: {CAP_UNBIND}, {CAP_POOL}\r\n"
     );
     if let Some((key, grace)) = resume {
         r.push_str(&format!(
