@@ -40,7 +40,7 @@ PL_RATE=${POOLS_RATE:-200}
 PL_BIG_SIZE=$((3 * 1024 * 1024))
 PL_BIG_EVERY=50
 PL_SEED="pool-$RANDOM"
-PL_LAME_DUCK=3s   # > HAProxy's fall 3 x inter 500ms, with room for a slow check
+PL_LAME_DUCK=4s   # > HAProxy's fall 3 x inter 500ms (1.5 s), with room for a slow check
 PL_LOAD_SECS=3    # load between steps (load, not synchronisation)
 PL_AFTER_KILL=1   # requests started this long after the SIGKILL must not fail
 PL_EVENTS="$PL/events"
@@ -174,6 +174,14 @@ pl_stat_field() {
         $1 == "relays" && $2 == srv { print $col[field] }'
 }
 
+# pl_retried: how many visitor connections HAProxy could not place on the first try so far
+# (connect errors + retries + redispatches, all servers of the `relays` backend).
+pl_retried() {
+    pl_stat | awk -F, '
+        NR == 1 { sub(/^# /, ""); for (i = 1; i <= NF; i++) col[$i] = i; next }
+        $1 == "relays" && $2 == "BACKEND" { print $col["econ"] + $col["wretr"] + $col["wredis"] }'
+}
+
 # pl_wait_hap SERVER STATE SECS: true once HAProxy reports SERVER in STATE (UP or DOWN; not
 # the transitional "UP 1/3", "DOWN 1/2").
 pl_wait_hap() {
@@ -193,7 +201,8 @@ pl_load() {
 # pl_restart_relay N: SIGTERM, lame duck seen by HAProxy, exit, a fresh relay on the same
 # address, both clients bound again, HAProxy has it UP; then some load.
 pl_restart_relay() {
-    local n=$1 pid=${PL_RELAY_PID[$1]} addr=${PL_RELAY_ADDR[$1]} log=${PL_RELAY_LOG[$1]}
+    local n=$1 pid=${PL_RELAY_PID[$1]} addr=${PL_RELAY_ADDR[$1]} log=${PL_RELAY_LOG[$1]} retried
+    retried=$(pl_retried)
     pl_mark "relay$n SIGTERM"
     kill -TERM "$pid"
     if pl_wait_code "http://$addr/readyz" 503 5; then
@@ -219,6 +228,16 @@ pl_restart_relay() {
         wait_exit "$pid" 5 || true
     fi
     pl_mark "relay$n exited"
+    # The lame duck at work: HAProxy stopped sending visitors to the relay before it stopped
+    # accepting, so none had to be retried elsewhere (without it, every visitor sent there in
+    # between is refused and redispatched: HAProxy hides that, this check does not).
+    retried=$(($(pl_retried) - retried))
+    if ((retried == 0)); then
+        pass "pools: relay $n stopped accepting only after HAProxy stopped sending (0 retried)"
+    else
+        fail "pools: relay $n stopped accepting only after HAProxy stopped sending (0 retried)" \
+            "HAProxy retried or redispatched $retried visitor connections" "$PL/haproxy.log"
+    fi
     if ! pl_relay "$n"; then
         fail "pools: relay $n restarts on $addr" "it did not report its address" \
             "${PL_RELAY_LOG[$n]}"
