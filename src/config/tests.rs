@@ -164,6 +164,21 @@ fn a_role_error_names_the_key_not_the_flag() {
         "[[client]]\nrelays = [\"http://x\"]\nforward = [\"1:a:1\"]\n",
         &[(2, 11, "")],
     );
+    // A pool shares explicit ports: the refusal is placed at `pool`.
+    assert_errors(
+        "[[client]]\nrelays = [\"ws://a\"]\nexpose = [\"0:a:1\"]\npool = \"web\"\n",
+        &[(4, 8, "a pool shares an explicit port")],
+    );
+}
+
+#[test]
+fn a_pool_and_several_relays_from_the_file() {
+    let text = "[[client]]\nrelays = [\"ws://a:1\", \"ws://b:2\"]\nexpose = [\"8080:a:1\"]\npool = \"web\"\n";
+    let cfg = load_text(text).unwrap();
+    let c = &cfg.clients[0].role.config;
+    assert_eq!(c.pool.as_deref(), Some("web"));
+    let relays: Vec<String> = c.relays().map(|u| u.to_string()).collect();
+    assert_eq!(relays, ["ws://a:1/burrow", "ws://b:2/burrow"]);
 }
 
 #[test]

@@ -78,6 +78,9 @@ pub enum BindMode {
     },
 }
 
+/// The bit of a BIND's mode byte that says the pool fields follow.
+const POOLED: u8 = 0x80;
+
 /// The pool a BIND joins: clients presenting the same token and pool name share the port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindPool {
@@ -313,10 +316,12 @@ impl Frame {
                 out.extend_from_slice(&bind_id.to_be_bytes());
                 out.extend_from_slice(&port.to_be_bytes());
                 put_text(out, addr);
+                // The high bit of the mode says the pool fields follow.
+                let pooled = if pool.is_some() { POOLED } else { 0 };
                 match mode {
-                    BindMode::Forward => out.push(0),
+                    BindMode::Forward => out.push(pooled),
                     BindMode::Proxy { auth } => {
-                        out.push(1);
+                        out.push(1 | pooled);
                         put_text(out, auth.wire_text());
                     }
                 }
@@ -426,7 +431,8 @@ impl Frame {
                 let bind_id = r.u32()?;
                 let port = r.u16()?;
                 let addr = r.text()?;
-                let mode = match r.u8()? {
+                let mode_byte = r.u8()?;
+                let mode = match mode_byte & !POOLED {
                     0 => BindMode::Forward,
                     1 => BindMode::Proxy {
                         // A text field holds at most MAX_TEXT bytes: this always fits.
@@ -434,8 +440,7 @@ impl Frame {
                     },
                     _ => return Err(FrameError::Invalid("unknown bind mode")),
                 };
-                // The pool fields follow only when the client joins a pool.
-                let pool = match r.0.is_empty() {
+                let pool = match mode_byte & POOLED == 0 {
                     true => None,
                     false => Some(BindPool {
                         name: r.text()?,
