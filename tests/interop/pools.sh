@@ -14,8 +14,11 @@
 # each waiting for readiness (relay /readyz, both clients' /readyz, HAProxy's view from its
 # stats socket) and then letting the load run a few seconds: relay 1 (SIGTERM, a fresh one on
 # the same address), relay 2, client 1, client 2; then it SIGKILLs client 1. The verdict:
-# zero failed requests across the graceful restarts, every body intact, and after the SIGKILL
-# only requests in flight at that instant (or started within 1 s of it) may fail.
+# zero failed requests across the graceful restarts, every body intact, both members carried
+# visitors, and after the SIGKILL only requests in flight at that instant (or started within
+# 1 s of it) may fail; loadgen.py's report prints the counts and every failure. Each relay's
+# lame duck is checked on its own too: /readyz 503 at once, HAProxy marks it DOWN, and HAProxy
+# had to retry no visitor while the relay stopped (it hides such refusals by redispatching).
 # The relays listen on 127.0.0.2 and 127.0.0.3 so that both can bind the same pool port P.
 #
 # Needs Debian's haproxy (`.ci/run` installs it); without it the check fails and says so.
