@@ -258,9 +258,8 @@ def report(args: argparse.Namespace) -> int:
     big_ok = sum(r["ok"] for r in big)
     big_graceful = [r for r in big if phase(r) == "graceful"]
     # A body that arrived whole but wrong (not merely cut off): never allowed, not even at the kill.
-    corrupt = [
-        r for r in failed if r["error"].startswith(("wrong body", "download sha256", "upload arrived"))
-    ]
+    wrong = ("wrong body", "download sha256", "upload arrived")
+    corrupt = [r for r in failed if r["error"].startswith(wrong)]
     replicas = collections.Counter(r["replica"] for r in results if r["ok"])
     late = [r for r in results if r["start"] >= kill + after]
     late_replicas = collections.Counter(r["replica"] for r in late if r["ok"])
