@@ -104,6 +104,11 @@ impl ShutdownSignal {
     pub fn is_draining(&self) -> bool {
         self.drain_rx.is_closed()
     }
+
+    /// True once abort was requested.
+    pub fn is_aborted(&self) -> bool {
+        self.abort_rx.is_closed()
+    }
 }
 
 /// Turns SIGINT/SIGTERM into `shutdown`: the first starts the drain, the second exits the

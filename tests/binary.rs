@@ -171,8 +171,16 @@ fn wait_output(mut child: Child) -> (Option<i32>, String, String) {
     )
 }
 
+/// A relay with no lame duck (these tests are not about it).
 fn relay_proc() -> (Proc, SocketAddr) {
-    let mut relay = Proc::start(&["server", "--listen", "127.0.0.1:0", "--no-auth"], &[]);
+    relay_proc_with(&["--lame-duck", "0"])
+}
+
+/// `burrow server --listen 127.0.0.1:0 --no-auth` with `extra` flags, and its address.
+fn relay_proc_with(extra: &[&str]) -> (Proc, SocketAddr) {
+    let mut args = vec!["server", "--listen", "127.0.0.1:0", "--no-auth"];
+    args.extend_from_slice(extra);
+    let mut relay = Proc::start(&args, &[]);
     let line = relay.wait_line("relay listening on ");
     let addr = line
         .split("relay listening on ")
@@ -406,6 +414,19 @@ fn client_status_readyz_turns_200_once_connected_and_bound() {
     assert!(metrics.contains("burrow_sessions 1"), "{metrics}");
 }
 
+#[test]
+fn relay_sigterm_answers_readyz_503_through_its_lame_duck_then_exits_zero() {
+    let (mut relay, addr) = relay_proc_with(&["--lame-duck", "3s"]);
+    assert_eq!(http_status(addr, "/readyz"), 200);
+    relay.signal("-TERM");
+    // Readiness ends before this line is written, and the relay serves for 3 s after it.
+    relay.wait_line("relay: lame duck for 3 s: /readyz 503, still serving");
+    assert_eq!(http_status(addr, "/readyz"), 503);
+    assert_eq!(http_status(addr, "/healthz"), 200, "still serving");
+    let (code, log) = relay.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{log}");
+}
+
 #[cfg(feature = "tls")]
 #[test]
 fn sighup_reloads_the_relay_certificate() {
@@ -577,7 +598,7 @@ fn churn_leaks_no_descriptors_or_memory_in_proxy_relay_or_client() {
 
 #[test]
 fn relay_without_a_token_generates_one_and_prints_the_client_command() {
-    let (mut relay, out) = client_proc(&["server", "--listen", "127.0.0.1:0"]);
+    let (mut relay, out) = client_proc(&["server", "--listen", "127.0.0.1:0", "--lame-duck", "0"]);
     let line = relay.wait_line("relay listening on ");
     let addr = line
         .split("relay listening on ")

@@ -140,7 +140,8 @@ impl Run {
     fn relay(dir: &TempDir) -> (Run, SocketAddr) {
         std::fs::write(dir.path("token"), "run-secret\n").unwrap();
         let file = dir.path("relay.toml");
-        let text = "[relay]\nlisten = \"127.0.0.1:0\"\ntoken = \"file:token\"\n";
+        let text =
+            "[relay]\nlisten = \"127.0.0.1:0\"\ntoken = \"file:token\"\nlame-duck = \"0s\"\n";
         std::fs::write(&file, text).unwrap();
         let mut relay = Run::start(&file);
         let addr = relay.addr_after("relay listening on ");

@@ -51,7 +51,7 @@ _burrow() {
             --head-timeout | --max-connections | --drain-timeout | --token | --allow-ports | \
             --keepalive | --max-streams | --grace | --max-sessions | --max-sessions-per-token | \
             --max-streams-total | --max-dials | --admin | --admin-token | -L | --local | -R | \
-            --remote | --proxy-auth | --status)
+            --remote | --proxy-auth | --status | --lame-duck)
             # A value to type: nothing to offer.
             return
             ;;
@@ -75,7 +75,7 @@ _burrow() {
                 --drain-timeout --max-streams --grace --no-resume --connect-timeout --tls-cert
                 --tls-key --max-connections --max-sessions --max-sessions-per-token
                 --max-streams-total --max-dials --admin --open-admin --admin-token --config
-                --help"
+                --lame-duck --help"
             ;;
         # burrow client
         client)

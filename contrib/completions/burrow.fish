@@ -55,6 +55,7 @@ complete -c burrow -n $c -l allow -x -d 'allow -L targets matching RULE only'
 complete -c burrow -n $c -l deny -x -d 'refuse -L targets matching RULE'
 complete -c burrow -n $c -l keepalive -x -d 'websocket ping interval'
 complete -c burrow -n $c -l drain-timeout -x -d 'on SIGINT/SIGTERM, let streams finish for this long'
+complete -c burrow -n $c -l lame-duck -x -d 'on SIGTERM, answer /readyz 503 but keep serving this long'
 complete -c burrow -n $c -l max-streams -x -d 'most streams per session'
 complete -c burrow -n $c -l grace -x -d "how long a disconnected client's session is held"
 complete -c burrow -n $c -l no-resume -d 'do not resume sessions'

@@ -1,5 +1,5 @@
-//! The relay's small local HTTP surface (`/healthz`, `/metrics`, 404, 405), served with
-//! async-h1 once the front door has read a head that is not a tunnel upgrade.
+//! The relay's small local HTTP surface (`/healthz`, `/readyz`, `/metrics`, 404, 405),
+//! served with async-h1 once the front door has read a head that is not a tunnel upgrade.
 //!
 //! async-h1 (2.3) closes every HTTP/1.0 request without a response; those get the same answer
 //! from a few lines of our own, so every client gets a response.
@@ -184,7 +184,8 @@ where
 
 /// Who may read a surface-only listener: everyone, or (on a non-loopback `--admin` with
 /// `--admin-token`) only requests with `Authorization: Bearer <token>`, compared in constant
-/// time, for every path but `/healthz` (a load balancer's probe carries no token).
+/// time, for every path but `/healthz` and `/readyz` (a load balancer's probe carries no
+/// token, and they tell nothing but up or ready).
 #[derive(Debug, Clone, Default)]
 pub enum Guard {
     /// no token asked
@@ -200,7 +201,7 @@ impl Guard {
         let Guard::Bearer(want) = self else {
             return Ok(());
         };
-        if path_of(head) == "/healthz" {
+        if matches!(path_of(head), "/healthz" | "/readyz") {
             return Ok(());
         }
         let got = head
@@ -387,5 +388,34 @@ async fn serve_one<F>(
     let route = |m: &str, p: &str| route(m, p);
     if let Err(e) = serve_after_head(stream, &head, raw, route, deadline, shutdown).await {
         log::debug!("{what} {peer}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The guard's answer for `GET path` with an optional bearer token.
+    fn check(path: &str, token: Option<&str>) -> Result<(), &'static str> {
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
+        let head = crate::http::head::parse_request(raw.as_bytes()).unwrap();
+        Guard::Bearer(crate::secret::Secret::new("s3cret".to_string())).check(&head)
+    }
+
+    #[test]
+    fn the_bearer_guard_lets_only_the_probes_through_without_the_token() {
+        let cases = [
+            ("/healthz", None, true),
+            ("/readyz", None, true),
+            ("/readyz?verbose", None, true),
+            ("/metrics", None, false),
+            ("/status", None, false),
+            ("/status", Some("wrong"), false),
+            ("/status", Some("s3cret"), true),
+        ];
+        for (path, token, ok) in cases {
+            assert_eq!(check(path, token).is_ok(), ok, "{path} {token:?}");
+        }
     }
 }

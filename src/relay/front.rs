@@ -1,6 +1,6 @@
 //! The relay's front door: the connection limits at accept, the TLS handshake, one head
 //! within one deadline, then a tunnel upgrade or one answer of the small HTTP surface
-//! (`/healthz` for anyone, `/metrics` for the token holder only).
+//! (`/healthz` and `/readyz` for anyone, `/metrics` for the token holder only).
 
 use super::*;
 use crate::exec::BoxFuture;
@@ -172,7 +172,7 @@ async fn front_door<S: FrontStream>(
 /// The surface of the public port: the standard routes, and a 400 on the tunnel path
 /// without an upgrade.
 fn public_route(ctx: &Ctx) -> impl Fn(&str, &str) -> surface::Answer + use<> {
-    let standard = surface::standard_route(ctx.metrics.clone(), None);
+    let standard = surface::standard_route(ctx.metrics.clone(), Some(ctx.ready.clone()));
     move |method: &str, path: &str| -> surface::Answer {
         if path == TUNNEL_PATH {
             return (

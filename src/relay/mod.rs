@@ -1,5 +1,6 @@
 //! `burrow server`: the relay. One listener behind the front door: tunnel upgrades on
-//! `/burrow`, `/healthz`, and `/metrics` for the token holder (or on `--admin`). For each
+//! `/burrow`, `/healthz`, `/readyz` (503 once shutdown begins, see `lame_duck.rs`), and
+//! `/metrics` for the token holder (or on `--admin`). For each
 //! client session it binds public listeners (`-R`, within `--allow-ports`), dials targets
 //! (`-L`, within the rules), and keeps a returning client's listeners through a grace
 //! period. Relay-wide limits (`limits.rs`) cap connections, sessions, streams and dials.
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 pub mod auth;
 mod binds;
 mod front;
+mod lame_duck;
 pub mod limits;
 mod pools;
 mod registry;
@@ -157,7 +159,10 @@ struct Ctx {
     registry: Mutex<GraceHold>,
     default_bind: IpAddr,
     spawner: Spawner,
+    /// the relay's own shutdown: drains after the lame duck (see [`lame_duck`])
     shutdown: ShutdownSignal,
+    /// what `/readyz` says: true until shutdown begins (before the lame duck)
+    ready: surface::Ready,
     ids: AtomicU64,
     /// reapers of grace periods (owned here, cancelled with the relay)
     reapers: TaskSet,
@@ -265,9 +270,15 @@ impl Relay {
         self.shared.metrics.clone()
     }
 
-    /// Serves until `shutdown` drains: then stops accepting, sends go-away to every session,
-    /// lets streams finish within the drain timeout, and cancels the rest.
+    /// Serves until `shutdown` drains: then answers `/readyz` 503 at once but keeps serving
+    /// for the lame duck (`lame_duck`), then stops accepting, sends go-away to every session,
+    /// lets streams finish within the drain timeout, and cancels the rest. An abort skips
+    /// what is left of the lame duck.
     pub async fn run(self, spawner: Spawner, shutdown: ShutdownSignal) {
+        let lame = lame_duck::LameDuck::new(shutdown, self.cfg.lame_duck);
+        let ready = lame.ready();
+        // From here on, everything of the relay watches the inner shutdown.
+        let shutdown = lame.signal();
         let ctx = Arc::new(Ctx {
             limits: self.shared.limits.clone(),
             metrics: self.shared.metrics.clone(),
@@ -278,6 +289,7 @@ impl Relay {
             reapers: TaskSet::new(spawner.clone()),
             spawner: spawner.clone(),
             shutdown: shutdown.clone(),
+            ready,
             ids: AtomicU64::new(1),
             view: registry::Registry::new(),
             pools: pools::Pools::default(),
@@ -306,7 +318,11 @@ impl Relay {
             |stream, peer| front::admit(&ctx, stream, peer),
             |stream, peer, open| front::over_limit(&ctx, stream, peer, open),
         );
-        futures_lite::future::zip(admin, public).await;
+        // `follow` never ends: the relay's run ends when its listeners have drained.
+        let serve = async {
+            futures_lite::future::zip(admin, public).await;
+        };
+        serve.or(lame.follow()).await;
     }
 }
 
@@ -450,6 +466,7 @@ fn setting_changes(old: &RelayConfig, new: &RelayConfig) -> Vec<String> {
             old.connect_timeout != new.connect_timeout,
         ),
         ("drain-timeout", old.drain_timeout != new.drain_timeout),
+        ("lame-duck", old.lame_duck != new.lame_duck),
     ];
     for (name, changed) in later {
         if changed {

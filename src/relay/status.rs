@@ -17,7 +17,8 @@ fn live_config(ctx: &Ctx) -> RelayConfig {
     ctx.active().cfg.clone()
 }
 
-/// Every route of the admin listener: the operator's view, then `/healthz` and `/metrics`.
+/// Every route of the admin listener: the operator's view, then `/healthz`, `/readyz` and
+/// `/metrics`.
 /// `listen` is the public listener's address (shown as `listen` in `/config`).
 pub(super) fn admin_route(
     ctx: &Arc<Ctx>,
@@ -31,13 +32,14 @@ pub(super) fn admin_route(
         let ctx = ctx.clone();
         Arc::new(move || config_text(&live_config(&ctx), listen))
     };
-    let standard = surface::standard_route(ctx.metrics.clone(), None);
+    let standard = surface::standard_route(ctx.metrics.clone(), Some(ctx.ready.clone()));
     surface::combine(status::route(page, config), standard)
 }
 
 /// Who may read the admin listener: with `--admin-token` on a non-loopback `--admin`
-/// address, only the token's holder (but for `/healthz`); else anyone who can reach it (a
-/// non-loopback address without a token needs `--open-admin`, checked where flags are read).
+/// address, only the token's holder (but for `/healthz` and `/readyz`); else anyone who can
+/// reach it (a non-loopback address without a token needs `--open-admin`, checked where flags
+/// are read).
 pub(super) fn admin_guard(cfg: &RelayConfig) -> Guard {
     match (&cfg.admin, &cfg.admin_token) {
         (Some(addr), Some(token)) if !addr.ip().is_loopback() => Guard::Bearer(token.clone()),
@@ -147,6 +149,7 @@ pub(super) fn config_text(cfg: &RelayConfig, listen: Option<SocketAddr>) -> Stri
     t.list("deny", &cfg.rules.deny);
     t.duration("keepalive", cfg.session.keepalive);
     t.duration("drain-timeout", cfg.drain_timeout);
+    t.duration("lame-duck", cfg.lame_duck);
     t.raw("max-streams", cfg.session.max_streams);
     t.duration("grace", cfg.grace);
     t.raw("no-resume", !cfg.resume);

@@ -293,7 +293,8 @@ start_relay() {
         RELAY_N=$((RELAY_N + 1))
         RELAY_LOG="$WORK/relay-$RELAY_N.log"
         bg "$NS_PUB" "$RELAY_LOG" "$BURROW" server --listen 0.0.0.0:8443 --token "$TOKEN" \
-            --tls-cert "$PKI/relay.pem" --tls-key "$PKI/relay.key" --admin "127.0.0.1:$ADMIN_PORT"
+            --tls-cert "$PKI/relay.pem" --tls-key "$PKI/relay.key" --admin "127.0.0.1:$ADMIN_PORT" \
+            --lame-duck 0
         RELAY_PID=$BG_PID
         if wait_match "$RELAY_LOG" 'relay listening on [0-9.]+:8443' "$RELAY_PID" >/dev/null; then
             return 0

@@ -69,6 +69,7 @@ cat >"$CF/relay.toml" <<EOF
 [relay]
 listen = "127.0.0.1:0"
 admin = "127.0.0.1:0"
+lame-duck = "0s"
 
 [[relay.tokens]]
 name = "interop"
@@ -159,6 +160,7 @@ cat >"$CF/relay.toml" <<EOF
 [relay]
 listen = "127.0.0.1:0"
 admin = "127.0.0.1:0"
+lame-duck = "0s"
 
 [[relay.tokens]]
 name = "other"

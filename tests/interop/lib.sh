@@ -151,14 +151,15 @@ sha_of() {
 # ---------------------------------------------------------------------------------------------
 # Daemons shared by the scripts.
 
-# start_relay NAME LISTEN [ARGS...]: `burrow server --listen LISTEN ARGS` in the background,
+# start_relay NAME LISTEN [ARGS...]: `burrow server --listen LISTEN --lame-duck 0 ARGS` in the
+# background (no lame duck: no load balancer watches these, and a SIGTERM should not wait 5 s),
 # its output in $WORK/NAME.log. Sets RELAY (ip:port, from its log), RELAY_PID and RELAY_LOG;
 # false if it exited or printed no address within 10 s.
 start_relay() {
     local name=$1 listen=$2 line
     shift 2
     RELAY_LOG="$WORK/$name.log"
-    "$BURROW" server --listen "$listen" "$@" </dev/null >"$RELAY_LOG" 2>&1 &
+    "$BURROW" server --listen "$listen" --lame-duck 0 "$@" </dev/null >"$RELAY_LOG" 2>&1 &
     RELAY_PID=$!
     PIDS+=("$RELAY_PID")
     line=$(wait_match "$RELAY_LOG" 'relay listening on 127\.0\.0\.1:[0-9]+' "$RELAY_PID") ||

@@ -136,7 +136,7 @@ pub async fn start_relay(
     let addr = relay.local_addr()?;
     log::info!(target: super::LOG, "relay listening on {addr}");
     if let Some(admin) = relay.admin_addr() {
-        log::info!(target: super::LOG, "relay admin (/status, /healthz, /metrics) on {admin}");
+        log::info!(target: super::LOG, "relay admin (/status, /healthz, /readyz, /metrics) on {admin}");
     }
     if let Some(t) = &role.generated {
         let scheme = if role.tls { "wss" } else { "ws" };
