@@ -33,6 +33,19 @@ pub struct Metrics {
     /// the relay's per-token series, by token name: only names from the configuration (and,
     /// after a reload removed one, until its last session is gone), so the set is bounded
     tokens: Mutex<BTreeMap<String, TokenSeries>>,
+    /// the client's per-relay series, in config order: set once at start, so the set is the
+    /// configuration's
+    relays: Mutex<Vec<RelaySeries>>,
+}
+
+/// One relay's series (a client's).
+#[derive(Debug)]
+struct RelaySeries {
+    url: String,
+    /// connected now
+    up: bool,
+    /// connections after the first (new sessions and resumes)
+    reconnects: u64,
 }
 
 /// One token's series.
@@ -122,6 +135,36 @@ impl Metrics {
             .map(|t| (t.sessions, t.refusals))
     }
 
+    fn lock_relays(&self) -> std::sync::MutexGuard<'_, Vec<RelaySeries>> {
+        self.relays.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A client's relays, in config order: each gets its series (down, no reconnects).
+    pub fn set_relays(&self, urls: &[String]) {
+        *self.lock_relays() = urls
+            .iter()
+            .map(|url| RelaySeries {
+                url: url.clone(),
+                up: false,
+                reconnects: 0,
+            })
+            .collect();
+    }
+
+    /// Relay `relay` (its index in config order) is connected now, or not.
+    pub fn relay_up(&self, relay: usize, up: bool) {
+        if let Some(r) = self.lock_relays().get_mut(relay) {
+            r.up = up;
+        }
+    }
+
+    /// Relay `relay` was reached again after its first connection.
+    pub fn relay_reconnected(&self, relay: usize) {
+        if let Some(r) = self.lock_relays().get_mut(relay) {
+            r.reconnects += 1;
+        }
+    }
+
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -198,7 +241,41 @@ impl Metrics {
             );
         }
         self.render_tokens(&mut out);
+        self.render_relays(&mut out);
         out
+    }
+
+    /// The per-relay series of a client (none elsewhere).
+    fn render_relays(&self, out: &mut String) {
+        let relays = self.lock_relays();
+        if relays.is_empty() {
+            return;
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
+            "# HELP burrow_client_relay_up 1 while the session to this relay is connected.\n# TYPE burrow_client_relay_up gauge\n"
+        );
+        for r in relays.iter() {
+            let _ = writeln!(
+                out,
+                "burrow_client_relay_up{{relay=\"{}\"}} {}",
+                label_value(&r.url),
+                u8::from(r.up)
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP burrow_client_relay_reconnects_total Connections to this relay after the first (new sessions and resumes).\n# TYPE burrow_client_relay_reconnects_total counter\n"
+        );
+        for r in relays.iter() {
+            let _ = writeln!(
+                out,
+                "burrow_client_relay_reconnects_total{{relay=\"{}\"}} {}",
+                label_value(&r.url),
+                r.reconnects
+            );
+        }
     }
 
     /// The per-token series (none without `[[relay.tokens]]` or a relay token).
@@ -240,6 +317,41 @@ fn label_value(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod relay_tests {
+    use super::*;
+
+    #[test]
+    fn relay_series_follow_their_relay() {
+        let m = Metrics::default();
+        assert!(
+            !m.render().contains("burrow_client_relay"),
+            "no relays, no series"
+        );
+        m.set_relays(&["ws://a:1/burrow".into(), "ws://b\"x:2".into()]);
+        m.relay_up(1, true);
+        m.relay_reconnected(1);
+        m.relay_reconnected(1);
+        // Not a relay of this client: ignored, never a panic.
+        m.relay_up(9, true);
+        m.relay_reconnected(9);
+        let text = m.render();
+        for line in [
+            "burrow_client_relay_up{relay=\"ws://a:1/burrow\"} 0\n",
+            "burrow_client_relay_up{relay=\"ws://b\\\"x:2\"} 1\n",
+            "burrow_client_relay_reconnects_total{relay=\"ws://a:1/burrow\"} 0\n",
+            "burrow_client_relay_reconnects_total{relay=\"ws://b\\\"x:2\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
+        m.relay_up(1, false);
+        assert!(
+            m.render()
+                .contains("burrow_client_relay_up{relay=\"ws://b\\\"x:2\"} 0\n")
+        );
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use burrow::shutdown::Shutdown;
 use common::tunnel::start_relay;
 use common::{lo, run, start_echo, within};
 use fixtures::*;
+use futures_lite::FutureExt;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use std::net::SocketAddr;
@@ -425,5 +426,42 @@ fn a_forward_given_another_target_keeps_its_port() {
         Download::start(at).await.finish().await;
         echo_once(&mut open, b"after").await;
         client.shutdown.drain();
+    });
+}
+
+#[test]
+fn a_pool_member_binds_nothing_on_a_relay_without_pools() {
+    logs();
+    run(|sp| async move {
+        let relay = start_relay(&sp, RelayConfig::default()).await;
+        // An older relay: its 101 announces no capabilities, so no `pool` either.
+        let older = StripCaps::start(relay.addr).await;
+        let (echo, _e) = start_echo().await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cfg = ClientConfig::new(format!("ws://{}/burrow", older.addr).parse().unwrap());
+        cfg.remotes = vec![format!("127.0.0.1:{port}:{echo}").parse().unwrap()];
+        cfg.pool = Some("web".into());
+        let client = Running::start(&sp, cfg).await;
+        client.wait("connected", |e| *e == Event::Connected).await;
+        // Binding alone would take the port from the pool: nothing is asked for, so the
+        // client never gets ready, and the port stays free on the relay.
+        let answered = client
+            .events
+            .recv()
+            .or(async {
+                smol::Timer::after(Duration::from_millis(500)).await;
+                Err(smol::channel::RecvError)
+            })
+            .await;
+        assert!(!matches!(answered, Ok(Event::Bound { .. })), "{answered:?}");
+        assert!(
+            !(client.ready)(),
+            "a pool member without its pool is not ready"
+        );
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
     });
 }

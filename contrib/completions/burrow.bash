@@ -41,6 +41,10 @@ _burrow() {
             _burrow_files
             return
             ;;
+        --ready)
+            mapfile -t COMPREPLY < <(compgen -W "all any" -- "$cur")
+            return
+            ;;
         --upstream | --via)
             # A URL, or `env` for HTTPS_PROXY and NO_PROXY.
             mapfile -t COMPREPLY < <(compgen -W "env http://" -- "$cur")
@@ -81,7 +85,7 @@ _burrow() {
         client)
             opts="-L --local -R --remote --token --keepalive --via --allow --deny --proxy-auth
                 --open --max-streams --connect-timeout --drain-timeout --ca --insecure --status
-                --no-resume --config --help"
+                --no-resume --pool --ready --config --help"
             ;;
         # burrow demo
         demo)

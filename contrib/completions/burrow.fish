@@ -90,7 +90,10 @@ complete -c burrow -n $c -l drain-timeout -x -d 'on SIGINT/SIGTERM, let streams 
 complete -c burrow -n $c -l ca -r -F -d 'trust this CA (PEM) for wss://'
 complete -c burrow -n $c -l insecure -d "do not verify the relay's certificate"
 complete -c burrow -n $c -l status -x -d 'serve /readyz, /healthz and /metrics on ADDR'
+complete -c burrow -n $c -l ready -x -a 'all any' -d 'with several relays, /readyz waits for all or any'
 complete -c burrow -n $c -l no-resume -d 'do not resume the session after a dropped connection'
+complete -c burrow -n $c -l pool -x -d 'share each -R port with the clients of this token and pool'
+complete -c burrow -n $c -l ready -x -a 'all any' -d 'when /readyz is 200 with several relays'
 complete -c burrow -n $c -l config -r -F -d 'read the [[client]] from a config file (flags override it)'
 complete -c burrow -n $c -l help -d 'display usage information'
 complete -c burrow -n $c -a 'ws:// wss://' -d 'relay URL'

@@ -48,12 +48,12 @@ pub(super) struct Link {
     pub(super) caps: Caps,
 }
 
-impl Client {
+impl RelayLink {
     /// Connects, secures and upgrades, asking for `ask` (with `--no-resume`, nothing); the
     /// session is not running yet.
     pub(super) async fn connect_once(&self, ask: &ResumeAsk) -> Result<Link, AttemptError> {
         let cfg = &self.cfg;
-        let url = &cfg.url;
+        let url = &self.url;
         let (stream, early) = match cfg
             .via
             .connect(
@@ -97,19 +97,19 @@ impl Client {
     pub(super) fn new_session(&self, link: &Link) -> (Session, crate::tunnel::Driver) {
         let mut cfg = self.cfg.session.clone();
         cfg.resumable = link.offer.is_some();
-        let label = format!("{}@{}", &self.session_id[..8], self.cfg.url);
+        let label = format!("{}@{}", &self.session_id[..8], self.url);
         Session::new(Side::Client, cfg, label, self.metrics.clone())
     }
 
     /// TLS on top of the connection for `wss://` (bounded by the handshake timeout).
     async fn secure(&self, stream: TcpStream) -> Result<BoxIo, AttemptError> {
-        if !self.cfg.url.tls {
+        if !self.url.tls {
             return Ok(Box::new(stream));
         }
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             use crate::tls::HandshakeFailure;
-            let handshake = tls.connect(&self.cfg.url.host, stream);
+            let handshake = tls.connect(&self.url.host, stream);
             let s = crate::time::with_timeout(self.cfg.handshake_timeout, handshake, || {
                 HandshakeFailure::Failed("TLS handshake timed out".into())
             })

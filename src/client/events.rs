@@ -51,6 +51,24 @@ pub enum Event {
     },
     /// Next attempt after this delay.
     Retrying(Duration),
+    /// An event of one relay of a client with several (`burrow client URL1 URL2 …`), so that
+    /// each line says which relay. A client with one relay sends its events bare.
+    Relay {
+        /// the relay's URL
+        relay: String,
+        /// what happened there (never itself a `Relay`)
+        event: Box<Event>,
+    },
+}
+
+impl Event {
+    /// The relay this event is of (with several relays), and the event itself.
+    pub fn on_relay(&self) -> (Option<&str>, &Event) {
+        match self {
+            Event::Relay { relay, event } => (Some(relay), event),
+            e => (None, e),
+        }
+    }
 }
 
 impl fmt::Display for Event {
@@ -69,6 +87,7 @@ impl fmt::Display for Event {
             }
             Event::Resumed { streams } => write!(f, "connected; resumed {streams} streams"),
             Event::Retrying(d) => write!(f, "retrying in {:.1} s", d.as_secs_f64()),
+            Event::Relay { relay, event } => write!(f, "relay {relay}: {event}"),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What a reload can change on a running client, shared by the [`Client`] and its
 //! [`ClientHandle`]: the configuration in force, the `-R` bindings with their ids (stable
-//! across reloads), the `-L` listeners with what stops each, and the session the bindings
-//! were asked for on.
+//! across reloads), the `-L` listeners with what stops each, and the sessions (one per
+//! relay) the bindings were asked for on.
 
 use super::*;
 use crate::shutdown::Shutdown;
@@ -70,8 +70,9 @@ pub(super) struct State {
     pub(super) locals: Vec<LocalEntry>,
     /// the proxy a `-L …:proxy` listener serves new connections with (`--proxy-auth`)
     pub(super) local_proxy: Arc<ProxyConfig>,
-    /// the session the bindings were asked for on, and what its relay understands
-    pub(super) session: Option<(Session, Caps)>,
+    /// the sessions the bindings were asked for on (one per relay that has one now), and
+    /// what each relay understands
+    pub(super) sessions: Vec<(Session, Caps)>,
     /// set while the client runs
     pub(super) runner: Option<Runner>,
 }
@@ -104,7 +105,7 @@ impl Live {
                 remotes,
                 next_bind_id,
                 locals,
-                session: None,
+                sessions: Vec::new(),
                 runner: None,
             }),
             reload_lock: smol::lock::Mutex::new(()),
@@ -222,7 +223,7 @@ impl Live {
     }
 
     /// Asks for every `-R` binding in force on `session` (on the port the relay gave it last
-    /// time, if any), which becomes the session later reloads bind and unbind on.
+    /// time, if any), which becomes one of the sessions later reloads bind and unbind on.
     pub(super) fn send_binds(
         &self,
         session: &Session,
@@ -230,7 +231,8 @@ impl Live {
         bound_ports: &Mutex<HashMap<u32, u16>>,
     ) {
         let mut st = self.lock();
-        st.session = Some((session.clone(), caps));
+        st.sessions.retain(|(s, _)| !s.same(session));
+        st.sessions.push((session.clone(), caps));
         let ports = bound_ports.lock().unwrap_or_else(|e| e.into_inner());
         for r in &st.remotes {
             if let Some(bind) = bind_frame(&st.cfg, r, ports.get(&r.id).copied(), caps) {
@@ -242,19 +244,14 @@ impl Live {
     /// `session` continues on a new connection, whose relay announced `caps`.
     pub(super) fn resumed_on(&self, session: &Session, caps: Caps) {
         let mut st = self.lock();
-        if let Some((s, c)) = &mut st.session {
-            if s.same(session) {
-                *c = caps;
-            }
+        if let Some((_, c)) = st.sessions.iter_mut().find(|(s, _)| s.same(session)) {
+            *c = caps;
         }
     }
 
     /// `session` ended: reloads no longer bind on it.
     pub(super) fn session_ended(&self, session: &Session) {
-        let mut st = self.lock();
-        if st.session.as_ref().is_some_and(|(s, _)| s.same(session)) {
-            st.session = None;
-        }
+        self.lock().sessions.retain(|(s, _)| !s.same(session));
     }
 }
 

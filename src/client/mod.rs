@@ -1,6 +1,7 @@
-//! `burrow client URL`: dials the relay (optionally through CONNECT proxies) and keeps one
-//! multiplexed session alive, reconnecting with jittered exponential backoff. Serves `-L`
-//! listeners locally and the relay's `-R` bindings from this network.
+//! `burrow client URL…`: dials each relay (optionally through CONNECT proxies) and keeps one
+//! multiplexed session alive to each, reconnecting with jittered exponential backoff. Serves
+//! `-L` listeners locally (each connection through the best connected relay) and every
+//! relay's `-R` bindings from this network.
 
 use crate::bridge::{self, MuxDialer};
 use crate::client::spec::{LocalSpec, RemoteSpec};
@@ -29,6 +30,7 @@ mod attempt;
 mod backoff;
 mod current;
 mod events;
+mod link;
 mod live;
 mod policy;
 mod reload;
@@ -45,6 +47,7 @@ pub use reload::ClientHandle;
 use crate::tunnel::ws::ResumeAsk;
 use attempt::{AttemptError, Link};
 use current::CurrentSession;
+use link::RelayLink;
 use resume::{Next, Retry};
 use serve::{run_stdio, serve_incoming, serve_local};
 
@@ -173,27 +176,23 @@ pub fn check_pool_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The tunnel client.
+/// The tunnel client: one session to each relay (a [`link::RelayLink`] each, with its own
+/// reconnect loop), sharing the `-L` listeners, the configuration in force and the metrics.
 pub struct Client {
     cfg: Arc<ClientConfig>,
     metrics: Arc<Metrics>,
-    session_id: String,
     events: (Sender<Event>, Receiver<Event>),
+    /// the sessions `-L` connections choose from, one slot per relay
     current: Arc<CurrentSession>,
-    /// ports the relay gave each binding, asked for again after a reconnect
-    bound_ports: Arc<Mutex<HashMap<u32, u16>>>,
     /// what a reload changes: the config in force, `-L` listeners, `-R` bindings
     live: Arc<live::Live>,
-    readiness: Arc<Readiness>,
-    /// what `/status` shows beyond the configuration
-    status: Arc<status::Board>,
-    #[cfg(feature = "tls")]
-    tls: Option<crate::tls::ClientTls>,
+    /// one per relay, in config order (never empty)
+    links: Arc<[Arc<RelayLink>]>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The session id is left out: it reclaims this client's bindings.
+        // The session ids are left out: they reclaim this client's bindings.
         f.debug_struct("Client")
             .field("cfg", &self.cfg)
             .field("listeners", &self.local_addrs().len())
@@ -206,6 +205,11 @@ impl Client {
     pub async fn bind(cfg: ClientConfig) -> Result<Client, ClientError> {
         // Credentials a BIND cannot carry whole are refused here, never cut on the wire.
         cfg.bind_auth().map_err(ClientError::Config)?;
+        let urls: Vec<String> = cfg.relays().map(|u| u.to_string()).collect();
+        if let Some(twice) = (1..urls.len()).find(|&i| urls[..i].contains(&urls[i])) {
+            let why = format!("relay {} is given twice", urls[twice]);
+            return Err(ClientError::Config(why));
+        }
         let mut listeners = Vec::new();
         let events = smol::channel::unbounded();
         for spec in &cfg.locals {
@@ -228,35 +232,27 @@ impl Client {
             });
             listeners.push(live::LocalEntry::new(spec.clone(), Some(l)));
         }
-        #[cfg(feature = "tls")]
-        let tls = match cfg.url.tls {
-            true => Some(
-                crate::tls::ClientTls::new(&cfg.tls)
-                    .map_err(|e| ClientError::Fatal(e.to_string()))?,
-            ),
-            false => None,
-        };
-        #[cfg(feature = "tls")]
-        if cfg.tls.insecure && cfg.url.tls {
-            log::warn!(
-                "--insecure: the relay's certificate is not verified; anyone on the path can read and change the tunnel"
-            );
-        }
         let cfg = Arc::new(cfg);
-        let live = Arc::new(live::Live::new(cfg.clone(), listeners));
-        let readiness = Arc::new(Readiness::new(live.remote_ids()));
+        let metrics = Arc::new(Metrics::default());
+        metrics.set_relays(&urls);
+        let shared = link::Shared {
+            cfg: cfg.clone(),
+            metrics: metrics.clone(),
+            events: events.0.clone(),
+            current: Arc::new(CurrentSession::new(urls.len())),
+            live: Arc::new(live::Live::new(cfg.clone(), listeners)),
+            stdio_taken: Arc::default(),
+        };
+        let links = (cfg.relays().cloned().enumerate())
+            .map(|(i, url)| RelayLink::new(i, url, &shared).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Client {
-            #[cfg(feature = "tls")]
-            tls,
             cfg,
-            metrics: Arc::new(Metrics::default()),
-            session_id: ws::random_id(),
+            metrics,
             events,
-            current: Arc::new(CurrentSession::new()),
-            bound_ports: Arc::new(Mutex::new(HashMap::new())),
-            live,
-            readiness,
-            status: Arc::new(status::Board::new()),
+            current: shared.current,
+            live: shared.live,
+            links: links.into(),
         })
     }
 
@@ -264,8 +260,7 @@ impl Client {
     pub fn handle(&self) -> ClientHandle {
         ClientHandle {
             live: self.live.clone(),
-            readiness: self.readiness.clone(),
-            bound_ports: self.bound_ports.clone(),
+            links: self.links.clone(),
             events: self.events.0.clone(),
         }
     }
@@ -280,21 +275,16 @@ impl Client {
         self.metrics.clone()
     }
 
-    /// True once connected with every `-R` bound (what `/readyz` answers).
+    /// What `/readyz` answers: true once connected with every `-R` bound, on every relay (or,
+    /// with `--ready any`, on one).
     pub fn readiness(&self) -> crate::http::surface::Ready {
-        let r = self.readiness.clone();
-        Arc::new(move || r.is_ready())
+        let (links, live) = (self.links.clone(), self.live.clone());
+        Arc::new(move || link::ready(&links, live.cfg().ready))
     }
 
     /// The local addresses of the `-L` listeners in force, in spec order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.live.local_addrs()
-    }
-
-    fn emit(&self, e: Event) {
-        log::debug!("client: {e}");
-        self.status.record(&e);
-        let _ = self.events.0.try_send(e);
     }
 
     /// Runs until shutdown (then drains) or a fatal error. With `-L stdio:…`, runs until
@@ -306,89 +296,9 @@ impl Client {
             shutdown: shutdown.clone(),
             current: self.current.clone(),
         });
-        let result = self.run_sessions(spawner, shutdown).await;
+        let result = link::run_all(&self.links, &spawner, &shutdown).await;
         self.live.stop_locals();
         result
-    }
-
-    async fn run_sessions(
-        &self,
-        spawner: Spawner,
-        shutdown: ShutdownSignal,
-    ) -> Result<(), ClientError> {
-        let stdio = self.cfg.locals.iter().find_map(|s| match s {
-            LocalSpec::Stdio { host, port } => Some((host.clone(), *port)),
-            _ => None,
-        });
-        let mut retry = Retry::new(&self.session_id);
-        // A connection the relay upgraded for a new session while we asked to resume one.
-        let mut ready: Option<Box<Link>> = None;
-        let mut first = true;
-        loop {
-            let link = match ready.take() {
-                Some(link) => link,
-                None => {
-                    let next = self.next_link(&mut retry, &ResumeAsk::New, &shutdown, !first);
-                    match next.await {
-                        Next::Link(link) => link,
-                        Next::Stop(result) => return result,
-                        // No deadline without a session to resume.
-                        Next::GaveUp => continue,
-                    }
-                }
-            };
-            first = false;
-            let started = Instant::now();
-            let (session, driver) = self.new_session(&link);
-            let live = self.live(
-                &session, driver, *link, &spawner, &shutdown, &stdio, &mut retry,
-            );
-            match live.await {
-                SessionEnd::Stdio(result) | SessionEnd::Stop(result) => return result,
-                SessionEnd::Drained => return Ok(()),
-                SessionEnd::Lost(why) => self.emit(Event::Lost(why)),
-                SessionEnd::Replaced(link) => ready = Some(link),
-            }
-            if started.elapsed() >= STABLE_SESSION {
-                retry.attempt = 0;
-            }
-        }
-    }
-
-    /// A new session that is up: it is the current one (ready, `-L` connections use it) while
-    /// it is served, across the connections that resume it.
-    #[allow(clippy::too_many_arguments)]
-    async fn live(
-        &self,
-        session: &Session,
-        driver: crate::tunnel::Driver,
-        link: Link,
-        spawner: &Spawner,
-        shutdown: &ShutdownSignal,
-        stdio: &Option<(String, u16)>,
-        retry: &mut Retry,
-    ) -> SessionEnd {
-        self.readiness.new_session();
-        self.readiness.set_connected(true);
-        self.emit(Event::Connected);
-        self.current.set(Some(session.clone()));
-        self.status.set_session(Some(session.clone()));
-        let conn = (driver, link);
-        let end = self
-            .serve_session(session, conn, spawner, shutdown, stdio.as_ref(), retry)
-            .await;
-        self.live.session_ended(session);
-        self.current.set(None);
-        self.status.set_session(None);
-        self.readiness.set_connected(false);
-        end
-    }
-
-    fn remote_target(&self, bind_id: u32) -> String {
-        self.live
-            .remote(bind_id)
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| format!("binding {bind_id}"))
     }
 }
 

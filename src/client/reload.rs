@@ -12,8 +12,8 @@ use crate::reload::{Changes, ReloadError};
 #[derive(Clone)]
 pub struct ClientHandle {
     pub(super) live: Arc<live::Live>,
-    pub(super) readiness: Arc<Readiness>,
-    pub(super) bound_ports: Arc<Mutex<HashMap<u32, u16>>>,
+    /// every relay: a binding added or removed is on each
+    pub(super) links: Arc<[Arc<RelayLink>]>,
     pub(super) events: Sender<Event>,
 }
 
@@ -29,7 +29,7 @@ impl ClientHandle {
     /// streams at once (but the relay holds a `-R …:proxy` binding's credentials: changing
     /// `proxy_auth` while one stays is a restart). Another relay URL, token, `--via`, TLS,
     /// resume or session setting, or timeout for reaching the relay, is
-    /// [`ReloadError::Restart`]; a `-L` port that cannot be bound (or a `stdio:` added or
+    /// [`ReloadError::Restart`], and so is a change in the list of relays; a `-L` port that cannot be bound (or a `stdio:` added or
     /// removed) is [`ReloadError::Failed`] with nothing applied.
     pub async fn reload(&self, cfg: ClientConfig) -> Result<Changes, ReloadError> {
         let _one_at_a_time = self.live.reload_lock.lock().await;
@@ -127,8 +127,8 @@ impl ClientHandle {
             self.added_local(&entry, &mut changes);
             st.locals.push(entry);
         }
-        // -R: removed ones are released on the relay, added ones asked for.
-        let session = st.session.clone();
+        // -R: removed ones are released on every relay, added ones asked for on each.
+        let sessions = st.sessions.clone();
         let remotes = std::mem::take(&mut st.remotes);
         for (remote, keep) in remotes.into_iter().zip(&r_keep) {
             if keep.is_some() {
@@ -137,17 +137,16 @@ impl ClientHandle {
             }
             self.forget_binding(remote.id);
             changes.push(format!("expose {} removed", remote_line(&remote.spec)));
-            match &session {
-                Some((s, caps)) if caps.unbind => {
-                    s.send_session_frame(Frame::Unbind { bind_id: remote.id })
+            for (s, caps) in &sessions {
+                match caps.unbind {
+                    true => s.send_session_frame(Frame::Unbind { bind_id: remote.id }),
+                    false => log::warn!(
+                        "session {}: the relay does not understand UNBIND: {} stays bound there \
+                         until the next session; its new streams are refused",
+                        s.label(),
+                        remote_line(&remote.spec)
+                    ),
                 }
-                Some((s, _)) => log::warn!(
-                    "session {}: the relay does not understand UNBIND: {} stays bound there \
-                     until the next session; its new streams are refused",
-                    s.label(),
-                    remote_line(&remote.spec)
-                ),
-                None => {}
             }
         }
         for &i in &r_added {
@@ -158,7 +157,7 @@ impl ClientHandle {
                 id,
                 spec: cfg.remotes[i].clone(),
             };
-            if let Some((s, caps)) = &session {
+            for (s, caps) in &sessions {
                 if let Some(bind) = bind_frame(&cfg, &remote, None, *caps) {
                     s.send_session_frame(bind);
                 }
@@ -171,8 +170,10 @@ impl ClientHandle {
         st.locals.sort_by_key(|l| order(&l.spec));
         let r_order = |s: &RemoteSpec| cfg.remotes.iter().position(|c| c == s);
         st.remotes.sort_by_key(|r| r_order(&r.spec));
-        self.readiness
-            .set_want(st.remotes.iter().map(|r| r.id).collect());
+        for link in self.links.iter() {
+            link.readiness
+                .set_want(st.remotes.iter().map(|r| r.id).collect());
+        }
         settings_changed(&old, &cfg, &mut changes);
         st.local_proxy = live::local_proxy(&cfg);
         st.cfg = Arc::new(cfg);
@@ -197,11 +198,13 @@ impl ClientHandle {
     /// A removed binding: its port is not asked for again, and it no longer counts for
     /// readiness.
     fn forget_binding(&self, bind_id: u32) {
-        self.bound_ports
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&bind_id);
-        self.readiness.unbound(bind_id);
+        for link in self.links.iter() {
+            link.bound_ports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&bind_id);
+            link.readiness.unbound(bind_id);
+        }
     }
 }
 
@@ -296,6 +299,7 @@ fn restart_needed(old: &ClientConfig, new: &ClientConfig) -> Option<&'static str
     }
     [
         (old.url != new.url, "url"),
+        (old.more_relays != new.more_relays, "relays"),
         (old.token != new.token, "token"),
         (
             old.via.hops != new.via.hops || old.via.no_proxy != new.via.no_proxy,
@@ -326,6 +330,7 @@ fn settings_changed(old: &ClientConfig, new: &ClientConfig, changes: &mut Change
             "drain-timeout changed",
         ),
         (old.max_backoff != new.max_backoff, "max-backoff changed"),
+        (old.ready != new.ready, "ready changed"),
     ];
     changes.extend(
         lines
@@ -394,6 +399,7 @@ mod tests {
         live.proxy_auth = Some("u:p".parse().unwrap());
         live.locals = vec!["0:example.com:80".parse().unwrap()];
         live.drain_timeout = Duration::from_secs(1);
+        live.ready = ReadyWhen::Any;
         assert_eq!(restart_needed(&base, &live), None);
         let mut changes = Changes::new();
         settings_changed(&base, &live, &mut changes);
@@ -402,12 +408,16 @@ mod tests {
             [
                 "rules changed",
                 "proxy-auth changed",
-                "drain-timeout changed"
+                "drain-timeout changed",
+                "ready changed"
             ]
         );
         type Change = fn(&mut ClientConfig);
-        let restart: [(&str, Change); 6] = [
+        let restart: [(&str, Change); 7] = [
             ("url", |c| c.url = "ws://127.0.0.1:2".parse().unwrap()),
+            ("relays", |c| {
+                c.more_relays = vec!["ws://127.0.0.1:2".parse().unwrap()]
+            }),
             ("token", |c| c.token = Some(Secret::new("t"))),
             ("session (keepalive, max-streams)", |c| {
                 c.session.max_streams = 1

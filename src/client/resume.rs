@@ -33,7 +33,7 @@ pub(super) enum Next {
     GaveUp,
 }
 
-impl Client {
+impl RelayLink {
     /// Attempts until one connects (asking for `ask`), with backoff between attempts (and
     /// before the first when `backoff_first`), each failure reported; stops on a fatal error
     /// or shutdown, or gives up at `deadline`.
@@ -145,6 +145,7 @@ impl Client {
                 });
             };
             self.readiness.set_connected(false);
+            self.current.set_connected(self.index, false);
             let streams = session.stream_count();
             self.emit(Event::Suspended {
                 why: reason.to_string(),
@@ -167,6 +168,7 @@ impl Client {
             // The relay is reachable: the next loss starts the backoff afresh.
             retry.attempt = 0;
             self.readiness.set_connected(true);
+            self.current.set_connected(self.index, true);
             self.emit(Event::Resumed {
                 streams: session.stream_count(),
             });

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Client {
+impl RelayLink {
     /// Serves `session` until it is lost for good, drained, or its stdio stream ends.
     pub(super) async fn serve_session(
         &self,

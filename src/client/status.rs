@@ -1,7 +1,9 @@
 //! The client's side of the operator's view, on its `--status` listener: `/status` and
-//! `/status.json` (the relay, the state and since when, the `-L` and `-R` binds, streams,
-//! bytes, round trip) and `/config` (the running [`ClientConfig`], secrets masked).
+//! `/status.json` (the relays, the state and since when, each relay's session and round
+//! trip, the `-L` and `-R` binds, streams, bytes) and `/config` (the running
+//! [`ClientConfig`], secrets masked).
 
+use super::link::RelayLink;
 use super::spec::{LocalSpec, RemoteSpec};
 use super::{Client, ClientConfig, Event};
 use crate::dial::host_port;
@@ -16,7 +18,7 @@ use std::time::{Instant, SystemTime};
 /// What the client's view knows beyond its configuration, updated from its events.
 #[derive(Debug)]
 pub(super) struct Board {
-    started: Instant,
+    pub(super) started: Instant,
     state: Mutex<State>,
 }
 
@@ -25,8 +27,8 @@ struct State {
     /// `connecting`, `connected`, `reconnecting`, `resuming`
     name: &'static str,
     since: SystemTime,
-    /// why the last session was lost, if one was
-    last_error: Option<String>,
+    /// why the last session was lost, if one was, and when
+    last_error: Option<(String, SystemTime)>,
     /// the session being served (or resumed) now
     session: Option<Session>,
     /// what the relay answered each `-R` (by bind id, 1-based in spec order): its public
@@ -70,7 +72,7 @@ impl Board {
             }
             Event::Suspended { .. } => "resuming",
             Event::Lost(why) => {
-                s.last_error = Some(cut(why));
+                s.last_error = Some((cut(why), SystemTime::now()));
                 "reconnecting"
             }
             Event::Retrying(_) => "reconnecting",
@@ -80,6 +82,11 @@ impl Board {
             s.name = name;
             s.since = SystemTime::now();
         }
+    }
+
+    /// True once the relay was reached (a connection after that is a reconnect).
+    pub(super) fn was_up(&self) -> bool {
+        self.state().was_up
     }
 
     /// The session being served now (`None` between sessions).
@@ -111,13 +118,13 @@ impl Client {
     pub fn status_route(&self) -> impl Fn(&str, &str) -> Option<Answer> + Send + Sync + 'static {
         // The configuration in force, after any reload.
         let live = self.live.clone();
-        let board = self.status.clone();
+        let links = self.links.clone();
         let metrics = self.metrics.clone();
         let page: Source<Page> = {
             let live = live.clone();
             Arc::new(move || {
                 let (locals, remotes) = live.in_force();
-                page(&live.cfg(), &board, &metrics, &locals, &remotes)
+                page(&links, &metrics, &locals, &remotes)
             })
         };
         let config: Source<String> = Arc::new(move || config_text(&live.cfg()));
@@ -125,43 +132,89 @@ impl Client {
     }
 }
 
+/// The state of the whole client: its relay's with one; with several, `connected` when
+/// every relay is, `degraded` when some are, else the first relay's.
+fn overall<'a>(states: &[std::sync::MutexGuard<'a, State>]) -> &'static str {
+    let up = states.iter().filter(|s| s.name == "connected").count();
+    match (up, states) {
+        (_, [one]) => one.name,
+        (n, all) if n == all.len() => "connected",
+        (0, [first, ..]) => first.name,
+        _ => "degraded",
+    }
+}
+
 fn page(
-    cfg: &ClientConfig,
-    board: &Board,
+    links: &[Arc<RelayLink>],
     metrics: &crate::metrics::Metrics,
     locals: &[(String, String)],
     remotes: &[(u32, String)],
 ) -> Page {
-    let s = board.state();
-    let session = s.session.as_ref();
+    let states: Vec<_> = links.iter().map(|l| l.status.state()).collect();
+    let since = states.iter().map(|s| s.since).max();
+    let rtt = (states.iter())
+        .filter_map(|s| s.session.as_ref()?.rtt())
+        .min();
+    let last_error = (states.iter())
+        .filter_map(|s| s.last_error.as_ref())
+        .max_by_key(|(_, at)| *at);
     let header = vec![
         ("version", Cell::text(env!("CARGO_PKG_VERSION"))),
-        ("relay", Cell::text(&cfg.url)),
-        ("state", Cell::text(s.name)),
-        ("since", Cell::time(s.since)),
-        ("uptime_s", Cell::Num(board.started.elapsed().as_secs())),
+        ("relay", Cell::text(&links[0].url)),
+        ("state", Cell::text(overall(&states))),
+        ("since", since.map_or(Cell::Missing, Cell::time)),
+        (
+            "uptime_s",
+            Cell::Num(links[0].status.started.elapsed().as_secs()),
+        ),
         ("streams_open", Cell::Num(metrics.streams.load(Relaxed))),
         ("bytes_in", Cell::Num(metrics.bytes_in.load(Relaxed))),
         ("bytes_out", Cell::Num(metrics.bytes_out.load(Relaxed))),
-        ("rtt_ms", Cell::millis(session.and_then(Session::rtt))),
+        ("rtt_ms", Cell::millis(rtt)),
         (
             "last_error",
-            s.last_error.as_ref().map_or(Cell::Missing, Cell::text),
+            last_error.map_or(Cell::Missing, |(why, _)| Cell::text(why)),
         ),
     ];
+    let relays = links
+        .iter()
+        .zip(&states)
+        .map(|(l, s)| {
+            let session = s.session.as_ref();
+            let bound = remotes
+                .iter()
+                .filter(|(id, _)| matches!(s.remotes.get(id), Some(Ok(_))))
+                .count();
+            vec![
+                Cell::text(&l.url),
+                Cell::text(s.name),
+                Cell::time(s.since),
+                // The label's id part, as in log lines (never the whole session id).
+                session.map_or(Cell::Missing, |s| Cell::text(s.label())),
+                Cell::millis(session.and_then(Session::rtt)),
+                Cell::Num(session.map_or(0, |s| s.stream_count() as u64)),
+                Cell::text(format!("{bound}/{}", remotes.len())),
+                s.last_error
+                    .as_ref()
+                    .map_or(Cell::Missing, |(why, _)| Cell::text(why)),
+            ]
+        })
+        .collect();
     let forwards = locals
         .iter()
         .map(|(local, target)| vec![Cell::text(local), Cell::text(target)])
         .collect();
-    let exposes = remotes
-        .iter()
-        .map(|(id, spec)| {
-            let (public, state) = match s.remotes.get(id) {
-                Some(Ok(addr)) => (Cell::text(addr), Cell::text("bound")),
-                Some(Err(why)) => (Cell::Missing, Cell::text(format!("refused: {why}"))),
-                None => (Cell::Missing, Cell::text("pending")),
-            };
-            vec![public, Cell::text(spec), state]
+    // One row per binding and relay: each relay gives each binding its own public address.
+    let exposes = (links.iter().zip(&states))
+        .flat_map(|(l, s)| {
+            remotes.iter().map(move |(id, spec)| {
+                let (public, state) = match s.remotes.get(id) {
+                    Some(Ok(addr)) => (Cell::text(addr), Cell::text("bound")),
+                    Some(Err(why)) => (Cell::Missing, Cell::text(format!("refused: {why}"))),
+                    None => (Cell::Missing, Cell::text("pending")),
+                };
+                vec![public, Cell::text(spec), state, Cell::text(&l.url)]
+            })
         })
         .collect();
     Page {
@@ -169,13 +222,27 @@ fn page(
         header,
         tables: vec![
             Table {
+                name: "relays",
+                columns: &[
+                    "relay",
+                    "state",
+                    "since",
+                    "session",
+                    "rtt_ms",
+                    "streams",
+                    "bound",
+                    "last_error",
+                ],
+                rows: relays,
+            },
+            Table {
                 name: "forwards",
                 columns: &["local", "target"],
                 rows: forwards,
             },
             Table {
                 name: "exposes",
-                columns: &["public", "target", "state"],
+                columns: &["public", "target", "state", "relay"],
                 rows: exposes,
             },
         ],
@@ -187,7 +254,7 @@ fn page(
 fn config_text(cfg: &ClientConfig) -> String {
     let mut t = ConfigText::new();
     t.section("[[client]]");
-    t.list("relays", [&cfg.url]);
+    t.list("relays", cfg.relays());
     t.secret("token", cfg.token.is_some());
     t.list("forward", cfg.locals.iter().map(local_spec));
     t.list("expose", cfg.remotes.iter().map(remote_spec));
@@ -202,6 +269,9 @@ fn config_text(cfg: &ClientConfig) -> String {
     t.duration("connect-timeout", cfg.connect_timeout);
     t.duration("drain-timeout", cfg.drain_timeout);
     t.raw("no-resume", !cfg.resume);
+    if !cfg.more_relays.is_empty() {
+        t.string("ready", cfg.ready);
+    }
     #[cfg(feature = "tls")]
     {
         if let Some(ca) = &cfg.tls.ca {
@@ -266,7 +336,8 @@ mod tests {
         b.record(&Event::Lost("gone".into()));
         b.record(&Event::Connecting);
         assert_eq!(name(&b), "reconnecting");
-        assert_eq!(b.state().last_error.as_deref(), Some("gone"));
+        let error = b.state().last_error.clone().map(|(why, _)| why);
+        assert_eq!(error.as_deref(), Some("gone"));
         b.bind_answer(1, &[1], Ok("1.2.3.4:5"));
         b.bind_answer(2, &[1], Ok("never asked"));
         b.bind_answer(0, &[1], Ok("never asked"));

@@ -387,3 +387,27 @@ fn the_fingerprint_follows_every_value() {
     };
     assert_ne!(t("x"), t("y"), "a token's value is part of it");
 }
+
+#[test]
+fn a_client_with_several_relays() {
+    let text = "[[client]]\nrelays = [\"ws://127.0.0.1:1\", \"ws://127.0.0.1:2/burrow\"]\nexpose = [\"0:a:1\"]\nready = \"any\"\n";
+    let cfg = load_text(text).unwrap_or_else(|e| panic!("{e}"));
+    let c = &cfg.clients[0].role.config;
+    let want: Vec<crate::tunnel::ws::TunnelUrl> = ["ws://127.0.0.1:1", "ws://127.0.0.1:2/burrow"]
+        .iter()
+        .map(|u| u.parse().unwrap())
+        .collect();
+    assert_eq!(c.relays().cloned().collect::<Vec<_>>(), want);
+    assert_eq!(c.ready, crate::client::ReadyWhen::Any);
+    // The same relay twice (written two ways) is refused, and so is a `ready` of neither.
+    let twice = "[[client]]\nrelays = [\"ws://127.0.0.1:1\", \"ws://127.0.0.1:1/burrow\"]\nexpose = [\"0:a:1\"]\n";
+    let got = errors(twice);
+    assert!(got.iter().any(|e| e.2.contains("given twice")), "{got:?}");
+    let bad =
+        "[[client]]\nrelays = [\"ws://127.0.0.1:1\"]\nexpose = [\"0:a:1\"]\nready = \"most\"\n";
+    let got = errors(bad);
+    assert!(
+        got.iter().any(|e| e.2.contains("`all` or `any`")),
+        "{got:?}"
+    );
+}
