@@ -61,10 +61,31 @@ fn quick_relay() -> RelayConfig {
     }
 }
 
+/// The relay's `/status.json` on its `--admin` listener.
+async fn status_json(admin: SocketAddr) -> String {
+    let mut s = within(10, "connect", TcpStream::connect(admin))
+        .await
+        .unwrap();
+    s.write_all(b"GET /status.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    within(10, "status", s.read_to_string(&mut out))
+        .await
+        .unwrap();
+    out
+}
+
 #[test]
 fn visitors_are_spread_and_a_leaving_member_loses_none() {
     run(|sp| async move {
-        let relay = start_relay(&sp, quick_relay()).await;
+        let cfg = RelayConfig {
+            admin: Some(lo()),
+            ..quick_relay()
+        };
+        let relay = burrow::relay::Relay::bind(lo(), cfg).await.unwrap();
+        let admin = relay.admin_addr().unwrap();
+        let relay = run_relay(&sp, relay);
         let (app1, _a1) = named_app("one").await;
         let (app2, _a2) = named_app("two").await;
         let port = free_port();
@@ -87,6 +108,9 @@ fn visitors_are_spread_and_a_leaving_member_loses_none() {
             seen.iter().any(|s| s == "two"),
             "member two got none: {seen:?}"
         );
+        // The operator's view lists the pool once, with its members and visitors.
+        let status = status_json(admin).await;
+        assert!(status.contains("pool web (forward): 2 members"), "{status}");
 
         // Member one shuts down (GO_AWAY, then its session closes): member two alone takes
         // every visitor from then on, and none is lost meanwhile.

@@ -212,7 +212,7 @@ pub(super) async fn session_frames_loop(
                     .unwrap_or_else(|e| e.into_inner())
                     .push(listener.clone());
                 let target = format!("session {} ({})", session.label(), describe(&mode));
-                let listed = ctx.view.add_binding(local, target);
+                let listed = ctx.view.add_binding(local, target, false);
                 // The binding's own stop: its session's drain, or UNBIND.
                 let stop = crate::shutdown::Shutdown::new();
                 let entry = BindStop {

@@ -173,7 +173,7 @@ impl Pools {
                 .unwrap_or_default();
             let target = format!("pool {} ({})", terms.name, terms.mode_kind());
             let terms = terms.clone();
-            let (counted, listed) = ctx.view.add_binding(public.clone(), target);
+            let (counted, listed) = ctx.view.add_binding(public.clone(), target, true);
             let pool = Arc::new(Pool {
                 terms,
                 port,
@@ -279,6 +279,13 @@ impl Pool {
         Some((member, tasks))
     }
 
+    /// Shows `n` members on `/status`.
+    fn count_members(&self, n: usize) {
+        if let Some(c) = &self.counted.members {
+            c.store(n as u64, Ordering::Relaxed);
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.members
             .lock()
@@ -304,6 +311,7 @@ impl Drop for Joined {
         let (left, emptied) = {
             let mut m = self.pool.members.lock().unwrap_or_else(|e| e.into_inner());
             m.list.retain(|x| x.id != self.member.id);
+            self.pool.count_members(m.list.len());
             let empty = m.list.is_empty();
             if empty {
                 m.emptied += 1;
@@ -360,6 +368,7 @@ fn enlist(ctx: &Arc<Ctx>, pool: &Arc<Pool>, new: &NewMember) -> Option<(Joined, 
             return None;
         }
         m.list.push(member.clone());
+        pool.count_members(m.list.len());
         m.list.len()
     };
     let _ = pool.joined.0.try_send(()); // full: the loop has a wake-up pending already

@@ -47,6 +47,8 @@ pub(super) struct BindingEntry {
     pub(super) now: AtomicU64,
     /// visitors ever accepted
     pub(super) total: AtomicU64,
+    /// a pool's members now (`None`: a plain binding of one session)
+    pub(super) members: Option<AtomicU64>,
 }
 
 impl BindingEntry {
@@ -129,6 +131,7 @@ impl Registry {
         self: &Arc<Self>,
         public: String,
         target: String,
+        pool: bool,
     ) -> (Arc<BindingEntry>, Listed) {
         let id = self.next.fetch_add(1, Relaxed);
         let entry = Arc::new(BindingEntry {
@@ -136,6 +139,7 @@ impl Registry {
             target,
             now: AtomicU64::new(0),
             total: AtomicU64::new(0),
+            members: pool.then(|| AtomicU64::new(0)),
         });
         self.bindings().insert(id, entry.clone());
         let listed = Listed {
@@ -169,7 +173,7 @@ mod tests {
     #[test]
     fn entries_leave_with_their_guard_and_visitors_are_counted() {
         let reg = Registry::new();
-        let (b, listed) = reg.add_binding("127.0.0.1:1".into(), "s (forward)".into());
+        let (b, listed) = reg.add_binding("127.0.0.1:1".into(), "s (forward)".into(), false);
         let v1 = b.visitor();
         let v2 = b.visitor();
         drop(v1);

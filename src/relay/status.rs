@@ -84,7 +84,10 @@ fn page(ctx: &Ctx) -> Page {
         .map(|b| {
             vec![
                 Cell::text(&b.public),
-                Cell::text(&b.target),
+                match &b.members {
+                    Some(n) => Cell::text(format!("{}: {} members", b.target, n.load(Relaxed))),
+                    None => Cell::text(&b.target),
+                },
                 Cell::Num(b.now.load(Relaxed)),
                 Cell::Num(b.total.load(Relaxed)),
             ]

@@ -4,7 +4,8 @@
 # burrow's client), with python's http.server as the origin (it answers HTTP/1.0, as many
 # real origins still do). At the end it runs tunnel.sh: the WebSocket tunnel (`burrow server`
 # and `burrow client`) against curl, OpenSSH and python's `websockets`; resume.sh: sessions
-# across cut connections; config.sh: `burrow check` and `burrow run` with live reload.
+# across cut connections; config.sh: `burrow check` and `burrow run` with live reload; pools.sh:
+# rolling restarts of two relays and a pool of two clients behind HAProxy, under load.
 #
 # Usage: bash tests/interop/run.sh        (or `just e2e`)
 #   BURROW_BIN=path  use this binary instead of building target/debug/burrow
@@ -384,5 +385,7 @@ source "$ROOT/tests/interop/tunnel.sh"
 source "$ROOT/tests/interop/resume.sh"
 # shellcheck source=tests/interop/config.sh
 source "$ROOT/tests/interop/config.sh"
+# shellcheck source=tests/interop/pools.sh
+source "$ROOT/tests/interop/pools.sh"
 
 summary
