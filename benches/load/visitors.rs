@@ -146,7 +146,7 @@ fn run_workers(
     let threads: Vec<_> = (0..workers)
         .map(|_| {
             let work = work.clone();
-            thread::spawn(move || work())
+            thread::spawn(work)
         })
         .collect();
     let mut all = Visits::default();
