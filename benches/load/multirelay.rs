@@ -105,8 +105,8 @@ fn separate(bin: &Path, urls: &[SocketAddr], target: SocketAddr) -> Result<Vec<C
 }
 
 /// `burrow client ws://R1/burrow … -R 127.0.0.1:0:TARGET --keepalive 1s`, once it has printed
-/// a `bound R` line per relay (`relay URL: bound R …` with several). `probe`: give up after [`MULTI_TIMEOUT`] (the client may hold
-/// only the first relay).
+/// a `bound R` line per relay (`relay URL: bound R …` with several). `probe`: give up after
+/// [`MULTI_TIMEOUT`] (the client may hold only the first relay).
 fn start(bin: &Path, urls: &[SocketAddr], target: SocketAddr, probe: bool) -> Result<ChildGuard> {
     let mut cmd = Command::new(bin);
     cmd.arg("client")
