@@ -185,13 +185,16 @@ pub(super) async fn session_frames_loop(
         };
         if let Some(pool) = pool {
             let bind = (bind_id, addr.as_str(), port, &mode, &pool);
+            // Boxed: a BIND is rare, and its future would otherwise make every idle session's
+            // bigger.
             let joined = join_pool(ctx, session, session_id, tasks, binds, session_sd, bind);
-            if let Err((kind, why)) = joined.await {
+            if let Err((kind, why)) = Box::pin(joined).await {
                 refuse_bind(ctx, session, binds, bind_id, kind, why);
             }
             continue;
         }
-        match admit_bind(ctx, session_id, binds, bind_id, &addr, port, &mode).await {
+        let admitted = admit_bind(ctx, session_id, binds, bind_id, &addr, port, &mode);
+        match Box::pin(admitted).await {
             Ok((listener, proxy_cfg)) => {
                 let local = listener
                     .local_addr()
