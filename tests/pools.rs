@@ -382,10 +382,10 @@ fn a_pool_needs_an_explicit_port() {
             addr: String::new(),
             port: 0,
             mode: burrow::tunnel::BindMode::Forward,
-            pool: Some(burrow::tunnel::BindPool {
+            pool: Some(Box::new(burrow::tunnel::BindPool {
                 name: "web".into(),
                 policy: String::new(),
-            }),
+            })),
         });
         let answer = within(10, "answer", session.session_frame()).await;
         assert!(

@@ -284,10 +284,10 @@ pub(super) fn bind_frame(
             );
             return None;
         }
-        Some(name) => Some(BindPool {
+        Some(name) => Some(Box::new(BindPool {
             name: name.clone(),
             policy: cfg.pool_policy(&remote.spec),
-        }),
+        })),
         None => None,
     };
     Some(Frame::Bind {

@@ -184,7 +184,7 @@ pub(super) async fn session_frames_loop(
             continue;
         };
         if let Some(pool) = pool {
-            let bind = (bind_id, addr.as_str(), port, &mode, &pool);
+            let bind = (bind_id, addr.as_str(), port, &mode, &*pool);
             // Boxed: a BIND is rare, and its future would otherwise make every idle session's
             // bigger.
             let joined = join_pool(ctx, session, session_id, tasks, binds, session_sd, bind);

@@ -159,8 +159,9 @@ pub enum Frame {
         /// what to do with visitors
         mode: BindMode,
         /// the pool this binding joins (only to a relay with the `pool` capability): clients
-        /// of one token and pool share the port
-        pool: Option<BindPool>,
+        /// of one token and pool share the port. Boxed: every frame queue slot is the size of
+        /// the largest frame, and most BINDs join no pool.
+        pool: Option<Box<BindPool>>,
     },
     /// Relay → client: the binding listens on `addr`.
     Bound {
@@ -442,10 +443,10 @@ impl Frame {
                 };
                 let pool = match mode_byte & POOLED == 0 {
                     true => None,
-                    false => Some(BindPool {
+                    false => Some(Box::new(BindPool {
                         name: r.text()?,
                         policy: r.text()?,
-                    }),
+                    })),
                 };
                 Frame::Bind {
                     bind_id,

@@ -57,10 +57,10 @@ fn all_frames() -> Vec<Frame> {
             addr: "".into(),
             port: 8080,
             mode: BindMode::Forward,
-            pool: Some(crate::tunnel::BindPool {
+            pool: Some(Box::new(crate::tunnel::BindPool {
                 name: "web".into(),
                 policy: "".into(),
-            }),
+            })),
         },
         Frame::Bind {
             bind_id: 2,
@@ -287,10 +287,10 @@ fn a_bind_without_pool_fields_is_what_relays_before_pools_read() {
         addr: "".into(),
         port: 9000,
         mode: BindMode::Forward,
-        pool: Some(crate::tunnel::BindPool {
+        pool: Some(Box::new(crate::tunnel::BindPool {
             name: "web".into(),
             policy: "ab".into(),
-        }),
+        })),
     };
     let (a, b) = (plain.to_bytes(), pooled.to_bytes());
     assert_eq!(a.last(), Some(&0), "forward, no pool");

@@ -165,13 +165,14 @@ impl Shared {
     /// Hands a session frame to the role. The queue is bounded: a peer that sends session
     /// frames faster than they are handled is breaking the protocol, not queueing work.
     fn to_role(&self, frame: Frame) -> Result<(), String> {
-        match self.session_frames.0.try_send(frame) {
-            Err(smol::channel::TrySendError::Full(_)) => {
-                Err("too many session frames in flight".to_string())
-            }
-            // Closed: the session is ending anyway.
-            _ => Ok(()),
+        // Only this task sends on the queue, so it cannot pass the cap between the check and
+        // the send.
+        if self.session_frames.0.len() >= MAX_QUEUED_SESSION_FRAMES {
+            return Err("too many session frames in flight".to_string());
         }
+        // Closed: the session is ending anyway.
+        let _ = self.session_frames.0.try_send(frame);
+        Ok(())
     }
 
     fn handle_open(
@@ -241,8 +242,9 @@ impl Shared {
             target,
             shared: self.clone(),
         };
-        // Never full (it holds only pending streams, at most its capacity); closed: the
-        // session is ending. Either way the Incoming comes back and its drop refuses it.
+        // Never full (unbounded, and it holds only pending streams: at most
+        // MAX_PENDING_STREAMS); closed: the session is ending, the Incoming comes back and its
+        // drop refuses it.
         let _ = self.incoming.0.try_send(incoming);
         Ok(())
     }

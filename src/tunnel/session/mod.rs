@@ -240,8 +240,12 @@ impl Session {
             open_streams: Watch::new(0),
             refusal_log: LogLimit::default(),
             // Never full: only pending streams are in it.
-            incoming: smol::channel::bounded(MAX_PENDING_STREAMS),
-            session_frames: smol::channel::bounded(MAX_QUEUED_SESSION_FRAMES),
+            // Both queues are bounded by the dispatcher (pending streams, and the check in
+            // `to_role`), not by the channel: a bounded channel allocates its whole capacity up
+            // front (256 frames are 28 KiB, 256 pending streams 20 KiB, in every idle session),
+            // an unbounded one a block of 31 slots when it is first used.
+            incoming: smol::channel::unbounded(),
+            session_frames: smol::channel::unbounded(),
             closed_tx: Mutex::new(Some(closed_tx)),
             close_requested: (Mutex::new(Some(close_req_tx)), close_req_rx),
             closed_rx,
