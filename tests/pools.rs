@@ -239,6 +239,17 @@ where
     .await
 }
 
+/// A client with `cfg`, and the relay's answer to its binding (BOUND or BIND_REFUSED).
+async fn answer(sp: &burrow::exec::Spawner, cfg: ClientConfig) -> (RunningClient, Event) {
+    let c = start_client(sp, cfg).await;
+    let e = c
+        .wait("an answer", |e| {
+            matches!(e, Event::Bound { .. } | Event::BindRefused { .. })
+        })
+        .await;
+    (c, e)
+}
+
 #[test]
 fn members_that_differ_are_refused_with_a_reason() {
     run(|sp| async move {
@@ -247,20 +258,9 @@ fn members_that_differ_are_refused_with_a_reason() {
         let port = free_port();
         let c1 = start_client(&sp, member(&relay, "web", port, app)).await;
         c1.bound().await;
-        let refused = |cfg: ClientConfig| {
-            let sp = sp.clone();
-            async move {
-                let c = start_client(&sp, cfg).await;
-                let e = c
-                    .wait("an answer", |e| {
-                        matches!(e, Event::Bound { .. } | Event::BindRefused { .. })
-                    })
-                    .await;
-                match e {
-                    Event::BindRefused { reason, .. } => reason,
-                    other => panic!("not refused: {other:?}"),
-                }
-            }
+        let refused = async |cfg: ClientConfig| match answer(&sp, cfg).await.1 {
+            Event::BindRefused { reason, .. } => reason,
+            other => panic!("not refused: {other:?}"),
         };
         // Another pool name on the same port.
         let why = refused(member(&relay, "api", port, app)).await;
@@ -296,30 +296,18 @@ fn proxy_members_must_agree_on_rules_and_credentials() {
         };
         let c1 = start_client(&sp, proxy("*.example:443", Some("u:p"))).await;
         c1.bound().await;
-        let answer = |cfg: ClientConfig| {
-            let sp = sp.clone();
-            async move {
-                let c = start_client(&sp, cfg).await;
-                let e = c
-                    .wait("an answer", |e| {
-                        matches!(e, Event::Bound { .. } | Event::BindRefused { .. })
-                    })
-                    .await;
-                (c, e)
-            }
-        };
-        let (_c, e) = answer(proxy("*.example:80", Some("u:p"))).await;
+        let (_c, e) = answer(&sp, proxy("*.example:80", Some("u:p"))).await;
         assert!(
             matches!(&e, Event::BindRefused { reason, .. } if reason.contains("--allow/--deny differ")),
             "{e:?}"
         );
-        let (_c, e) = answer(proxy("*.example:443", Some("u:other"))).await;
+        let (_c, e) = answer(&sp, proxy("*.example:443", Some("u:other"))).await;
         assert!(
             matches!(&e, Event::BindRefused { reason, .. } if reason.contains("--proxy-auth differs") && !reason.contains("other")),
             "{e:?}"
         );
         // The same rules and credentials join.
-        let (_c, e) = answer(proxy("*.example:443", Some("u:p"))).await;
+        let (_c, e) = answer(&sp, proxy("*.example:443", Some("u:p"))).await;
         assert!(matches!(e, Event::Bound { .. }), "{e:?}");
     });
 }

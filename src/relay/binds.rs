@@ -26,7 +26,7 @@ pub(super) struct GraceHold {
 }
 
 impl GraceHold {
-    pub(super) fn port_held_by_other(&self, session_id: &str, port: u16) -> bool {
+    fn port_held_by_other(&self, session_id: &str, port: u16) -> bool {
         self.held
             .iter()
             .filter(|(id, _)| id.as_str() != session_id)
@@ -112,6 +112,22 @@ impl Bindings {
             session.label(),
             local.unwrap_or_else(|_| "?".into())
         );
+    }
+}
+
+impl Ctx {
+    /// `Err` when `port` is held through its grace period for a client other than
+    /// `session_id`'s.
+    pub(super) fn check_not_held(&self, session_id: &str, port: u16) -> Result<(), String> {
+        let held = self
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .port_held_by_other(session_id, port);
+        match held {
+            true => Err(format!("port {port} is held for a reconnecting client")),
+            false => Ok(()),
+        }
     }
 }
 
@@ -306,18 +322,15 @@ async fn join_pool(
     }
     let terms = super::pools::Terms::new(&binds.grant, pool, mode);
     let stop = crate::shutdown::Shutdown::new();
-    let binding = Arc::new(Binding {
-        dialer: Arc::new(MuxDialer {
-            session: session.clone(),
-            timeout: ctx.cfg.connect_timeout,
-        }),
-        session: session.clone(),
+    // The pool counts its visitors itself.
+    let binding = Binding::new(
+        ctx,
+        session.clone(),
         bind_id,
         proxy_cfg,
-        going_away: stop.signal(),
-        // The pool counts its visitors itself.
-        counted: None,
-    });
+        stop.signal(),
+        None,
+    );
     let unbound: Arc<std::sync::atomic::AtomicBool> = Default::default();
     let new = super::pools::NewMember {
         binding,
@@ -449,14 +462,7 @@ async fn bind(
         if let Some(l) = handed_back {
             return Ok(l);
         }
-        if ctx
-            .registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .port_held_by_other(session_id, port)
-        {
-            return Err(format!("port {port} is held for a reconnecting client"));
-        }
+        ctx.check_not_held(session_id, port)?;
         return TcpListener::bind((ip, port))
             .await
             .map(Arc::new)
@@ -487,17 +493,8 @@ async fn accept_visitors(
     going_away: crate::shutdown::ShutdownSignal,
 ) {
     let label = session.label().to_string();
-    let binding = Arc::new(Binding {
-        dialer: Arc::new(MuxDialer {
-            session: session.clone(),
-            timeout: ctx.cfg.connect_timeout,
-        }),
-        session,
-        bind_id,
-        proxy_cfg,
-        going_away: going_away.clone(),
-        counted: Some(counted),
-    });
+    let stop = going_away.clone();
+    let binding = Binding::new(&ctx, session, bind_id, proxy_cfg, stop, Some(counted));
     let accept_loop = AcceptLoop {
         what: &label,
         limit: MAX_VISITORS,
@@ -563,6 +560,28 @@ pub(super) struct Binding {
 }
 
 impl Binding {
+    /// A binding of `session`, whose visitors' streams (or, for `:proxy`, dials) go to it.
+    fn new(
+        ctx: &Ctx,
+        session: Session,
+        bind_id: u32,
+        proxy_cfg: Option<Arc<ProxyConfig>>,
+        going_away: crate::shutdown::ShutdownSignal,
+        counted: Option<Arc<BindingEntry>>,
+    ) -> Arc<Binding> {
+        Arc::new(Binding {
+            dialer: Arc::new(MuxDialer {
+                session: session.clone(),
+                timeout: ctx.cfg.connect_timeout,
+            }),
+            session,
+            bind_id,
+            proxy_cfg,
+            going_away,
+            counted,
+        })
+    }
+
     /// One visitor: served as a proxy client (`:proxy`), or carried to the client as a
     /// stream of its own.
     pub(super) async fn serve(self: Arc<Self>, visitor: TcpStream, peer: SocketAddr, id: u64) {

@@ -150,14 +150,7 @@ impl Pools {
                     None => continue,
                 }
             }
-            if ctx
-                .registry
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .port_held_by_other(session_id, port)
-            {
-                return Err(format!("port {port} is held for a reconnecting client"));
-            }
+            ctx.check_not_held(session_id, port)?;
             let listener = match TcpListener::bind((ip, port)).await {
                 Ok(l) => Arc::new(l),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
