@@ -42,6 +42,7 @@ mod session;
 mod status;
 mod streams;
 pub mod tokens;
+mod visitors;
 
 use auth::{Auth, Grant};
 use binds::{Bindings, GraceHold, hold_for_grace, session_frames_loop};

@@ -5,8 +5,8 @@
 //! finish. The port is released once the last member has been gone for `--grace` (at once
 //! after an UNBIND or while the relay drains).
 
-use super::binds::Binding;
 use super::registry::{BindingEntry, Listed};
+use super::visitors::Binding;
 use super::*;
 use crate::http::front;
 use std::sync::Weak;
