@@ -40,3 +40,27 @@ fn up_to_256_unhandled_session_frames_all_arrive_in_order() {
         assert!(!relay.is_closed());
     });
 }
+
+#[test]
+fn an_open_that_crossed_our_go_away_is_served() {
+    on_own_executor(|ex| async move {
+        let (mut raw, r) = ws_pair().await;
+        let (relay, _end) = relay_over(&ex, r, SessionConfig::default());
+        relay.go_away("shutting down");
+        // The peer opens a stream before it has read the GO_AWAY (it is still on the wire).
+        let open = Frame::Open {
+            id: 1,
+            window: 256 * 1024,
+            target: OpenTarget::Dial {
+                host: "app".into(),
+                port: 80,
+            },
+        };
+        raw.send(Message::Binary(Bytes::from(open.to_bytes())))
+            .await
+            .unwrap();
+        // It reaches the role to be served (within the drain), not refused.
+        let incoming = deadline("the crossed OPEN", relay.accept()).await;
+        assert!(incoming.is_some(), "the OPEN was refused");
+    });
+}

@@ -202,7 +202,10 @@ impl Shared {
                     "OPEN for stream {id} with a window below EARLY_DATA"
                 ));
             }
-            if state.going_away || state.closed.is_some() {
+            // After our GO_AWAY, OPENs still arrive that the peer sent before it read it (a
+            // relay hands a pool visitor to a member in the instant the member goes away):
+            // they are served, within the drain. The peer opens none once it has read it.
+            if state.closed.is_some() {
                 drop(state);
                 refuse(RefuseCode::GoingAway, "going away");
                 return Ok(());
