@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// How long a draining client waits for the relay's answer to its GO_AWAY.
+const GO_AWAY_FENCE: Duration = Duration::from_secs(2);
+
 impl RelayLink {
     /// Serves `session` until it is lost for good, drained, or its stdio stream ends.
     pub(super) async fn serve_session(
@@ -106,6 +109,15 @@ impl RelayLink {
         shutdown.draining().await;
         session.go_away("client shutting down");
         let settled = async {
+            // The relay's answering GO_AWAY comes after every OPEN it sent before it read
+            // ours: those streams are served too (a relay without the answer: bounded wait).
+            let fence = async {
+                while session.peer_going_away().is_none() && !session.is_closed() {
+                    smol::Timer::after(Duration::from_millis(10)).await;
+                }
+                Ok(())
+            };
+            let _ = crate::time::with_timeout(GO_AWAY_FENCE, fence, || ()).await;
             session.streams_done().await;
             Ok(())
         };

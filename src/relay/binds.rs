@@ -180,6 +180,9 @@ pub(super) async fn session_frames_loop(
     while let Some(frame) = session.session_frame().await {
         if let Frame::GoAway { .. } = frame {
             session_sd.drain();
+            // The answer fences the client's drain: every OPEN sent to it before this
+            // point arrives before the answer, so it closes only after it has them all.
+            session.go_away("going away acknowledged");
             continue;
         }
         if let Frame::Unbind { bind_id } = frame {
