@@ -34,6 +34,7 @@ pub mod relay;
 pub mod reload;
 pub mod secret;
 pub mod shutdown;
+pub mod socks;
 pub mod splice;
 pub mod time;
 #[cfg(feature = "tls")]

@@ -17,8 +17,10 @@ pub enum Refusal {
     Auth,
     /// Target rules, `--allow-ports`, or an address that is never dialed (403).
     Forbidden,
-    /// The target refused, failed or did not resolve (502).
+    /// The target failed or did not resolve (502).
     Unreachable,
+    /// The target refused the connection (502; SOCKS5 "connection refused").
+    Refused,
     /// The target did not answer in time (504).
     Timeout,
     /// `--max-streams` (per session) or the relay's `--max-streams-total` reached (503).
@@ -58,6 +60,9 @@ pub enum RefuseCode {
     GoingAway = 6,
     /// Anything else.
     Other = 7,
+    /// The target refused the connection. Sent only to a peer that announced the `udp`
+    /// capability (it came with it); an older peer gets Unreachable.
+    Refused = 8,
 }
 
 impl RefuseCode {
@@ -71,6 +76,7 @@ impl RefuseCode {
             5 => RefuseCode::BadRequest,
             6 => RefuseCode::GoingAway,
             7 => RefuseCode::Other,
+            8 => RefuseCode::Refused,
             _ => return None,
         })
     }
@@ -87,16 +93,18 @@ impl From<RefuseCode> for Refusal {
             RefuseCode::BadRequest => Refusal::BadRequest,
             RefuseCode::GoingAway => Refusal::GoingAway,
             RefuseCode::Other => Refusal::Other,
+            RefuseCode::Refused => Refusal::Refused,
         }
     }
 }
 
 impl Refusal {
     /// Every refusal, for tables and tests.
-    pub const ALL: [Refusal; 12] = [
+    pub const ALL: [Refusal; 13] = [
         Refusal::Auth,
         Refusal::Forbidden,
         Refusal::Unreachable,
+        Refusal::Refused,
         Refusal::Timeout,
         Refusal::TooManyStreams,
         Refusal::BadRequest,
@@ -130,7 +138,7 @@ impl Refusal {
             Refusal::BadRequest => 400,
             Refusal::Version => 426,
             Refusal::Timeout => 504,
-            Refusal::Unreachable | Refusal::Other => 502,
+            Refusal::Unreachable | Refusal::Refused | Refusal::Other => 502,
             Refusal::TooManyStreams
             | Refusal::GoingAway
             | Refusal::TooManyConnections
@@ -147,6 +155,7 @@ impl Refusal {
         match self {
             Refusal::Auth | Refusal::Forbidden => RefuseCode::Forbidden,
             Refusal::Unreachable => RefuseCode::Unreachable,
+            Refusal::Refused => RefuseCode::Refused,
             Refusal::Timeout => RefuseCode::Timeout,
             Refusal::TooManyStreams
             | Refusal::TooManyConnections
@@ -165,7 +174,7 @@ impl Refusal {
         match self {
             Refusal::Auth => 0,
             Refusal::Forbidden => 1,
-            Refusal::Unreachable | Refusal::GoingAway | Refusal::Other => 2,
+            Refusal::Unreachable | Refusal::Refused | Refusal::GoingAway | Refusal::Other => 2,
             Refusal::Timeout => 3,
             Refusal::TooManyStreams => 4,
             Refusal::BadRequest | Refusal::Version => 5,
@@ -254,6 +263,7 @@ impl Refusal {
             Refusal::Auth => "wrong token",
             Refusal::Forbidden => "refused by rules or ports",
             Refusal::Unreachable => "target unreachable",
+            Refusal::Refused => "target refused",
             Refusal::Timeout => "target timed out",
             Refusal::TooManyStreams => "limit hit: streams",
             Refusal::BadRequest => "bad request",
@@ -276,10 +286,11 @@ mod tests {
     #[test]
     fn every_refusal_has_one_wire_code_status_and_label() {
         use RefuseCode as C;
-        let table: [(Refusal, RefuseCode, u8, u16, &str); 12] = [
+        let table: [(Refusal, RefuseCode, u8, u16, &str); 13] = [
             (Refusal::Auth, C::Forbidden, 1, 401, "auth"),
             (Refusal::Forbidden, C::Forbidden, 1, 403, "forbidden"),
             (Refusal::Unreachable, C::Unreachable, 2, 502, "unreachable"),
+            (Refusal::Refused, C::Refused, 8, 502, "unreachable"),
             (Refusal::Timeout, C::Timeout, 3, 504, "timeout"),
             (
                 Refusal::TooManyStreams,
@@ -345,7 +356,7 @@ mod tests {
                 codes += 1;
             }
         }
-        assert_eq!(codes, 7);
+        assert_eq!(codes, 8);
     }
 
     #[test]

@@ -178,5 +178,15 @@ pub(super) async fn serve_incoming(
             let rules = live.cfg().rules.clone();
             bridge::serve_dial(inc, host, port, &rules, cfg.connect_timeout, label, metrics).await;
         }
+        // TODO(issue 13): UDP flows (`-R udp:` visitors, UDP ASSOCIATE of `-R …:proxy`).
+        OpenTarget::UdpDial { .. } | OpenTarget::UdpBound { .. } | OpenTarget::UdpAny => {
+            bridge::refuse(
+                inc,
+                Refusal::BadRequest,
+                "UDP flows are not served here",
+                label,
+                metrics,
+            )
+        }
     }
 }

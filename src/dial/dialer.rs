@@ -4,6 +4,7 @@
 use super::DialError;
 use super::chain::{ChainNames, Upstream};
 use super::rules::Rules;
+use super::udp::UdpAssoc;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 use std::future::Future;
@@ -27,6 +28,17 @@ pub trait Dialer: Send + Sync + 'static {
     fn tcp(stream: &Self::Stream) -> Option<&TcpStream> {
         let _ = stream;
         None
+    }
+
+    /// A UDP association from this dialer's network (SOCKS5 UDP ASSOCIATE): datagrams to any
+    /// target the rules allow. The default: not supported (answered "command not supported").
+    fn associate(&self) -> impl Future<Output = Result<UdpAssoc, DialError>> + Send {
+        async {
+            Err(DialError::Unsupported {
+                what: "UDP ASSOCIATE",
+                why: "not available here",
+            })
+        }
     }
 }
 

@@ -64,6 +64,14 @@ pub enum DialError {
         /// true when it was a timeout
         timeout: bool,
     },
+    /// What was asked cannot be done by this dialer (UDP through an HTTP upstream chain, or
+    /// through a tunnel peer without the `udp` capability); SOCKS5 "command not supported".
+    Unsupported {
+        /// what was asked
+        what: &'static str,
+        /// why it cannot be
+        why: &'static str,
+    },
 }
 
 impl DialError {
@@ -76,6 +84,12 @@ impl DialError {
                 Refusal::Timeout
             }
             DialError::Tunnel { refusal, .. } => *refusal,
+            DialError::Unsupported { .. } => Refusal::BadRequest,
+            DialError::Connect { source, .. }
+                if source.kind() == io::ErrorKind::ConnectionRefused =>
+            {
+                Refusal::Refused
+            }
             DialError::Resolve { .. }
             | DialError::Connect { .. }
             | DialError::HopRefused { .. }
@@ -109,6 +123,7 @@ impl fmt::Display for DialError {
             DialError::HopFailed {
                 hop, proxy, why, ..
             } => write!(f, "upstream hop {hop} ({proxy}) failed: {why}"),
+            DialError::Unsupported { what, why } => write!(f, "{what} is not supported: {why}"),
             DialError::Tunnel { target, reason, .. } => {
                 write!(f, "tunnel could not reach {target}: {reason}")
             }

@@ -8,6 +8,7 @@ pub mod dialer;
 pub mod error;
 pub mod resolve;
 pub mod rules;
+pub mod udp;
 
 pub use addr::{host_port, split_host_port};
 pub use dialer::{Dialer, DirectDialer};

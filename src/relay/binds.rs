@@ -199,6 +199,12 @@ pub(super) async fn session_frames_loop(
         else {
             continue;
         };
+        // TODO(issue 13): UDP bindings (`-R udp:`).
+        if mode == BindMode::Udp {
+            let why = "UDP bindings are not served here".to_string();
+            refuse_bind(ctx, session, binds, bind_id, Refusal::BadRequest, why);
+            continue;
+        }
         if let Some(pool) = pool {
             let bind = (bind_id, addr.as_str(), port, &mode, &*pool);
             // Boxed: a BIND is rare, and its future would otherwise make every idle session's
@@ -398,6 +404,7 @@ fn describe(mode: &BindMode) -> &'static str {
     match mode {
         BindMode::Forward => "forward",
         BindMode::Proxy { .. } => "proxy",
+        BindMode::Udp => "udp",
     }
 }
 

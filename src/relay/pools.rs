@@ -237,6 +237,7 @@ impl Terms {
         match self.mode {
             BindMode::Forward => "forward",
             BindMode::Proxy { .. } => "proxy",
+            BindMode::Udp => "udp",
         }
     }
 }

@@ -64,11 +64,21 @@ pub(super) async fn incoming_loop(
                     serve_dial(&ctx, inc, dial, &now, &label).await
                 });
             }
-            OpenTarget::Bound { .. } => {
+            OpenTarget::Bound { .. } | OpenTarget::UdpBound { .. } => {
                 bridge::refuse(
                     inc,
                     Refusal::BadRequest,
                     "a relay has no bindings to open",
+                    label,
+                    &ctx.metrics,
+                );
+            }
+            // TODO(issue 13): `-L udp:` flows and UDP ASSOCIATE of `-L …:proxy`.
+            OpenTarget::UdpDial { .. } | OpenTarget::UdpAny => {
+                bridge::refuse(
+                    inc,
+                    Refusal::BadRequest,
+                    "UDP flows are not served here",
                     label,
                     &ctx.metrics,
                 );

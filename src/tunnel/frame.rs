@@ -28,6 +28,9 @@ pub const MAX_FRAME: usize = MAX_DATA + 64;
 pub const MAX_TEXT: usize = 255;
 /// Header size: type + stream id.
 pub const HEADER: usize = 5;
+/// Largest UDP payload (over IPv4: 65,535 − 8 − 20): a datagram is carried whole up to this,
+/// or dropped. A DGRAM of a UDP_ANY flow adds its address (at most 3 + 255 bytes) in front.
+pub const MAX_DATAGRAM: usize = 65_507;
 
 /// Frame type codes.
 pub(crate) mod code {
@@ -45,6 +48,7 @@ pub(crate) mod code {
     pub const BIND_REFUSED: u8 = 0x12;
     pub const GO_AWAY: u8 = 0x13;
     pub const UNBIND: u8 = 0x14;
+    pub const DGRAM: u8 = 0x15;
 }
 
 /// What an OPEN asks the receiver to connect the new stream to.
@@ -63,6 +67,33 @@ pub enum OpenTarget {
         /// the binding's id, chosen by the client in BIND
         bind_id: u32,
     },
+    /// A UDP flow to `host:port` from the receiver's network (`-L udp:`): DGRAM frames, not
+    /// bytes. Only to a peer with the `udp` capability.
+    UdpDial {
+        /// host name or IP literal
+        host: String,
+        /// port
+        port: u16,
+    },
+    /// A UDP flow of a visitor (one source address) at the relay's UDP listener of this
+    /// binding (`-R udp:`); the client sends its datagrams to the target it registered.
+    UdpBound {
+        /// the binding's id, chosen by the client in BIND
+        bind_id: u32,
+    },
+    /// A UDP association (SOCKS5 UDP ASSOCIATE on a `:proxy` port): each DGRAM carries the
+    /// address it goes to or came from; the receiver sends from its network under its rules.
+    UdpAny,
+}
+
+impl OpenTarget {
+    /// True for the UDP flows (DGRAM frames, no byte stream).
+    pub fn is_udp(&self) -> bool {
+        matches!(
+            self,
+            OpenTarget::UdpDial { .. } | OpenTarget::UdpBound { .. } | OpenTarget::UdpAny
+        )
+    }
 }
 
 /// What a relay listener does with its visitors.
@@ -76,6 +107,9 @@ pub enum BindMode {
         /// the credentials visitors must present, if any
         auth: ProxyAuth,
     },
+    /// A UDP listener: each visitor source address becomes a UDP flow to the client (OPEN
+    /// UdpBound). Only to a relay with the `udp` capability.
+    Udp,
 }
 
 /// The bit of a BIND's mode byte that says the pool fields follow.
@@ -188,8 +222,17 @@ pub enum Frame {
         /// binding id, as in its BIND
         bind_id: u32,
     },
+    /// One datagram of a UDP flow, whole. Not numbered (never replayed: a datagram lost with
+    /// its connection is lost, as UDP may lose it) and not flow controlled (a full queue
+    /// drops it). Only to a peer with the `udp` capability.
+    Dgram {
+        /// the flow's stream id
+        id: u32,
+        /// the datagram (a UDP_ANY flow: `port:u16 host:text` in front)
+        payload: Bytes,
+    },
     /// Resumable sessions: the sender has received `received` numbered frames of this
-    /// session (every frame but ACK and RESUME is numbered); the peer may forget them.
+    /// session (every frame but ACK, RESUME and DGRAM is numbered); the peer may forget them.
     Ack {
         /// numbered frames received so far
         received: u64,
@@ -248,6 +291,7 @@ impl Frame {
             | Frame::Data { id, .. }
             | Frame::Window { id, .. }
             | Frame::Fin { id }
+            | Frame::Dgram { id, .. }
             | Frame::Reset { id, .. } => *id,
             _ => 0,
         }
@@ -273,6 +317,16 @@ impl Frame {
                         out.push(1);
                         out.extend_from_slice(&bind_id.to_be_bytes());
                     }
+                    OpenTarget::UdpDial { host, port } => {
+                        out.push(2);
+                        out.extend_from_slice(&port.to_be_bytes());
+                        put_text(out, host);
+                    }
+                    OpenTarget::UdpBound { bind_id } => {
+                        out.push(3);
+                        out.extend_from_slice(&bind_id.to_be_bytes());
+                    }
+                    OpenTarget::UdpAny => out.push(4),
                 }
             }
             Frame::OpenOk { id, window } => {
@@ -290,6 +344,10 @@ impl Frame {
             }
             Frame::Data { id, payload } => {
                 header(out, code::DATA, *id);
+                out.extend_from_slice(payload);
+            }
+            Frame::Dgram { id, payload } => {
+                header(out, code::DGRAM, *id);
                 out.extend_from_slice(payload);
             }
             Frame::Window { id, increment } => {
@@ -325,6 +383,7 @@ impl Frame {
                         out.push(1 | pooled);
                         put_text(out, auth.wire_text());
                     }
+                    BindMode::Udp => out.push(2 | pooled),
                 }
                 if let Some(pool) = pool {
                     put_text(out, &pool.name);
@@ -394,6 +453,16 @@ impl Frame {
                         OpenTarget::Dial { host, port }
                     }
                     1 => OpenTarget::Bound { bind_id: r.u32()? },
+                    2 => {
+                        let port = r.u16()?;
+                        let host = r.text()?;
+                        if host.is_empty() || port == 0 {
+                            return Err(FrameError::Invalid("empty dial target"));
+                        }
+                        OpenTarget::UdpDial { host, port }
+                    }
+                    3 => OpenTarget::UdpBound { bind_id: r.u32()? },
+                    4 => OpenTarget::UdpAny,
                     _ => return Err(FrameError::Invalid("unknown open target")),
                 };
                 Frame::Open { id, window, target }
@@ -414,6 +483,15 @@ impl Frame {
                 }
                 let payload = buf.slice(HEADER..);
                 Frame::Data { id, payload }
+            }
+            code::DGRAM => {
+                // Empty datagrams exist; the size is checked against the flow's kind when
+                // it is dispatched (a UDP_ANY flow's address comes in front).
+                let _ = r.rest();
+                Frame::Dgram {
+                    id,
+                    payload: buf.slice(HEADER..),
+                }
             }
             code::WINDOW => {
                 let increment = r.u32()?;
@@ -439,6 +517,7 @@ impl Frame {
                         // A text field holds at most MAX_TEXT bytes: this always fits.
                         auth: ProxyAuth::from_text(r.text()?).map_err(|_| FrameError::TooLong)?,
                     },
+                    2 => BindMode::Udp,
                     _ => return Err(FrameError::Invalid("unknown bind mode")),
                 };
                 let pool = match mode_byte & POOLED == 0 {

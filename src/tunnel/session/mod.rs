@@ -41,6 +41,7 @@ mod race;
 mod replay;
 mod resume;
 mod table;
+mod udp;
 
 pub use crate::tunnel::outbox::MAX_QUEUED_NON_DATA;
 use crate::tunnel::outbox::NonDataQueue;
@@ -49,6 +50,7 @@ pub use incoming::Incoming;
 use limits::LogLimit;
 use replay::{Received, Replay};
 use table::metrics_inc;
+pub use udp::UdpFlow;
 
 /// Limits and timings of one session.
 #[derive(Debug, Clone)]
