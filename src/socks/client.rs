@@ -68,7 +68,9 @@ impl fmt::Display for ClientError {
             ClientError::NoAcceptableMethod => {
                 f.write_str("no acceptable authentication method (credentials required?)")
             }
-            ClientError::BadMethod(m) => write!(f, "picked method 0x{m:02x}, which we did not offer"),
+            ClientError::BadMethod(m) => {
+                write!(f, "picked method 0x{m:02x}, which we did not offer")
+            }
             ClientError::AuthFailed(s) => {
                 write!(f, "rejected the username/password (status 0x{s:02x})")
             }
@@ -188,7 +190,10 @@ async fn read_reply<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Addr, Client
 }
 
 async fn write<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> Result<(), ClientError> {
-    stream.write_all(bytes).await.map_err(ClientError::from_io)?;
+    stream
+        .write_all(bytes)
+        .await
+        .map_err(ClientError::from_io)?;
     stream.flush().await.map_err(ClientError::from_io)
 }
 
@@ -298,7 +303,9 @@ mod tests {
         want.extend_from_slice(b"alice");
         want.push(6);
         want.extend_from_slice(b"s3cret");
-        want.extend_from_slice(&[5, 1, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 22]);
+        want.extend_from_slice(&[
+            5, 1, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 22,
+        ]);
         assert_eq!(sent, want);
 
         let mut server = vec![5, 0, 5, 0, 0, 3, 4];
