@@ -191,7 +191,10 @@ fn socks5_refusal_and_silence_map_to_statuses() {
         let socks = start_socks(Mode::Serve(None)).await;
         let proxy = proxy_through(&sp, &[format!("socks5://{}", socks.addr)]).await;
         // The hop answers 0x05 (connection refused): 502, as a refused direct dial.
-        assert_eq!(status_through(proxy.addr, &closed_port().to_string()).await, 502);
+        assert_eq!(
+            status_through(proxy.addr, &closed_port().to_string()).await,
+            502
+        );
 
         let silent = start_socks(Mode::Silent).await;
         let cfg = ProxyConfig {

@@ -165,7 +165,13 @@ mod tests {
 
     #[test]
     fn socks5_hop_urls() {
-        let table: [(&str, &str, u16, Option<(&str, &str)>); 6] = [
+        type Case = (
+            &'static str,
+            &'static str,
+            u16,
+            Option<(&'static str, &'static str)>,
+        );
+        let table: [Case; 6] = [
             ("socks5://127.0.0.1:1081", "127.0.0.1", 1081, None),
             ("socks5://gw.example", "gw.example", 1080, None),
             ("SOCKS5H://gw.example:9050/", "gw.example", 9050, None),
