@@ -22,6 +22,8 @@ pub(super) struct Conn<D> {
     pub(super) up: u64,
     /// bytes target/origin → client
     pub(super) down: u64,
+    /// the client speaks SOCKS5 (shown in the log line)
+    pub(super) socks: bool,
 }
 
 /// What a request handler asks the connection loop to do next.

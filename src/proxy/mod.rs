@@ -12,6 +12,8 @@ mod conn;
 mod forward;
 mod reload;
 pub mod server;
+mod socks;
+mod socks_udp;
 
 pub use config::ProxyConfig;
 pub use reload::ProxyHandle;
