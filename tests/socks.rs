@@ -359,10 +359,14 @@ fn udp_associate_relays_whole_datagrams_and_drops_forbidden_ones() {
         let client = UdpSocket::bind(lo()).await.unwrap();
 
         let denied = ip(forbidden.local_addr().unwrap());
-        client
-            .send_to(&datagram(&denied, b"not for you"), relay)
-            .await
-            .unwrap();
+        // Refused on the address, and on the address a name resolves to.
+        let port = forbidden.local_addr().unwrap().port();
+        for to in [denied, Addr::Domain("localhost".into(), port)] {
+            client
+                .send_to(&datagram(&to, b"not for you"), relay)
+                .await
+                .unwrap();
+        }
         let big: Vec<u8> = (0..60 * 1024).map(|i| (i % 251) as u8).collect();
         client
             .send_to(&datagram(&ip(echo), &big), relay)
