@@ -72,7 +72,7 @@ impl Relay {
     }
 
     /// Client → targets, until the dialer's side is closed.
-    async fn from_client(&self, out: &smol::channel::Sender<Datagram>) -> String {
+    async fn client_to_targets(&self, out: &smol::channel::Sender<Datagram>) -> String {
         let mut buf = vec![0u8; RECV_BUF];
         loop {
             let (n, src) = match self.sock.recv_from(&mut buf).await {
@@ -114,7 +114,7 @@ impl Relay {
     }
 
     /// Targets → client, until the association ends.
-    async fn to_client(&self, back: &smol::channel::Receiver<Datagram>) -> String {
+    async fn targets_to_client(&self, back: &smol::channel::Receiver<Datagram>) -> String {
         while let Ok(d) = back.recv().await {
             // Nothing came from the client yet, so nothing can be an answer to it.
             let Some(&client) = self.client.get() else {
@@ -216,8 +216,8 @@ impl<D: Dialer> Conn<D> {
         // Cancel-safety: each branch owns nothing the others need; whichever ends first ends
         // the association (dropping `run` ends the dialer's side).
         let end = relay
-            .from_client(&out)
-            .or(relay.to_client(&back))
+            .client_to_targets(&out)
+            .or(relay.targets_to_client(&back))
             .or(async {
                 run.await;
                 "association ended".to_string()
