@@ -1,7 +1,7 @@
 //! `burrow proxy`: the listener, the connection front door and the CONNECT path.
 
 use super::config::ProxyConfig;
-use super::conn::{Conn, Next};
+use super::conn::{Conn, Next, Setup};
 use super::forward;
 use super::reload::{Live, ProxyHandle};
 use crate::dial::Dialer;
@@ -189,14 +189,6 @@ async fn first_byte(reader: &mut BufReader<TcpStream>, timeout: Duration) -> Res
         }
     };
     crate::time::with_timeout(timeout, peek, || ReadError::Timeout { partial: false }).await
-}
-
-/// How the setup of a connection ended.
-pub(super) enum Setup<S> {
-    /// Answered (or failed) and done: the outcome for the log line.
-    Done(String),
-    /// A CONNECT tunnel is established and its handshake written: relay it.
-    Tunnel(S),
 }
 
 impl<D: Dialer> Conn<D> {

@@ -2,23 +2,13 @@
 //! dialer, rules and timeouts as an HTTP CONNECT, answered with the reply code for the
 //! refusal; UDP ASSOCIATE is `socks_udp`.
 
-use super::conn::Conn;
-use super::server::Setup;
-use crate::dial::{DialError, Dialer};
-use crate::http::front::REFUSAL_WRITE;
+use super::conn::{Conn, Setup, reply_for};
+use crate::dial::Dialer;
 use crate::socks::server::{self, Command, HandshakeError, encode_reply, unspecified};
 use crate::socks::{Addr, Reply};
 use futures_lite::io::{AsyncWriteExt, BufReader};
 use smol::net::TcpStream;
 use std::time::Duration;
-
-/// The reply that answers a failed dial.
-pub(super) fn reply_for(e: &DialError) -> Reply {
-    match e {
-        DialError::Unsupported { .. } => Reply::CommandNotSupported,
-        e => Reply::for_refusal(e.refusal()),
-    }
-}
 
 impl<D: Dialer> Conn<D> {
     /// Serves a SOCKS5 client: the handshake within `timeout`, then its request.
@@ -106,21 +96,5 @@ impl<D: Dialer> Conn<D> {
         self.up += pending.len() as u64;
         self.down += early.len() as u64;
         Setup::Tunnel(upstream)
-    }
-
-    /// Answers a request with a failure reply: write, flush, then stop sending.
-    pub(super) async fn socks_refuse(&self, stream: &TcpStream, reply: Reply) {
-        let mut w = stream.clone();
-        let answer = encode_reply(reply, &unspecified());
-        let write = async {
-            w.write_all(&answer).await?;
-            w.flush().await?;
-            w.close().await
-        };
-        match crate::time::within(REFUSAL_WRITE, write).await {
-            Some(Ok(())) => {}
-            Some(Err(e)) => log::debug!("conn {}: answering socks5 {reply}: {e}", self.id),
-            None => log::debug!("conn {}: socks5 {reply} not taken in time", self.id),
-        }
     }
 }

@@ -8,8 +8,7 @@
 //! association ends when the control connection ends, when the dialer's association ends, or
 //! when no datagram moved for the idle timeout.
 
-use super::conn::Conn;
-use super::socks::reply_for;
+use super::conn::{Conn, reply_for};
 use crate::dial::Dialer;
 use crate::dial::udp::{Datagram, UdpAssoc};
 use crate::socks::server::encode_reply;
