@@ -272,8 +272,9 @@ fn a_target_that_does_not_answer_in_time_is_ttl_expired() {
 #[test]
 fn a_slow_or_truncated_handshake_is_answered_and_closed() {
     run(|sp| async move {
+        // Long enough for a byte-at-a-time handshake on a busy machine, short for the stalls.
         let cfg = ProxyConfig {
-            head_timeout: Duration::from_millis(300),
+            head_timeout: Duration::from_secs(1),
             ..Default::default()
         };
         let p = start_proxy(&sp, cfg).await;
