@@ -70,7 +70,8 @@ bench-peers:
 demo:
     cargo run --release -- demo
 
-# fuzz a target (head: the request-head parser, frame: the mux frame decoder) for SECS seconds
+# fuzz a target (head: the request-head parser, frame: the mux frame decoder, chunked: the
+# chunked-body decoder, socks: the SOCKS5 handshake parsers) for SECS seconds
 fuzz TARGET="head" SECS="60":
     #!/usr/bin/env bash
     set -euo pipefail

@@ -71,4 +71,19 @@ impl Dialer for DirectDialer {
     fn tcp(stream: &TcpStream) -> Option<&TcpStream> {
         Some(stream)
     }
+
+    /// Direct only: an upstream chain carries TCP streams, not datagrams.
+    fn associate(&self) -> impl Future<Output = Result<UdpAssoc, DialError>> + Send {
+        let chained = !self.upstream.hops.is_empty();
+        let (rules, timeout) = (self.rules.clone(), self.timeout);
+        async move {
+            if chained {
+                return Err(DialError::Unsupported {
+                    what: "UDP ASSOCIATE",
+                    why: "an upstream chain carries only TCP",
+                });
+            }
+            super::udp_direct::associate(rules, timeout).await
+        }
+    }
 }

@@ -10,6 +10,7 @@ pub mod hop;
 pub mod resolve;
 pub mod rules;
 pub mod udp;
+pub mod udp_direct;
 
 pub use addr::{host_port, split_host_port};
 pub use dialer::{Dialer, DirectDialer};

@@ -110,6 +110,17 @@ impl Credentials {
     }
 }
 
+impl Credentials {
+    /// True when `user` and `pass` (a SOCKS5 username/password message, RFC 1929) are exactly
+    /// these credentials. Both parts are always compared, each in time that depends only on
+    /// the lengths, so timing shows neither which part differs nor where.
+    pub fn matches_user_pass(&self, user: &[u8], pass: &[u8]) -> bool {
+        let user_ok = constant_time_eq(user, self.user.as_bytes());
+        let pass_ok = constant_time_eq(pass, self.pass.expose().as_bytes());
+        user_ok & pass_ok
+    }
+}
+
 enum DecodeError {
     /// `%` not followed by two hex digits
     Escape,

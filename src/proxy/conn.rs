@@ -1,12 +1,16 @@
 //! One proxy client connection: what every request handler on it shares (identity, config,
-//! dialer, byte counts) and the answers it gives on its own (auth challenge, error replies).
+//! dialer, byte counts) and the answers it gives on its own (auth challenge, error replies,
+//! SOCKS5 failure replies).
 
 use super::config::ProxyConfig;
-use crate::dial::Dialer;
+use crate::dial::{DialError, Dialer};
 use crate::http::auth;
 use crate::http::front::{self, REFUSAL_WRITE, ReadError};
 use crate::http::head::RequestHead;
 use crate::shutdown::ShutdownSignal;
+use crate::socks::Reply;
+use crate::socks::server::{encode_reply, unspecified};
+use futures_lite::io::AsyncWriteExt;
 use smol::net::TcpStream;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +26,8 @@ pub(super) struct Conn<D> {
     pub(super) up: u64,
     /// bytes target/origin → client
     pub(super) down: u64,
+    /// the client speaks SOCKS5 (shown in the log line)
+    pub(super) socks: bool,
 }
 
 /// What a request handler asks the connection loop to do next.
@@ -30,6 +36,14 @@ pub(super) enum Next {
     Close(String),
     /// A further request arrived on a keep-alive connection.
     Request(RequestHead),
+}
+
+/// How the setup of a connection ended.
+pub(super) enum Setup<S> {
+    /// Answered (or failed) and done: the outcome for the log line.
+    Done(String),
+    /// A CONNECT tunnel is established and its handshake written: relay it.
+    Tunnel(S),
 }
 
 impl<D: Dialer> Conn<D> {
@@ -80,5 +94,29 @@ impl<D: Dialer> Conn<D> {
             log::debug!("conn {}: answering {status}: {e}", self.id);
         }
         format!("{status} {why}")
+    }
+
+    /// Answers a request with a failure reply: write, flush, then stop sending.
+    pub(super) async fn socks_refuse(&self, stream: &TcpStream, reply: Reply) {
+        let mut w = stream.clone();
+        let answer = encode_reply(reply, &unspecified());
+        let write = async {
+            w.write_all(&answer).await?;
+            w.flush().await?;
+            w.close().await
+        };
+        match crate::time::within(REFUSAL_WRITE, write).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => log::debug!("conn {}: answering socks5 {reply}: {e}", self.id),
+            None => log::debug!("conn {}: socks5 {reply} not taken in time", self.id),
+        }
+    }
+}
+
+/// The reply that answers a failed dial.
+pub(super) fn reply_for(e: &DialError) -> Reply {
+    match e {
+        DialError::Unsupported { .. } => Reply::CommandNotSupported,
+        e => Reply::for_refusal(e.refusal()),
     }
 }

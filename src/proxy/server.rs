@@ -1,25 +1,26 @@
 //! `burrow proxy`: the listener, the connection front door and the CONNECT path.
 
 use super::config::ProxyConfig;
-use super::conn::{Conn, Next};
+use super::conn::{Conn, Next, Setup};
 use super::forward;
 use super::reload::{Live, ProxyHandle};
 use crate::dial::Dialer;
 use crate::dial::host_port;
 use crate::exec::Spawner;
-use crate::http::front::{self, REFUSAL_AT_ACCEPT};
+use crate::http::front::{self, REFUSAL_AT_ACCEPT, ReadError};
 use crate::http::head::{RequestHead, Target, Version};
 use crate::listen::{AcceptLoop, Drain, TurnAway};
 use crate::shutdown::ShutdownSignal;
+use crate::socks;
 use crate::splice::{self, Outcome};
 use futures_lite::FutureExt;
-use futures_lite::io::{AsyncWriteExt, BufReader};
+use futures_lite::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use smol::net::{TcpListener, TcpStream};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Read buffer for request heads and forwarded request bodies; dropped once a CONNECT tunnel
 /// starts. Small: CONNECT heads are a few hundred bytes, and a thousand connections arriving at
@@ -172,16 +173,22 @@ pub async fn serve_connection<D: Dialer>(
         shutdown,
         up: 0,
         down: 0,
+        socks: false,
     };
     conn.serve(stream).await
 }
 
-/// How the setup of a connection ended.
-enum Setup<S> {
-    /// Answered (or failed) and done: the outcome for the log line.
-    Done(String),
-    /// A CONNECT tunnel is established and its handshake written: relay it.
-    Tunnel(S),
+/// The first byte the client sends, left in `reader`. No HTTP method starts with 0x05, the
+/// SOCKS5 version byte.
+async fn first_byte(reader: &mut BufReader<TcpStream>, timeout: Duration) -> Result<u8, ReadError> {
+    let peek = async {
+        match reader.fill_buf().await {
+            Ok([first, ..]) => Ok(*first),
+            Ok([]) => Err(ReadError::Closed),
+            Err(e) => Err(ReadError::Io(e)),
+        }
+    };
+    crate::time::with_timeout(timeout, peek, || ReadError::Timeout { partial: false }).await
 }
 
 impl<D: Dialer> Conn<D> {
@@ -196,22 +203,34 @@ impl<D: Dialer> Conn<D> {
             Setup::Tunnel(upstream) => self.tunnel(&stream, upstream).await,
         };
         log::info!(
-            "conn {} {} -> {} up={} down={} {:.3}s {}",
+            "conn {} {} -> {} up={} down={} {:.3}s {}{}",
             self.id,
             self.peer,
             target,
             self.up,
             self.down,
             start.elapsed().as_secs_f64(),
+            if self.socks { "socks5 " } else { "" },
             outcome
         );
     }
 
-    /// Reads the first head and serves requests until the connection is done or has become a
-    /// tunnel.
+    /// Tells SOCKS5 from HTTP by the first byte (peeked: no byte is lost), then reads the
+    /// first head (or the SOCKS5 handshake) and serves requests until the connection is done
+    /// or has become a tunnel. One `head_timeout` covers the first byte and the head.
     async fn setup(&mut self, stream: &TcpStream, target: &mut String) -> Setup<D::Stream> {
+        let start = Instant::now();
         let mut reader = BufReader::with_capacity(READ_BUF, stream.clone());
-        match front::read_request(&mut reader, self.config.head_timeout).await {
+        let first = match first_byte(&mut reader, self.config.head_timeout).await {
+            Ok(b) => b,
+            Err(e) => return Setup::Done(self.head_error(stream, e).await),
+        };
+        let left = self.config.head_timeout.saturating_sub(start.elapsed());
+        if first == socks::wire::VERSION {
+            self.socks = true;
+            return self.socks(stream, reader, target, left).await;
+        }
+        match front::read_request(&mut reader, left).await {
             Ok(head) => self.dispatch(head, stream, reader, target).await,
             Err(e) => Setup::Done(self.head_error(stream, e).await),
         }

@@ -1,7 +1,8 @@
 // The cloud test runner's browser: Debian's headless Chromium driven by playwright-core (no
 // browser download). run.sh runs it inside the `cloud` network namespace.
 //
-// Usage: node browser.mjs [--proxy http://HOST:PORT [--user U --pass P]] [--timeout MS]
+// Usage: node browser.mjs [--proxy http://HOST:PORT|socks5://HOST:PORT [--user U --pass P]]
+//                         [--timeout MS]
 //                         [--fetch PATH] [--dom SELECTOR]... [--viewport WxH]
 //                         [--screenshot FILE.png] URL...
 //

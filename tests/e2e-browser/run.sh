@@ -4,7 +4,8 @@
 # network `burrow client` dials out over wss:// to a public `burrow server`, through a corporate
 # proxy (tinyproxy) that is the private network's only way out, and asks the relay for
 # `-R 0.0.0.0:18080:proxy`. Chromium uses http://RELAY:18080 as its proxy, with credentials, and
-# every request it makes leaves from the private network.
+# every request it makes leaves from the private network. The same door speaks SOCKS5: a second
+# client's `-R 0.0.0.0:18081:proxy` serves Chromium with `--proxy-server=socks5://RELAY:18081`.
 #
 # Usage (as root): bash tests/e2e-browser/run.sh        (or `just e2e-browser`)
 #   BURROW_BIN=path  use this binary instead of building target/debug/burrow
@@ -486,6 +487,45 @@ if [[ -n ${ONLY_STATUS:-} ]]; then
     summary
     exit
 fi
+
+# --- check 3c: SOCKS5 on a relay proxy port: Chromium with --proxy-server=socks5://… --------------
+# Chromium does no SOCKS5 authentication, so a second client in the private network binds its
+# own -R port without --proxy-auth (what it may reach is limited by --allow instead). Chromium sends the names to the proxy (socks5 is resolved
+# remotely), and app.internal resolves only in the private namespace: the egress resolved it.
+# The client is stopped afterwards, so the checks below see only the first one.
+SOCKS_PORT=18081
+SOCKS_OUT="$WORK/client-socks.out"
+SOCKS_ERR="$WORK/client-socks.log"
+names=("socks5: a second client binds -R 0.0.0.0:$SOCKS_PORT:proxy (no credentials)"
+    "browser via socks5://relay: http://app.internal/ shows the private app's marker"
+    "browser via socks5://relay: https://secure.internal:9443/ shows its marker"
+    "socks5: the relay port's client logged the browser's connections as socks5")
+ip netns exec "$NS_PRIV" "$BURROW" client wss://relay.public:8443/burrow --token "$TOKEN" \
+    --ca "$PKI/ca.pem" --via "http://$CORP_IP:8888" -R "0.0.0.0:$SOCKS_PORT:proxy" \
+    --allow app.internal:80 --allow secure.internal:9443 </dev/null >"$SOCKS_OUT" 2>"$SOCKS_ERR" &
+SOCKS_PID=$!
+PIDS+=("$SOCKS_PID")
+if line=$(wait_match "$SOCKS_OUT" '^bound R .*' "$SOCKS_PID" 1 30); then
+    expect "${names[0]}" "$line" "bound R 0.0.0.0:$SOCKS_PORT -> proxy" "$SOCKS_ERR"
+    B="$WORK/browser-3c-socks.log"
+    browser "$B" --proxy "socks5://$RELAY_CLOUD_IP:$SOCKS_PORT" "http://app.internal/" \
+        "https://secure.internal:9443/"
+    expect_page "${names[1]}" "$B" "http://app.internal/" "$HTTP_MARKER" "$B.stderr" \
+        "$SOCKS_ERR" "$RELAY_LOG"
+    expect_page "${names[2]}" "$B" "https://secure.internal:9443/" "$HTTPS_MARKER" "$B.stderr" \
+        "$SOCKS_ERR" "$RELAY_LOG"
+    # The relay serves the -R port's proxy door; its conn lines end in `socks5 OUTCOME`.
+    if wait_match "$RELAY_LOG" 'conn [0-9]+ [0-9.]+:[0-9]+ -> app\.internal:80 .* socks5 ' "" 1 10 \
+        >/dev/null; then
+        pass "${names[3]}"
+    else
+        fail "${names[3]}" "no 'conn ... -> app.internal:80 ... socks5' line" "$RELAY_LOG"
+    fi
+else
+    for n in "${names[@]}"; do fail "$n" "the second client bound nothing" "$SOCKS_ERR"; done
+fi
+kill -TERM "$SOCKS_PID" 2>/dev/null || true
+wait_exit "$SOCKS_PID" 15 || kill -KILL "$SOCKS_PID" 2>/dev/null || true
 
 # --- check 4: the relay dies (SIGKILL) and comes back; the client reconnects through tinyproxy ---
 names=("relay SIGKILL: the client prints 'lost' and 'retrying'"

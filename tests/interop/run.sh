@@ -3,7 +3,8 @@
 # netcat, OpenSSH (ssh through `burrow connect`) and tinyproxy (as burrow's upstream and as
 # burrow's client), with python's http.server as the origin (it answers HTTP/1.0, as many
 # real origins still do). At the end it runs tunnel.sh: the WebSocket tunnel (`burrow server`
-# and `burrow client`) against curl, OpenSSH and python's `websockets`; resume.sh: sessions
+# and `burrow client`) against curl, OpenSSH and python's `websockets`; socks.sh: SOCKS5 on
+# `burrow proxy`, `-R …:proxy` and `-L …:proxy` (curl socks5h/socks5, nc -X 5); resume.sh: sessions
 # across cut connections; config.sh: `burrow check` and `burrow run` with live reload; pools.sh:
 # rolling restarts of two relays and a pool of two clients behind HAProxy, under load;
 # socks_upstream.sh: SOCKS5 upstream hops (`--upstream`/`--via socks5://`) through `ssh -D`.
@@ -382,6 +383,8 @@ fi
 
 # shellcheck source=tests/interop/tunnel.sh
 source "$ROOT/tests/interop/tunnel.sh"
+# shellcheck source=tests/interop/socks.sh
+source "$ROOT/tests/interop/socks.sh"
 # shellcheck source=tests/interop/resume.sh
 source "$ROOT/tests/interop/resume.sh"
 # shellcheck source=tests/interop/config.sh
