@@ -2,7 +2,7 @@
 
 mod common;
 
-use burrow::dial::chain::{Hop, Upstream};
+use burrow::dial::chain::{Hop, HopKind, Upstream};
 use burrow::dial::rules::Rules;
 use burrow::proxy::ProxyConfig;
 use burrow::socks::Addr;
@@ -254,6 +254,7 @@ fn a_target_that_does_not_answer_in_time_is_ttl_expired() {
                     host: silent.ip().to_string(),
                     port: silent.port(),
                     auth: None,
+                    kind: HopKind::Http,
                 }],
                 no_proxy: vec![],
             },
