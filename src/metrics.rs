@@ -8,9 +8,6 @@ use std::sync::{Arc, Mutex};
 /// The counters of refusals are keyed by the crate's one refusal type.
 use crate::refusal::Refusal;
 
-mod udp;
-pub use udp::{UdpDrop, UdpMetrics};
-
 /// All counters of one process role. Cheap to share (`Arc`), lock-free to update.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -32,8 +29,6 @@ pub struct Metrics {
     pub resumes: AtomicU64,
     /// bytes (whole frames) sent again after a resume: what the peer had not received
     pub replayed_bytes: AtomicU64,
-    /// UDP flows, datagrams and drops
-    pub udp: UdpMetrics,
     refusals: [AtomicU64; Refusal::LABELS.len()],
     /// the relay's per-token series, by token name: only names from the configuration (and,
     /// after a reload removed one, until its last session is gone), so the set is bounded
@@ -245,7 +240,6 @@ impl Metrics {
                 self.refusals[i].load(Relaxed)
             );
         }
-        self.udp.render(&mut out);
         self.render_tokens(&mut out);
         self.render_relays(&mut out);
         out
