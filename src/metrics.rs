@@ -30,6 +30,15 @@ pub struct Metrics {
     /// bytes (whole frames) sent again after a resume: what the peer had not received
     pub replayed_bytes: AtomicU64,
     refusals: [AtomicU64; Refusal::LABELS.len()],
+    /// UDP flows open now (tunnel flows of this process: `-L udp`, `-R udp`, associations)
+    pub udp_flows: AtomicU64,
+    /// UDP flows ever opened
+    pub udp_flows_total: AtomicU64,
+    /// datagrams received from tunnel peers
+    pub udp_datagrams_in: AtomicU64,
+    /// datagrams sent to tunnel peers
+    pub udp_datagrams_out: AtomicU64,
+    udp_dropped: [AtomicU64; UdpDrop::LABELS.len()],
     /// the relay's per-token series, by token name: only names from the configuration (and,
     /// after a reload removed one, until its last session is gone), so the set is bounded
     tokens: Mutex<BTreeMap<String, TokenSeries>>,
@@ -78,7 +87,48 @@ impl Drop for TokenSession {
     }
 }
 
+/// Why a datagram was dropped: the `reason` label of `burrow_udp_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpDrop {
+    /// a bounded queue (ours to the peer, a flow's from the peer, an association's) was full
+    QueueFull,
+    /// a new source address past the flows a listener may hold
+    TooManyFlows,
+    /// larger than a datagram may be (65,507 bytes), or than the far side can send
+    TooLarge,
+    /// the rules refuse its destination (an association's datagram)
+    Forbidden,
+    /// malformed (a SOCKS5 UDP header that does not parse, a fragment), or for a flow that
+    /// is over
+    Invalid,
+}
+
+impl UdpDrop {
+    /// The labels, in exposition order; scripts read them, they do not change.
+    pub const LABELS: [&'static str; 5] = [
+        "queue_full",
+        "too_many_flows",
+        "too_large",
+        "forbidden",
+        "invalid",
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 impl Metrics {
+    /// Counts one dropped datagram.
+    pub fn udp_dropped(&self, why: UdpDrop) {
+        self.udp_dropped[why.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Datagrams dropped so far for this reason.
+    pub fn udp_dropped_count(&self, why: UdpDrop) -> u64 {
+        self.udp_dropped[why.index()].load(Relaxed)
+    }
+
     /// Counts one refusal.
     pub fn refused(&self, why: Refusal) {
         self.refusals[why.counter()].fetch_add(1, Relaxed);
@@ -240,9 +290,52 @@ impl Metrics {
                 self.refusals[i].load(Relaxed)
             );
         }
+        self.render_udp(&mut out);
         self.render_tokens(&mut out);
         self.render_relays(&mut out);
         out
+    }
+
+    fn render_udp(&self, out: &mut String) {
+        let series = [
+            ("udp_flows", "gauge", "UDP flows open now.", &self.udp_flows),
+            (
+                "udp_flows_total",
+                "counter",
+                "UDP flows opened.",
+                &self.udp_flows_total,
+            ),
+            (
+                "udp_datagrams_in_total",
+                "counter",
+                "Datagrams received from tunnel peers.",
+                &self.udp_datagrams_in,
+            ),
+            (
+                "udp_datagrams_out_total",
+                "counter",
+                "Datagrams sent to tunnel peers.",
+                &self.udp_datagrams_out,
+            ),
+        ];
+        for (name, kind, help, v) in series {
+            let _ = write!(
+                out,
+                "# HELP burrow_{name} {help}\n# TYPE burrow_{name} {kind}\nburrow_{name} {}\n",
+                v.load(Relaxed)
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP burrow_udp_dropped_total Datagrams dropped, by reason.\n# TYPE burrow_udp_dropped_total counter\n"
+        );
+        for (i, name) in UdpDrop::LABELS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "burrow_udp_dropped_total{{reason=\"{name}\"}} {}",
+                self.udp_dropped[i].load(Relaxed)
+            );
+        }
     }
 
     /// The per-relay series of a client (none elsewhere).
