@@ -248,19 +248,19 @@ impl Count {
     /// The flow is open: it counts as one.
     fn opened(&self) {
         if !self.opened.swap(true, Relaxed) {
-            self.metrics.udp.flows.fetch_add(1, Relaxed);
-            self.metrics.udp.flows_total.fetch_add(1, Relaxed);
+            self.metrics.udp_flows.fetch_add(1, Relaxed);
+            self.metrics.udp_flows_total.fetch_add(1, Relaxed);
         }
     }
 
     fn sent(&self) {
         self.sent.fetch_add(1, Relaxed);
-        self.metrics.udp.datagrams_out.fetch_add(1, Relaxed);
+        self.metrics.udp_datagrams_out.fetch_add(1, Relaxed);
     }
 
     fn received(&self) {
         self.received.fetch_add(1, Relaxed);
-        self.metrics.udp.datagrams_in.fetch_add(1, Relaxed);
+        self.metrics.udp_datagrams_in.fetch_add(1, Relaxed);
     }
 
     fn drop(&self, why: UdpDrop) {
@@ -269,7 +269,9 @@ impl Count {
 
     fn drop_n(&self, why: UdpDrop, n: u64) {
         self.dropped.fetch_add(n, Relaxed);
-        self.metrics.udp.dropped(why, n);
+        for _ in 0..n {
+            self.metrics.udp_dropped(why);
+        }
     }
 
     /// `sent=… received=… dropped=…` for the end-of-flow line (`flow_drops`: what the
@@ -287,7 +289,7 @@ impl Count {
 impl Drop for Count {
     fn drop(&mut self) {
         if *self.opened.get_mut() {
-            self.metrics.udp.flows.fetch_sub(1, Relaxed);
+            self.metrics.udp_flows.fetch_sub(1, Relaxed);
         }
     }
 }
@@ -296,6 +298,8 @@ impl Drop for Count {
 pub fn drop_reason(refusal: Refusal) -> UdpDrop {
     match refusal {
         Refusal::Forbidden | Refusal::Auth => UdpDrop::Forbidden,
-        _ => UdpDrop::Refused,
+        // Refused for another reason (unreachable, no session, an old peer): the
+        // datagrams are for a flow that is over.
+        _ => UdpDrop::Invalid,
     }
 }

@@ -124,7 +124,7 @@ pub async fn serve_socket(l: UdpListener, open: Opener, spawner: Spawner) {
             }
         };
         if n > MAX_DATAGRAM {
-            l.metrics.udp.dropped(UdpDrop::TooLarge, 1);
+            l.metrics.udp_dropped(UdpDrop::TooLarge);
             if !std::mem::replace(&mut large_warned, true) {
                 log::warn!(
                     "{}: dropped a datagram from {src} larger than {MAX_DATAGRAM} bytes \
@@ -159,7 +159,7 @@ pub async fn serve_socket(l: UdpListener, open: Opener, spawner: Spawner) {
             }
         };
         let Some(entry) = entry else {
-            l.metrics.udp.dropped(UdpDrop::TooManyFlows, 1);
+            l.metrics.udp_dropped(UdpDrop::TooManyFlows);
             if !std::mem::replace(&mut full_warned, true) {
                 log::warn!(
                     "{}: {} flows open: datagrams of new sources are dropped (from {src})",
