@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 mod pump;
 pub mod udp;
+pub mod udp_any;
 
 /// Reaches targets by opening streams on a session: the far end dials them.
 #[derive(Debug, Clone)]
@@ -55,6 +56,13 @@ impl Dialer for MuxDialer {
                 }),
             }
         }
+    }
+
+    /// A UDP_ANY flow on the session: the far end sends each datagram from its network.
+    fn associate(
+        &self,
+    ) -> impl Future<Output = Result<crate::dial::udp::UdpAssoc, DialError>> + Send {
+        udp_any::associate(self.session.clone(), self.timeout)
     }
 }
 

@@ -22,7 +22,7 @@ use smol::net::UdpSocket;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 pub mod flows;
@@ -146,12 +146,12 @@ pub async fn pump_connected(
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         loop {
             match socket.recv(&mut buf).await {
-                Ok(n) if n > MAX_DATAGRAM => count.drop(UdpDrop::TooLarge),
+                Ok(n) if n > MAX_DATAGRAM => flow.count_drop(UdpDrop::TooLarge),
                 Ok(n) => {
                     activity.touch();
-                    match flow.send(&buf[..n]) {
-                        true => count.sent(),
-                        false => count.drop(UdpDrop::QueueFull),
+                    // A drop is counted by the flow.
+                    if flow.send(&buf[..n]) {
+                        count.sent();
                     }
                 }
                 // An ICMP "port unreachable" for an earlier datagram: UDP goes on (the
@@ -215,58 +215,36 @@ impl Activity {
     }
 }
 
-/// One flow's datagram counts (for its end-of-flow line), mirrored into the role's metrics;
-/// once opened, the flow counts in `burrow_udp_flows` for as long as this lives.
+/// One flow's datagram counts, for its end-of-flow line. The session counts what passes
+/// through a flow in the metrics (datagrams each way, its own drops, the flows gauge); what
+/// is dropped here before a flow exists (a flow's queue while it opens, a refused flow) is
+/// counted here.
 struct Count {
     metrics: Arc<Metrics>,
     sent: AtomicU64,
     received: AtomicU64,
     dropped: AtomicU64,
-    /// counted in the flows gauge (undone on drop)
-    opened: AtomicBool,
 }
 
 impl Count {
-    /// The counts of a flow that is not open yet.
-    fn pending(metrics: &Arc<Metrics>) -> Self {
+    fn new(metrics: &Arc<Metrics>) -> Self {
         Count {
             metrics: metrics.clone(),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            opened: AtomicBool::new(false),
-        }
-    }
-
-    /// The counts of an open flow.
-    fn new(metrics: &Arc<Metrics>) -> Self {
-        let c = Count::pending(metrics);
-        c.opened();
-        c
-    }
-
-    /// The flow is open: it counts as one.
-    fn opened(&self) {
-        if !self.opened.swap(true, Relaxed) {
-            self.metrics.udp_flows.fetch_add(1, Relaxed);
-            self.metrics.udp_flows_total.fetch_add(1, Relaxed);
         }
     }
 
     fn sent(&self) {
         self.sent.fetch_add(1, Relaxed);
-        self.metrics.udp_datagrams_out.fetch_add(1, Relaxed);
     }
 
     fn received(&self) {
         self.received.fetch_add(1, Relaxed);
-        self.metrics.udp_datagrams_in.fetch_add(1, Relaxed);
     }
 
-    fn drop(&self, why: UdpDrop) {
-        self.drop_n(why, 1);
-    }
-
+    /// `n` datagrams dropped for `why` with no flow to count them on.
     fn drop_n(&self, why: UdpDrop, n: u64) {
         self.dropped.fetch_add(n, Relaxed);
         for _ in 0..n {
@@ -275,7 +253,7 @@ impl Count {
     }
 
     /// `sent=… received=… dropped=…` for the end-of-flow line (`flow_drops`: what the
-    /// session dropped of this flow).
+    /// flow counted).
     fn line(&self, flow_drops: u64) -> String {
         format!(
             "sent={} received={} dropped={}",
@@ -283,14 +261,6 @@ impl Count {
             self.received.load(Relaxed),
             self.dropped.load(Relaxed) + flow_drops
         )
-    }
-}
-
-impl Drop for Count {
-    fn drop(&mut self) {
-        if *self.opened.get_mut() {
-            self.metrics.udp_flows.fetch_sub(1, Relaxed);
-        }
     }
 }
 

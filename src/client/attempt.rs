@@ -97,6 +97,7 @@ impl RelayLink {
     pub(super) fn new_session(&self, link: &Link) -> (Session, crate::tunnel::Driver) {
         let mut cfg = self.cfg.session.clone();
         cfg.resumable = link.offer.is_some();
+        cfg.udp = link.caps.udp;
         let label = format!("{}@{}", &self.session_id[..8], self.url);
         Session::new(Side::Client, cfg, label, self.metrics.clone())
     }

@@ -40,6 +40,7 @@ pub(super) async fn tunnel<S: FrontStream>(
     let mut cfg = ctx.active().cfg.session.clone();
     cfg.max_streams = grant.max_streams;
     cfg.resumable = key.is_some();
+    cfg.udp = up.caps.udp;
     let (session, driver) = Session::new(Side::Relay, cfg, label.clone(), ctx.metrics.clone());
     let info = SessionInfo {
         token_name: grant.token_name.clone(),
@@ -79,6 +80,8 @@ pub(super) async fn tunnel<S: FrontStream>(
 /// them), and what happens to the session.
 struct Upgraded {
     session_id: String,
+    /// what the client announced
+    caps: ws::Caps,
     grant: Arc<Grant>,
     _permit: Option<(limits::SessionPermit, Option<TokenSession>)>,
     plan: Plan,
@@ -110,7 +113,7 @@ async fn upgrade<S: FrontStream>(
         grant = Some(active.auth.check(token)?);
         Ok(())
     });
-    let (accept, session_id, ask, grant) = match (checked, grant) {
+    let (accept, session_id, ask, caps, grant) = match (checked, grant) {
         (Upgrade::Refuse(refusal, why), _) => {
             let status = refusal.http_status();
             ctx.metrics.refused(refusal);
@@ -133,9 +136,10 @@ async fn upgrade<S: FrontStream>(
                 accept,
                 session_id,
                 resume,
+                caps,
             },
             Some(grant),
-        ) => (accept, session_id, resume, grant),
+        ) => (accept, session_id, resume, caps, grant),
         // Accepted without a token judged: cannot happen; refused all the same.
         (Upgrade::Accept { .. }, None) => {
             reply(
@@ -192,6 +196,7 @@ async fn upgrade<S: FrontStream>(
     conn.upgraded();
     Some(Upgraded {
         session_id,
+        caps,
         grant,
         _permit: permit,
         plan,

@@ -8,11 +8,14 @@
 use async_tungstenite::tungstenite::Bytes;
 use std::fmt;
 
+/// The address in front of a UDP_ANY flow's datagrams.
+mod addressed;
 /// The credentials a `:proxy` BIND carries.
 mod proxy_auth;
 /// The refusal codes of OPEN_REFUSED and RESET; [`crate::refusal`] owns them with their
 /// one mapping to HTTP statuses and counters.
 pub use crate::refusal::RefuseCode;
+pub use addressed::{decode_addressed, encode_addressed};
 pub use proxy_auth::{AuthTooLong, ProxyAuth};
 
 /// Protocol version, sent in the handshake (`Burrow-Version`).

@@ -11,6 +11,8 @@ pub mod watch;
 pub mod ws;
 
 pub use frame::{BindMode, BindPool, Frame, OpenTarget, RefuseCode};
-pub use session::{CloseReason, Driver, Incoming, OpenError, Session, SessionConfig, Side};
+pub use session::{
+    CloseReason, Driver, Incoming, OpenError, Session, SessionConfig, Side, UdpFlow,
+};
 pub use stream::MuxStream;
 pub use watch::Watch;

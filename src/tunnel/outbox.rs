@@ -33,6 +33,8 @@ pub(crate) enum Out {
     Frame(Vec<u8>),
     /// a DATA frame: the first `len` bytes of a pooled buffer
     Data(FrameBuf, usize),
+    /// an encoded DGRAM frame and its payload length: not numbered, never replayed
+    Dgram(Vec<u8>, usize),
     /// a keepalive ping with our send time
     Ping(Vec<u8>),
     /// resumable sessions: an ACK with the count of frames received when it is written

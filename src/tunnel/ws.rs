@@ -45,6 +45,10 @@ pub const CAPS_HEADER: &str = "Burrow-Caps";
 pub const CAP_UNBIND: &str = "unbind";
 /// The capability a relay announces when it understands a BIND's pool fields.
 pub const CAP_POOL: &str = "pool";
+/// The capability either side announces when it understands UDP flows (their OPEN targets,
+/// DGRAM, BIND udp) and the refusal code 8 (connection refused). The client announces it in
+/// its request, the relay in its answer; each sends them only to a peer that announced it.
+pub const CAP_UDP: &str = "udp";
 
 /// The optional features a relay announced in [`CAPS_HEADER`]; unknown ones are ignored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,6 +57,8 @@ pub struct Caps {
     pub unbind: bool,
     /// the relay reads a BIND's pool fields (pools)
     pub pool: bool,
+    /// the peer understands UDP flows
+    pub udp: bool,
 }
 
 impl Caps {
@@ -64,6 +70,7 @@ impl Caps {
         Caps {
             unbind: has(CAP_UNBIND),
             pool: has(CAP_POOL),
+            udp: has(CAP_UDP),
         }
     }
 }
@@ -265,6 +272,7 @@ where
     };
     headers.insert(VERSION_HEADER, value(&VERSION.to_string())?);
     headers.insert(SESSION_HEADER, value(session_id)?);
+    headers.insert(CAPS_HEADER, value(CAP_UDP)?);
     match resume {
         Some(ResumeAsk::New) => {
             headers.insert(RESUME_HEADER, value("new")?);
@@ -384,11 +392,14 @@ mod tests {
             (Some("pools,pool"), false, true),
         ];
         for (value, unbind, pool) in cases {
-            assert_eq!(Caps::parse(value), Caps { unbind, pool }, "{value:?}");
+            let udp = false;
+            assert_eq!(Caps::parse(value), Caps { unbind, pool, udp }, "{value:?}");
         }
+        assert!(Caps::parse(Some("unbind, pool, udp")).udp);
+        assert!(!Caps::parse(Some("udp2")).udp);
         let answer = String::from_utf8(upgrade::switching_protocols("x", None)).unwrap();
         assert!(
-            answer.contains("\r\nBurrow-Caps: unbind, pool\r\n"),
+            answer.contains("\r\nBurrow-Caps: unbind, pool, udp\r\n"),
             "{answer}"
         );
     }

@@ -87,17 +87,17 @@ impl Entry {
                 let flow = flow.clone();
                 drop(st);
                 self.activity.touch();
-                match flow.send(datagram) {
-                    true => self.count.sent(),
-                    false => self.count.drop(UdpDrop::QueueFull),
+                // A drop is counted by the flow.
+                if flow.send(datagram) {
+                    self.count.sent();
                 }
             }
             State::Opening(queue) if queue.len() < FLOW_QUEUE => {
                 queue.push_back(datagram.to_vec());
                 self.activity.touch();
             }
-            State::Opening(_) => self.count.drop(UdpDrop::QueueFull),
-            State::Refused(why) => self.count.drop(*why),
+            State::Opening(_) => self.count.drop_n(UdpDrop::QueueFull, 1),
+            State::Refused(why) => self.count.drop_n(*why, 1),
         }
     }
 }
@@ -152,7 +152,7 @@ pub async fn serve_socket(l: UdpListener, open: Opener, spawner: Spawner) {
                 let entry = Arc::new(Entry {
                     state: Mutex::new(State::Opening(VecDeque::from([datagram.to_vec()]))),
                     activity: Activity::new(),
-                    count: Count::pending(&l.metrics),
+                    count: Count::new(&l.metrics),
                 });
                 flows.insert(src, entry.clone());
                 Some(entry)
@@ -219,7 +219,6 @@ async fn run_flow(
             return;
         }
     };
-    entry.count.opened();
     let queued = {
         let mut st = entry.state.lock().unwrap_or_else(|e| e.into_inner());
         match std::mem::replace(&mut *st, State::Open(flow.clone())) {
@@ -228,9 +227,8 @@ async fn run_flow(
         }
     };
     for d in queued {
-        match flow.send(&d) {
-            true => entry.count.sent(),
-            false => entry.count.drop(UdpDrop::QueueFull),
+        if flow.send(&d) {
+            entry.count.sent();
         }
     }
     log::debug!("{}: flow {} from {src} to {} open", l.what, flow.id(), l.target);

@@ -10,7 +10,7 @@ impl Shared {
     }
 
     /// True when `id` was in use once (a late frame after a reset is not a violation).
-    fn was_known(&self, state: &State, id: u32) -> bool {
+    pub(super) fn was_known(&self, state: &State, id: u32) -> bool {
         if self.is_peer_id(id) {
             id <= state.peer_max_id
         } else {
@@ -18,11 +18,15 @@ impl Shared {
         }
     }
 
-    /// Looks up a stream for a frame; `Ok(None)` for a stream that ended already.
+    /// Looks up a stream for a frame; `Ok(None)` for a stream that ended already. A UDP
+    /// flow gets no stream frames (DATA, WINDOW).
     fn find(&self, id: u32) -> Result<Option<Arc<StreamShared>>, String> {
         let state = self.lock_state();
         match state.streams.get(&id) {
             Some(s) => Ok(Some(s.clone())),
+            None if state.flows.contains_key(&id) => {
+                Err(format!("a stream frame for UDP flow {id}"))
+            }
             None if self.was_known(&state, id) => Ok(None),
             None => Err(format!("frame for unknown stream {id}")),
         }
@@ -32,10 +36,24 @@ impl Shared {
     pub(super) fn handle(self: &Arc<Self>, frame: Frame) -> Result<(), String> {
         match frame {
             Frame::Open { id, window, target } => self.handle_open(id, window, target),
-            Frame::OpenOk { id, window } => self.handle_open_ok(id, window),
-            Frame::OpenRefused { id, code, reason } => self.handle_open_refused(id, code, reason),
+            Frame::OpenOk { id, window } => {
+                if self.flow_answered(id, Ok(()))? {
+                    return Ok(());
+                }
+                self.handle_open_ok(id, window)
+            }
+            Frame::OpenRefused { id, code, reason } => {
+                if self.flow_answered(id, Err((code, reason.clone())))? {
+                    self.refused.fetch_add(1, Relaxed);
+                    return Ok(());
+                }
+                self.handle_open_refused(id, code, reason)
+            }
             Frame::Data { id, payload } => self.handle_data(id, payload),
+            Frame::Dgram { id, payload } => self.handle_dgram(id, payload),
             Frame::Window { id, increment } => self.handle_window(id, increment),
+            Frame::Fin { id } if self.flow_ended_by_peer(id, "finished") => Ok(()),
+            Frame::Reset { id, ref reason, .. } if self.flow_ended_by_peer(id, reason) => Ok(()),
             Frame::Fin { id } => {
                 if let Some(s) = self.find(id)? {
                     let mut st = s.lock();
@@ -212,7 +230,7 @@ impl Shared {
             }
             // Only this task adds pending streams, so the count cannot pass the cap between
             // this check and `reserve_early`.
-            let full = if state.streams.len() >= self.cfg.max_streams {
+            let full = if state.streams.len() + state.flows.len() >= self.cfg.max_streams {
                 Some("too many streams (--max-streams)")
             } else if self.budget().pending() >= MAX_PENDING_STREAMS {
                 Some("too many streams waiting to be accepted")
@@ -224,6 +242,29 @@ impl Shared {
                 self.metrics.refused(Refusal::TooManyStreams);
                 self.warn_refusal(&self.label, format_args!("refused stream {id}: {why}"));
                 refuse(Refusal::TooManyStreams.wire_code(), why);
+                return Ok(());
+            }
+            if target.is_udp() {
+                let flow = self.open_flow_from_peer(&mut state, id, &target);
+                drop(state);
+                let flow = match flow {
+                    Ok(flow) => flow,
+                    Err((code, why)) => {
+                        self.metrics.refused(Refusal::TooManyStreams);
+                        self.warn_refusal(&self.label, format_args!("refused flow {id}: {why}"));
+                        refuse(code, why);
+                        return Ok(());
+                    }
+                };
+                self.flow_opened();
+                let incoming = Incoming {
+                    stream: None,
+                    flow: Some(flow),
+                    target,
+                    shared: self.clone(),
+                };
+                // As for streams below: never full, bounded by the pending count.
+                let _ = self.incoming.0.try_send(incoming);
                 return Ok(());
             }
             // Until we answer, only early data may arrive: the stream's window is the
@@ -242,6 +283,7 @@ impl Shared {
         self.stream_opened();
         let incoming = Incoming {
             stream: Some(self.stream_handle(stream)),
+            flow: None,
             target,
             shared: self.clone(),
         };

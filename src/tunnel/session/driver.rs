@@ -303,6 +303,8 @@ struct Batch<'a> {
     data: usize,
     /// cost of the non-DATA frames taken
     non_data: usize,
+    /// DGRAM payload bytes taken
+    dgram: usize,
     close: Option<String>,
 }
 
@@ -313,6 +315,7 @@ impl<'a> Batch<'a> {
             count: 0,
             data: 0,
             non_data: 0,
+            dgram: 0,
             close: None,
         }
     }
@@ -353,6 +356,11 @@ impl<'a> Batch<'a> {
                 }
                 Message::Binary(bytes)
             }
+            // Not numbered, not kept: a datagram lost with its connection is lost.
+            Out::Dgram(f, payload) => {
+                self.dgram += payload;
+                Message::Binary(Bytes::from(f))
+            }
             Out::Ack => {
                 // Not numbered: the count as of now.
                 let received = shared.rx().count();
@@ -376,6 +384,7 @@ impl Drop for Batch<'_> {
     fn drop(&mut self) {
         self.shared.out.drained(self.data);
         self.shared.out.non_data.sent(self.non_data);
+        self.shared.udp_queued.fetch_sub(self.dgram, Relaxed);
     }
 }
 

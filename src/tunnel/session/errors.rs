@@ -17,6 +17,9 @@ pub enum OpenError {
     TooManyStreams,
     /// The session is closed or going away.
     Closed(String),
+    /// What was asked cannot be sent to this peer (a UDP flow to a peer without the `udp`
+    /// capability).
+    Unsupported(&'static str),
 }
 
 impl OpenError {
@@ -26,6 +29,7 @@ impl OpenError {
             OpenError::Refused { code, .. } => Refusal::from(*code),
             OpenError::TooManyStreams => Refusal::TooManyStreams,
             OpenError::Closed(_) => Refusal::GoingAway,
+            OpenError::Unsupported(_) => Refusal::BadRequest,
         }
     }
 }
@@ -36,6 +40,7 @@ impl fmt::Display for OpenError {
             OpenError::Refused { reason, .. } => write!(f, "refused by peer: {reason}"),
             OpenError::TooManyStreams => f.write_str("too many streams on this session"),
             OpenError::Closed(why) => write!(f, "session closed: {why}"),
+            OpenError::Unsupported(why) => write!(f, "not supported: {why}"),
         }
     }
 }

@@ -6,6 +6,8 @@ use super::*;
 pub struct Incoming {
     /// the stream (usable once accepted)
     pub(super) stream: Option<MuxStream>,
+    /// the flow, when the target is a UDP one (usable once accepted)
+    pub(super) flow: Option<Arc<udp::FlowShared>>,
     /// what the peer asks it to be connected to
     pub target: OpenTarget,
     pub(super) shared: Arc<Shared>,
@@ -24,7 +26,11 @@ impl std::fmt::Debug for Incoming {
 impl Incoming {
     /// The stream id the peer chose (0 once answered).
     pub fn id(&self) -> u32 {
-        self.stream.as_ref().map_or(0, |s| s.id())
+        match (&self.stream, &self.flow) {
+            (Some(s), _) => s.id(),
+            (None, Some(f)) => f.id,
+            (None, None) => 0,
+        }
     }
 
     /// Confirms the stream (OPEN_OK) and returns it.
@@ -73,6 +79,17 @@ impl Incoming {
     }
 
     fn refuse_inner(&mut self, code: RefuseCode, reason: &str) {
+        let code = self.shared.code_for_peer(code);
+        if let Some(flow) = self.flow.take() {
+            self.shared.refused.fetch_add(1, Relaxed);
+            if self.shared.forget_flow(flow.id).is_some() {
+                self.shared.send_frame(Frame::OpenRefused {
+                    id: flow.id,
+                    code,
+                    reason: reason.to_string(),
+                });
+            }
+        }
         if let Some(stream) = self.stream.take() {
             let id = stream.id();
             self.shared.refused.fetch_add(1, Relaxed);

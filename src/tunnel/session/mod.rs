@@ -50,7 +50,7 @@ pub use incoming::Incoming;
 use limits::LogLimit;
 use replay::{Received, Replay};
 use table::metrics_inc;
-pub use udp::UdpFlow;
+pub use udp::{FLOW_QUEUE, FLOW_QUEUE_BYTES, SESSION_UDP_BUFFERED, SESSION_UDP_QUEUED, UdpFlow};
 
 /// Limits and timings of one session.
 #[derive(Debug, Clone)]
@@ -70,6 +70,9 @@ pub struct SessionConfig {
     /// the session outlives its connection and continues on a new one (negotiated per
     /// session in the handshake; see `docs/PROTOCOL.md`, "Resumable sessions")
     pub resumable: bool,
+    /// the peer announced the `udp` capability in the handshake: UDP flows, DGRAM and BIND
+    /// udp may be sent to it, and refusal code 8
+    pub udp: bool,
 }
 
 /// Session frames (BIND, GO_AWAY, ...) waiting for the role (well above the 64 bindings a
@@ -101,6 +104,7 @@ impl Default for SessionConfig {
             window_budget: 8 * 1024 * 1024,
             max_queued: 2 * 1024 * 1024,
             resumable: false,
+            udp: false,
         }
     }
 }
@@ -119,6 +123,10 @@ struct State {
     /// highest id the peer has opened (peer ids only grow)
     peer_max_id: u32,
     streams: HashMap<u32, Arc<StreamShared>>,
+    /// UDP flows (their ids are stream ids; see `udp.rs`)
+    flows: HashMap<u32, Arc<udp::FlowShared>>,
+    /// flows the peer opened that we have neither accepted nor refused
+    pending_flows: std::collections::HashSet<u32>,
     /// the peer sent GO_AWAY: open nothing new
     peer_going_away: bool,
     /// the reason the peer's GO_AWAY gave (a frame's text: bounded by the frame limit)
@@ -174,6 +182,11 @@ pub(crate) struct Shared {
     bytes_sent: AtomicU64,
     /// payload bytes of DATA frames received from the peer (its share of `metrics.bytes_in`)
     bytes_received: AtomicU64,
+    /// bytes of DGRAM payloads waiting for the writer (at most `udp::SESSION_UDP_QUEUED`)
+    udp_queued: std::sync::atomic::AtomicUsize,
+    /// bytes of datagrams the flows hold for their readers (at most
+    /// `udp::SESSION_UDP_BUFFERED`)
+    udp_buffered: std::sync::atomic::AtomicUsize,
     metrics: Arc<Metrics>,
 }
 
@@ -228,6 +241,8 @@ impl Session {
                 next_id: if side == Side::Client { 1 } else { 2 },
                 peer_max_id: 0,
                 streams: HashMap::new(),
+                flows: HashMap::new(),
+                pending_flows: Default::default(),
                 peer_going_away: false,
                 peer_going_away_why: None,
                 going_away: false,
@@ -257,6 +272,8 @@ impl Session {
             refused: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
+            udp_queued: Default::default(),
+            udp_buffered: Default::default(),
             metrics,
         });
         metrics_inc(&shared.metrics.sessions, 1);
@@ -329,7 +346,7 @@ impl Session {
             if state.peer_going_away || state.going_away {
                 return Err(OpenError::Closed("going away".into()));
             }
-            if state.streams.len() >= sh.cfg.max_streams {
+            if state.streams.len() + state.flows.len() >= sh.cfg.max_streams {
                 return Err(OpenError::TooManyStreams);
             }
             let id = state.next_id;

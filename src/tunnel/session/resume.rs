@@ -35,6 +35,8 @@ impl Shared {
                 Ok(())
             }
             Frame::Resume { .. } => Err("RESUME after the start of a connection".into()),
+            // Not numbered: the sender keeps no copy to replay.
+            frame @ Frame::Dgram { .. } => self.handle(frame),
             frame => {
                 self.handle(frame)?;
                 if self.cfg.resumable {

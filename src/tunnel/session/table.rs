@@ -76,15 +76,20 @@ impl Shared {
 
     /// Marks the session closed: every stream fails, every waiter wakes.
     pub(super) fn close(&self, reason: &CloseReason) {
-        let streams = {
+        let (streams, flows) = {
             let mut state = self.lock_state();
             if state.closed.is_some() {
                 return;
             }
             state.closed = Some(reason.to_string());
             self.open_streams.set(0);
-            std::mem::take(&mut state.streams)
+            state.pending_flows.clear();
+            (
+                std::mem::take(&mut state.streams),
+                std::mem::take(&mut state.flows),
+            )
         };
+        self.end_flows(flows, &reason.to_string());
         metrics_inc(&self.metrics.streams, -(streams.len() as i64));
         metrics_inc(&self.metrics.sessions, -1);
         for (_, s) in streams {

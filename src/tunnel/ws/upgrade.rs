@@ -15,6 +15,8 @@ pub enum Upgrade {
         session_id: String,
         /// what the client asks of resumption (`None`: it cannot resume)
         resume: Option<ResumeAsk>,
+        /// what the client announced in its request (an older client: nothing)
+        caps: Caps,
     },
     /// Answer with this refusal (its HTTP status) and reason instead.
     Refuse(Refusal, String),
@@ -40,10 +42,13 @@ pub fn check_upgrade_with(
         Ok(t) => t,
         Err((refusal, why)) => return Upgrade::Refuse(refusal, why),
     };
+    // A value that is not text announces nothing (fail closed: no UDP frame is sent).
+    let caps = Caps::parse(head.headers.get(CAPS_HEADER));
     Upgrade::Accept {
         accept: derive_accept_key(key.as_bytes()),
         session_id,
         resume,
+        caps,
     }
 }
 
@@ -51,7 +56,7 @@ pub fn check_upgrade_with(
 /// connection and the grace period.
 pub fn switching_protocols(accept: &str, resume: Option<(&str, std::time::Duration)>) -> Vec<u8> {
     let mut r = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{VERSION_HEADER}: {VERSION}\r\n{CAPS_HEADER}: {CAP_UNBIND}, {CAP_POOL}\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{VERSION_HEADER}: {VERSION}\r\n{CAPS_HEADER}: {CAP_UNBIND}, {CAP_POOL}, {CAP_UDP}\r\n"
     );
     if let Some((key, grace)) = resume {
         r.push_str(&format!(
@@ -163,7 +168,10 @@ mod tests {
                 accept,
                 session_id,
                 resume,
+                caps,
             } => {
+                // An older client announces nothing: no UDP flow is ever sent to it.
+                assert!(!caps.udp);
                 let r = String::from_utf8(switching_protocols(&accept, None)).unwrap();
                 assert!(r.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{r}");
                 assert!(!r.contains(RESUME_HEADER), "{r}");
@@ -180,9 +188,17 @@ mod tests {
                 "Burrow-Version: 1\r\nBurrow-Session: a\r\nBurrow-Resume: {ask}\r\n"
             ));
             match check_upgrade(&h, None) {
-                Upgrade::Accept { resume, .. } => assert_eq!(resume, Some(want)),
+                Upgrade::Accept { resume, caps, .. } => {
+                    assert_eq!(resume, Some(want));
+                    assert!(!caps.udp);
+                }
                 other => panic!("{other:?}"),
             }
+        }
+        let with_udp = head("Burrow-Version: 1\r\nBurrow-Session: a\r\nBurrow-Caps: udp\r\n");
+        match check_upgrade(&with_udp, None) {
+            Upgrade::Accept { caps, .. } => assert!(caps.udp),
+            other => panic!("{other:?}"),
         }
         let r = switching_protocols("x", Some(("k-2", std::time::Duration::from_secs(60))));
         let r = String::from_utf8(r).unwrap();
