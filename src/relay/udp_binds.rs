@@ -16,6 +16,11 @@ pub(super) async fn bind_udp(
     (tasks, binds, session_sd): (&TaskSet, &binds::Bindings, &crate::shutdown::Shutdown),
     (bind_id, addr, port, pooled): (u32, &str, u16, bool),
 ) -> Result<(), (Refusal, String)> {
+    if !session.peer_udp() {
+        // Its flows could never be opened: the client did not announce `udp`.
+        let why = "a UDP binding needs the `udp` capability, which this client did not announce";
+        return Err((Refusal::BadRequest, why.to_string()));
+    }
     if pooled {
         let why = "UDP bindings cannot join a pool (pools share TCP ports only)";
         return Err((Refusal::BadRequest, why.to_string()));
