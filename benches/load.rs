@@ -504,7 +504,11 @@ fn run(opts: &Options) -> Result<bool> {
 /// The UDP part: direct and through `-L udp:` at a fixed rate (1 s each with `--quick`, 3 s
 /// otherwise); `Ok(false)` if it could not be measured.
 fn run_udp(opts: &Options) -> Result<bool> {
-    let secs = if opts.sizes.label == QUICK.label { 1 } else { 3 };
+    let secs = if opts.sizes.label == QUICK.label {
+        1
+    } else {
+        3
+    };
     match udp::run(&opts.burrow, secs) {
         Ok(rows) => {
             udp::print(&rows);

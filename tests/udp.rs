@@ -41,7 +41,9 @@ async fn start_answerer() -> (SocketAddr, Arc<AtomicU64>, smol::Task<()>) {
 async fn ask(s: &UdpSocket, to: SocketAddr, payload: &[u8]) -> Vec<u8> {
     s.send_to(payload, to).await.unwrap();
     let mut buf = vec![0u8; 65_536];
-    let (n, from) = within(10, "udp answer", s.recv_from(&mut buf)).await.unwrap();
+    let (n, from) = within(10, "udp answer", s.recv_from(&mut buf))
+        .await
+        .unwrap();
     assert_eq!(from, to, "the answer comes from the forward's address");
     buf.truncate(n);
     buf
@@ -127,9 +129,16 @@ fn a_60_kib_datagram_crosses_whole_both_ways() {
         let s = UdpSocket::bind(lo()).await.unwrap();
         let big: Vec<u8> = (0..60 * 1024).map(|i| (i % 251) as u8).collect();
         let answer = ask_retrying(&s, c.locals[0], &big).await;
-        assert_eq!(answer.len(), big.len() + 3, "one datagram, never split or merged");
+        assert_eq!(
+            answer.len(),
+            big.len() + 3,
+            "one datagram, never split or merged"
+        );
         assert_eq!(&answer[..3], b"re:");
-        assert!(answer[3..] == big[..], "the payload arrives intact both ways");
+        assert!(
+            answer[3..] == big[..],
+            "the payload arrives intact both ways"
+        );
         // The largest a datagram may be.
         let max = vec![7u8; 65_507];
         let answer = ask_retrying(&s, c.locals[0], &max).await;
@@ -209,7 +218,9 @@ fn a_udp_flood_never_stalls_the_tcp_streams_of_the_session() {
         });
         // Meanwhile a TCP stream of the same session goes on.
         for round in 0..20u8 {
-            let mut t = within(10, "connect", TcpStream::connect(tcp)).await.unwrap();
+            let mut t = within(10, "connect", TcpStream::connect(tcp))
+                .await
+                .unwrap();
             let payload = vec![round; 100_000];
             t.write_all(&payload).await.unwrap();
             let mut back = vec![0u8; payload.len()];

@@ -86,7 +86,13 @@ async fn start_old_relay() -> (SocketAddr, Arc<Seen>, smol::Task<()>) {
                 }));
             } else {
                 let why = "unknown target";
-                bridge::refuse(inc, burrow::refusal::Refusal::BadRequest, why, "old", &metrics);
+                bridge::refuse(
+                    inc,
+                    burrow::refusal::Refusal::BadRequest,
+                    why,
+                    "old",
+                    &metrics,
+                );
             }
         }
         drop(frames);
@@ -121,7 +127,11 @@ fn a_new_client_with_an_old_relay_refuses_udp_flows_and_tcp_goes_on() {
                 _ => None,
             })
             .collect();
-        assert_eq!(binds, vec![BindMode::Forward], "no BIND udp to an old relay");
+        assert_eq!(
+            binds,
+            vec![BindMode::Forward],
+            "no BIND udp to an old relay"
+        );
         // A datagram at -L udp: refused here (logged), dropped and counted.
         let s = UdpSocket::bind(lo()).await.unwrap();
         s.send_to(b"hello?", c.locals[0]).await.unwrap();
@@ -150,14 +160,24 @@ async fn old_client_session(relay: SocketAddr) -> (Session, smol::Task<()>) {
     let tcp = within(10, "connect", TcpStream::connect(relay))
         .await
         .unwrap();
-    let mut req = format!("ws://{relay}/burrow").into_client_request().unwrap();
+    let mut req = format!("ws://{relay}/burrow")
+        .into_client_request()
+        .unwrap();
     let h = req.headers_mut();
-    h.insert(ws::VERSION_HEADER, burrow::tunnel::frame::VERSION.to_string().parse().unwrap());
+    h.insert(
+        ws::VERSION_HEADER,
+        burrow::tunnel::frame::VERSION.to_string().parse().unwrap(),
+    );
     h.insert(ws::SESSION_HEADER, "0ld-c1ient-0000".parse().unwrap());
     let (ws, resp) = within(10, "upgrade", async_tungstenite::client_async(req, tcp))
         .await
         .unwrap();
-    let caps = resp.headers().get(ws::CAPS_HEADER).unwrap().to_str().unwrap();
+    let caps = resp
+        .headers()
+        .get(ws::CAPS_HEADER)
+        .unwrap()
+        .to_str()
+        .unwrap();
     assert!(caps.contains("udp"), "the new relay announces udp: {caps}");
     let (session, driver) = Session::new(
         Side::Client,

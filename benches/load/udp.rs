@@ -98,7 +98,12 @@ fn measure(name: &'static str, to: SocketAddr, secs: u64) -> Result<UdpRow> {
     let last_back = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let receiver = {
-        let (r, back, done, last) = (s.try_clone()?, back.clone(), done.clone(), last_back.clone());
+        let (r, back, done, last) = (
+            s.try_clone()?,
+            back.clone(),
+            done.clone(),
+            last_back.clone(),
+        );
         thread::spawn(move || {
             let mut buf = vec![0u8; 65_536];
             while !done.load(Relaxed) {
@@ -145,7 +150,11 @@ fn measure(name: &'static str, to: SocketAddr, secs: u64) -> Result<UdpRow> {
 
 /// `burrow client ws://RELAY/burrow -L udp:127.0.0.1:0:TARGET`, once it listens and is
 /// connected; its local UDP address.
-fn udp_client(bin: &Path, relay: SocketAddr, target: SocketAddr) -> Result<(ChildGuard, SocketAddr)> {
+fn udp_client(
+    bin: &Path,
+    relay: SocketAddr,
+    target: SocketAddr,
+) -> Result<(ChildGuard, SocketAddr)> {
     let mut cmd = Command::new(bin);
     cmd.arg("client")
         .arg(format!("ws://{relay}/burrow"))

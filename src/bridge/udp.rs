@@ -70,7 +70,10 @@ pub async fn connect_or_refuse(
             metrics.refused(why);
             let id = inc.id();
             let target = host_port(host, port);
-            inc.warn_refusal(label, format_args!("refused udp flow {id} to {target}: {e}"));
+            inc.warn_refusal(
+                label,
+                format_args!("refused udp flow {id} to {target}: {e}"),
+            );
             inc.refuse(why.wire_code(), &e.to_string());
             None
         }

@@ -142,7 +142,10 @@ pub(super) async fn serve_local_udp(
     shutdown: ShutdownSignal,
 ) {
     use crate::bridge::udp::flows::{self, Opener, UdpListener};
-    let addr = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = socket
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let spec = |t: &Mutex<LocalSpec>| t.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let shown = match spec(&target) {
         LocalSpec::Udp { host, port, .. } => host_port(&host, port),
@@ -253,14 +256,12 @@ pub(super) async fn serve_incoming(
         },
         // TODO(issue 13): UDP ASSOCIATE of `-R …:proxy` (UdpAny). A client serves no
         // `-L udp:` of the relay's (UdpDial).
-        OpenTarget::UdpDial { .. } | OpenTarget::UdpAny => {
-            bridge::refuse(
-                inc,
-                Refusal::BadRequest,
-                "UDP flows are not served here",
-                label,
-                metrics,
-            )
-        }
+        OpenTarget::UdpDial { .. } | OpenTarget::UdpAny => bridge::refuse(
+            inc,
+            Refusal::BadRequest,
+            "UDP flows are not served here",
+            label,
+            metrics,
+        ),
     }
 }

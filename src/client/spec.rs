@@ -130,9 +130,7 @@ impl FromStr for LocalSpec {
                 host: host.to_string(),
                 port: port(tp, s, false)?,
             }),
-            ["udp", ..] => Err(format!(
-                "bad -L {s:?}: expected udp:[BIND:]PORT:HOST:PORT"
-            )),
+            ["udp", ..] => Err(format!("bad -L {s:?}: expected udp:[BIND:]PORT:HOST:PORT")),
             ["stdio", host, p] => Ok(LocalSpec::Stdio {
                 host: host.to_string(),
                 port: port(p, s, false)?,
@@ -184,9 +182,7 @@ impl FromStr for RemoteSpec {
                 host: host.to_string(),
                 target_port: port(tp, s, false)?,
             }),
-            ["udp", ..] => Err(format!(
-                "bad -R {s:?}: expected udp:[BIND:]PORT:HOST:PORT"
-            )),
+            ["udp", ..] => Err(format!("bad -R {s:?}: expected udp:[BIND:]PORT:HOST:PORT")),
             [p, "proxy"] => Ok(RemoteSpec::Proxy {
                 bind: String::new(),
                 port: port(p, s, true)?,

@@ -95,10 +95,7 @@ impl Bindings {
         if udp {
             // Its task closes the socket as it stops.
             stop.drain();
-            log::info!(
-                "session {}: unbound udp binding {bind_id}",
-                session.label()
-            );
+            log::info!("session {}: unbound udp binding {bind_id}", session.label());
             return;
         }
         let Some(listener) = listener else {
@@ -172,7 +169,10 @@ impl Ctx {
 
 /// Drains `child` when `parent` drains and aborts it when `parent` aborts: a binding stops
 /// with its session, or alone on UNBIND. Never ends.
-pub(super) async fn follow(parent: crate::shutdown::ShutdownSignal, child: crate::shutdown::Shutdown) {
+pub(super) async fn follow(
+    parent: crate::shutdown::ShutdownSignal,
+    child: crate::shutdown::Shutdown,
+) {
     parent.draining().await;
     child.drain();
     parent.aborted().await;

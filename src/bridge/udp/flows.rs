@@ -209,11 +209,7 @@ async fn run_flow(
                 }
             };
             entry.count.drop_n(reason, queued as u64);
-            log::warn!(
-                "{}: flow from {src} to {} refused: {why}",
-                l.what,
-                l.target
-            );
+            log::warn!("{}: flow from {src} to {} refused: {why}", l.what, l.target);
             smol::Timer::after(REFUSED_HOLD).await;
             leave(&table, src, &entry);
             return;
@@ -231,7 +227,12 @@ async fn run_flow(
             entry.count.sent();
         }
     }
-    log::debug!("{}: flow {} from {src} to {} open", l.what, flow.id(), l.target);
+    log::debug!(
+        "{}: flow {} from {src} to {} open",
+        l.what,
+        flow.id(),
+        l.target
+    );
     // Cancel-safety: a flow receive that loses the race has taken nothing from the flow.
     let back = async {
         while let Some(d) = flow.recv().await {
