@@ -1,4 +1,5 @@
-//! `burrow connect`: one byte stream spliced to a target through a CONNECT chain.
+//! `burrow connect`: one byte stream spliced to a target through a proxy chain (HTTP CONNECT
+//! and SOCKS5 hops).
 //! With stdin/stdout this is an `ssh -o ProxyCommand`.
 
 use crate::dial::DialError;

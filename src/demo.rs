@@ -1,7 +1,7 @@
 //! Pieces of `burrow demo` that tests reuse: a tiny origin HTTP server.
 
 use crate::client::{Client, ClientConfig, Event};
-use crate::dial::chain::{Hop, Upstream};
+use crate::dial::chain::{Hop, HopKind, Upstream};
 use crate::exec::{Spawner, TaskSet};
 use crate::http::auth::Credentials;
 use crate::http::front;
@@ -167,6 +167,7 @@ async fn proxies(lo: SocketAddr) -> io::Result<(Proxy, Proxy)> {
     .await?;
     let p1 = first.local_addr()?;
     let hop = Hop {
+        kind: HopKind::Http,
         host: p1.ip().to_string(),
         port: p1.port(),
         auth: Some(creds),

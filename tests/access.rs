@@ -5,7 +5,7 @@
 mod common;
 
 use burrow::client::{Client, ClientConfig, ClientError};
-use burrow::dial::chain::{ChainNames, Hop, Upstream};
+use burrow::dial::chain::{ChainNames, Hop, HopKind, Upstream};
 use burrow::dial::rules::Rules;
 use burrow::proxy::ProxyConfig;
 use burrow::relay::RelayConfig;
@@ -23,6 +23,7 @@ fn rules(allow: &[&str], deny: &[&str]) -> Rules {
 fn chain_to(upstream: SocketAddr) -> Upstream {
     Upstream {
         hops: vec![Hop {
+            kind: HopKind::Http,
             host: "127.0.0.1".into(),
             port: upstream.port(),
             auth: None,

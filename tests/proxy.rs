@@ -2,7 +2,7 @@
 
 mod common;
 
-use burrow::dial::chain::{Hop, Upstream};
+use burrow::dial::chain::{Hop, HopKind, Upstream};
 use burrow::proxy::ProxyConfig;
 use common::*;
 use futures_lite::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 fn hop(addr: std::net::SocketAddr, auth: Option<&str>) -> Hop {
     Hop {
+        kind: HopKind::Http,
         host: addr.ip().to_string(),
         port: addr.port(),
         auth: auth.map(|a| a.parse().unwrap()),

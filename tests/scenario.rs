@@ -7,7 +7,7 @@
 mod common;
 
 use burrow::client::{ClientConfig, Event};
-use burrow::dial::chain::{Hop, Upstream};
+use burrow::dial::chain::{Hop, HopKind, Upstream};
 use burrow::proxy::ProxyConfig;
 use burrow::relay::RelayConfig;
 use burrow::tls::{ClientTls, ClientTlsOptions, ServerTls};
@@ -102,6 +102,7 @@ async fn world(sp: &burrow::exec::Spawner) -> World {
     );
     cfg.via = Upstream {
         hops: vec![Hop {
+            kind: HopKind::Http,
             host: "127.0.0.1".into(),
             port: corp.addr.port(),
             auth: Some("corp:pw".parse().unwrap()),

@@ -377,3 +377,63 @@ fn a_relay_session_hands_a_udp_open_to_its_role_as_a_flow() {
         assert_eq!((host.as_str(), port, &data[..]), ("dns", 53, &b"q"[..]));
     });
 }
+
+#[test]
+fn in_a_resumable_session_datagrams_are_not_numbered_and_flows_survive_a_resume() {
+    on_own_executor(|ex| async move {
+        let cfg = SessionConfig {
+            resumable: true,
+            udp: true,
+            ..SessionConfig::default()
+        };
+        let m = Arc::new(Metrics::default());
+        let (c1, r1) = ws_pair().await;
+        let (client, cd) = Session::new(Side::Client, cfg.clone(), "c".into(), m.clone());
+        let (relay, rd) = Session::new(Side::Relay, cfg, "r".into(), m.clone());
+        let client_end = ex.spawn(cd.run(c1));
+        let relay_end = ex.spawn(rd.run(r1));
+        let opener = {
+            let client = client.clone();
+            ex.spawn(async move { client.open_udp(dial()).await })
+        };
+        let (far, _) = accepted(&relay).await;
+        let near = deadline("open_udp", opener).await.unwrap();
+        // Many more datagrams than the 64 frames after which a side acknowledges: if they
+        // were numbered on one side only, an ACK would count frames never sent (1002).
+        for i in 0..300u32 {
+            assert!(near.send(&i.to_be_bytes()));
+            let got = deadline("datagram", far.recv()).await.unwrap();
+            assert_eq!(&got[..], &i.to_be_bytes());
+            assert!(far.send(b"ok"));
+            deadline("answer", near.recv()).await.unwrap();
+        }
+        // Acknowledgements of the frames that are numbered still add up.
+        let echo = {
+            let relay = relay.clone();
+            ex.spawn(async move {
+                let s = relay.accept().await.unwrap().accept();
+                let (r, mut w) = (s.clone(), s);
+                futures_lite::io::copy(r, &mut w).await.ok();
+                w.close().await.ok();
+            })
+        };
+        let mut s = client.open(OpenTarget::Bound { bind_id: 1 }).await.unwrap();
+        s.write_all(&vec![1u8; 200_000]).await.unwrap();
+        s.close().await.unwrap();
+        let mut back = Vec::new();
+        deadline("echo", s.read_to_end(&mut back)).await.unwrap();
+        assert_eq!(back.len(), 200_000);
+        deadline("echo task", echo).await;
+        // The connection dies; the flow goes on on the next one.
+        client_end.cancel().await;
+        let why = deadline("relay notices", relay_end).await;
+        assert!(why.is_link_failure(), "{why:?}");
+        let (c2, r2) = ws_pair().await;
+        let _c = ex.spawn(client.resume_driver().run(c2));
+        let _r = ex.spawn(relay.resume_driver().run(r2));
+        assert!(near.send(b"after the resume"));
+        let got = deadline("datagram after resume", far.recv()).await.unwrap();
+        assert_eq!(&got[..], b"after the resume");
+        assert!(!client.is_closed() && !relay.is_closed());
+    });
+}

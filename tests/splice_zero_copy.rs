@@ -4,7 +4,7 @@
 
 mod common;
 
-use burrow::dial::chain::{Hop, Upstream};
+use burrow::dial::chain::{Hop, HopKind, Upstream};
 use burrow::proxy::ProxyConfig;
 use burrow::splice::{Outcome, WARM_UP, splice_tcp, zero_copy_bytes};
 use common::*;
@@ -105,6 +105,7 @@ fn a_chain_through_an_upstream_proxy_is_zero_copy_at_every_hop() {
         let (target, server) = start_exchanger(pattern(2, BULK)).await;
         let last = start_proxy(&sp, ProxyConfig::default()).await;
         let hop = Hop {
+            kind: HopKind::Http,
             host: last.addr.ip().to_string(),
             port: last.addr.port(),
             auth: None,

@@ -170,8 +170,9 @@ pub struct ClientArgs {
     /// websocket ping interval; a relay silent for 3 intervals is dead (default 20s)
     #[argh(option, default = "secs(20)", from_str_fn(parse_duration))]
     pub keepalive: Duration,
-    /// CONNECT proxy on the way to the relay, http://[user:pass@]host:port; repeat for a
-    /// chain; `env` reads HTTPS_PROXY and NO_PROXY
+    /// proxy on the way to the relay, http://[user:pass@]host:port or
+    /// socks5://[user:pass@]host:port; repeat for a chain; `env` reads HTTPS_PROXY (else
+    /// ALL_PROXY) and NO_PROXY
     #[argh(option)]
     pub via: Vec<String>,
     /// what -R ...:proxy visitors may reach: allow only targets matching RULE
@@ -235,8 +236,8 @@ pub struct ProxyArgs {
     /// address to listen on (default 127.0.0.1:3128)
     #[argh(option, default = "default_proxy_listen()")]
     pub listen: SocketAddr,
-    /// upstream proxy URL http://[user:pass@]host:port; repeat for a chain, in order; `env`
-    /// takes HTTPS_PROXY and NO_PROXY
+    /// upstream proxy URL http://[user:pass@]host:port or socks5://[user:pass@]host:port;
+    /// repeat for a chain, in order; `env` takes HTTPS_PROXY (else ALL_PROXY) and NO_PROXY
     #[argh(option)]
     pub upstream: Vec<String>,
     /// require Basic credentials USER:PASS (or set BURROW_PROXY_AUTH)
@@ -272,12 +273,12 @@ pub struct ProxyArgs {
     pub resolve_names: bool,
 }
 
-/// Join stdin/stdout to HOST:PORT through a CONNECT chain (for ssh -o ProxyCommand).
+/// Join stdin/stdout to HOST:PORT through a proxy chain (for ssh -o ProxyCommand).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "connect")]
 pub struct ConnectArgs {
-    /// proxy URL http://[user:pass@]host:port to go through; repeat for a chain; `env` reads
-    /// HTTPS_PROXY and NO_PROXY
+    /// proxy URL http://[user:pass@]host:port or socks5://[user:pass@]host:port to go
+    /// through; repeat for a chain; `env` reads HTTPS_PROXY (else ALL_PROXY) and NO_PROXY
     #[argh(option)]
     pub via: Vec<String>,
     /// limit for reaching the target through the chain (default 10s)

@@ -1,4 +1,4 @@
-//! `burrow client URL…`: dials each relay (optionally through CONNECT proxies) and keeps one
+//! `burrow client URL…`: dials each relay (optionally through proxies) and keeps one
 //! multiplexed session alive to each, reconnecting with jittered exponential backoff. Serves
 //! `-L` listeners locally (each connection through the best connected relay) and every
 //! relay's `-R` bindings from this network.
@@ -71,7 +71,7 @@ pub struct ClientConfig {
     pub ready: ReadyWhen,
     /// bearer token for the relay
     pub token: Option<Secret>,
-    /// CONNECT proxies on the way to the relay (`--via`)
+    /// HTTP CONNECT and SOCKS5 proxies on the way to the relay (`--via`)
     pub via: Upstream,
     /// `-L` specs
     pub locals: Vec<LocalSpec>,

@@ -259,7 +259,7 @@ fn config_text(cfg: &ClientConfig) -> String {
     t.list("forward", cfg.locals.iter().map(local_spec));
     t.list("expose", cfg.remotes.iter().map(remote_spec));
     if !cfg.via.hops.is_empty() {
-        t.list("via", cfg.via.hops.iter().map(|h| format!("http://{h}")));
+        t.list("via", cfg.via.hops.iter().map(crate::dial::hop::Hop::url));
     }
     t.list("allow", &cfg.rules.allow);
     t.list("deny", &cfg.rules.deny);

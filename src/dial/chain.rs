@@ -1,75 +1,15 @@
-//! Upstream proxy chains: reach a target through CONNECT proxies, hop by hop.
+//! Upstream proxy chains: reach a target through HTTP CONNECT and SOCKS5 proxies, hop by hop;
+//! each hop is asked for the next hop (or the target) in its own protocol.
 
+pub use super::hop::{Hop, HopError, HopKind};
 use super::rules::{NameVerdict, Rule, Rules};
-use super::{DialError, host_port, split_host_port};
-use crate::http::auth::Credentials;
+use super::{DialError, host_port};
 use crate::http::front::{self, ReadError};
+use crate::socks::Addr;
+use crate::socks::client::{self as socks, ClientError};
 use futures_lite::io::{AsyncWriteExt, BufReader};
 use smol::net::TcpStream;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
-
-/// One upstream proxy: `http://[user:pass@]host[:port]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hop {
-    /// host name or IP literal (no brackets)
-    pub host: String,
-    /// port (default 80, as for any `http://` URL)
-    pub port: u16,
-    /// credentials sent in `Proxy-Authorization`, if any
-    pub auth: Option<Credentials>,
-}
-
-/// Why a proxy URL was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HopError(pub String);
-
-impl fmt::Display for HopError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for HopError {}
-
-impl fmt::Display for Hop {
-    /// `host:port` only: credentials never appear in messages.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&host_port(&self.host, self.port))
-    }
-}
-
-impl FromStr for Hop {
-    type Err = HopError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |why: &str| HopError(format!("bad proxy url: {why}"));
-        let rest = match s.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-            Some((scheme, _)) => {
-                return Err(bad(&format!(
-                    "scheme {scheme:?} is not supported (use http://)"
-                )));
-            }
-            None => s,
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains('/') {
-            return Err(bad("a proxy url has no path"));
-        }
-        let (auth, hostport) = match rest.rsplit_once('@') {
-            Some((userinfo, hp)) => {
-                let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-                let creds =
-                    Credentials::from_url_userinfo(user, pass).map_err(|e| bad(&e.to_string()))?;
-                (Some(creds), hp)
-            }
-            None => (None, rest),
-        };
-        let (host, port) =
-            split_host_port(hostport, 80).ok_or_else(|| bad("expected host[:port]"))?;
-        Ok(Hop { host, port, auth })
-    }
-}
 
 /// How targets are reached: directly, or through an ordered chain of hops.
 #[derive(Debug, Clone, Default)]
@@ -81,8 +21,9 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Builds a chain from `--upstream` values; `env` takes its hop from `HTTPS_PROXY`
-    /// (or `https_proxy`) and its bypass list from `NO_PROXY` (or `no_proxy`).
+    /// Builds a chain from `--upstream` values; `env` takes its hop from `HTTPS_PROXY` (or
+    /// `https_proxy`), else from `ALL_PROXY` (or `all_proxy`), curl's order; either may be a
+    /// `socks5://` URL. Its bypass list comes from `NO_PROXY` (or `no_proxy`).
     pub fn from_args(args: &[String]) -> Result<Self, HopError> {
         Self::from_args_with_env(args, |k| std::env::var(k).ok())
     }
@@ -96,7 +37,9 @@ impl Upstream {
         let first = |a: &str, b: &str| env(a).or_else(|| env(b)).filter(|v| !v.is_empty());
         for arg in args {
             if arg == "env" {
-                match first("HTTPS_PROXY", "https_proxy") {
+                let url =
+                    first("HTTPS_PROXY", "https_proxy").or_else(|| first("ALL_PROXY", "all_proxy"));
+                match url {
                     Some(url) => up.hops.push(url.parse()?),
                     // No proxy in the environment: go direct, like every other client.
                     None => continue,
@@ -120,7 +63,7 @@ impl Upstream {
     /// resolved address. Through the chain: the name must be allowed by itself
     /// ([`Rules::judge_name`]); `names` says whether a name that only its addresses could
     /// decide is refused or resolved here and checked. Returns the stream and any bytes that
-    /// arrived behind the last hop's `200`.
+    /// arrived behind the last hop's `200` (a SOCKS5 hop's reply is read exactly: none).
     pub async fn connect(
         &self,
         host: &str,
@@ -152,7 +95,7 @@ impl Upstream {
                 Some(next) => (next.host.as_str(), next.port),
                 None => (host, port),
             };
-            leftover = connect_through(&stream, i + 1, hop, next_host, next_port, timeout).await?;
+            leftover = ask_hop(&stream, i + 1, hop, next_host, next_port, timeout).await?;
             if !leftover.is_empty() && i + 1 < self.hops.len() {
                 return Err(hop_failed(
                     i + 1,
@@ -229,7 +172,76 @@ fn hop_failed(n: usize, hop: &Hop, why: String) -> DialError {
     }
 }
 
-/// Sends `CONNECT next` to the hop at the far end of `stream` and reads its answer exactly.
+/// Asks the hop at the far end of `stream` for a stream to `host:port` in its protocol;
+/// returns the bytes that arrived behind its answer.
+async fn ask_hop(
+    stream: &TcpStream,
+    n: usize,
+    hop: &Hop,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Vec<u8>, DialError> {
+    match hop.kind {
+        HopKind::Http => connect_through(stream, n, hop, host, port, timeout).await,
+        HopKind::Socks5 => socks_through(stream, n, hop, host, port, timeout)
+            .await
+            .map(|()| Vec::new()),
+    }
+}
+
+/// The SOCKS5 handshake with the hop at the far end of `stream`, bounded by `timeout`: a
+/// name goes to the hop as a name (ATYP 3), to be resolved there.
+async fn socks_through(
+    stream: &TcpStream,
+    n: usize,
+    hop: &Hop,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<(), DialError> {
+    let target = Addr::from_host_port(host, port)
+        .ok_or_else(|| hop_failed(n, hop, "the name is too long for SOCKS5".into()))?;
+    let mut s = stream.clone();
+    let handshake = async {
+        socks::connect(&mut s, hop.auth.as_ref(), &target)
+            .await
+            .map(|_bound| ())
+            .map_err(Some)
+    };
+    // `None`: the time ran out (the stream is dropped by the caller; the handshake is not
+    // cancel-safe and is never resumed).
+    match crate::time::with_timeout(timeout, handshake, || None).await {
+        Ok(()) => Ok(()),
+        Err(None) => Err(DialError::HopFailed {
+            hop: n,
+            proxy: hop.to_string(),
+            why: "no answer to SOCKS5 CONNECT in time".into(),
+            timeout: true,
+        }),
+        Err(Some(e)) => Err(socks_error(n, hop, e)),
+    }
+}
+
+fn socks_error(n: usize, hop: &Hop, e: ClientError) -> DialError {
+    let proxy = hop.to_string();
+    match e {
+        ClientError::Refused(reply) => DialError::HopSocksRefused {
+            hop: n,
+            proxy,
+            reply,
+        },
+        e if e.is_auth() => DialError::HopAuthFailed {
+            hop: n,
+            proxy,
+            why: e.to_string(),
+        },
+        e => hop_failed(n, hop, format!("SOCKS5: {e}")),
+    }
+}
+
+/// Sends `CONNECT next` to the HTTP hop at the far end of `stream` and reads its answer
+/// exactly.
 async fn connect_through(
     stream: &TcpStream,
     n: usize,
@@ -307,35 +319,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hop_urls() {
-        let h: Hop = "http://alice:s%40cret@proxy.example:3128".parse().unwrap();
-        assert_eq!((h.host.as_str(), h.port), ("proxy.example", 3128));
-        let auth = h.auth.unwrap();
-        assert_eq!(
-            (auth.user.as_str(), auth.pass.expose()),
-            ("alice", "s@cret")
-        );
-        let h: Hop = "http://[::1]:8080/".parse().unwrap();
-        assert_eq!((h.host.as_str(), h.port, h.auth), ("::1", 8080, None));
-        let h: Hop = "127.0.0.1:3128".parse().unwrap();
-        assert_eq!((h.host.as_str(), h.port), ("127.0.0.1", 3128));
-        let h: Hop = "http://proxy".parse().unwrap();
-        assert_eq!(h.port, 80);
-        for bad in [
-            "socks5://x:1",
-            "http://x:0",
-            "http://x:99999",
-            "http://x:1/path",
-            "http://",
-            "::1:80",
-        ] {
-            assert!(bad.parse::<Hop>().is_err(), "{bad}");
-        }
-        let shown = "http://u:hunter2@p:1".parse::<Hop>().unwrap().to_string();
-        assert!(!shown.contains("hunter2"), "{shown}");
-    }
-
-    #[test]
     fn env_upstream_and_no_proxy() {
         let env = |k: &str| match k {
             "HTTPS_PROXY" => Some("http://corp:3128".to_string()),
@@ -351,6 +334,41 @@ mod tests {
         assert!(!up.uses_chain("internal.example", 80));
         assert!(!up.uses_chain("10.1.2.3", 22));
         assert!(!up.uses_chain("127.0.0.1", 22));
+        let none = Upstream::from_args_with_env(&["env".into()], |_| None).unwrap();
+        assert!(none.hops.is_empty(), "no HTTPS_PROXY: direct");
+
+        // ALL_PROXY when HTTPS_PROXY is not set (curl's order); a socks5:// value works.
+        let env = |k: &str| match k {
+            "all_proxy" => Some("socks5h://u:p@gw:9050".to_string()),
+            "HTTPS_PROXY" => Some(String::new()),
+            _ => None,
+        };
+        let up = Upstream::from_args_with_env(&["env".into()], env).unwrap();
+        let hop = &up.hops[0];
+        assert_eq!(
+            (hop.kind, hop.host.as_str(), hop.port),
+            (HopKind::Socks5, "gw", 9050)
+        );
+        let env = |k: &str| match k {
+            "ALL_PROXY" => Some("socks5://gw".to_string()),
+            "https_proxy" => Some("http://corp:3128".to_string()),
+            _ => None,
+        };
+        let up = Upstream::from_args_with_env(&["env".into()], env).unwrap();
+        assert_eq!(
+            up.hops[0].url(),
+            "http://corp:3128",
+            "HTTPS_PROXY comes first"
+        );
+        let bad = |k: &str| (k == "ALL_PROXY").then(|| "socks4://gw".to_string());
+        assert!(
+            Upstream::from_args_with_env(&["env".into()], bad).is_err(),
+            "fail closed"
+        );
+        let mixed = ["http://a:1".to_string(), "socks5://b".to_string()];
+        let up = Upstream::from_args_with_env(&mixed, |_| None).unwrap();
+        let kinds: Vec<_> = up.hops.iter().map(|h| h.kind).collect();
+        assert_eq!(kinds, [HopKind::Http, HopKind::Socks5]);
         let none = Upstream::from_args_with_env(&["env".into()], |_| None).unwrap();
         assert!(none.hops.is_empty(), "no HTTPS_PROXY: direct");
     }

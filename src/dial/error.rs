@@ -1,6 +1,7 @@
 //! Why a dial failed.
 
 use crate::refusal::Refusal;
+use crate::socks::Reply;
 use std::fmt;
 use std::io;
 
@@ -43,6 +44,24 @@ pub enum DialError {
         status: u16,
         /// its reason phrase
         reason: String,
+    },
+    /// An upstream SOCKS5 proxy refused the CONNECT with a reply code (RFC 1928 §6).
+    HopSocksRefused {
+        /// 1-based hop number
+        hop: usize,
+        /// the hop's `host:port`
+        proxy: String,
+        /// its `REP` byte (may be one RFC 1928 does not define)
+        reply: u8,
+    },
+    /// An upstream SOCKS5 proxy wants credentials we do not have, or rejected ours (502).
+    HopAuthFailed {
+        /// 1-based hop number
+        hop: usize,
+        /// the hop's `host:port`
+        proxy: String,
+        /// what it said (never the credentials)
+        why: String,
     },
     /// The far end of a tunnel refused the stream (answered as the far end's refusal).
     Tunnel {
@@ -90,16 +109,26 @@ impl DialError {
             {
                 Refusal::Refused
             }
+            DialError::HopSocksRefused { reply, .. } => match Reply::from_u8(*reply) {
+                Some(Reply::NotAllowed) => Refusal::Forbidden,
+                Some(Reply::ConnectionRefused) => Refusal::Refused,
+                Some(Reply::TtlExpired) => Refusal::Timeout,
+                _ => Refusal::Unreachable,
+            },
             DialError::Resolve { .. }
             | DialError::Connect { .. }
             | DialError::HopRefused { .. }
+            | DialError::HopAuthFailed { .. }
             | DialError::HopFailed { timeout: false, .. } => Refusal::Unreachable,
         }
     }
 
     /// True when an upstream hop demanded credentials we do not have (or rejected ours).
     pub fn is_hop_auth(&self) -> bool {
-        matches!(self, DialError::HopRefused { status: 407, .. })
+        matches!(
+            self,
+            DialError::HopRefused { status: 407, .. } | DialError::HopAuthFailed { .. }
+        )
     }
 }
 
@@ -120,6 +149,22 @@ impl fmt::Display for DialError {
                 status,
                 reason,
             } => write!(f, "upstream hop {hop} ({proxy}) answered {status} {reason}"),
+            DialError::HopSocksRefused { hop, proxy, reply } => match Reply::from_u8(*reply) {
+                Some(r) => write!(
+                    f,
+                    "upstream hop {hop} ({proxy}) answered SOCKS5 reply 0x{reply:02x} {r}"
+                ),
+                None => write!(
+                    f,
+                    "upstream hop {hop} ({proxy}) answered unknown SOCKS5 reply 0x{reply:02x}"
+                ),
+            },
+            DialError::HopAuthFailed { hop, proxy, why } => {
+                write!(
+                    f,
+                    "upstream hop {hop} ({proxy}) refused authentication: {why}"
+                )
+            }
             DialError::HopFailed {
                 hop, proxy, why, ..
             } => write!(f, "upstream hop {hop} ({proxy}) failed: {why}"),
@@ -132,3 +177,43 @@ impl fmt::Display for DialError {
 }
 
 impl std::error::Error for DialError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socks_replies_map_to_refusals() {
+        let refused = |reply| DialError::HopSocksRefused {
+            hop: 1,
+            proxy: "p:1".into(),
+            reply,
+        };
+        let table = [
+            (0x01, Refusal::Unreachable),
+            (0x02, Refusal::Forbidden),
+            (0x03, Refusal::Unreachable),
+            (0x04, Refusal::Unreachable),
+            (0x05, Refusal::Refused),
+            (0x06, Refusal::Timeout),
+            (0x07, Refusal::Unreachable),
+            (0x08, Refusal::Unreachable),
+            (0x2A, Refusal::Unreachable),
+        ];
+        for (reply, want) in table {
+            assert_eq!(refused(reply).refusal(), want, "0x{reply:02x}");
+            assert!(!refused(reply).is_hop_auth());
+        }
+        assert_eq!(
+            refused(5).to_string(),
+            "upstream hop 1 (p:1) answered SOCKS5 reply 0x05 connection refused"
+        );
+        let auth = DialError::HopAuthFailed {
+            hop: 2,
+            proxy: "p:1".into(),
+            why: "rejected".into(),
+        };
+        assert!(auth.is_hop_auth());
+        assert_eq!(auth.refusal(), Refusal::Unreachable);
+    }
+}

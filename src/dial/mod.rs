@@ -1,11 +1,12 @@
 //! Reaching targets: resolving names, target rules on names and every address, the [`Dialer`]
-//! seam, [`DialError`], the CONNECT chain client (`connect`, `--via` and `--upstream` all use
-//! it), and `host:port` parsing and printing.
+//! seam, [`DialError`], the upstream chain client, HTTP CONNECT and SOCKS5 hops (`connect`,
+//! `--via` and `--upstream` all use it), and `host:port` parsing and printing.
 
 pub mod addr;
 pub mod chain;
 pub mod dialer;
 pub mod error;
+pub mod hop;
 pub mod resolve;
 pub mod rules;
 pub mod udp;

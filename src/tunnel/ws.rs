@@ -20,7 +20,7 @@ pub use upgrade::{Upgrade, bearer, check_upgrade, check_upgrade_with, switching_
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// A boxed transport: TCP, TLS over TCP, either through a CONNECT chain.
+/// A boxed transport: TCP, TLS over TCP, either through a proxy chain.
 pub type BoxIo = Box<dyn Io>;
 
 /// The tunnel's URL path on the relay.

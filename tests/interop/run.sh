@@ -5,8 +5,9 @@
 # real origins still do). At the end it runs tunnel.sh: the WebSocket tunnel (`burrow server`
 # and `burrow client`) against curl, OpenSSH and python's `websockets`; resume.sh: sessions
 # across cut connections; config.sh: `burrow check` and `burrow run` with live reload; pools.sh:
-# rolling restarts of two relays and a pool of two clients behind HAProxy, under load; udp.sh:
-# dig through -L udp: and -R udp: to dnsmasq.
+# rolling restarts of two relays and a pool of two clients behind HAProxy, under load;
+# socks_upstream.sh: SOCKS5 upstream hops (`--upstream`/`--via socks5://`) through `ssh -D`;
+# udp.sh: dig through -L udp: and -R udp: to dnsmasq.
 #
 # Usage: bash tests/interop/run.sh        (or `just e2e`)
 #   BURROW_BIN=path  use this binary instead of building target/debug/burrow
@@ -388,6 +389,8 @@ source "$ROOT/tests/interop/resume.sh"
 source "$ROOT/tests/interop/config.sh"
 # shellcheck source=tests/interop/pools.sh
 source "$ROOT/tests/interop/pools.sh"
+# shellcheck source=tests/interop/socks_upstream.sh
+source "$ROOT/tests/interop/socks_upstream.sh"
 # shellcheck source=tests/interop/udp.sh
 source "$ROOT/tests/interop/udp.sh"
 
