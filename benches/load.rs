@@ -19,10 +19,11 @@
 //! and prints a table of on ÷ off (see `resume::print`).
 //!
 //! `--scale` runs only what one relay holds and what a client pays per relay (`scale.rs`,
-//! docs/SCALING.md) instead.
+//! docs/SCALING.md) instead. At the end, the UDP part (`udp.rs`): datagrams per second and
+//! loss at 20,000 datagrams/s of 512 B, direct and through `-L udp:`; `--udp` runs only that.
 //!
 //! Usage: `burrow-bench [--quick] [--burrow PATH] [--idle-streams A,B]
-//! [--no-resume | --resume-both] [--scale]` (or `BURROW_BIN=PATH`).
+//! [--no-resume | --resume-both] [--scale | --udp]` (or `BURROW_BIN=PATH`).
 //! `burrow-bench --echo-server` is the bench's own child process (see `server::echo_child`).
 
 #[path = "load/args.rs"]
@@ -55,6 +56,8 @@ mod scale;
 mod server;
 #[path = "load/sessions.rs"]
 mod sessions;
+#[path = "load/udp.rs"]
+mod udp;
 #[path = "load/usage.rs"]
 mod usage;
 #[path = "load/visitors.rs"]
@@ -147,7 +150,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = if opts.scale {
+    let result = if opts.udp {
+        run_udp(&opts)
+    } else if opts.scale {
         let sizes = if opts.sizes.label == QUICK.label {
             &scale::SCALE_QUICK
         } else {
@@ -493,7 +498,27 @@ fn run(opts: &Options) -> Result<bool> {
         resume::print(&rows, &tunnel_mems, s.streams);
     }
     drop(peer_runs);
-    Ok(ok)
+    Ok(ok && run_udp(opts)?)
+}
+
+/// The UDP part: direct and through `-L udp:` at a fixed rate (1 s each with `--quick`, 3 s
+/// otherwise); `Ok(false)` if it could not be measured.
+fn run_udp(opts: &Options) -> Result<bool> {
+    let secs = if opts.sizes.label == QUICK.label {
+        1
+    } else {
+        3
+    };
+    match udp::run(&opts.burrow, secs) {
+        Ok(rows) => {
+            udp::print(&rows);
+            Ok(true)
+        }
+        Err(e) => {
+            eprintln!("udp: failed: {e:#}");
+            Ok(false)
+        }
+    }
 }
 
 /// Row and process names of the tunnel.

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 mod pump;
+pub mod udp;
 pub mod udp_any;
 
 /// Reaches targets by opening streams on a session: the far end dials them.

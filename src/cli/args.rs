@@ -103,6 +103,10 @@ pub struct ServerArgs {
     /// limit for dialing a -L target (default 10s)
     #[argh(option, default = "secs(10)", from_str_fn(parse_duration))]
     pub connect_timeout: Duration,
+    /// drop a UDP flow (-L udp:, -R udp:) with no datagram either way for this long
+    /// (default 60s)
+    #[argh(option, default = "secs(60)", from_str_fn(parse_duration))]
+    pub udp_idle_timeout: Duration,
     /// serve wss:// with this certificate chain (PEM); SIGHUP reloads it
     #[argh(option)]
     pub tls_cert: Option<std::path::PathBuf>,
@@ -152,10 +156,12 @@ pub struct ClientArgs {
     /// read the [[client]] section (the only one) of this config file; flags given here override it
     #[argh(option)]
     pub config: Option<std::path::PathBuf>,
-    /// local forward: [BIND:]PORT:HOST:PORT, stdio:HOST:PORT, or [BIND:]PORT:proxy
+    /// local forward: [BIND:]PORT:HOST:PORT, stdio:HOST:PORT, [BIND:]PORT:proxy, or
+    /// udp:[BIND:]PORT:HOST:PORT
     #[argh(option, short = 'L', long = "local")]
     pub local: Vec<String>,
-    /// remote forward on the relay: [BIND:]PORT:HOST:PORT or [BIND:]PORT:proxy (PORT 0: any)
+    /// remote forward on the relay: [BIND:]PORT:HOST:PORT, [BIND:]PORT:proxy, or
+    /// udp:[BIND:]PORT:HOST:PORT (PORT 0: any)
     #[argh(option, short = 'R', long = "remote")]
     pub remote: Vec<String>,
     /// token for the relay (or set BURROW_TOKEN)
@@ -189,6 +195,10 @@ pub struct ClientArgs {
     /// limit for reaching the relay or a target (default 10s)
     #[argh(option, default = "secs(10)", from_str_fn(parse_duration))]
     pub connect_timeout: Duration,
+    /// drop a UDP flow (-L udp:, -R udp:) with no datagram either way for this long
+    /// (default 60s)
+    #[argh(option, default = "secs(60)", from_str_fn(parse_duration))]
+    pub udp_idle_timeout: Duration,
     /// on SIGINT/SIGTERM, let streams finish for this long (default 10s)
     #[argh(option, default = "secs(10)", from_str_fn(parse_duration))]
     pub drain_timeout: Duration,

@@ -188,6 +188,7 @@ pub fn relay_config(a: &ServerArgs, token: Option<Secret>) -> Result<RelayConfig
         grace: a.grace,
         resume: !a.no_resume,
         connect_timeout: a.connect_timeout,
+        udp_idle_timeout: udp_idle(a.udp_idle_timeout)?,
         handshake_timeout: crate::tunnel::ws::HANDSHAKE_TIMEOUT,
         limits: relay_limits(a)?,
         admin: admin_addr(a)?,
@@ -245,6 +246,7 @@ pub fn client_config(a: &ClientArgs) -> Result<ClientConfig, Usage> {
     cfg.check_exposure(a.open).map_err(usage)?;
     cfg.session = session_config(a.keepalive, a.max_streams)?;
     cfg.connect_timeout = a.connect_timeout;
+    cfg.udp_idle_timeout = udp_idle(a.udp_idle_timeout)?;
     cfg.drain_timeout = a.drain_timeout;
     cfg.resume = !a.no_resume;
     cfg.ready = a.ready;
@@ -260,6 +262,11 @@ pub fn client_config(a: &ClientArgs) -> Result<ClientConfig, Usage> {
                 "--pool: a pool shares -R ports; give at least one -R",
             ));
         }
+        if let Some(r) = cfg.remotes.iter().find(|r| r.is_udp()) {
+            return Err(usage(format!(
+                "--pool: -R {r} is UDP; pools share TCP ports only"
+            )));
+        }
         cfg.pool = Some(name.clone());
     }
     #[cfg(feature = "tls")]
@@ -274,6 +281,15 @@ pub fn client_config(a: &ClientArgs) -> Result<ClientConfig, Usage> {
         return Err(usage("this build has no TLS (the `tls` feature is off)"));
     }
     Ok(cfg)
+}
+
+/// `--udp-idle-timeout`: a flow must be allowed some idle time (0 would end every flow at
+/// once).
+fn udp_idle(d: Duration) -> Result<Duration, Usage> {
+    match d.is_zero() {
+        true => Err(usage("--udp-idle-timeout must be more than 0")),
+        false => Ok(d),
+    }
 }
 
 /// Parses every `-L`/`-R` spec; the first bad one is the error.

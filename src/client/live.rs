@@ -28,6 +28,36 @@ pub(super) type LocalRow = (String, String);
 /// A `-R` on `/status`: its binding id and its spec.
 pub(super) type RemoteRow = (u32, String);
 
+/// What a `-L` listens with: a TCP listener, or a UDP socket (`udp:`).
+pub(super) enum Listener {
+    Tcp(TcpListener),
+    Udp(Arc<smol::net::UdpSocket>),
+}
+
+impl Listener {
+    /// Binds what `spec` listens with (`None` for `stdio:`).
+    pub(super) async fn bind(spec: &LocalSpec) -> Option<(SocketAddr, std::io::Result<Listener>)> {
+        Some(match spec {
+            LocalSpec::Forward { bind, .. } | LocalSpec::Proxy { bind } => {
+                let l = TcpListener::bind(*bind).await.map(Listener::Tcp);
+                (*bind, l)
+            }
+            LocalSpec::Udp { bind, .. } => {
+                let s = smol::net::UdpSocket::bind(*bind).await;
+                (*bind, s.map(|s| Listener::Udp(Arc::new(s))))
+            }
+            LocalSpec::Stdio { .. } => return None,
+        })
+    }
+
+    pub(super) fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr(),
+            Listener::Udp(s) => s.local_addr(),
+        }
+    }
+}
+
 /// One `-L` entry in force.
 pub(super) struct LocalEntry {
     pub(super) spec: LocalSpec,
@@ -35,13 +65,13 @@ pub(super) struct LocalEntry {
     /// (a reload that gives the same address another target changes it in place)
     pub(super) target: Arc<Mutex<LocalSpec>>,
     /// `None` for `stdio:` (it has no listener)
-    pub(super) listener: Option<TcpListener>,
+    pub(super) listener: Option<Listener>,
     /// stops this listener alone (a reload removed it); its connections in flight finish
     pub(super) stop: Shutdown,
 }
 
 impl LocalEntry {
-    pub(super) fn new(spec: LocalSpec, listener: Option<TcpListener>) -> Self {
+    pub(super) fn new(spec: LocalSpec, listener: Option<Listener>) -> Self {
         LocalEntry {
             target: Arc::new(Mutex::new(spec.clone())),
             spec,
@@ -57,6 +87,8 @@ pub(super) struct Runner {
     pub(super) spawner: Spawner,
     pub(super) shutdown: ShutdownSignal,
     pub(super) current: Arc<CurrentSession>,
+    /// the client's counters (`-L udp:` flows)
+    pub(super) metrics: Arc<Metrics>,
 }
 
 pub(super) struct State {
@@ -207,19 +239,35 @@ impl Live {
 
     /// Serves one `-L` listener on `runner` until it is stopped alone or with the client.
     pub(super) fn spawn_local(self: &Arc<Self>, runner: &Runner, entry: &LocalEntry) {
-        let Some(listener) = &entry.listener else {
-            return;
-        };
-        let serve = serve_local(
-            entry.target.clone(),
-            listener.clone(),
-            self.clone(),
-            runner.current.clone(),
-            runner.spawner.clone(),
-            entry.stop.signal(),
-        );
         let stop = follow(runner.shutdown.clone(), entry.stop.clone());
-        runner.tasks.spawn(serve.or(stop));
+        match &entry.listener {
+            None => {}
+            Some(Listener::Tcp(listener)) => {
+                let serve = serve_local(
+                    entry.target.clone(),
+                    listener.clone(),
+                    self.clone(),
+                    runner.current.clone(),
+                    runner.spawner.clone(),
+                    entry.stop.signal(),
+                );
+                runner.tasks.spawn(serve.or(stop));
+            }
+            Some(Listener::Udp(socket)) => {
+                let serve = super::serve::serve_local_udp(
+                    entry.target.clone(),
+                    socket.clone(),
+                    self.clone(),
+                    (
+                        runner.current.clone(),
+                        runner.spawner.clone(),
+                        runner.metrics.clone(),
+                    ),
+                    entry.stop.signal(),
+                );
+                runner.tasks.spawn(serve.or(stop));
+            }
+        }
     }
 
     /// Asks for every `-R` binding in force on `session` (on the port the relay gave it last
@@ -235,7 +283,8 @@ impl Live {
         st.sessions.push((session.clone(), caps));
         let ports = bound_ports.lock().unwrap_or_else(|e| e.into_inner());
         for r in &st.remotes {
-            if let Some(bind) = bind_frame(&st.cfg, r, ports.get(&r.id).copied(), caps) {
+            let peer = (caps, session.peer_udp());
+            if let Some(bind) = bind_frame(&st.cfg, r, ports.get(&r.id).copied(), peer) {
                 session.send_session_frame(bind);
             }
         }
@@ -257,16 +306,26 @@ impl Live {
 
 /// The BIND for `remote` (on `remembered`, the port it had last session, if any), joining
 /// the configured pool; `None` when its credentials do not fit a BIND (checked before: never
-/// sent cut), or when it would join a pool on a relay that has no pools (the relay would
-/// bind it alone: refused here and logged, so `/readyz` stays 503).
+/// sent cut), when it would join a pool on a relay that has no pools (the relay would
+/// bind it alone: refused here and logged, so `/readyz` stays 503), or when it is `udp:` and
+/// the relay has no `udp` capability (`peer_udp`; logged the same way).
 pub(super) fn bind_frame(
     cfg: &ClientConfig,
     remote: &Remote,
     remembered: Option<u16>,
-    caps: Caps,
+    (caps, peer_udp): (Caps, bool),
 ) -> Option<Frame> {
     let (bind, port, mode) = match &remote.spec {
         RemoteSpec::Forward { bind, port, .. } => (bind, *port, BindMode::Forward),
+        RemoteSpec::Udp { .. } if !peer_udp => {
+            log::error!(
+                "-R {}: the relay does not support UDP (no `udp` capability): not bound; \
+                 upgrade the relay",
+                super::reload::remote_line(&remote.spec)
+            );
+            return None;
+        }
+        RemoteSpec::Udp { bind, port, .. } => (bind, *port, BindMode::Udp),
         RemoteSpec::Proxy { bind, port } => (
             bind,
             *port,

@@ -91,6 +91,9 @@ pub struct ClientConfig {
     pub max_backoff: Duration,
     /// limit for the TLS handshake and the WebSocket upgrade
     pub handshake_timeout: Duration,
+    /// a UDP flow (`-L udp:`, `-R udp:`) with no datagram either way for this long is
+    /// dropped, on both ends (`--udp-idle-timeout`)
+    pub udp_idle_timeout: Duration,
     /// keep streams across a dropped connection (`--no-resume` turns it off): the session
     /// outlives its WebSocket and continues on the next one, when the relay can resume it
     pub resume: bool,
@@ -119,6 +122,7 @@ impl ClientConfig {
             max_backoff: Duration::from_secs(30),
             handshake_timeout: crate::tunnel::ws::HANDSHAKE_TIMEOUT,
             resume: true,
+            udp_idle_timeout: crate::bridge::udp::UDP_IDLE_TIMEOUT,
             #[cfg(feature = "tls")]
             tls: crate::tls::ClientTlsOptions::default(),
         }
@@ -213,16 +217,11 @@ impl Client {
         let mut listeners = Vec::new();
         let events = smol::channel::unbounded();
         for spec in &cfg.locals {
-            let bind = match spec {
-                LocalSpec::Forward { bind, .. } | LocalSpec::Proxy { bind } => *bind,
-                LocalSpec::Stdio { .. } => {
-                    listeners.push(live::LocalEntry::new(spec.clone(), None));
-                    continue;
-                }
+            let Some((bind, l)) = live::Listener::bind(spec).await else {
+                listeners.push(live::LocalEntry::new(spec.clone(), None));
+                continue;
             };
-            let l = TcpListener::bind(bind)
-                .await
-                .map_err(|e| ClientError::Listen(format!("cannot listen on {bind}: {e}")))?;
+            let l = l.map_err(|e| ClientError::Listen(format!("cannot listen on {bind}: {e}")))?;
             let addr = l
                 .local_addr()
                 .map_err(|e| ClientError::Listen(e.to_string()))?;
@@ -295,6 +294,7 @@ impl Client {
             spawner: spawner.clone(),
             shutdown: shutdown.clone(),
             current: self.current.clone(),
+            metrics: self.metrics.clone(),
         });
         let result = link::run_all(&self.links, &spawner, &shutdown).await;
         self.live.stop_locals();
@@ -321,5 +321,6 @@ fn describe_local(spec: &LocalSpec) -> String {
         LocalSpec::Forward { host, port, .. } => host_port(host, *port),
         LocalSpec::Proxy { .. } => "proxy".into(),
         LocalSpec::Stdio { host, port } => format!("stdio -> {}", host_port(host, *port)),
+        LocalSpec::Udp { host, port, .. } => format!("udp {}", host_port(host, *port)),
     }
 }

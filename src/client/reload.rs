@@ -158,7 +158,7 @@ impl ClientHandle {
                 spec: cfg.remotes[i].clone(),
             };
             for (s, caps) in &sessions {
-                if let Some(bind) = bind_frame(&cfg, &remote, None, *caps) {
+                if let Some(bind) = bind_frame(&cfg, &remote, None, (*caps, s.peer_udp())) {
                     s.send_session_frame(bind);
                 }
             }
@@ -215,7 +215,7 @@ struct Locals {
     keep: Vec<Option<usize>>,
     /// (removed entry, added spec) on the same address
     retarget: Vec<(usize, usize)>,
-    fresh: Vec<(LocalSpec, TcpListener)>,
+    fresh: Vec<(LocalSpec, live::Listener)>,
 }
 
 /// Added `-L` specs that listen exactly where a removed entry listens (a new target for the
@@ -238,10 +238,9 @@ fn retargets(
         let found = (0..held.len()).find(|&j| {
             keep[j].is_none()
                 && !pairs.iter().any(|(o, _)| *o == j)
-                && held[j]
-                    .listener
-                    .as_ref()
-                    .is_some_and(|l| l.local_addr().is_ok_and(|a| a == bind))
+                && held[j].listener.as_ref().is_some_and(|l| {
+                    matches!(l, live::Listener::Tcp(_)) && l.local_addr().is_ok_and(|a| a == bind)
+                })
         });
         match found {
             Some(j) => {
@@ -254,17 +253,13 @@ fn retargets(
     pairs
 }
 
-/// A new listener for an added `-L`.
-async fn bind_local(spec: &LocalSpec) -> Result<(LocalSpec, TcpListener), ReloadError> {
-    let bind = match spec {
-        LocalSpec::Forward { bind, .. } | LocalSpec::Proxy { bind } => *bind,
-        LocalSpec::Stdio { .. } => {
-            return Err(ReloadError::Failed("stdio: has no listener".into()));
-        }
+/// A new listener (or UDP socket) for an added `-L`.
+async fn bind_local(spec: &LocalSpec) -> Result<(LocalSpec, live::Listener), ReloadError> {
+    let Some((bind, listener)) = live::Listener::bind(spec).await else {
+        return Err(ReloadError::Failed("stdio: has no listener".into()));
     };
-    let listener = TcpListener::bind(bind)
-        .await
-        .map_err(|e| ReloadError::Failed(format!("cannot listen on {bind}: {e}")))?;
+    let listener =
+        listener.map_err(|e| ReloadError::Failed(format!("cannot listen on {bind}: {e}")))?;
     Ok((spec.clone(), listener))
 }
 
@@ -331,6 +326,10 @@ fn settings_changed(old: &ClientConfig, new: &ClientConfig, changes: &mut Change
         ),
         (old.max_backoff != new.max_backoff, "max-backoff changed"),
         (old.ready != new.ready, "ready changed"),
+        (
+            old.udp_idle_timeout != new.udp_idle_timeout,
+            "udp-idle-timeout changed (for new UDP flows)",
+        ),
     ];
     changes.extend(
         lines
@@ -346,6 +345,9 @@ pub(super) fn local_line(spec: &LocalSpec) -> String {
         LocalSpec::Forward { bind, host, port } => format!("{bind}:{}", host_port(host, *port)),
         LocalSpec::Proxy { bind } => format!("{bind}:proxy"),
         LocalSpec::Stdio { host, port } => format!("stdio:{}", host_port(host, *port)),
+        LocalSpec::Udp { bind, host, port } => {
+            format!("udp:{bind}:{}", host_port(host, *port))
+        }
     }
 }
 
@@ -363,6 +365,12 @@ pub(super) fn remote_line(spec: &RemoteSpec) -> String {
             target_port,
         } => format!("{}:{}", at(bind, *port), host_port(host, *target_port)),
         RemoteSpec::Proxy { bind, port } => format!("{}:proxy", at(bind, *port)),
+        RemoteSpec::Udp {
+            bind,
+            port,
+            host,
+            target_port,
+        } => format!("udp:{}:{}", at(bind, *port), host_port(host, *target_port)),
     }
 }
 
@@ -389,6 +397,10 @@ mod tests {
         assert_eq!(remote_line(&r), "8000:127.0.0.1:3000");
         let r: RemoteSpec = "0.0.0.0:8000:proxy".parse().unwrap();
         assert_eq!(remote_line(&r), "0.0.0.0:8000:proxy");
+        let l: LocalSpec = "udp:127.0.0.1:5353:[::1]:53".parse().unwrap();
+        assert_eq!(local_line(&l), "udp:127.0.0.1:5353:[::1]:53");
+        let r: RemoteSpec = "udp:5353:dns:53".parse().unwrap();
+        assert_eq!(remote_line(&r), "udp:5353:dns:53");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What the client serves: `-L` listeners, stdio, and the streams the relay opens.
 
 use super::*;
+use crate::bridge::udp;
 use crate::http::front;
 use crate::listen::{self, AcceptLoop, Drain};
 use crate::refusal::Refusal;
@@ -124,9 +125,66 @@ impl Local {
                 // connection's task would otherwise be allocated at that size.
                 Box::pin(serve_connection(tcp, peer, id, cfg, dialer, sd)).await;
             }
-            LocalSpec::Stdio { .. } => {}
+            // Served by `serve_local_udp`, never accepted here.
+            LocalSpec::Stdio { .. } | LocalSpec::Udp { .. } => {}
         }
     }
+}
+
+/// Serves one `-L udp:` socket until `shutdown` (the client's, or this listener's own): each
+/// source address is a UDP flow through the current session to the target (read per new
+/// flow: a reload may change it), with the idle timeout in force when it opens.
+pub(super) async fn serve_local_udp(
+    target: Arc<Mutex<LocalSpec>>,
+    socket: Arc<smol::net::UdpSocket>,
+    live: Arc<live::Live>,
+    (current, spawner, metrics): (Arc<CurrentSession>, Spawner, Arc<Metrics>),
+    shutdown: ShutdownSignal,
+) {
+    use crate::bridge::udp::flows::{self, Opener, UdpListener};
+    let addr = socket
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let spec = |t: &Mutex<LocalSpec>| t.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let shown = match spec(&target) {
+        LocalSpec::Udp { host, port, .. } => host_port(&host, port),
+        other => describe_local(&other),
+    };
+    let open: Opener = Arc::new(move |src| {
+        let (target, live, current) = (target.clone(), live.clone(), current.clone());
+        Box::pin(async move {
+            let LocalSpec::Udp { host, port, .. } = spec(&target) else {
+                return Err((Refusal::BadRequest, "not a udp: forward".to_string()));
+            };
+            let cfg = live.cfg();
+            let Some(session) = current.wait(cfg.connect_timeout).await else {
+                let why = "no session to the relay".to_string();
+                return Err((Refusal::Unreachable, why));
+            };
+            if !session.peer_udp() {
+                let why = "the relay does not support UDP (no `udp` capability): upgrade it";
+                return Err((Refusal::BadRequest, why.to_string()));
+            }
+            let open = session.open_udp(OpenTarget::UdpDial { host, port });
+            let opened = crate::time::within(cfg.connect_timeout, open).await;
+            match opened {
+                Some(Ok(flow)) => Ok((flow, cfg.udp_idle_timeout)),
+                Some(Err(e)) => Err((e.refusal(), format!("{src}: {e}"))),
+                None => Err((Refusal::Timeout, "the relay did not answer in time".into())),
+            }
+        })
+    });
+    let listener = UdpListener {
+        socket,
+        what: format!("local udp {addr}"),
+        target: shown,
+        max_flows: flows::MAX_FLOWS,
+        metrics,
+    };
+    let serve = flows::serve_socket(listener, open, spawner);
+    // Flows in flight end with the listener: UDP has no connection to finish.
+    serve.or(shutdown.draining()).await;
 }
 
 /// Streams the relay opens: `-R` visitors, and requests of `-R …:proxy` visitors. The
@@ -137,7 +195,7 @@ pub(super) async fn serve_incoming(
     live: &live::Live,
     inc: Incoming,
     label: &str,
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
 ) {
     match inc.target.clone() {
         OpenTarget::Bound { bind_id } => match live.remote(bind_id) {
@@ -178,15 +236,32 @@ pub(super) async fn serve_incoming(
             let rules = live.cfg().rules.clone();
             bridge::serve_dial(inc, host, port, &rules, cfg.connect_timeout, label, metrics).await;
         }
-        // TODO(issue 13): UDP flows (`-R udp:` visitors, UDP ASSOCIATE of `-R …:proxy`).
-        OpenTarget::UdpDial { .. } | OpenTarget::UdpBound { .. } | OpenTarget::UdpAny => {
-            bridge::refuse(
+        OpenTarget::UdpBound { bind_id } => match live.remote(bind_id) {
+            Some(RemoteSpec::Udp {
+                host, target_port, ..
+            }) => {
+                // The user named this target: no rules apply to it.
+                let times = (cfg.connect_timeout, live.cfg().udp_idle_timeout);
+                let target = (host.as_str(), target_port);
+                let rules = Rules::default();
+                udp::serve_udp_dial(inc, target, &rules, times, label, metrics).await;
+            }
+            _ => bridge::refuse(
                 inc,
                 Refusal::BadRequest,
-                "UDP flows are not served here",
+                &format!("no udp binding {bind_id}"),
                 label,
                 metrics,
-            )
-        }
+            ),
+        },
+        // TODO(issue 13): UDP ASSOCIATE of `-R …:proxy` (UdpAny). A client serves no
+        // `-L udp:` of the relay's (UdpDial).
+        OpenTarget::UdpDial { .. } | OpenTarget::UdpAny => bridge::refuse(
+            inc,
+            Refusal::BadRequest,
+            "UDP flows are not served here",
+            label,
+            metrics,
+        ),
     }
 }

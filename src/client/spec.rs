@@ -28,6 +28,16 @@ pub enum LocalSpec {
         /// local listen address
         bind: SocketAddr,
     },
+    /// `udp:[bind:]port:host:port`: a local UDP socket; each source address is a flow whose
+    /// datagrams the relay sends to `host:port` (and the answers come back).
+    Udp {
+        /// local UDP address (default 127.0.0.1)
+        bind: SocketAddr,
+        /// target host (resolved by the relay)
+        host: String,
+        /// target port
+        port: u16,
+    },
 }
 
 /// `-R`: a listener on the relay whose egress is this client.
@@ -50,6 +60,18 @@ pub enum RemoteSpec {
         bind: String,
         /// port on the relay (0 = any)
         port: u16,
+    },
+    /// `udp:[bind:]port:host:port`: a UDP socket on the relay; each visitor source address
+    /// is a flow whose datagrams the client sends to `host:port`.
+    Udp {
+        /// bind address on the relay ("" = the relay's own address)
+        bind: String,
+        /// UDP port on the relay (0 = any)
+        port: u16,
+        /// target host, reached by the client
+        host: String,
+        /// target port
+        target_port: u16,
     },
 }
 
@@ -98,6 +120,17 @@ impl FromStr for LocalSpec {
         let f = fields(s)?;
         let f: Vec<&str> = f.iter().map(String::as_str).collect();
         match f.as_slice() {
+            ["udp", p, host, tp] => Ok(LocalSpec::Udp {
+                bind: local_addr(LOOPBACK, port(p, s, true)?, s)?,
+                host: host.to_string(),
+                port: port(tp, s, false)?,
+            }),
+            ["udp", b, p, host, tp] => Ok(LocalSpec::Udp {
+                bind: local_addr(b, port(p, s, true)?, s)?,
+                host: host.to_string(),
+                port: port(tp, s, false)?,
+            }),
+            ["udp", ..] => Err(format!("bad -L {s:?}: expected udp:[BIND:]PORT:HOST:PORT")),
             ["stdio", host, p] => Ok(LocalSpec::Stdio {
                 host: host.to_string(),
                 port: port(p, s, false)?,
@@ -119,7 +152,8 @@ impl FromStr for LocalSpec {
                 port: port(tp, s, false)?,
             }),
             _ => Err(format!(
-                "bad -L {s:?}: expected [BIND:]PORT:HOST:PORT, stdio:HOST:PORT or [BIND:]PORT:proxy"
+                "bad -L {s:?}: expected [BIND:]PORT:HOST:PORT, stdio:HOST:PORT, [BIND:]PORT:proxy \
+                 or udp:[BIND:]PORT:HOST:PORT"
             )),
         }
     }
@@ -136,6 +170,19 @@ impl FromStr for RemoteSpec {
                 .map_err(|_| format!("bad bind address {b:?} in {s:?}"))
         };
         match f.as_slice() {
+            ["udp", p, host, tp] => Ok(RemoteSpec::Udp {
+                bind: String::new(),
+                port: port(p, s, true)?,
+                host: host.to_string(),
+                target_port: port(tp, s, false)?,
+            }),
+            ["udp", b, p, host, tp] => Ok(RemoteSpec::Udp {
+                bind: check_bind(b)?,
+                port: port(p, s, true)?,
+                host: host.to_string(),
+                target_port: port(tp, s, false)?,
+            }),
+            ["udp", ..] => Err(format!("bad -R {s:?}: expected udp:[BIND:]PORT:HOST:PORT")),
             [p, "proxy"] => Ok(RemoteSpec::Proxy {
                 bind: String::new(),
                 port: port(p, s, true)?,
@@ -157,7 +204,8 @@ impl FromStr for RemoteSpec {
                 target_port: port(tp, s, false)?,
             }),
             _ => Err(format!(
-                "bad -R {s:?}: expected [BIND:]PORT:HOST:PORT or [BIND:]PORT:proxy"
+                "bad -R {s:?}: expected [BIND:]PORT:HOST:PORT, [BIND:]PORT:proxy or \
+                 udp:[BIND:]PORT:HOST:PORT"
             )),
         }
     }
@@ -167,8 +215,15 @@ impl RemoteSpec {
     /// The port asked for on the relay (0: any free one).
     pub fn port(&self) -> u16 {
         match self {
-            RemoteSpec::Forward { port, .. } | RemoteSpec::Proxy { port, .. } => *port,
+            RemoteSpec::Forward { port, .. }
+            | RemoteSpec::Proxy { port, .. }
+            | RemoteSpec::Udp { port, .. } => *port,
         }
+    }
+
+    /// True for `udp:` (a UDP socket on the relay, not a TCP listener).
+    pub fn is_udp(&self) -> bool {
+        matches!(self, RemoteSpec::Udp { .. })
     }
 }
 
@@ -180,6 +235,9 @@ impl fmt::Display for RemoteSpec {
                 host, target_port, ..
             } => f.write_str(&crate::dial::host_port(host, *target_port)),
             RemoteSpec::Proxy { .. } => f.write_str("proxy"),
+            RemoteSpec::Udp {
+                host, target_port, ..
+            } => write!(f, "udp {}", crate::dial::host_port(host, *target_port)),
         }
     }
 }
@@ -225,6 +283,30 @@ mod tests {
             ),
             ("3128:proxy", LocalSpec::Proxy { bind: lo(3128) }),
             (
+                "udp:5353:10.0.0.53:53",
+                LocalSpec::Udp {
+                    bind: lo(5353),
+                    host: "10.0.0.53".into(),
+                    port: 53,
+                },
+            ),
+            (
+                "udp:[::1]:0:[fd00::53]:53",
+                LocalSpec::Udp {
+                    bind: "[::1]:0".parse().unwrap(),
+                    host: "fd00::53".into(),
+                    port: 53,
+                },
+            ),
+            (
+                "udp:0.0.0.0:53:dns.internal:53",
+                LocalSpec::Udp {
+                    bind: "0.0.0.0:53".parse().unwrap(),
+                    host: "dns.internal".into(),
+                    port: 53,
+                },
+            ),
+            (
                 "127.0.0.2:0:proxy",
                 LocalSpec::Proxy {
                     bind: "127.0.0.2:0".parse().unwrap(),
@@ -244,6 +326,13 @@ mod tests {
             "1.2.3.4:70000:proxy",
             "[::1:80:h:1",
             "a:b:c:d:e",
+            "udp:53",
+            "udp:53:h",
+            "udp:53:h:0",
+            "udp:x:53:h:53",
+            "udp:53:proxy",
+            "udp:1:2:h:53:9",
+            "udp:stdio:h:1",
         ] {
             assert!(bad.parse::<LocalSpec>().is_err(), "{bad}");
         }
@@ -297,7 +386,40 @@ mod tests {
         for (s, want) in ok {
             assert_eq!(s.parse::<RemoteSpec>(), Ok(want), "{s}");
         }
-        for bad in ["proxy", "stdio:h:1", "x:1:proxy", "1:h:0", "99999:proxy"] {
+        let udp = [
+            (
+                "udp:5353:127.0.0.1:53",
+                RemoteSpec::Udp {
+                    bind: "".into(),
+                    port: 5353,
+                    host: "127.0.0.1".into(),
+                    target_port: 53,
+                },
+            ),
+            (
+                "udp:[::]:0:[::1]:53",
+                RemoteSpec::Udp {
+                    bind: "::".into(),
+                    port: 0,
+                    host: "::1".into(),
+                    target_port: 53,
+                },
+            ),
+        ];
+        for (s, want) in udp {
+            assert_eq!(s.parse::<RemoteSpec>(), Ok(want), "{s}");
+        }
+        for bad in [
+            "proxy",
+            "stdio:h:1",
+            "x:1:proxy",
+            "1:h:0",
+            "99999:proxy",
+            "udp:1:proxy",
+            "udp:h:1:h:1",
+            "udp:1:h",
+            "udp:1:h:0",
+        ] {
             assert!(bad.parse::<RemoteSpec>().is_err(), "{bad}");
         }
     }

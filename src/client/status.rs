@@ -296,6 +296,7 @@ fn local_spec(spec: &LocalSpec) -> String {
         LocalSpec::Forward { bind, host, port } => format!("{bind}:{}", host_port(host, *port)),
         LocalSpec::Proxy { bind } => format!("{bind}:proxy"),
         LocalSpec::Stdio { host, port } => format!("stdio:{}", host_port(host, *port)),
+        LocalSpec::Udp { bind, host, port } => format!("udp:{bind}:{}", host_port(host, *port)),
     }
 }
 
@@ -309,10 +310,17 @@ fn remote_spec(spec: &RemoteSpec) -> String {
             target_port,
         } => (bind, port, host_port(host, *target_port)),
         RemoteSpec::Proxy { bind, port } => (bind, port, "proxy".into()),
+        RemoteSpec::Udp {
+            bind,
+            port,
+            host,
+            target_port,
+        } => (bind, port, host_port(host, *target_port)),
     };
+    let udp = if spec.is_udp() { "udp:" } else { "" };
     match bind.as_str() {
-        "" => format!("{port}:{rest}"),
-        b => format!("{}:{port}:{rest}", bracket(b)),
+        "" => format!("{udp}{port}:{rest}"),
+        b => format!("{udp}{}:{port}:{rest}", bracket(b)),
     }
 }
 

@@ -16,7 +16,7 @@ pub mod walk;
 pub use build::{ClientRole, ProxyRole, RelayRole};
 pub use errors::{ConfigErrors, Problem};
 
-use crate::client::spec::{LocalSpec, RemoteSpec};
+use crate::client::spec::LocalSpec;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -226,6 +226,8 @@ fn clashes(doc: &Document, cfg: &FileConfig) -> Vec<Problem> {
         }
     }
     let mut out = Vec::new();
+    // UDP ports are their own space: `udp:` forwards clash only with each other.
+    let mut udp_addrs = Vec::new();
     for (s, c) in doc.clients.iter().zip(&cfg.clients) {
         if let Some(a) = c.role.status {
             addrs.push((a, s.place("--status"), format!("{} status", c.role.name)));
@@ -237,15 +239,21 @@ fn clashes(doc: &Document, cfg: &FileConfig) -> Vec<Problem> {
                 .map(|&(_, at)| at)
         };
         for (l, at) in c.role.config.locals.iter().zip(flag_at("-L")) {
-            if let LocalSpec::Forward { bind, .. } | LocalSpec::Proxy { bind } = l {
-                addrs.push((*bind, at, format!("{} forward", c.role.name)));
+            match l {
+                LocalSpec::Forward { bind, .. } | LocalSpec::Proxy { bind } => {
+                    addrs.push((*bind, at, format!("{} forward", c.role.name)));
+                }
+                LocalSpec::Udp { bind, .. } => {
+                    udp_addrs.push((*bind, at, format!("{} udp forward", c.role.name)));
+                }
+                LocalSpec::Stdio { .. } => {}
             }
         }
         // Two -R of one client on one public port: the relay would refuse the second.
         let mut ports = HashMap::new();
         for (r, at) in c.role.config.remotes.iter().zip(flag_at("-R")) {
-            let port = remote_port(r);
-            if port != 0 && ports.insert(port, at).is_some() {
+            let port = r.port();
+            if port != 0 && ports.insert((port, r.is_udp()), at).is_some() {
                 out.push(Problem::new(
                     at,
                     format!("expose: port {port} is exposed twice by {}", c.role.name),
@@ -253,27 +261,23 @@ fn clashes(doc: &Document, cfg: &FileConfig) -> Vec<Problem> {
             }
         }
     }
-    for (i, (a, at, what)) in addrs.iter().enumerate() {
-        if a.port() == 0 {
-            continue;
-        }
-        if let Some((_, _, other)) = addrs[..i].iter().find(|(b, _, _)| {
-            b.port() == a.port()
-                && (b.ip() == a.ip() || b.ip().is_unspecified() || a.ip().is_unspecified())
-        }) {
-            out.push(Problem::new(
-                *at,
-                format!("port {} clashes: {what} and {other}", a.port()),
-            ));
+    for addrs in [&addrs, &udp_addrs] {
+        for (i, (a, at, what)) in addrs.iter().enumerate() {
+            if a.port() == 0 {
+                continue;
+            }
+            if let Some((_, _, other)) = addrs[..i].iter().find(|(b, _, _)| {
+                b.port() == a.port()
+                    && (b.ip() == a.ip() || b.ip().is_unspecified() || a.ip().is_unspecified())
+            }) {
+                out.push(Problem::new(
+                    *at,
+                    format!("port {} clashes: {what} and {other}", a.port()),
+                ));
+            }
         }
     }
     out
-}
-
-fn remote_port(r: &RemoteSpec) -> u16 {
-    match r {
-        RemoteSpec::Forward { port, .. } | RemoteSpec::Proxy { port, .. } => *port,
-    }
 }
 
 #[cfg(test)]

@@ -47,8 +47,11 @@ pub(super) struct Bindings {
 
 /// What stops one binding.
 struct BindStop {
-    /// its own listener (`None` for a pool member: the pool owns the listener)
+    /// its own listener (`None` for a pool member: the pool owns the listener; and for a
+    /// UDP binding, whose socket its task owns)
     listener: Option<Arc<TcpListener>>,
+    /// a UDP binding (`-R udp:`)
+    udp: bool,
     stop: crate::shutdown::Shutdown,
     /// set before `stop` on UNBIND
     unbound: Arc<std::sync::atomic::AtomicBool>,
@@ -76,6 +79,7 @@ impl Bindings {
             .remove(&bind_id);
         let Some(BindStop {
             listener,
+            udp,
             stop,
             unbound,
         }) = found
@@ -88,6 +92,12 @@ impl Bindings {
             return;
         };
         unbound.store(true, Ordering::Relaxed);
+        if udp {
+            // Its task closes the socket as it stops.
+            stop.drain();
+            log::info!("session {}: unbound udp binding {bind_id}", session.label());
+            return;
+        }
         let Some(listener) = listener else {
             // A pool member: it leaves the pool, which keeps the port for its other members.
             stop.drain();
@@ -112,6 +122,35 @@ impl Bindings {
     }
 }
 
+impl Bindings {
+    /// `Err` when `bind_id` is in use on this session, or the session has [`MAX_BINDS`].
+    pub(super) fn check_new(&self, bind_id: u32) -> Result<(), (Refusal, String)> {
+        let by_id = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        if by_id.contains_key(&bind_id) {
+            return Err((Refusal::BadRequest, format!("binding {bind_id} is in use")));
+        }
+        if by_id.len() >= MAX_BINDS {
+            let why = format!("too many bindings on one session (at most {MAX_BINDS})");
+            return Err((Refusal::Forbidden, why));
+        }
+        Ok(())
+    }
+
+    /// A UDP binding is served: UNBIND drains `stop`.
+    pub(super) fn insert_udp(&self, bind_id: u32, stop: crate::shutdown::Shutdown) {
+        let entry = BindStop {
+            listener: None,
+            udp: true,
+            stop,
+            unbound: Default::default(),
+        };
+        self.by_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(bind_id, entry);
+    }
+}
+
 impl Ctx {
     /// `Err` when `port` is held through its grace period for a client other than
     /// `session_id`'s.
@@ -130,7 +169,10 @@ impl Ctx {
 
 /// Drains `child` when `parent` drains and aborts it when `parent` aborts: a binding stops
 /// with its session, or alone on UNBIND. Never ends.
-async fn follow(parent: crate::shutdown::ShutdownSignal, child: crate::shutdown::Shutdown) {
+pub(super) async fn follow(
+    parent: crate::shutdown::ShutdownSignal,
+    child: crate::shutdown::Shutdown,
+) {
     parent.draining().await;
     child.drain();
     parent.aborted().await;
@@ -199,10 +241,13 @@ pub(super) async fn session_frames_loop(
         else {
             continue;
         };
-        // TODO(issue 13): UDP bindings (`-R udp:`).
         if mode == BindMode::Udp {
-            let why = "UDP bindings are not served here".to_string();
-            refuse_bind(ctx, session, binds, bind_id, Refusal::BadRequest, why);
+            let state = (tasks, binds, session_sd);
+            let bind = (bind_id, addr.as_str(), port, pool.is_some());
+            let bound = super::udp_binds::bind_udp(ctx, session, state, bind);
+            if let Err((kind, why)) = Box::pin(bound).await {
+                refuse_bind(ctx, session, binds, bind_id, kind, why);
+            }
             continue;
         }
         if let Some(pool) = pool {
@@ -242,6 +287,7 @@ pub(super) async fn session_frames_loop(
                 let stop = crate::shutdown::Shutdown::new();
                 let entry = BindStop {
                     listener: Some(listener.clone()),
+                    udp: false,
                     stop: stop.clone(),
                     unbound: Default::default(),
                 };
@@ -354,6 +400,7 @@ async fn join_pool(
     });
     let entry = BindStop {
         listener: None,
+        udp: false,
         stop: stop.clone(),
         unbound,
     };
@@ -427,7 +474,7 @@ fn proxy_config(ctx: &Ctx, mode: &BindMode) -> Result<Option<Arc<ProxyConfig>>, 
 }
 
 /// The address a BIND asks for (empty: the relay's own).
-fn bind_ip(ctx: &Ctx, addr: &str) -> Result<IpAddr, String> {
+pub(super) fn bind_ip(ctx: &Ctx, addr: &str) -> Result<IpAddr, String> {
     if addr.is_empty() {
         return Ok(ctx.default_bind);
     }

@@ -42,6 +42,7 @@ mod session;
 mod status;
 mod streams;
 pub mod tokens;
+mod udp_binds;
 mod visitors;
 
 use auth::{Auth, Grant};
@@ -81,6 +82,9 @@ pub struct RelayConfig {
     pub resume: bool,
     /// limit for dialing a target
     pub connect_timeout: Duration,
+    /// a UDP flow (`-L udp:`, `-R udp:`) with no datagram either way for this long is dropped
+    /// (`--udp-idle-timeout`)
+    pub udp_idle_timeout: Duration,
     /// limit for a connection's TLS handshake and request head
     pub handshake_timeout: Duration,
     /// relay-wide limits: connections, sessions, streams, dials
@@ -109,6 +113,7 @@ impl Default for RelayConfig {
             grace: Duration::from_secs(60),
             resume: true,
             connect_timeout: Duration::from_secs(10),
+            udp_idle_timeout: crate::bridge::udp::UDP_IDLE_TIMEOUT,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             limits: RelayLimits::default(),
             admin: None,
@@ -458,6 +463,9 @@ fn setting_changes(old: &RelayConfig, new: &RelayConfig) -> Vec<String> {
     }
     if old.admin_token != new.admin_token {
         lines.push("admin-token changed".to_string());
+    }
+    if old.udp_idle_timeout != new.udp_idle_timeout {
+        lines.push("udp-idle-timeout changed (for new UDP flows)".to_string());
     }
     let later = [
         ("grace", old.grace != new.grace),

@@ -2,6 +2,7 @@
 //! then a dial from the relay's network and a splice.
 
 use super::*;
+use crate::bridge::udp;
 use crate::dial::host_port;
 use crate::refusal::Refusal;
 use limits::Permit;
@@ -39,7 +40,9 @@ pub(super) async fn incoming_loop(
             continue;
         }
         match inc.target.clone() {
-            OpenTarget::Dial { host, port } => {
+            // A UDP flow's socket is "dialed" too: the name resolved and judged under the
+            // same rules, within the same --max-dials.
+            OpenTarget::Dial { host, port } | OpenTarget::UdpDial { host, port } => {
                 let Some(dial) = ctx.limits.dials.try_take() else {
                     let why = format!(
                         "{} dials in progress on the relay (--max-dials)",
@@ -59,9 +62,13 @@ pub(super) async fn incoming_loop(
                 };
                 let ctx = ctx.clone();
                 let label = label.to_string();
+                let udp = inc.target.is_udp();
                 tasks.spawn(async move {
                     let dial = (host, port, dial);
-                    serve_dial(&ctx, inc, dial, &now, &label).await
+                    match udp {
+                        true => serve_udp_dial(&ctx, inc, dial, &now, &label).await,
+                        false => serve_dial(&ctx, inc, dial, &now, &label).await,
+                    }
                 });
             }
             OpenTarget::Bound { .. } | OpenTarget::UdpBound { .. } => {
@@ -73,8 +80,8 @@ pub(super) async fn incoming_loop(
                     &ctx.metrics,
                 );
             }
-            // TODO(issue 13): `-L udp:` flows and UDP ASSOCIATE of `-L …:proxy`.
-            OpenTarget::UdpDial { .. } | OpenTarget::UdpAny => {
+            // TODO(issue 13): UDP ASSOCIATE of `-L …:proxy`.
+            OpenTarget::UdpAny => {
                 bridge::refuse(
                     inc,
                     Refusal::BadRequest,
@@ -109,6 +116,27 @@ async fn serve_dial(
     drop(dial);
     if let Some((tcp, inc)) = dialed {
         bridge::splice(tcp, inc.accept(), label, &host_port(&host, port)).await;
+    }
+}
+
+/// `-L udp:`: a UDP socket connected to `host:port` under the token's rules, holding one
+/// `--max-dials` slot while the name resolves, then datagrams both ways until the flow ends
+/// or sits idle for `--udp-idle-timeout`.
+async fn serve_udp_dial(
+    ctx: &Ctx,
+    inc: Incoming,
+    (host, port, dial): (String, u16, Permit),
+    grant: &Grant,
+    label: &str,
+) {
+    let (rules, timeout, metrics) = (&grant.rules, ctx.cfg.connect_timeout, &ctx.metrics);
+    let target = (host.as_str(), port);
+    let connected = udp::connect_or_refuse(inc, target, rules, timeout, label, metrics).await;
+    drop(dial);
+    if let Some((socket, inc)) = connected {
+        let idle = ctx.active().cfg.udp_idle_timeout;
+        let target = host_port(&host, port);
+        udp::pump_connected(socket, inc.accept_udp(), idle, label, &target, metrics).await;
     }
 }
 

@@ -7,7 +7,8 @@
 # `burrow proxy`, `-R …:proxy` and `-L …:proxy` (curl socks5h/socks5, nc -X 5); resume.sh: sessions
 # across cut connections; config.sh: `burrow check` and `burrow run` with live reload; pools.sh:
 # rolling restarts of two relays and a pool of two clients behind HAProxy, under load;
-# socks_upstream.sh: SOCKS5 upstream hops (`--upstream`/`--via socks5://`) through `ssh -D`.
+# socks_upstream.sh: SOCKS5 upstream hops (`--upstream`/`--via socks5://`) through `ssh -D`;
+# udp.sh: dig through -L udp: and -R udp: to dnsmasq.
 #
 # Usage: bash tests/interop/run.sh        (or `just e2e`)
 #   BURROW_BIN=path  use this binary instead of building target/debug/burrow
@@ -393,5 +394,7 @@ source "$ROOT/tests/interop/config.sh"
 source "$ROOT/tests/interop/pools.sh"
 # shellcheck source=tests/interop/socks_upstream.sh
 source "$ROOT/tests/interop/socks_upstream.sh"
+# shellcheck source=tests/interop/udp.sh
+source "$ROOT/tests/interop/udp.sh"
 
 summary
