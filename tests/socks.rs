@@ -428,3 +428,115 @@ fn an_idle_association_ends_and_closes_its_control_connection() {
         closed(&mut control).await;
     });
 }
+
+/// One UDP ASSOCIATE on `proxy`: the association's relay address, the control connection and
+/// a UDP socket of the client.
+async fn associate(proxy: SocketAddr) -> (SocketAddr, TcpStream, UdpSocket) {
+    let (code, relay, control) = ask(proxy, UDP, &ip("0.0.0.0:0".parse().unwrap())).await;
+    assert_eq!(code, 0, "UDP ASSOCIATE answered");
+    let Addr::Ip(relay) = relay else {
+        panic!("relay address {relay:?}")
+    };
+    (relay, control, UdpSocket::bind(lo()).await.unwrap())
+}
+
+/// A 60 KiB datagram and small ones to `echo` come back whole through the association, and
+/// one to `denied` is never sent.
+async fn associate_round_trips(proxy: SocketAddr, echo: SocketAddr, denied: &std::net::UdpSocket) {
+    let (relay, mut control, client) = associate(proxy).await;
+    let to_denied = ip(denied.local_addr().unwrap());
+    client
+        .send_to(&datagram(&to_denied, b"not for you"), relay)
+        .await
+        .unwrap();
+    let big: Vec<u8> = (0..60 * 1024).map(|i| (i % 251) as u8).collect();
+    client
+        .send_to(&datagram(&ip(echo), &big), relay)
+        .await
+        .unwrap();
+    let (from, back) = recv_datagram(&client).await;
+    assert_eq!(from, ip(echo));
+    assert!(back == big, "60 KiB datagram changed: {} bytes", back.len());
+    // A name travels unresolved and resolves on the egress side.
+    for i in 0..10u8 {
+        let to = Addr::Domain("localhost".into(), echo.port());
+        let payload = vec![i; usize::from(i) + 1];
+        client
+            .send_to(&datagram(&to, &payload), relay)
+            .await
+            .unwrap();
+        assert_eq!(recv_datagram(&client).await.1, payload);
+    }
+    denied.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        denied.recv_from(&mut buf).map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::WouldBlock),
+        "a denied destination got a datagram"
+    );
+    control.shutdown(std::net::Shutdown::Write).unwrap();
+    closed(&mut control).await;
+}
+
+#[test]
+fn udp_associate_on_a_remote_proxy_port_leaves_from_the_client_under_its_rules() {
+    use burrow::client::ClientConfig;
+    use burrow::relay::RelayConfig;
+    use common::tunnel::*;
+    run(|sp| async move {
+        let (echo, _e) = udp_echo().await;
+        let denied = std::net::UdpSocket::bind(lo()).unwrap();
+        let relay = start_relay(&sp, RelayConfig::default()).await;
+        let mut cfg = ClientConfig::new(relay.url());
+        cfg.remotes = vec!["127.0.0.1:0:proxy".parse().unwrap()];
+        let deny = format!("127.0.0.1:{}", denied.local_addr().unwrap().port());
+        cfg.rules.deny = vec![deny.parse().unwrap()];
+        let c = start_client(&sp, cfg).await;
+        let proxy = c.bound().await;
+        associate_round_trips(proxy, echo, &denied).await;
+        // The egress was the client's: its session carried the flow, and the flow ended
+        // with the association.
+        let flows = || {
+            c.metrics
+                .udp_flows_total
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert!(flows() >= 1);
+        eventually("the flow ends", || {
+            relay
+                .metrics
+                .udp_flows
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 0
+        })
+        .await;
+    });
+}
+
+#[test]
+fn udp_associate_on_a_local_proxy_port_leaves_from_the_relay_under_its_rules() {
+    use burrow::client::ClientConfig;
+    use burrow::relay::RelayConfig;
+    use common::tunnel::*;
+    run(|sp| async move {
+        let (echo, _e) = udp_echo().await;
+        let denied = std::net::UdpSocket::bind(lo()).unwrap();
+        let mut rcfg = RelayConfig::default();
+        let deny = format!("127.0.0.1:{}", denied.local_addr().unwrap().port());
+        rcfg.rules.deny = vec![deny.parse().unwrap()];
+        let relay = start_relay(&sp, rcfg).await;
+        let mut cfg = ClientConfig::new(relay.url());
+        cfg.locals = vec!["127.0.0.1:0:proxy".parse().unwrap()];
+        let c = start_client(&sp, cfg).await;
+        c.wait("connected", |e| *e == burrow::client::Event::Connected)
+            .await;
+        associate_round_trips(c.locals[0], echo, &denied).await;
+        assert!(
+            relay
+                .metrics
+                .udp_flows_total
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        );
+    });
+}

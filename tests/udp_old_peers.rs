@@ -225,3 +225,37 @@ fn a_new_relay_never_binds_udp_for_a_client_that_did_not_announce_it() {
         assert_eq!(relay.metrics.udp_flows_total.load(Relaxed), 0);
     });
 }
+
+#[test]
+fn udp_associate_on_the_proxy_port_of_an_old_client_is_command_not_supported() {
+    run(|sp| async move {
+        let relay = start_relay(&sp, RelayConfig::default()).await;
+        let (session, _d) = old_client_session(relay.addr).await;
+        session.send_session_frame(Frame::Bind {
+            bind_id: 1,
+            addr: "127.0.0.1".into(),
+            port: 0,
+            mode: BindMode::Proxy {
+                auth: burrow::tunnel::frame::ProxyAuth::open(),
+            },
+            pool: None,
+        });
+        let port: SocketAddr = match within(10, "bind answer", session.session_frame()).await {
+            Some(Frame::Bound { addr, .. }) => addr.parse().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let mut s = TcpStream::connect(port).await.unwrap();
+        // Greeting (no auth), then UDP ASSOCIATE 0.0.0.0:0.
+        s.write_all(&[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0])
+            .await
+            .unwrap();
+        let mut answer = [0u8; 12];
+        within(10, "socks answer", s.read_exact(&mut answer))
+            .await
+            .unwrap();
+        assert_eq!(&answer[..2], &[5, 0], "no auth");
+        assert_eq!(answer[3], 7, "command not supported: {answer:?}");
+        // No flow was ever opened to the old client.
+        assert_eq!(relay.metrics.udp_flows_total.load(Relaxed), 0);
+    });
+}

@@ -13,6 +13,7 @@ use crate::tunnel::OpenError;
 use crate::tunnel::frame::{OpenTarget, decode_addressed, encode_addressed};
 use crate::tunnel::session::{Incoming, Session, UdpFlow};
 use futures_lite::FutureExt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// What an association through the tunnel is called in errors and logs.
@@ -73,12 +74,13 @@ pub(super) async fn associate(session: Session, timeout: Duration) -> Result<Udp
 }
 
 /// Answers a peer's UDP_ANY flow: a direct association from our network, every destination
-/// judged by `rules`, for as long as the peer keeps the flow. A refusal (no UDP here) is
-/// answered with its code.
+/// judged by `rules`, for as long as the peer keeps the flow and it is not idle for `idle`
+/// (no datagram either way). A refusal (no UDP here) is answered with its code. `times` is
+/// (the connect timeout, `idle`).
 pub async fn serve_udp_any(
     inc: Incoming,
     rules: &crate::dial::rules::Rules,
-    timeout: Duration,
+    (timeout, idle): (Duration, Duration),
     label: &str,
     metrics: &Metrics,
 ) {
@@ -97,23 +99,42 @@ pub async fn serve_udp_any(
     };
     let start = Instant::now();
     let flow = inc.accept_udp();
-    let (sent, received) = pump_egress(&flow, assoc).await;
+    let (sent, received, why) = pump_egress(&flow, assoc, idle).await;
     log::info!(
         "session {label} flow {} udp association sent={sent} received={received} dropped={} {:.3}s {}",
         flow.id(),
         flow.dropped(),
         start.elapsed().as_secs_f64(),
-        flow.over().unwrap_or_else(|| "closed".into())
+        flow.over().unwrap_or_else(|| why.into())
     );
 }
 
-/// Moves datagrams between a peer's UDP_ANY flow and a direct association until either ends:
-/// (datagrams sent out, datagrams that came back).
-async fn pump_egress(flow: &UdpFlow, assoc: UdpAssoc) -> (u64, u64) {
+/// Moves datagrams between a peer's UDP_ANY flow and a direct association until either ends
+/// or no datagram moved for `idle`: (datagrams sent out, datagrams that came back, why it
+/// ended).
+async fn pump_egress(flow: &UdpFlow, assoc: UdpAssoc, idle: Duration) -> (u64, u64, &'static str) {
     let UdpAssoc { out, back, run } = assoc;
     let (mut sent, mut received) = (0u64, 0u64);
+    let start = Instant::now();
+    // Milliseconds since `start` of the last datagram either way.
+    let last = AtomicU64::new(0);
+    let moved = || {
+        let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last.store(ms, Relaxed);
+    };
+    let idle_out = async {
+        loop {
+            let since = Duration::from_millis(last.load(Relaxed));
+            let due = start + since + idle;
+            if Instant::now() >= due {
+                return "idle";
+            }
+            smol::Timer::at(due).await;
+        }
+    };
     let up = async {
         while let Some(p) = flow.recv().await {
+            moved();
             let Ok((host, port, payload)) = decode_addressed(&p) else {
                 flow.count_drop(UdpDrop::Invalid);
                 continue;
@@ -129,9 +150,11 @@ async fn pump_egress(flow: &UdpFlow, assoc: UdpAssoc) -> (u64, u64) {
                 flow.count_drop(UdpDrop::QueueFull);
             }
         }
+        "flow ended"
     };
     let down = async {
         while let Ok(d) = back.recv().await {
+            moved();
             match encode_addressed(&d.host, d.port, &d.payload) {
                 Some(p) => {
                     if flow.send(&p) {
@@ -141,9 +164,14 @@ async fn pump_egress(flow: &UdpFlow, assoc: UdpAssoc) -> (u64, u64) {
                 None => flow.count_drop(UdpDrop::Invalid),
             }
         }
+        "association ended"
     };
-    run.or(up.or(down)).await;
-    (sent, received)
+    let run = async {
+        run.await;
+        "association ended"
+    };
+    let why = run.or(up.or(down)).or(idle_out).await;
+    (sent, received, why)
 }
 
 /// The refusal a peer's UDP flow gets when this side serves no such flow.

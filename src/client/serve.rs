@@ -254,9 +254,24 @@ pub(super) async fn serve_incoming(
                 metrics,
             ),
         },
-        // TODO(issue 13): UDP ASSOCIATE of `-R …:proxy` (UdpAny). A client serves no
-        // `-L udp:` of the relay's (UdpDial).
-        OpenTarget::UdpDial { .. } | OpenTarget::UdpAny => bridge::refuse(
+        // UDP ASSOCIATE of a `-R …:proxy` visitor: each datagram judged by our rules.
+        OpenTarget::UdpAny => {
+            if !live.exposes_proxy() {
+                bridge::refuse(
+                    inc,
+                    Refusal::BadRequest,
+                    "this client exposes no proxy (-R PORT:proxy)",
+                    label,
+                    metrics,
+                );
+                return;
+            }
+            let rules = live.cfg().rules.clone();
+            let times = (cfg.connect_timeout, live.cfg().udp_idle_timeout);
+            bridge::udp_any::serve_udp_any(inc, &rules, times, label, metrics).await;
+        }
+        // A client serves no `-L udp:` of the relay's.
+        OpenTarget::UdpDial { .. } => bridge::refuse(
             inc,
             Refusal::BadRequest,
             "UDP flows are not served here",

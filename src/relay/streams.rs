@@ -26,9 +26,8 @@ pub(super) async fn incoming_loop(
             continue;
         };
         let max = active.cfg.limits.max_streams_total;
-        // The gauge counts this stream already (the session added it on OPEN).
-        let open =
-            usize::try_from(ctx.metrics.streams.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+        // The gauges count this stream (or UDP flow) already (the session added it on OPEN).
+        let open = open_streams(ctx);
         if open > max {
             let why = format!("relay full: {max} streams (--max-streams-total)");
             ctx.metrics.refused(Refusal::TooManyStreams);
@@ -80,15 +79,16 @@ pub(super) async fn incoming_loop(
                     &ctx.metrics,
                 );
             }
-            // TODO(issue 13): UDP ASSOCIATE of `-L …:proxy`.
+            // UDP ASSOCIATE of a client's `-L …:proxy`: each datagram judged by the token's
+            // rules.
             OpenTarget::UdpAny => {
-                bridge::refuse(
-                    inc,
-                    Refusal::BadRequest,
-                    "UDP flows are not served here",
-                    label,
-                    &ctx.metrics,
-                );
+                let ctx = ctx.clone();
+                let label = label.to_string();
+                tasks.spawn(async move {
+                    let times = (ctx.cfg.connect_timeout, ctx.active().cfg.udp_idle_timeout);
+                    let metrics = &ctx.metrics;
+                    bridge::udp_any::serve_udp_any(inc, &now.rules, times, &label, metrics).await
+                });
             }
         }
     }
@@ -144,8 +144,7 @@ async fn serve_udp_dial(
 /// refusal.
 pub(super) fn may_open(ctx: &Ctx, label: &str, peer: SocketAddr) -> bool {
     let max = ctx.active().cfg.limits.max_streams_total;
-    let open = usize::try_from(ctx.metrics.streams.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
-    if open < max {
+    if open_streams(ctx) < max {
         return true;
     }
     ctx.metrics.refused(Refusal::TooManyStreams);
@@ -156,4 +155,11 @@ pub(super) fn may_open(ctx: &Ctx, label: &str, peer: SocketAddr) -> bool {
         );
     }
     false
+}
+
+/// Streams and UDP flows of all sessions: what `--max-streams-total` caps.
+fn open_streams(ctx: &Ctx) -> usize {
+    let m = &ctx.metrics;
+    let n = m.streams.load(Ordering::Relaxed) + m.udp_flows.load(Ordering::Relaxed);
+    usize::try_from(n).unwrap_or(usize::MAX)
 }

@@ -231,7 +231,10 @@ pub async fn strip_caps(client: TcpStream, up: TcpStream) {
             head.push(byte[0]);
         }
         let head = String::from_utf8_lossy(&head).to_string();
-        assert!(head.contains("Burrow-Caps: unbind, pool, udp\r\n"), "{head}");
+        assert!(
+            head.contains("Burrow-Caps: unbind, pool, udp\r\n"),
+            "{head}"
+        );
         let stripped: String = head
             .split_inclusive("\r\n")
             .filter(|l| !l.starts_with("Burrow-Caps:"))
