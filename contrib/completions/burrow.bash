@@ -47,7 +47,7 @@ _burrow() {
             ;;
         --upstream | --via)
             # A URL, or `env` for HTTPS_PROXY and NO_PROXY.
-            mapfile -t COMPREPLY < <(compgen -W "env http://" -- "$cur")
+            mapfile -t COMPREPLY < <(compgen -W "env http:// socks5://" -- "$cur")
             compopt -o nospace 2>/dev/null
             return
             ;;
@@ -55,7 +55,7 @@ _burrow() {
             --head-timeout | --max-connections | --drain-timeout | --token | --allow-ports | \
             --keepalive | --max-streams | --grace | --max-sessions | --max-sessions-per-token | \
             --max-streams-total | --max-dials | --admin | --admin-token | -L | --local | -R | \
-            --remote | --proxy-auth | --status | --lame-duck)
+            --remote | --proxy-auth | --status | --lame-duck | --udp-idle-timeout)
             # A value to type: nothing to offer.
             return
             ;;
@@ -79,13 +79,13 @@ _burrow() {
                 --drain-timeout --max-streams --grace --no-resume --connect-timeout --tls-cert
                 --tls-key --max-connections --max-sessions --max-sessions-per-token
                 --max-streams-total --max-dials --admin --open-admin --admin-token --config
-                --lame-duck --help"
+                --lame-duck --udp-idle-timeout --help"
             ;;
         # burrow client
         client)
             opts="-L --local -R --remote --token --keepalive --via --allow --deny --proxy-auth
                 --open --max-streams --connect-timeout --drain-timeout --ca --insecure --status
-                --no-resume --pool --ready --config --help"
+                --no-resume --pool --ready --udp-idle-timeout --config --help"
             ;;
         # burrow demo
         demo)
