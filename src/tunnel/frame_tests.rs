@@ -105,7 +105,52 @@ fn all_frames() -> Vec<Frame> {
         Frame::Ack { received: 0 },
         Frame::Ack { received: u64::MAX },
         Frame::Resume { received: 1 << 40 },
+        Frame::Open {
+            id: 7,
+            window: EARLY_DATA,
+            target: OpenTarget::UdpDial {
+                host: "dns.internal".into(),
+                port: 53,
+            },
+        },
+        Frame::Open {
+            id: 8,
+            window: EARLY_DATA,
+            target: OpenTarget::UdpBound { bind_id: 4 },
+        },
+        Frame::Open {
+            id: 9,
+            window: EARLY_DATA,
+            target: OpenTarget::UdpAny,
+        },
+        Frame::Bind {
+            bind_id: 5,
+            addr: String::new(),
+            port: 5353,
+            mode: BindMode::Udp,
+            pool: None,
+        },
+        Frame::Dgram {
+            id: 7,
+            payload: vec![1; MAX_DATAGRAM].into(),
+        },
     ]
+}
+
+/// An empty datagram is a datagram: its DGRAM is the header alone (a prefix of every other).
+#[test]
+fn an_empty_datagram_round_trips() {
+    let f = Frame::Dgram {
+        id: 3,
+        payload: Default::default(),
+    };
+    assert_eq!(Frame::decode(&f.to_bytes()), Ok(f));
+    let session = [code::DGRAM, 0, 0, 0, 0];
+    assert!(
+        Frame::decode(&session).is_err(),
+        "a DGRAM needs a stream id"
+    );
+    assert!(Frame::decode(&[code::OPEN, 0, 0, 0, 1, 0, 0, 64, 0, 5]).is_err());
 }
 
 #[test]
@@ -119,7 +164,8 @@ fn every_frame_round_trips() {
         // Every strict prefix is refused, never misread.
         for cut in 0..bytes.len() {
             assert!(
-                Frame::decode(&bytes[..cut]).is_err() || matches!(f, Frame::Data { .. }),
+                Frame::decode(&bytes[..cut]).is_err()
+                    || matches!(f, Frame::Data { .. } | Frame::Dgram { .. }),
                 "{f:?} cut at {cut}"
             );
         }
