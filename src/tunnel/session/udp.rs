@@ -131,13 +131,14 @@ impl UdpFlow {
         if sh.udp_queued.load(Relaxed) + payload.len() > SESSION_UDP_QUEUED {
             return drop_it(UdpDrop::QueueFull);
         }
-        let frame = Frame::Dgram {
-            id: self.flow.id,
-            payload: Bytes::copy_from_slice(payload),
-        };
+        // The DGRAM frame, encoded straight from the payload (one copy).
+        let mut frame = Vec::with_capacity(HEADER + payload.len());
+        frame.push(crate::tunnel::frame::code::DGRAM);
+        frame.extend_from_slice(&self.flow.id.to_be_bytes());
+        frame.extend_from_slice(payload);
         // Counted before it is queued: the writer may take it before `send` returns.
         sh.udp_queued.fetch_add(payload.len(), Relaxed);
-        if !sh.out.send(Out::Dgram(frame.to_bytes(), payload.len())) {
+        if !sh.out.send(Out::Dgram(frame, payload.len())) {
             sh.udp_queued.fetch_sub(payload.len(), Relaxed);
             return drop_it(UdpDrop::Invalid);
         }
