@@ -209,6 +209,7 @@ fn a_udp_flood_never_stalls_the_tcp_streams_of_the_session() {
         let c = start_client(&sp, cfg).await;
         c.wait("connected", |e| *e == Event::Connected).await;
         let (udp, tcp) = (c.locals[0], c.locals[1]);
+        let before = rss_kib();
         let flood = smol::spawn(async move {
             let s = UdpSocket::bind(lo()).await.unwrap();
             let datagram = vec![1u8; 8 * 1024];
@@ -235,6 +236,12 @@ fn a_udp_flood_never_stalls_the_tcp_streams_of_the_session() {
         let dropped = m.udp_dropped_count(UdpDrop::QueueFull);
         assert!(out + dropped <= 20_000, "{out} + {dropped}");
         assert!(out > 0, "some datagrams went through");
+        // 160 MB offered, and every queue on the way is bounded: memory does not follow.
+        let grown = rss_kib().saturating_sub(before);
+        assert!(
+            grown < 64 * 1024,
+            "RSS grew by {grown} KiB during the flood"
+        );
         let _sink = sink;
     });
 }
