@@ -110,6 +110,13 @@ impl FromStr for Hop {
                     "SOCKS5 user name and password are at most 255 bytes each",
                 ));
             }
+            // RFC 1929: both are 1 to 255 bytes; an empty one would be refused by a strict
+            // server only after the connection was made.
+            if c.user.is_empty() || c.pass.expose().is_empty() {
+                return Err(bad(
+                    "SOCKS5 credentials need a user name and a password (user:pass@)",
+                ));
+            }
         }
         let (host, port) = split_host_port(hostport, kind.default_port())
             .ok_or_else(|| bad("expected host[:port]"))?;
@@ -171,13 +178,12 @@ mod tests {
             u16,
             Option<(&'static str, &'static str)>,
         );
-        let table: [Case; 6] = [
+        let table: [Case; 5] = [
             ("socks5://127.0.0.1:1081", "127.0.0.1", 1081, None),
             ("socks5://gw.example", "gw.example", 1080, None),
             ("SOCKS5H://gw.example:9050/", "gw.example", 9050, None),
             ("socks5://[::1]", "::1", 1080, None),
             ("socks5://bob:p%3Aw@gw:1", "gw", 1, Some(("bob", "p:w"))),
-            ("socks5h://bob@gw", "gw", 1080, Some(("bob", ""))),
         ];
         for (url, host, port, auth) in table {
             let h: Hop = url.parse().unwrap_or_else(|e| panic!("{url}: {e}"));
@@ -198,6 +204,16 @@ mod tests {
         );
         let fits = format!("socks5://u:{}@gw", "x".repeat(255));
         assert!(fits.parse::<Hop>().is_ok());
+        for empty in ["socks5://u@gw", "socks5://u:@gw", "socks5://:p@gw"] {
+            assert!(
+                empty.parse::<Hop>().is_err(),
+                "{empty}: RFC 1929 needs 1 to 255 bytes"
+            );
+        }
+        assert!(
+            "http://u@gw".parse::<Hop>().is_ok(),
+            "HTTP Basic allows an empty password"
+        );
         let http_long = format!("http://u:{}@gw", "x".repeat(256));
         assert!(
             http_long.parse::<Hop>().is_ok(),
