@@ -244,7 +244,11 @@ pub(super) async fn serve_incoming(
                 let times = (cfg.connect_timeout, live.cfg().udp_idle_timeout);
                 let target = (host.as_str(), target_port);
                 let rules = Rules::default();
-                udp::serve_udp_dial(inc, target, &rules, times, label, metrics).await;
+                // Boxed (as below): a TCP stream's task stays the size it was before UDP.
+                Box::pin(udp::serve_udp_dial(
+                    inc, target, &rules, times, label, metrics,
+                ))
+                .await;
             }
             _ => bridge::refuse(
                 inc,
@@ -268,7 +272,10 @@ pub(super) async fn serve_incoming(
             }
             let rules = live.cfg().rules.clone();
             let times = (cfg.connect_timeout, live.cfg().udp_idle_timeout);
-            bridge::udp_any::serve_udp_any(inc, &rules, times, label, metrics).await;
+            Box::pin(bridge::udp_any::serve_udp_any(
+                inc, &rules, times, label, metrics,
+            ))
+            .await;
         }
         // A client serves no `-L udp:` of the relay's.
         OpenTarget::UdpDial { .. } => bridge::refuse(

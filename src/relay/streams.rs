@@ -64,8 +64,10 @@ pub(super) async fn incoming_loop(
                 let udp = inc.target.is_udp();
                 tasks.spawn(async move {
                     let dial = (host, port, dial);
+                    // Boxed: a TCP stream's task (the many idle ones) is then no larger than
+                    // before UDP flows shared this spawn.
                     match udp {
-                        true => serve_udp_dial(&ctx, inc, dial, &now, &label).await,
+                        true => Box::pin(serve_udp_dial(&ctx, inc, dial, &now, &label)).await,
                         false => serve_dial(&ctx, inc, dial, &now, &label).await,
                     }
                 });
