@@ -275,7 +275,7 @@ fn a_slow_or_truncated_handshake_is_answered_and_closed() {
     run(|sp| async move {
         // Long enough for a byte-at-a-time handshake on a busy machine, short for the stalls.
         let cfg = ProxyConfig {
-            head_timeout: Duration::from_secs(1),
+            head_timeout: Duration::from_secs(3),
             ..Default::default()
         };
         let p = start_proxy(&sp, cfg).await;
