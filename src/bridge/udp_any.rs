@@ -8,10 +8,10 @@
 use crate::dial::udp::{ASSOC_QUEUE, Datagram, UdpAssoc};
 use crate::dial::{DialError, Dialer, DirectDialer};
 use crate::metrics::{Metrics, UdpDrop};
-use crate::refusal::Refusal;
 use crate::tunnel::OpenError;
 use crate::tunnel::frame::{OpenTarget, decode_addressed, encode_addressed};
 use crate::tunnel::session::{Incoming, Session, UdpFlow};
+use async_tungstenite::tungstenite::Bytes;
 use futures_lite::FutureExt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -50,14 +50,8 @@ pub(super) async fn associate(session: Session, timeout: Duration) -> Result<Udp
         };
         let down = async {
             while let Some(p) = flow.recv().await {
-                let Ok((host, port, payload)) = decode_addressed(&p) else {
-                    flow.count_drop(UdpDrop::Invalid);
+                let Some(d) = datagram(&flow, &p) else {
                     continue;
-                };
-                let d = Datagram {
-                    host,
-                    port,
-                    payload,
                 };
                 if back_tx.try_send(d).is_err() {
                     flow.count_drop(UdpDrop::QueueFull);
@@ -135,14 +129,8 @@ async fn pump_egress(flow: &UdpFlow, assoc: UdpAssoc, idle: Duration) -> (u64, u
     let up = async {
         while let Some(p) = flow.recv().await {
             moved();
-            let Ok((host, port, payload)) = decode_addressed(&p) else {
-                flow.count_drop(UdpDrop::Invalid);
+            let Some(d) = datagram(flow, &p) else {
                 continue;
-            };
-            let d = Datagram {
-                host,
-                port,
-                payload,
             };
             if out.try_send(d).is_ok() {
                 sent += 1;
@@ -174,7 +162,18 @@ async fn pump_egress(flow: &UdpFlow, assoc: UdpAssoc, idle: Duration) -> (u64, u
     (sent, received, why)
 }
 
-/// The refusal a peer's UDP flow gets when this side serves no such flow.
-pub fn unsupported(inc: Incoming, why: &str, label: &str, metrics: &Metrics) {
-    super::refuse(inc, Refusal::BadRequest, why, label, metrics);
+/// A UDP_ANY datagram as a [`Datagram`]; `None` (dropped and counted) when its address does
+/// not parse.
+fn datagram(flow: &UdpFlow, p: &Bytes) -> Option<Datagram> {
+    match decode_addressed(p) {
+        Ok((host, port, payload)) => Some(Datagram {
+            host,
+            port,
+            payload,
+        }),
+        Err(_) => {
+            flow.count_drop(UdpDrop::Invalid);
+            None
+        }
+    }
 }

@@ -222,17 +222,15 @@ pub(super) async fn serve_incoming(
                 metrics,
             ),
         },
+        // What a `-R …:proxy` visitor asks for (CONNECT, UDP ASSOCIATE): only with one.
+        OpenTarget::Dial { .. } | OpenTarget::UdpAny if !live.exposes_proxy() => bridge::refuse(
+            inc,
+            Refusal::BadRequest,
+            "this client exposes no proxy (-R PORT:proxy)",
+            label,
+            metrics,
+        ),
         OpenTarget::Dial { host, port } => {
-            if !live.exposes_proxy() {
-                bridge::refuse(
-                    inc,
-                    Refusal::BadRequest,
-                    "this client exposes no proxy (-R PORT:proxy)",
-                    label,
-                    metrics,
-                );
-                return;
-            }
             let rules = live.cfg().rules.clone();
             bridge::serve_dial(inc, host, port, &rules, cfg.connect_timeout, label, metrics).await;
         }
@@ -260,16 +258,6 @@ pub(super) async fn serve_incoming(
         },
         // UDP ASSOCIATE of a `-R …:proxy` visitor: each datagram judged by our rules.
         OpenTarget::UdpAny => {
-            if !live.exposes_proxy() {
-                bridge::refuse(
-                    inc,
-                    Refusal::BadRequest,
-                    "this client exposes no proxy (-R PORT:proxy)",
-                    label,
-                    metrics,
-                );
-                return;
-            }
             let rules = live.cfg().rules.clone();
             let times = (cfg.connect_timeout, live.cfg().udp_idle_timeout);
             Box::pin(bridge::udp_any::serve_udp_any(

@@ -20,6 +20,26 @@ impl Shared {
         self.lock_state().streams.get(&id).cloned()
     }
 
+    /// The id of a stream or flow we open now, unless the session is closed or going away
+    /// or has `max_streams` of both open. Call it under the state lock, and queue the OPEN
+    /// under it too: the peer must see OPENs in id order.
+    pub(super) fn next_open_id(&self, state: &mut State) -> Result<u32, OpenError> {
+        if let Some(why) = &state.closed {
+            return Err(OpenError::Closed(why.clone()));
+        }
+        if state.peer_going_away || state.going_away {
+            return Err(OpenError::Closed("going away".into()));
+        }
+        if state.streams.len() + state.flows.len() >= self.cfg.max_streams {
+            return Err(OpenError::TooManyStreams);
+        }
+        let id = state.next_id;
+        state.next_id = id
+            .checked_add(2)
+            .ok_or_else(|| OpenError::Closed("stream ids exhausted".into()))?;
+        Ok(id)
+    }
+
     pub(super) fn stream_opened(&self) {
         metrics_inc(&self.metrics.streams, 1);
         self.metrics.streams_total.fetch_add(1, Relaxed);

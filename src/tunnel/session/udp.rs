@@ -397,19 +397,7 @@ impl Session {
         let (tx, rx) = smol::channel::bounded(1);
         let flow = {
             let mut state = sh.lock_state();
-            if let Some(why) = &state.closed {
-                return Err(OpenError::Closed(why.clone()));
-            }
-            if state.peer_going_away || state.going_away {
-                return Err(OpenError::Closed("going away".into()));
-            }
-            if state.streams.len() + state.flows.len() >= sh.cfg.max_streams {
-                return Err(OpenError::TooManyStreams);
-            }
-            let id = state.next_id;
-            state.next_id = id
-                .checked_add(2)
-                .ok_or_else(|| OpenError::Closed("stream ids exhausted".into()))?;
+            let id = sh.next_open_id(&mut state)?;
             let flow = Arc::new(FlowShared::new(id, &target, Handshake::Opening(tx)));
             state.flows.insert(id, flow.clone());
             // Queued under the lock: OPENs go out in id order.
