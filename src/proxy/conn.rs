@@ -120,3 +120,32 @@ pub(super) fn reply_for(e: &DialError) -> Reply {
         e => Reply::for_refusal(e.refusal()),
     }
 }
+
+impl<D: Dialer> Conn<D> {
+    /// A tunnel's dial succeeded: writes the client's answer `ok` (a `200`, a SOCKS5 reply),
+    /// then the bytes that came early from either side (a TLS ClientHello behind the request,
+    /// an SSH banner behind an upstream's answer), which are never dropped.
+    pub(super) async fn established(
+        &mut self,
+        stream: &TcpStream,
+        reader: futures_lite::io::BufReader<TcpStream>,
+        upstream: D::Stream,
+        ok: &[u8],
+        early: Vec<u8>,
+    ) -> Setup<D::Stream> {
+        let pending = reader.buffer().to_vec();
+        drop(reader);
+        let (mut client_w, mut up_w) = (stream.clone(), upstream.clone());
+        let handshake = async {
+            client_w.write_all(ok).await?;
+            client_w.write_all(&early).await?;
+            up_w.write_all(&pending).await
+        };
+        if let Err(e) = handshake.await {
+            return Setup::Done(format!("handshake write failed: {e}"));
+        }
+        self.up += pending.len() as u64;
+        self.down += early.len() as u64;
+        Setup::Tunnel(upstream)
+    }
+}

@@ -14,7 +14,7 @@ use crate::shutdown::ShutdownSignal;
 use crate::socks;
 use crate::splice::{self, Outcome};
 use futures_lite::FutureExt;
-use futures_lite::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use futures_lite::io::{AsyncBufReadExt, BufReader};
 use smol::net::{TcpListener, TcpStream};
 use std::io;
 use std::net::SocketAddr;
@@ -305,20 +305,7 @@ impl<D: Dialer> Conn<D> {
             Version::Http10 => b"HTTP/1.0 200 Connection established\r\n\r\n",
             Version::Http11 => b"HTTP/1.1 200 Connection established\r\n\r\n",
         };
-        let pending = reader.buffer().to_vec();
-        drop(reader);
-        let (mut client_w, mut up_w) = (stream.clone(), upstream.clone());
-        let handshake = async {
-            client_w.write_all(ok).await?;
-            client_w.write_all(&early).await?;
-            up_w.write_all(&pending).await
-        };
-        if let Err(e) = handshake.await {
-            return Setup::Done(format!("handshake write failed: {e}"));
-        }
-        self.up += pending.len() as u64;
-        self.down += early.len() as u64;
-        Setup::Tunnel(upstream)
+        self.established(stream, reader, upstream, ok, early).await
     }
 
     /// Relays an established tunnel until both directions end, idle, or an error.

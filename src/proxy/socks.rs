@@ -6,7 +6,7 @@ use super::conn::{Conn, Setup, reply_for};
 use crate::dial::Dialer;
 use crate::socks::server::{self, Command, HandshakeError, encode_reply, unspecified};
 use crate::socks::{Addr, Reply};
-use futures_lite::io::{AsyncWriteExt, BufReader};
+use futures_lite::io::BufReader;
 use smol::net::TcpStream;
 use std::time::Duration;
 
@@ -80,21 +80,7 @@ impl<D: Dialer> Conn<D> {
         let bound = D::tcp(&upstream)
             .and_then(|t| t.local_addr().ok())
             .map_or_else(unspecified, Addr::Ip);
-        let pending = reader.buffer().to_vec();
-        drop(reader);
-        let (mut client_w, mut up_w) = (stream.clone(), upstream.clone());
-        let handshake = async {
-            client_w
-                .write_all(&encode_reply(Reply::Succeeded, &bound))
-                .await?;
-            client_w.write_all(&early).await?;
-            up_w.write_all(&pending).await
-        };
-        if let Err(e) = handshake.await {
-            return Setup::Done(format!("handshake write failed: {e}"));
-        }
-        self.up += pending.len() as u64;
-        self.down += early.len() as u64;
-        Setup::Tunnel(upstream)
+        let ok = encode_reply(Reply::Succeeded, &bound);
+        self.established(stream, reader, upstream, &ok, early).await
     }
 }
