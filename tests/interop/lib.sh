@@ -181,7 +181,28 @@ start_origin() {
     ORIGIN_PORT=$DAEMON_PORT
     ORIGIN_LOG=$DAEMON_LOG
     ORIGIN="http://127.0.0.1:$ORIGIN_PORT"
-    CLOSED_PORT=$(free_port)
+    hold_closed_port || die "could not hold a closed port"
+}
+
+# hold_closed_port: sets CLOSED_PORT to a port that is bound, never listening, by a process of
+# ours for the whole suite. Connects to it are refused, and no other process on the machine
+# (another suite running beside this one) can take it in the meantime, as it could a port
+# that was only free once.
+hold_closed_port() {
+    local out="$WORK/closed-port"
+    python3 -c 'import socket, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+while True:
+    time.sleep(3600)' >"$out" 2>/dev/null </dev/null &
+    PIDS+=("$!")
+    for _ in $(seq 100); do
+        [[ -s $out ]] && break
+        sleep 0.05
+    done
+    CLOSED_PORT=$(cat "$out")
+    [[ -n $CLOSED_PORT ]]
 }
 
 origin_cmd() {
