@@ -164,11 +164,15 @@ pub async fn refuses(addr: SocketAddr, what: &str) {
         loop {
             match TcpStream::connect(addr).await {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return,
-                Err(e) => panic!("{what}: {e}"),
-                // Still listening (its accept loop is stopping): poll again.
+                // Still listening (its accept loop is stopping), or a connection that reached
+                // the backlog as the listener closed (reset): poll again.
                 Ok(_) => {
                     smol::Timer::after(Duration::from_millis(20)).await;
                 }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    smol::Timer::after(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("{what}: {e}"),
             }
         }
     })
